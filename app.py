@@ -1,0 +1,145 @@
+"""HTTP routes: parse, call a service, shape the response. Domain logic lives in chalicelib/."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Chalice, Request, Response
+
+from chalicelib.auth import Principal
+from chalicelib.container import services
+from chalicelib.errors import DomainError
+from chalicelib.http import configure_logging, error_response, log_request, logger, parse_json_body
+from chalicelib.models import CreateUploadRequest
+from chalicelib.uploads import IssuedSignature, UploadIntent
+
+app = Chalice(app_name="vod-upload-backend")
+configure_logging()
+
+
+@app.middleware("http")
+def log_requests(event: Any, get_response: Any) -> Response:
+    started = time.perf_counter()
+    response: Response = get_response(event)
+    log_request(event.method, event.path, response.status_code, started, _request_id())
+    return response
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None, "only called while handling a request"
+    return request
+
+
+def _request_id() -> str:
+    request = app.current_request
+    return str(((request.context if request else None) or {}).get("requestId", "-"))
+
+
+def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`app.route` whose domain errors become JSON 4xx/5xx and whose crashes never leak a trace."""
+
+    def register(view: Callable[..., Any]) -> Any:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return view(*args, **kwargs)
+            except DomainError as error:
+                status, body, headers = error_response(error)
+                return Response(body=body, status_code=status, headers=headers)
+            except Exception:
+                logger.exception("unhandled error", extra={"fields": {"requestId": _request_id()}})
+                return Response(
+                    body={"error": "internal_error", "message": "internal error", "requestId": _request_id()},
+                    status_code=500,
+                )
+
+        return app.route(path, **options)(guarded)
+
+    return register
+
+
+def _principal() -> Principal:
+    return services().verifier.verify(_request().headers.get("authorization"))
+
+
+def _signature_body(issued: IssuedSignature) -> dict[str, Any]:
+    return {
+        "uploadId": issued.intent.upload_id,
+        "signature": issued.signature,
+        "expireTime": issued.expire_time,
+        "signaturesRemaining": issued.signatures_remaining,
+        "oneTimeValid": issued.intent.terms.one_time,
+    }
+
+
+def _intent_body(intent: UploadIntent) -> dict[str, Any]:
+    client = intent.client
+    return {
+        "uploadId": intent.upload_id,
+        "status": intent.status,
+        "createdAt": intent.created_at,
+        "uploadWindowEndsAt": intent.window_ends_at,
+        "procedure": intent.terms.procedure,
+        "storageRegion": intent.terms.storage_region,
+        "classId": intent.terms.class_id,
+        "title": client.title,
+        "fileName": client.file_name,
+        "fileSize": client.file_size,
+        "contentType": client.content_type,
+        "withCover": client.with_cover,
+        "metadata": client.metadata,
+        "signaturesMinted": intent.signatures_minted,
+        "fileId": intent.file_id,
+    }
+
+
+def _create_upload() -> IssuedSignature:
+    principal = _principal()
+    request = parse_json_body(
+        _request().raw_body,
+        CreateUploadRequest,
+        services().settings.max_request_body_bytes,
+        optional=True,
+    )
+    issued = services().uploads.create(principal, request.client_fields(), request.procedure)
+    logger.info(
+        "upload intent created",
+        extra={"fields": {"uploadId": issued.intent.upload_id, "owner": principal.subject, "tier": issued.intent.tier}},
+    )
+    return issued
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@api_route("/uploads", methods=["POST"], cors=True)
+def create_upload() -> Response:
+    issued = _create_upload()
+    body = {**_signature_body(issued), "upload": _intent_body(issued.intent)}
+    return Response(body=body, status_code=201, headers={"Location": f"/uploads/{issued.intent.upload_id}"})
+
+
+@api_route("/uploads/{upload_id}/signature", methods=["POST"], cors=True)
+def renew_signature(upload_id: str) -> dict[str, Any]:
+    issued = services().uploads.resign(_principal(), upload_id)
+    return _signature_body(issued)
+
+
+@api_route("/signature", methods=["POST"], cors=True)
+def compat_signature() -> Response:
+    issued = _create_upload()
+    accept = _request().headers.get("accept", "")
+    if "text/plain" in accept and "application/json" not in accept:
+        return Response(body=issued.signature, status_code=200, headers={"Content-Type": "text/plain"})
+    return Response(body=_signature_body(issued), status_code=200)
+
+
+@api_route("/uploads/{upload_id}", methods=["GET"], cors=True)
+def get_upload(upload_id: str) -> dict[str, Any]:
+    return _intent_body(services().uploads.get(_principal(), upload_id))

@@ -1,0 +1,150 @@
+"""End-user authentication: `Authorization: Bearer <JWT>` verified as an OIDC token.
+
+`dev`/`prod` verify RS256/ES256 tokens against the provider's JWKS (cached), issuer and audience
+(`aud`, or Cognito access tokens' `client_id`). `local` verifies tokens signed by a key pair that is
+generated on first run, so `make token` can mint them. Verification happens in application code, so it
+behaves the same under `chalice local`, the test client and API Gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+
+from chalicelib.errors import ServiceUnavailable, Unauthorized
+
+ALGORITHMS = ["RS256", "ES256"]
+LOCAL_ALGORITHM = "ES256"
+LOCAL_AUDIENCE = "vod-upload-local"
+LOCAL_ISSUER = "http://127.0.0.1:8000/local-issuer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    claims: Mapping[str, Any]
+
+
+class KeyResolver(Protocol):
+    def key_for(self, token: str) -> Any: ...
+
+
+class JwksKeys:
+    def __init__(self, jwks_url: str, cache_seconds: int) -> None:
+        self._client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=max(cache_seconds, 1), timeout=5)
+
+    def key_for(self, token: str) -> Any:
+        try:
+            return self._client.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientConnectionError:
+            raise ServiceUnavailable("identity provider keys are unreachable") from None
+        except jwt.PyJWKClientError:
+            raise Unauthorized("token signed by an unknown key") from None
+        except jwt.DecodeError:
+            raise Unauthorized("malformed token") from None
+
+
+class StaticKey:
+    def __init__(self, public_key: Any) -> None:
+        self._key = public_key
+
+    def key_for(self, token: str) -> Any:
+        return self._key
+
+
+class TokenVerifier:
+    def __init__(self, keys: KeyResolver, issuer: str, audience: str, leeway_seconds: int) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    def verify(self, authorization: str | None) -> Principal:
+        token = _bearer_token(authorization)
+        key = self._keys.key_for(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {type(exc).__name__}") from None
+        if not self._audience_matches(claims):
+            raise Unauthorized("token was issued for another audience")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject or len(subject) > 128:
+            raise Unauthorized("token subject is not usable")
+        return Principal(subject=subject, claims=claims)
+
+    def _audience_matches(self, claims: Mapping[str, Any]) -> bool:
+        audience = claims.get("aud")
+        if isinstance(audience, str):
+            return audience == self._audience
+        if isinstance(audience, list):
+            return self._audience in audience
+        # Cognito access tokens carry the app client id instead of `aud`.
+        return claims.get("token_use") == "access" and claims.get("client_id") == self._audience
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def load_or_create_local_key(path: str) -> Any:
+    """The local stage's private key, generated (P-256) on first use and kept in `path`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key_path = Path(path)
+    if key_path.exists():
+        return serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = key_path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    try:
+        os.link(temporary, key_path)  # first writer wins if two processes race
+    except FileExistsError:
+        return load_or_create_local_key(path)
+    finally:
+        temporary.unlink()
+    return key
+
+
+def mint_local_token(
+    private_key: Any, issuer: str, subject: str, groups: list[str] | None = None, ttl_seconds: int = 3600
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": LOCAL_AUDIENCE,
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+    }
+    if groups:
+        claims["cognito:groups"] = groups
+    return jwt.encode(claims, private_key, algorithm=LOCAL_ALGORITHM)

@@ -1,0 +1,68 @@
+"""Wiring: builds the services for the current stage once per process, on first use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from chalicelib import aws
+from chalicelib.auth import (
+    LOCAL_AUDIENCE,
+    JwksKeys,
+    KeyResolver,
+    StaticKey,
+    TokenVerifier,
+    load_or_create_local_key,
+)
+from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets, SecretsProvider
+from chalicelib.repository import Repository
+from chalicelib.settings import Settings, current_settings
+from chalicelib.uploads import UploadService
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    secrets: SecretsProvider
+    verifier: TokenVerifier
+    repository: Repository
+    uploads: UploadService
+
+
+def build_services(settings: Settings) -> Services:
+    if settings.secrets_source == "env":
+        secrets: SecretsProvider = EnvSecrets(os.environ)
+    else:
+        assert settings.secret_name is not None  # checked by Settings
+        secrets = SecretsManagerSecrets(
+            lambda: aws.client("secretsmanager", settings.aws_region),
+            settings.secret_name,
+            settings.secrets_cache_seconds,
+        )
+    keys: KeyResolver
+    if settings.auth_mode == "local":
+        keys = StaticKey(load_or_create_local_key(settings.local_jwt_key_file).public_key())
+        issuer, audience = settings.local_jwt_issuer, LOCAL_AUDIENCE
+    else:
+        assert settings.oidc_jwks_url and settings.oidc_issuer and settings.oidc_audience
+        keys = JwksKeys(settings.oidc_jwks_url, settings.jwks_cache_seconds)
+        issuer, audience = settings.oidc_issuer, settings.oidc_audience
+    verifier = TokenVerifier(keys, issuer, audience, settings.jwt_leeway_seconds)
+    repository = Repository(
+        aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url), settings.table_name
+    )
+    uploads = UploadService(repository, secrets, settings.upload_policy, settings.max_metadata_bytes)
+    return Services(settings, secrets, verifier, repository, uploads)
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    return build_services(current_settings())
+
+
+def reset() -> None:
+    """Forget the cached configuration (tests change the environment between cases)."""
+    services.cache_clear()
+    current_settings.cache_clear()
+    aws.client.cache_clear()

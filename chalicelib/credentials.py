@@ -1,0 +1,95 @@
+"""Service secrets: VOD API key, context-tag key, callback path token and SignKey.
+
+In `dev`/`prod` they come from one JSON secret in AWS Secrets Manager, cached in memory for a
+while; in `local` from environment variables. Nothing here ever formats a secret into text.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chalicelib.errors import ServiceUnavailable
+
+SECRET_KEYS = ("VOD_SECRET_ID", "VOD_SECRET_KEY", "CONTEXT_TAG_KEY", "VOD_CALLBACK_TOKEN")
+OPTIONAL_SECRET_KEYS = ("VOD_SIGN_KEY",)
+
+
+@dataclass(frozen=True)
+class ServiceSecrets:
+    vod_secret_id: str
+    vod_secret_key: str = field(repr=False)
+    context_tag_key: bytes = field(repr=False)
+    callback_token: str = field(repr=False)
+    sign_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str) -> ServiceSecrets:
+        missing = [key for key in SECRET_KEYS if not isinstance(values.get(key), str) or not values[key]]
+        if missing:
+            raise ServiceUnavailable(f"secrets from {source} lack {', '.join(missing)}")
+        sign_key = values.get("VOD_SIGN_KEY")
+        return cls(
+            vod_secret_id=values["VOD_SECRET_ID"],
+            vod_secret_key=values["VOD_SECRET_KEY"],
+            context_tag_key=values["CONTEXT_TAG_KEY"].encode("utf-8"),
+            callback_token=values["VOD_CALLBACK_TOKEN"],
+            sign_key=sign_key if isinstance(sign_key, str) and sign_key else None,
+        )
+
+
+class SecretsProvider(Protocol):
+    def get(self) -> ServiceSecrets: ...
+
+
+class EnvSecrets:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._secrets = ServiceSecrets.from_mapping(environ, "the environment")
+
+    def get(self) -> ServiceSecrets:
+        return self._secrets
+
+
+class SecretsManagerSecrets:
+    """Fetches the JSON secret once per `ttl_seconds`; concurrent callers share one fetch."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        secret_name: str,
+        ttl_seconds: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client_factory = client_factory
+        self._secret_name = secret_name
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, ServiceSecrets] | None = None
+
+    def get(self) -> ServiceSecrets:
+        with self._lock:
+            if self._cached is not None and self._clock() - self._cached[0] < self._ttl:
+                return self._cached[1]
+            secrets = self._fetch()
+            self._cached = (self._clock(), secrets)
+            return secrets
+
+    def _fetch(self) -> ServiceSecrets:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client_factory().get_secret_value(SecretId=self._secret_name)
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailable(f"cannot read secret {self._secret_name}: {type(exc).__name__}") from None
+        try:
+            values = json.loads(response["SecretString"])
+        except (KeyError, TypeError, json.JSONDecodeError):
+            raise ServiceUnavailable(f"secret {self._secret_name} is not a JSON object") from None
+        if not isinstance(values, dict):
+            raise ServiceUnavailable(f"secret {self._secret_name} is not a JSON object")
+        return ServiceSecrets.from_mapping(values, f"secret {self._secret_name}")

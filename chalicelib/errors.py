@@ -1,0 +1,70 @@
+"""Domain errors. Each carries what the HTTP layer needs; the mapping lives in `chalicelib.http`."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InvalidRequest(DomainError):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field)
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    code = "payload_too_large"
+
+
+class LimitExceeded(DomainError):
+    status = 429
+    code = "limit_exceeded"
+
+    def __init__(self, message: str, limit: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "limit": self.limit, "retryAfter": self.retry_after_seconds}
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(DomainError):
+    status = 503
+    code = "service_unavailable"

@@ -1,0 +1,103 @@
+"""The HTTP edge shared by all routes: body parsing, error shaping, structured request logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.errors import DomainError, InvalidRequest, LimitExceeded, PayloadTooLarge
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+logger = logging.getLogger("vodupload")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; structured fields come from `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time (Lambda and test capture both swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def configure_logging(level: str = "INFO") -> None:
+    if any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        return
+    handler = _StdoutHandler()
+    handler.setFormatter(JsonLogFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def parse_json_body(raw_body: bytes | str | None, model: type[ModelT], max_bytes: int, optional: bool) -> ModelT:
+    body = raw_body.encode("utf-8") if isinstance(raw_body, str) else (raw_body or b"")
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    if not body.strip():
+        if optional:
+            return model()
+        raise InvalidRequest("body", "a JSON object is required")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest("body", f"is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidRequest(field, first["msg"]) from None
+
+
+def error_response(error: DomainError) -> tuple[int, dict[str, object], dict[str, str | list[str]]]:
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
+    if isinstance(error, LimitExceeded):
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    return error.status, error.body(), headers
+
+
+def log_request(method: str, path: str, status: int, started: float, request_id: str, **fields: Any) -> None:
+    logger.info(
+        "request",
+        extra={
+            "fields": {
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "requestId": request_id,
+                **fields,
+            }
+        },
+    )
+
+
+Handler = Callable[..., Any]

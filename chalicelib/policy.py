@@ -1,0 +1,83 @@
+"""Server-side upload policy: what a user's signatures may contain and how many they may get.
+
+The client never chooses `procedure`, `classId`, `storageRegion`, `vodSubAppId`, one-time use or
+signature lifetime; it may only pick one of its tier's allowed procedures by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from chalicelib.errors import InvalidRequest
+from chalicelib.vod_signature import MAX_VALIDITY_SECONDS
+
+
+class Tier(BaseModel):
+    """Every field of a tier; a named tier overrides only the fields it sets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    procedures: tuple[str, ...] = ()
+    default_procedure: str | None = Field(default=None, alias="defaultProcedure")
+    class_id: int = Field(default=0, ge=0, alias="classId")
+    storage_region: str | None = Field(default=None, alias="storageRegion")
+    vod_sub_app_id: int | None = Field(default=None, ge=0, alias="vodSubAppId")
+    one_time_signatures: bool = Field(default=True, alias="oneTimeSignatures")
+    task_priority: int = Field(default=0, ge=-10, le=10, alias="taskPriority")
+    task_notify_mode: Literal["Finish", "Change", "None"] = Field(default="Finish", alias="taskNotifyMode")
+    signature_ttl_seconds: int = Field(default=900, ge=1, le=MAX_VALIDITY_SECONDS, alias="signatureTtlSeconds")
+    upload_window_seconds: int = Field(default=6 * 3600, ge=1, le=MAX_VALIDITY_SECONDS, alias="uploadWindowSeconds")
+    max_open_intents: int = Field(default=5, ge=1, alias="maxOpenIntents")
+    max_intents_per_hour: int = Field(default=30, ge=1, alias="maxIntentsPerHour")
+    max_signatures_per_intent: int = Field(default=20, ge=1, alias="maxSignaturesPerIntent")
+    max_file_size: int = Field(default=5 * 1024**3, ge=0, alias="maxFileSize")
+
+    @model_validator(mode="after")
+    def _default_procedure_is_allowed(self) -> Tier:
+        if self.default_procedure is not None and self.default_procedure not in self.procedures:
+            raise ValueError("defaultProcedure must be one of procedures")
+        return self
+
+    def choose_procedure(self, requested: str | None) -> str | None:
+        if requested is None:
+            return self.default_procedure
+        if requested not in self.procedures:
+            raise InvalidRequest("procedure", f"must be one of the allowed procedures: {list(self.procedures)}")
+        return requested
+
+
+class UploadPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    groups_claim: str = Field(default="cognito:groups", alias="groupsClaim")
+    default: Tier = Tier()
+    # Named tiers in priority order: the first whose name is one of the user's groups wins.
+    tiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tiers_are_valid(self) -> UploadPolicy:
+        for name in self.tiers:
+            self.tier_named(name)
+        return self
+
+    def tier_named(self, name: str) -> Tier:
+        merged = {**self.default.model_dump(by_alias=True), **self.tiers[name]}
+        return Tier.model_validate(merged)
+
+    def tier_for(self, claims: Mapping[str, Any]) -> tuple[str, Tier]:
+        groups = _as_groups(claims.get(self.groups_claim))
+        for name in self.tiers:
+            if name in groups:
+                return name, self.tier_named(name)
+        return "default", self.default
+
+
+def _as_groups(value: object) -> set[str]:
+    if isinstance(value, str):
+        return {part for part in value.replace(",", " ").split() if part}
+    if isinstance(value, Iterable):
+        return {item for item in value if isinstance(item, str)}
+    return set()

@@ -1,0 +1,73 @@
+"""One typed settings object, read from the environment that `.chalice/config.json` sets per stage."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chalicelib.auth import LOCAL_ISSUER
+from chalicelib.policy import UploadPolicy
+
+
+class SettingsError(RuntimeError):
+    """The stage configuration is unusable; the message names the variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    stage: str = Field(min_length=1)
+    table_name: str = Field(min_length=3)
+    aws_region: str = "us-east-1"
+    dynamodb_endpoint_url: str | None = None
+
+    # "env": VOD_SECRET_ID, VOD_SECRET_KEY, CONTEXT_TAG_KEY, VOD_CALLBACK_TOKEN, VOD_SIGN_KEY (local only);
+    # "secretsmanager": one JSON secret holding the same keys.
+    secrets_source: Literal["env", "secretsmanager"] = "secretsmanager"
+    secret_name: str | None = None
+    secrets_cache_seconds: int = Field(default=300, ge=0)
+
+    auth_mode: Literal["local", "oidc"] = "oidc"
+    local_jwt_key_file: str = ".local/jwt-key.pem"
+    local_jwt_issuer: str = LOCAL_ISSUER
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    jwks_cache_seconds: int = Field(default=3600, ge=0)
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    upload_policy: UploadPolicy = UploadPolicy()
+    max_metadata_bytes: int = Field(default=2048, ge=0)
+    max_request_body_bytes: int = Field(default=16 * 1024, ge=256)
+    callback_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    @field_validator("upload_policy", mode="before")
+    @classmethod
+    def _policy_from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _mode_requirements(self) -> Settings:
+        if self.secrets_source == "secretsmanager" and not self.secret_name:
+            raise ValueError("SECRET_NAME is required when SECRETS_SOURCE=secretsmanager")
+        if self.auth_mode == "oidc" and not (self.oidc_issuer and self.oidc_jwks_url and self.oidc_audience):
+            raise ValueError("OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL are required when AUTH_MODE=oidc")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
+        try:
+            return cls.model_validate(values)
+        except (ValidationError, json.JSONDecodeError) as exc:
+            raise SettingsError(f"invalid stage configuration: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def current_settings() -> Settings:
+    return Settings.from_env(os.environ)

@@ -1,0 +1,190 @@
+"""Upload intents: one intent is one expected upload, and its id is what travels through VOD.
+
+Pure domain objects plus the service that turns an authenticated request into an intent and
+signatures. Storage is behind `IntentStore`; HTTP is not known here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from chalicelib import source_context, vod_signature
+from chalicelib.auth import Principal
+from chalicelib.credentials import SecretsProvider
+from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.policy import Tier, UploadPolicy
+
+RESUME_WINDOW_SECONDS = 86_400
+
+IntentStatus = Literal["open", "completed"]
+
+
+@dataclass(frozen=True)
+class SignatureTerms:
+    """The policy snapshot every signature of an intent is minted from."""
+
+    procedure: str | None
+    class_id: int
+    storage_region: str | None
+    vod_sub_app_id: int | None
+    one_time: bool
+    task_priority: int
+    task_notify_mode: str
+    ttl_seconds: int
+
+    def options(self, context: str) -> vod_signature.SignatureOptions:
+        with_procedure = self.procedure is not None
+        return vod_signature.SignatureOptions(
+            procedure=self.procedure,
+            taskPriority=self.task_priority if with_procedure else None,
+            taskNotifyMode=self.task_notify_mode if with_procedure else None,  # type: ignore[arg-type]
+            classId=self.class_id,
+            sourceContext=context,
+            sessionContext=context if with_procedure else None,
+            oneTimeValid=1 if self.one_time else None,
+            vodSubAppId=self.vod_sub_app_id,
+            storageRegion=self.storage_region,
+        )
+
+
+@dataclass(frozen=True)
+class ClientFields:
+    title: str | None = None
+    file_name: str | None = None
+    file_size: int | None = None
+    content_type: str | None = None
+    with_cover: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IntentLimits:
+    max_open_intents: int
+    max_intents_per_hour: int
+
+
+@dataclass(frozen=True)
+class UploadIntent:
+    upload_id: str
+    owner: str
+    tier: str
+    status: IntentStatus
+    created_at: int
+    window_ends_at: int
+    expires_at: int  # DynamoDB TTL: the last possible signature's expiry plus the resume window
+    terms: SignatureTerms
+    client: ClientFields
+    signatures_minted: int
+    max_signatures: int
+    file_id: str | None = None
+    completed_at: int | None = None
+
+    @property
+    def open_slot(self) -> str:
+        """The entry this intent holds in its owner's open-intent set until completed or the window ends."""
+        return f"{self.window_ends_at}#{self.upload_id}"
+
+
+@dataclass(frozen=True)
+class IssuedSignature:
+    intent: UploadIntent
+    signature: str
+    expire_time: int
+
+    @property
+    def signatures_remaining(self) -> int:
+        return max(0, self.intent.max_signatures - self.intent.signatures_minted)
+
+
+class IntentStore(Protocol):
+    def create_intent(self, intent: UploadIntent, limits: IntentLimits, now: int) -> None: ...
+
+    def record_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent: ...
+
+    def get_intent(self, upload_id: str) -> UploadIntent | None: ...
+
+
+class UploadService:
+    def __init__(
+        self,
+        store: IntentStore,
+        secrets: SecretsProvider,
+        policy: UploadPolicy,
+        max_metadata_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._secrets = secrets
+        self._policy = policy
+        self._max_metadata_bytes = max_metadata_bytes
+        self._clock = clock
+
+    def create(self, principal: Principal, client: ClientFields, procedure: str | None) -> IssuedSignature:
+        tier_name, tier = self._policy.tier_for(principal.claims)
+        self._check_client_fields(client, tier)
+        now = int(self._clock())
+        window_ends_at = now + tier.upload_window_seconds
+        intent = UploadIntent(
+            upload_id=source_context.new_upload_id(),
+            owner=principal.subject,
+            tier=tier_name,
+            status="open",
+            created_at=now,
+            window_ends_at=window_ends_at,
+            expires_at=window_ends_at + tier.signature_ttl_seconds + RESUME_WINDOW_SECONDS,
+            terms=SignatureTerms(
+                procedure=tier.choose_procedure(procedure),
+                class_id=tier.class_id,
+                storage_region=tier.storage_region,
+                vod_sub_app_id=tier.vod_sub_app_id,
+                one_time=tier.one_time_signatures,
+                task_priority=tier.task_priority,
+                task_notify_mode=tier.task_notify_mode,
+                ttl_seconds=tier.signature_ttl_seconds,
+            ),
+            client=client,
+            signatures_minted=1,
+            max_signatures=tier.max_signatures_per_intent,
+        )
+        signature, expire_time = self._sign(intent, now)
+        limits = IntentLimits(tier.max_open_intents, tier.max_intents_per_hour)
+        self._store.create_intent(intent, limits, now)
+        return IssuedSignature(intent, signature, expire_time)
+
+    def resign(self, principal: Principal, upload_id: str) -> IssuedSignature:
+        if not source_context.is_upload_id(upload_id):
+            raise NotFound("no such upload")
+        now = int(self._clock())
+        intent = self._store.record_signature(upload_id, principal.subject, now)
+        signature, expire_time = self._sign(intent, now)
+        return IssuedSignature(intent, signature, expire_time)
+
+    def get(self, principal: Principal, upload_id: str) -> UploadIntent:
+        intent = self._store.get_intent(upload_id) if source_context.is_upload_id(upload_id) else None
+        if intent is None or intent.owner != principal.subject:
+            raise NotFound("no such upload")
+        return intent
+
+    def _sign(self, intent: UploadIntent, now: int) -> tuple[str, int]:
+        secrets = self._secrets.get()
+        context = source_context.encode(intent.upload_id, secrets.context_tag_key)
+        params = vod_signature.new_params(
+            secrets.vod_secret_id, intent.terms.ttl_seconds, intent.terms.options(context), now=now
+        )
+        return vod_signature.sign(params, secrets.vod_secret_key), params.expireTime
+
+    def _check_client_fields(self, client: ClientFields, tier: Tier) -> None:
+        if client.file_size is not None and client.file_size > tier.max_file_size:
+            raise InvalidRequest("fileSize", f"must be at most {tier.max_file_size} bytes")
+        if client.metadata is not None:
+            size = len(json.dumps(client.metadata, separators=(",", ":")).encode("utf-8"))
+            if size > self._max_metadata_bytes:
+                raise InvalidRequest("metadata", f"must serialise to at most {self._max_metadata_bytes} bytes")
+
+
+def completed(intent: UploadIntent, file_id: str, now: int) -> UploadIntent:
+    return replace(intent, status="completed", file_id=file_id, completed_at=now)

@@ -1,0 +1,122 @@
+"""`make dev`: DynamoDB (8002), vodlocal (8001) and `chalice local --stage local` (8000), wired together.
+
+Ctrl-C stops everything. Ports are fixed so that the README's curl examples work as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devstack.table import ensure_table, local_client
+from devstack.token import local_stage_env
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+API_PORT, VOD_PORT, DYNAMODB_PORT = 8000, 8001, 8002
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((HOST, port)) != 0
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{' '.join(map(str, process.args))} exited with {process.returncode}")  # type: ignore[arg-type]
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - fixed local URL
+                return
+        except OSError as exc:
+            if "HTTP Error" in str(exc):
+                return  # it answers: up
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
+
+
+def vodlocal_command(env: dict[str, str]) -> list[str]:
+    callback = f"http://{HOST}:{API_PORT}/vod/events/{env['VOD_CALLBACK_TOKEN']}"
+    return [
+        sys.executable, "-m", "vodlocal",
+        "--host", HOST, "--port", str(VOD_PORT),
+        "--data-dir", str(ROOT / ".local" / "vodlocal"),
+        "--secret", f"{env['VOD_SECRET_ID']}:{env['VOD_SECRET_KEY']}",
+        "--callback-url", callback,
+        "--sign-key", env["VOD_SIGN_KEY"],
+    ]  # fmt: skip
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    env = local_stage_env()
+    busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT) if not _port_free(port)]
+    if busy:
+        raise SystemExit(f"ports {busy} on {HOST} are in use: stop whatever holds them (an earlier make dev?)")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], health: str) -> None:
+        process = subprocess.Popen(args, cwd=ROOT)  # noqa: S603 - our own commands
+        processes.append(process)
+        _wait_for(health, process)
+
+    try:
+        start([sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)], f"http://{HOST}:{DYNAMODB_PORT}/")
+        ensure_table(local_client(f"http://{HOST}:{DYNAMODB_PORT}"), env["TABLE_NAME"])
+        with_vodlocal = (ROOT / "vodlocal" / "__main__.py").is_file()
+        if with_vodlocal:
+            start(vodlocal_command(env), f"http://{HOST}:{VOD_PORT}/")
+        chalice = str(Path(sys.executable).with_name("chalice"))
+        start([chalice, "local", "--stage", "local", "--host", HOST, "--port", str(API_PORT)],
+              f"http://{HOST}:{API_PORT}/health")  # fmt: skip
+        token = subprocess.run(
+            [sys.executable, "-m", "devstack.token", "alice"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip().splitlines()[-1]
+        body = json.dumps(json.dumps({"title": "My clip"}))
+        lines = [
+            "",
+            "Local stack is up:",
+            f"  API        http://{HOST}:{API_PORT}   (chalice local --stage local)",
+            *([f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator)"] if with_vodlocal else []),
+            f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
+            "",
+            "Token for alice (make token USER=<name> for others):",
+            f"  {token}",
+            "",
+            "Try:",
+            f"  curl -s -X POST http://{HOST}:{API_PORT}/uploads -H 'Authorization: Bearer {token}' "
+            f"-H 'Content-Type: application/json' -d {body}",
+            "",
+            "Ctrl-C stops everything.",
+        ]
+        print("\n".join(lines), flush=True)
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        raise SystemExit("a component of the local stack exited; stopping the rest")
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Print a token for the local stage: `python -m devstack.token alice [--group premium]`.
+
+The last line of output is the token itself, so `TOKEN=$(make token USER=alice | tail -1)` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
+
+CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+
+
+def local_stage_env() -> dict[str, str]:
+    env: dict[str, str] = json.loads(CONFIG.read_text())["stages"]["local"]["environment_variables"]
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("user")
+    parser.add_argument("--group", action="append", default=[])
+    parser.add_argument("--ttl", type=int, default=12 * 3600)
+    args = parser.parse_args()
+    env = local_stage_env()
+    key = load_or_create_local_key(str(CONFIG.parent.parent / env["LOCAL_JWT_KEY_FILE"]))
+    print(f"# local token for user {args.user!r}, valid {args.ttl} s")
+    print(mint_local_token(key, env.get("LOCAL_JWT_ISSUER", LOCAL_ISSUER), args.user, args.group, args.ttl))
+
+
+if __name__ == "__main__":
+    main()
