@@ -5,16 +5,17 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Request, Response
 
-from chalicelib.auth import Principal
 from chalicelib.container import services
 from chalicelib.errors import DomainError
 from chalicelib.http import configure_logging, error_response, log_request, logger, parse_json_body
-from chalicelib.models import CreateUploadRequest
-from chalicelib.uploads import IssuedSignature, UploadIntent
+
+if TYPE_CHECKING:
+    from chalicelib.auth import Principal
+    from chalicelib.uploads import IssuedSignature, UploadIntent
 
 app = Chalice(app_name="vod-upload-backend")
 configure_logging()
@@ -98,6 +99,8 @@ def _intent_body(intent: UploadIntent) -> dict[str, Any]:
 
 
 def _create_upload() -> IssuedSignature:
+    from chalicelib.models import CreateUploadRequest
+
     principal = _principal()
     request = parse_json_body(
         _request().raw_body,

@@ -36,8 +36,15 @@ class KeyResolver(Protocol):
 
 
 class JwksKeys:
-    def __init__(self, jwks_url: str, cache_seconds: int) -> None:
-        self._client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=max(cache_seconds, 1), timeout=5)
+    def __init__(self, jwks_url: str, cache_seconds: int, refetch_cooldown_seconds: float = 30) -> None:
+        # An unknown `kid` refetches the set at most once per cooldown, so forged kids cannot hammer the IdP.
+        self._client = jwt.PyJWKClient(
+            jwks_url,
+            cache_keys=True,
+            lifespan=max(cache_seconds, 1),
+            timeout=5,
+            cooldown_duration=refetch_cooldown_seconds,
+        )
 
     def key_for(self, token: str) -> Any:
         try:
@@ -116,9 +123,7 @@ def load_or_create_local_key(path: str) -> Any:
     if key_path.exists():
         return serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     key_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = key_path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -12,9 +12,7 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
     import botocore.config
     import botocore.session
 
-    config = botocore.config.Config(
-        connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
-    )
+    config = botocore.config.Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
     return botocore.session.get_session().create_client(
         service, region_name=region, endpoint_url=endpoint_url, config=config
     )

@@ -1,24 +1,24 @@
-"""Wiring: builds the services for the current stage once per process, on first use."""
+"""Wiring: builds the services for the current stage once per process, on first use.
+
+The heavy modules (pydantic models, PyJWT/cryptography, botocore) are imported by `build_services`,
+not at import time, so that `import app` stays cheap and `/health` never pays for them.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from chalicelib import aws
-from chalicelib.auth import (
-    LOCAL_AUDIENCE,
-    JwksKeys,
-    KeyResolver,
-    StaticKey,
-    TokenVerifier,
-    load_or_create_local_key,
-)
-from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets, SecretsProvider
-from chalicelib.repository import Repository
-from chalicelib.settings import Settings, current_settings
-from chalicelib.uploads import UploadService
+
+if TYPE_CHECKING:
+    from chalicelib.auth import TokenVerifier
+    from chalicelib.credentials import SecretsProvider
+    from chalicelib.repository import Repository
+    from chalicelib.settings import Settings
+    from chalicelib.uploads import UploadService
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,18 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    from chalicelib.auth import (
+        LOCAL_AUDIENCE,
+        JwksKeys,
+        KeyResolver,
+        StaticKey,
+        TokenVerifier,
+        load_or_create_local_key,
+    )
+    from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
+    from chalicelib.repository import Repository
+    from chalicelib.uploads import UploadService
+
     if settings.secrets_source == "env":
         secrets: SecretsProvider = EnvSecrets(os.environ)
     else:
@@ -58,11 +70,12 @@ def build_services(settings: Settings) -> Services:
 
 @lru_cache(maxsize=1)
 def services() -> Services:
-    return build_services(current_settings())
+    from chalicelib.settings import Settings
+
+    return build_services(Settings.from_env(os.environ))
 
 
 def reset() -> None:
     """Forget the cached configuration (tests change the environment between cases)."""
     services.cache_clear()
-    current_settings.cache_clear()
     aws.client.cache_clear()

@@ -7,13 +7,14 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.errors import DomainError, InvalidRequest, LimitExceeded, PayloadTooLarge
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound="BaseModel")
 
 logger = logging.getLogger("vodupload")
 
@@ -69,6 +70,8 @@ def parse_json_body(raw_body: bytes | str | None, model: type[ModelT], max_bytes
         raise InvalidRequest("body", f"is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body", "must be a JSON object")
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -204,9 +204,7 @@ class Repository:
                     pruned = True
                     continue
                 earliest = min((int(slot.split("#", 1)[0]) for slot in slots), default=now + 60)
-                raise LimitExceeded(
-                    f"at most {limits.max_open_intents} open uploads", "open_intents", earliest - now
-                )
+                raise LimitExceeded(f"at most {limits.max_open_intents} open uploads", "open_intents", earliest - now)
             if reasons[0].get("Code") == "ConditionalCheckFailed":
                 raise Conflict("upload id collision, retry")
             self._sleep(0.05 * (attempt + 1))  # TransactionConflict: another request holds an item

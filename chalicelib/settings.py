@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,10 +62,14 @@ class Settings(BaseModel):
         values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
         try:
             return cls.model_validate(values)
-        except (ValidationError, json.JSONDecodeError) as exc:
-            raise SettingsError(f"invalid stage configuration: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(_describe(error) for error in exc.errors())
+            raise SettingsError(f"invalid stage configuration: {problems}") from None
 
 
-@lru_cache(maxsize=1)
-def current_settings() -> Settings:
-    return Settings.from_env(os.environ)
+def _describe(error: Any) -> str:
+    """`UPLOAD_POLICY.default.signatureTtlSeconds: Input should be ...`: the variable, then the path in it."""
+    location = [str(part) for part in error["loc"]]
+    if location:
+        location[0] = location[0].upper()
+    return f"{'.'.join(location) or 'settings'}: {error['msg']}"

@@ -73,7 +73,9 @@ def main() -> None:
         _wait_for(health, process)
 
     try:
-        start([sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)], f"http://{HOST}:{DYNAMODB_PORT}/")
+        start(
+            [sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)], f"http://{HOST}:{DYNAMODB_PORT}/"
+        )
         ensure_table(local_client(f"http://{HOST}:{DYNAMODB_PORT}"), env["TABLE_NAME"])
         with_vodlocal = (ROOT / "vodlocal" / "__main__.py").is_file()
         if with_vodlocal:
@@ -81,9 +83,13 @@ def main() -> None:
         chalice = str(Path(sys.executable).with_name("chalice"))
         start([chalice, "local", "--stage", "local", "--host", HOST, "--port", str(API_PORT)],
               f"http://{HOST}:{API_PORT}/health")  # fmt: skip
-        token = subprocess.run(
-            [sys.executable, "-m", "devstack.token", "alice"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(
+                [sys.executable, "-m", "devstack.token", "alice"], cwd=ROOT, check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         body = json.dumps(json.dumps({"title": "My clip"}))
         lines = [
             "",

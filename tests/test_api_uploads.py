@@ -128,8 +128,11 @@ def test_fresh_signature_for_owner_only(api: Any, token_for: TokenFactory, stage
     assert second.options.sourceContext == first.options.sourceContext
     assert second.random != first.random or second.currentTimeStamp != first.currentTimeStamp
 
-    for path in (f"/uploads/{created['uploadId']}/signature", "/uploads/AAAAAAAAAAAAAAAAAAAAAA/signature",
-                 "/uploads/not-an-id/signature"):
+    for path in (
+        f"/uploads/{created['uploadId']}/signature",
+        "/uploads/AAAAAAAAAAAAAAAAAAAAAA/signature",
+        "/uploads/not-an-id/signature",
+    ):
         response = post(api, path, token_for("mallory"))
         assert response.status_code == 404
         assert response.json_body["error"] == "not_found"

@@ -1,0 +1,97 @@
+"""Per-user limits in the repository, against the local DynamoDB endpoint over HTTP."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from chalicelib.errors import LimitExceeded
+from chalicelib.repository import Repository
+from chalicelib.uploads import ClientFields, IntentLimits, SignatureTerms, UploadIntent
+
+NOW = 1_800_000_000
+TERMS = SignatureTerms(None, 0, None, None, True, 0, "Finish", 900)
+
+
+def intent(upload_id: str, owner: str = "alice", window_ends_at: int = NOW + 3600) -> UploadIntent:
+    return UploadIntent(
+        upload_id=upload_id.ljust(22, "0")[:22],
+        owner=owner,
+        tier="default",
+        status="open",
+        created_at=NOW,
+        window_ends_at=window_ends_at,
+        expires_at=window_ends_at + 900 + 86400,
+        terms=TERMS,
+        client=ClientFields(title="t", metadata={"k": [1, 2]}),
+        signatures_minted=1,
+        max_signatures=3,
+    )
+
+
+def test_intent_round_trips(repository: Repository) -> None:
+    original = intent("roundtrip")
+    repository.create_intent(original, IntentLimits(5, 30), NOW)
+    assert repository.get_intent(original.upload_id) == original
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_concurrent_creates_never_exceed_the_open_limit(repository: Repository, round_: int) -> None:
+    limit, contenders = 5, 16
+    repository.create_intent(intent(f"seed{round_}"), IntentLimits(limit, 1000), NOW)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(contenders)
+
+    def contend(index: int) -> None:
+        barrier.wait()
+        try:
+            repository.create_intent(intent(f"race{round_}x{index}"), IntentLimits(limit, 1000), NOW)
+            result = "created"
+        except LimitExceeded as exc:
+            result = exc.limit
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("created") == limit - 1
+    assert outcomes.count("open_intents") == contenders - (limit - 1)
+    assert len(repository.open_slots("alice")) == limit
+
+
+def test_expired_slots_are_pruned_in_the_limit_path(repository: Repository) -> None:
+    limits = IntentLimits(2, 1000)
+    repository.create_intent(intent("old1", window_ends_at=NOW + 10), limits, NOW)
+    repository.create_intent(intent("old2", window_ends_at=NOW + 20), limits, NOW)
+    with pytest.raises(LimitExceeded) as info:
+        repository.create_intent(intent("new1"), limits, NOW)
+    assert info.value.retry_after_seconds == 10
+    later = NOW + 15  # the first slot's window has ended
+    repository.create_intent(replace(intent("new2"), created_at=later), limits, later)
+    slots = repository.open_slots("alice")
+    assert len(slots) == 2 and not any("old1" in slot for slot in slots)
+
+
+def test_record_signature_enforces_owner_cap_and_window(repository: Repository) -> None:
+    from chalicelib.errors import Conflict, NotFound
+
+    created = intent("minting", window_ends_at=NOW + 100)
+    repository.create_intent(created, IntentLimits(5, 30), NOW)
+    with pytest.raises(NotFound):
+        repository.record_signature(created.upload_id, "mallory", NOW)
+    with pytest.raises(NotFound):
+        repository.record_signature("nosuchuploadnosuchuplo", "alice", NOW)
+    assert repository.record_signature(created.upload_id, "alice", NOW).signatures_minted == 2
+    assert repository.record_signature(created.upload_id, "alice", NOW).signatures_minted == 3
+    with pytest.raises(LimitExceeded):
+        repository.record_signature(created.upload_id, "alice", NOW)
+    other = intent("windowed", window_ends_at=NOW + 100)
+    repository.create_intent(other, IntentLimits(5, 30), NOW)
+    with pytest.raises(Conflict, match="window"):
+        repository.record_signature(other.upload_id, "alice", NOW + 100)

@@ -1,0 +1,122 @@
+"""Stage settings and the secrets providers (Secrets Manager through moto)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
+from chalicelib.errors import ServiceUnavailable
+from chalicelib.settings import Settings, SettingsError
+from devstack.token import local_stage_env
+
+SECRET = {
+    "VOD_SECRET_ID": "AKIDcloud",
+    "VOD_SECRET_KEY": "cloud-secret-key-value-123",
+    "CONTEXT_TAG_KEY": "cloud-context-key-value-456",
+    "VOD_CALLBACK_TOKEN": "cloud-callback-token-789",
+}
+
+
+def test_every_stage_of_the_chalice_config_is_valid() -> None:
+    config = json.loads(open(".chalice/config.json").read())
+    for name, stage in config["stages"].items():
+        settings = Settings.from_env(stage["environment_variables"])
+        assert settings.stage == name
+        assert settings.table_name == f"vod-upload-{name}"
+        assert (settings.secrets_source == "env") == (name == "local")
+        assert stage["iam_policy_file"] == f"policy-{name}.json"
+    assert config["autogen_policy"] is False
+
+
+def test_cloud_stage_policies_are_scoped_to_their_table_and_secret() -> None:
+    for stage in ("dev", "prod"):
+        policy = json.loads(open(f".chalice/policy-{stage}.json").read())
+        resources = [
+            r
+            for statement in policy["Statement"]
+            for r in (statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]])
+        ]
+        assert all(stage in resource for resource in resources), resources
+        actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+        assert "dynamodb:*" not in actions and "dynamodb:Scan" not in actions
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"TABLE_NAME": ""}, "TABLE_NAME"),
+        ({"UPLOAD_POLICY": "{not json"}, "UPLOAD_POLICY"),
+        ({"UPLOAD_POLICY": json.dumps({"default": {"signatureTtlSeconds": 7776001}})}, "signatureTtlSeconds"),
+        ({"UPLOAD_POLICY": json.dumps({"default": {"bogus": 1}})}, "bogus"),
+        ({"UPLOAD_POLICY": json.dumps({"tiers": {"gold": {"taskPriority": 11}}})}, "taskPriority"),
+        ({"UPLOAD_POLICY": json.dumps({"default": {"defaultProcedure": "X"}})}, "defaultProcedure"),
+        ({"SECRETS_SOURCE": "secretsmanager"}, "SECRET_NAME"),
+        ({"AUTH_MODE": "oidc"}, "OIDC_ISSUER"),
+    ],
+)
+def test_bad_stage_configuration_fails_fast_naming_the_setting(overrides: dict[str, str], variable: str) -> None:
+    env = {**local_stage_env(), **overrides}
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env(env)
+
+
+def test_env_secrets_require_every_key_and_never_show_them() -> None:
+    secrets = EnvSecrets({**SECRET, "VOD_SIGN_KEY": "sign-key-value"}).get()
+    assert secrets.vod_secret_key == SECRET["VOD_SECRET_KEY"]
+    shown = repr(secrets)
+    for value in (*SECRET.values(), "sign-key-value"):
+        if value != SECRET["VOD_SECRET_ID"]:
+            assert value not in shown
+    with pytest.raises(ServiceUnavailable, match="VOD_SECRET_KEY"):
+        EnvSecrets({k: v for k, v in SECRET.items() if k != "VOD_SECRET_KEY"})
+
+
+@pytest.fixture
+def secretsmanager() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def test_secrets_manager_is_read_once_per_ttl(secretsmanager: Any) -> None:
+    secretsmanager.create_secret(Name="vod-upload/dev", SecretString=json.dumps(SECRET))
+    calls = []
+    now = [1000.0]
+
+    def factory() -> Any:
+        calls.append(1)
+        return secretsmanager
+
+    provider = SecretsManagerSecrets(factory, "vod-upload/dev", ttl_seconds=300, clock=lambda: now[0])
+    assert provider.get().callback_token == SECRET["VOD_CALLBACK_TOKEN"]
+    now[0] += 299
+    provider.get()
+    assert len(calls) == 1
+    secretsmanager.put_secret_value(
+        SecretId="vod-upload/dev", SecretString=json.dumps({**SECRET, "VOD_SECRET_KEY": "rotated"})
+    )
+    now[0] += 2
+    assert provider.get().vod_secret_key == "rotated"
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "content", ["not json", json.dumps(["a"]), json.dumps({"VOD_SECRET_ID": "AKIDx", "VOD_SECRET_KEY": "kkk"})]
+)
+def test_unusable_secret_is_503_without_its_content(secretsmanager: Any, content: str) -> None:
+    secretsmanager.create_secret(Name="vod-upload/dev", SecretString=content)
+    provider = SecretsManagerSecrets(lambda: secretsmanager, "vod-upload/dev", ttl_seconds=300)
+    with pytest.raises(ServiceUnavailable) as info:
+        provider.get()
+    assert content not in info.value.message
+
+
+def test_missing_secret_is_503(secretsmanager: Any) -> None:
+    provider = SecretsManagerSecrets(lambda: secretsmanager, "vod-upload/none", ttl_seconds=300)
+    with pytest.raises(ServiceUnavailable, match=r"ResourceNotFoundException|ClientError"):
+        provider.get()
