@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Request, Response
 
 from chalicelib.container import services
-from chalicelib.errors import DomainError
+from chalicelib.errors import DomainError, InvalidRequest
 from chalicelib.http import configure_logging, error_response, log_request, logger, parse_json_body
 
 if TYPE_CHECKING:
     from chalicelib.auth import Principal
     from chalicelib.uploads import IssuedSignature, UploadIntent
+    from chalicelib.videos import Video
 
 app = Chalice(app_name="vod-upload-backend")
 configure_logging()
@@ -98,6 +100,32 @@ def _intent_body(intent: UploadIntent) -> dict[str, Any]:
     }
 
 
+def _video_body(video: Video) -> dict[str, Any]:
+    return {
+        "fileId": video.file_id,
+        "uploadId": video.upload_id,
+        "title": video.title,
+        "name": video.name,
+        "fileName": video.file_name,
+        "mediaUrl": video.media_url,
+        "coverUrl": video.cover_url,
+        "type": video.media_type,
+        "size": video.size,
+        "duration": video.duration,
+        "width": video.width,
+        "height": video.height,
+        "md5": video.md5,
+        "storageRegion": video.storage_region,
+        "classId": video.class_id,
+        "procedure": video.procedure,
+        "procedureTaskId": video.procedure_task_id,
+        "metadata": video.metadata,
+        "receivedAt": video.received_at,
+        "vodCreateTime": video.vod_create_time,
+        "processing": video.processing,
+    }
+
+
 def _create_upload() -> IssuedSignature:
     from chalicelib.models import CreateUploadRequest
 
@@ -145,4 +173,50 @@ def compat_signature() -> Response:
 
 @api_route("/uploads/{upload_id}", methods=["GET"], cors=True)
 def get_upload(upload_id: str) -> dict[str, Any]:
-    return _intent_body(services().uploads.get(_principal(), upload_id))
+    intent = services().uploads.get(_principal(), upload_id)
+    video = services().videos.video_of(intent)
+    return {**_intent_body(intent), "video": None if video is None else _video_body(video)}
+
+
+@api_route("/videos", methods=["GET"], cors=True)
+def list_videos() -> dict[str, Any]:
+    principal = _principal()
+    query: Mapping[str, str] = _request().query_params or {}
+    limit_text = query.get("limit", "20")
+    if not limit_text.isdigit():
+        raise InvalidRequest("limit", "must be an integer")
+    page = services().videos.list(principal.subject, int(limit_text), query.get("cursor"))
+    return {"videos": [_video_body(video) for video in page.videos], "nextCursor": page.next_cursor}
+
+
+@api_route("/videos/{file_id}", methods=["GET"], cors=True)
+def get_video(file_id: str) -> dict[str, Any]:
+    return _video_body(services().videos.get(_principal().subject, file_id))
+
+
+@api_route("/vod/events/{token}", methods=["POST"], content_types=["*/*"])
+def vod_event(token: str) -> Response:
+    """VOD's PUSH callback. Any Content-Type: VOD does not document the one it sends."""
+    started = time.perf_counter()
+    raw = _request().raw_body
+    body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
+    try:
+        outcome = services().events.receive(token, body)
+    except DomainError as error:
+        logger.warning(
+            "vod event refused",
+            extra={"fields": {"outcome": "refused", "status": error.status, "reason": error.message}},
+        )
+        raise
+    fields = {
+        "eventType": outcome.event_type,
+        "fileId": outcome.file_id,
+        "uploadId": outcome.upload_id,
+        "outcome": outcome.outcome,
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    if outcome.reason:
+        fields["reason"] = outcome.reason
+    level = logging.WARNING if outcome.outcome in ("rejected", "orphan") else logging.INFO
+    logger.log(level, "vod event", extra={"fields": fields})
+    return Response(body={"code": 0, "outcome": outcome.outcome}, status_code=200)

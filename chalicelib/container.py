@@ -15,10 +15,12 @@ from chalicelib import aws
 
 if TYPE_CHECKING:
     from chalicelib.auth import TokenVerifier
+    from chalicelib.callbacks import EventService
     from chalicelib.credentials import SecretsProvider
     from chalicelib.repository import Repository
     from chalicelib.settings import Settings
     from chalicelib.uploads import UploadService
+    from chalicelib.videos import VideoService
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Services:
     verifier: TokenVerifier
     repository: Repository
     uploads: UploadService
+    events: EventService
+    videos: VideoService
 
 
 def build_services(settings: Settings) -> Services:
@@ -39,9 +43,11 @@ def build_services(settings: Settings) -> Services:
         TokenVerifier,
         load_or_create_local_key,
     )
+    from chalicelib.callbacks import EventService
     from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
     from chalicelib.repository import Repository
     from chalicelib.uploads import UploadService
+    from chalicelib.videos import VideoService
 
     if settings.secrets_source == "env":
         secrets: SecretsProvider = EnvSecrets(os.environ)
@@ -64,8 +70,15 @@ def build_services(settings: Settings) -> Services:
     repository = Repository(
         aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url), settings.table_name
     )
-    uploads = UploadService(repository, secrets, settings.upload_policy, settings.max_metadata_bytes)
-    return Services(settings, secrets, verifier, repository, uploads)
+    return Services(
+        settings=settings,
+        secrets=secrets,
+        verifier=verifier,
+        repository=repository,
+        uploads=UploadService(repository, secrets, settings.upload_policy, settings.max_metadata_bytes),
+        events=EventService(repository, secrets, settings.callback_max_body_bytes),
+        videos=VideoService(repository),
+    )
 
 
 @lru_cache(maxsize=1)

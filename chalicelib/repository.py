@@ -1,9 +1,12 @@
 """All DynamoDB access. One table, keys `pk`/`sk`, TTL attribute `ttl` (see infra/table.json).
 
 Items:
-  UPLOAD#<id>  / UPLOAD       upload intent and one-time signature ledger
-  USER#<sub>   / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
-  USER#<sub>   / RATE#<hour>  intents created in that hour (expires after two hours)
+  UPLOAD#<id>    / UPLOAD       upload intent and one-time signature ledger
+  USER#<sub>     / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
+  USER#<sub>     / RATE#<hour>  intents created in that hour (expires after two hours)
+  VIDEO#<fileId> / VIDEO        the video; in index gsi1 under OWNER#<sub> once attributed
+  REVIEW#<fileId>/ REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
+  STATS#events   / <EventType>  count of ignored event types
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from chalicelib.callbacks import CompletionLost, FileOwnedElsewhere
 from chalicelib.errors import Conflict, LimitExceeded, NotFound, ServiceUnavailable
 from chalicelib.uploads import ClientFields, IntentLimits, SignatureTerms, UploadIntent
+from chalicelib.videos import PageKey, Video
+from chalicelib.vod_events import ProcessingUpdate, UploadedFile
 
 Item = dict[str, Any]
 
@@ -59,6 +65,91 @@ def _req_n(item: Mapping[str, Any], name: str) -> int:
     if value is None:
         raise ValueError(f"item lacks {name}")
     return value
+
+
+def _opt_f(value: float | None) -> dict[str, Any]:
+    return {"NULL": True} if value is None else {"N": repr(float(value))}
+
+
+def _get_f(item: Mapping[str, Any], name: str) -> float | None:
+    value = item.get(name)
+    return float(value["N"]) if value and "N" in value else None
+
+
+def _opt_json(value: Any) -> dict[str, Any]:
+    return {"NULL": True} if value is None else _s(json.dumps(value, separators=(",", ":")))
+
+
+def _get_json(item: Mapping[str, Any], name: str) -> Any:
+    text = _get_s(item, name)
+    return None if text is None else json.loads(text)
+
+
+def video_key(file_id: str) -> dict[str, Any]:
+    return {"pk": _s(f"VIDEO#{file_id}"), "sk": _s("VIDEO")}
+
+
+def _video_sort_key(video: Video) -> str:
+    return f"{video.received_at:010d}#{video.file_id}"
+
+
+# Attributes a NewFileUpload owns on the video item; processing and deletion attributes are
+# written by other events and are never touched here, so the events commute.
+_VIDEO_UPLOAD_FIELDS: dict[str, Callable[[Video], dict[str, Any]]] = {
+    "owner": lambda v: _s(v.owner),
+    "uploadId": lambda v: _s(v.upload_id),
+    "receivedAt": lambda v: _n(v.received_at),
+    "name": lambda v: _opt_s(v.name),
+    "title": lambda v: _opt_s(v.title),
+    "fileName": lambda v: _opt_s(v.file_name),
+    "mediaUrl": lambda v: _opt_s(v.media_url),
+    "coverUrl": lambda v: _opt_s(v.cover_url),
+    "mediaType": lambda v: _opt_s(v.media_type),
+    "size": lambda v: _opt_n(v.size),
+    "duration": lambda v: _opt_f(v.duration),
+    "width": lambda v: _opt_n(v.width),
+    "height": lambda v: _opt_n(v.height),
+    "md5": lambda v: _opt_s(v.md5),
+    "storageRegion": lambda v: _opt_s(v.storage_region),
+    "classId": lambda v: _opt_n(v.class_id),
+    "procedure": lambda v: _opt_s(v.procedure),
+    "procedureTaskId": lambda v: _opt_s(v.procedure_task_id),
+    "vodCreateTime": lambda v: _opt_s(v.vod_create_time),
+    "metadata": lambda v: _opt_json(v.metadata),
+    "gsi1pk": lambda v: _s(f"OWNER#{v.owner}"),
+    "gsi1sk": lambda v: _s(_video_sort_key(v)),
+}
+
+
+def item_to_video(item: Mapping[str, Any]) -> Video | None:
+    owner = _get_s(item, "owner")
+    if owner is None:
+        return None  # only processing/deletion state so far: not attributed to anyone
+    return Video(
+        file_id=_req_s(item, "pk").removeprefix("VIDEO#"),
+        owner=owner,
+        upload_id=_req_s(item, "uploadId"),
+        received_at=_req_n(item, "receivedAt"),
+        name=_get_s(item, "name"),
+        title=_get_s(item, "title"),
+        file_name=_get_s(item, "fileName"),
+        media_url=_get_s(item, "mediaUrl"),
+        cover_url=_get_s(item, "coverUrl"),
+        media_type=_get_s(item, "mediaType"),
+        size=_get_n(item, "size"),
+        duration=_get_f(item, "duration"),
+        width=_get_n(item, "width"),
+        height=_get_n(item, "height"),
+        md5=_get_s(item, "md5"),
+        storage_region=_get_s(item, "storageRegion"),
+        class_id=_get_n(item, "classId"),
+        procedure=_get_s(item, "procedure"),
+        procedure_task_id=_get_s(item, "procedureTaskId"),
+        vod_create_time=_get_s(item, "vodCreateTime"),
+        metadata=_get_json(item, "metadata"),
+        processing=_get_json(item, "processing"),
+        deleted_at=_get_n(item, "deletedAt"),
+    )
 
 
 def upload_key(upload_id: str) -> dict[str, Any]:
@@ -253,6 +344,192 @@ class Repository:
     def open_slots(self, owner: str) -> list[str]:
         response = self._db.get_item(TableName=self._table, Key=limits_key(owner), ConsistentRead=True)
         return list(response.get("Item", {}).get("openSlots", {}).get("SS", []))
+
+    # -- events and videos ----------------------------------------------------------------------
+
+    def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None:
+        """Intent open -> completed with this FileId, the video record, and the open slot released:
+        one transaction, so an upload is attributed exactly once or not at all."""
+        names = {f"#a{i}": name for i, name in enumerate(_VIDEO_UPLOAD_FIELDS)}
+        values = {f":a{i}": encode(video) for i, encode in enumerate(_VIDEO_UPLOAD_FIELDS.values())}
+        items = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": upload_key(intent.upload_id),
+                    "UpdateExpression": "SET #status = :completed, fileId = :file, completedAt = :now",
+                    "ConditionExpression": "#owner = :owner AND (#status = :open OR fileId = :file)",
+                    "ExpressionAttributeNames": {"#status": "status", "#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":completed": _s("completed"),
+                        ":open": _s("open"),
+                        ":file": _s(video.file_id),
+                        ":owner": _s(intent.owner),
+                        ":now": _n(now),
+                    },
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": video_key(video.file_id),
+                    "UpdateExpression": "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(names))),
+                    "ConditionExpression": "attribute_not_exists(#a0) OR #a0 = :a0",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": limits_key(intent.owner),
+                    "UpdateExpression": "DELETE openSlots :slot",
+                    "ExpressionAttributeValues": {":slot": {"SS": [intent.open_slot]}},
+                }
+            },
+        ]
+        for attempt in range(_TRANSACTION_ATTEMPTS):
+            reasons = self._transact(items)
+            if reasons is None:
+                return
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise CompletionLost(intent.upload_id)
+            if reasons[1].get("Code") == "ConditionalCheckFailed":
+                raise FileOwnedElsewhere(video.file_id)
+            self._sleep(0.05 * (attempt + 1))
+        raise ServiceUnavailable("the table is busy, retry")
+
+    def record_for_review(
+        self, kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
+    ) -> None:
+        """Keep an unattributed upload for review or deletion; the first record of a FileId wins."""
+        from botocore.exceptions import ClientError
+
+        item = {
+            "pk": _s(f"REVIEW#{uploaded.file_id}"),
+            "sk": _s("REVIEW"),
+            "kind": _s(kind),
+            "reason": _s(reason),
+            "receivedAt": _n(now),
+            "sourceContext": _opt_s((uploaded.source_context or "")[:250] or None),
+            "uploadId": _opt_s(intent.upload_id if intent else None),
+            "intentOwner": _opt_s(intent.owner if intent else None),
+            "name": _opt_s(uploaded.name),
+            "mediaUrl": _opt_s(uploaded.media_url),
+            "size": _opt_n(uploaded.size),
+            "gsi1pk": _s("REVIEW"),
+            "gsi1sk": _s(f"{now:010d}#{uploaded.file_id}"),
+        }
+        try:
+            self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def reviews(self, limit: int = 100) -> list[dict[str, Any]]:
+        response = self._db.query(
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :review",
+            ExpressionAttributeValues={":review": _s("REVIEW")},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [
+            {
+                "fileId": _req_s(item, "pk").removeprefix("REVIEW#"),
+                **{name: _get_s(item, name) for name in ("kind", "reason", "uploadId", "intentOwner")},
+            }
+            for item in response.get("Items", [])
+        ]
+
+    def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
+        """Store a task-flow snapshot unless a later snapshot of the same task is already stored."""
+        from botocore.exceptions import ClientError
+
+        snapshot = {
+            "taskId": update.task_id,
+            "status": update.status,
+            "errCode": update.err_code,
+            "message": update.message,
+            "tasks": [
+                {"type": o.kind, "status": o.status, "errCode": o.err_code, "url": o.url, "definition": o.definition,
+                 **({"detail": o.detail} if o.detail else {})}
+                for o in update.outputs
+            ],
+            "review": list(update.review),
+        }  # fmt: skip
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=video_key(update.file_id),
+                UpdateExpression=(
+                    "SET processing = :snapshot, processingTaskId = :task, processingRank = :rank, "
+                    "processingStatus = :status, processingUpdatedAt = :now"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(processingTaskId) OR processingTaskId <> :task OR processingRank <= :rank"
+                ),
+                ExpressionAttributeValues={
+                    ":snapshot": _opt_json(snapshot),
+                    ":task": _s(update.task_id),
+                    ":rank": _n(update.rank),
+                    ":status": _s(update.status),
+                    ":now": _n(now),
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def mark_deleted(self, file_id: str, now: int) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=video_key(file_id),
+            UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
+            ExpressionAttributeValues={":now": _n(now)},
+        )
+
+    def count_event(self, event_type: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key={"pk": _s("STATS#events"), "sk": _s(event_type)},
+            UpdateExpression="ADD #count :one",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues={":one": _n(1)},
+        )
+
+    def get_video(self, file_id: str) -> Video | None:
+        response = self._db.get_item(TableName=self._table, Key=video_key(file_id))
+        item = response.get("Item")
+        return None if item is None else item_to_video(item)
+
+    def list_videos(self, owner: str, limit: int, after: PageKey | None) -> tuple[list[Video], PageKey | None]:
+        """Newest first. Deleted videos are filtered out, so a page may hold fewer than `limit`."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :owner",
+            "FilterExpression": "attribute_not_exists(deletedAt)",
+            "ExpressionAttributeValues": {":owner": _s(f"OWNER#{owner}")},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after is not None:
+            request["ExclusiveStartKey"] = {
+                "gsi1pk": _s(f"OWNER#{owner}"),
+                "gsi1sk": _s(after.sort_key),
+                **video_key(after.file_id),
+            }
+        response = self._db.query(**request)
+        videos = [video for video in map(item_to_video, response.get("Items", [])) if video is not None]
+        last = response.get("LastEvaluatedKey")
+        next_key = None
+        if last:
+            next_key = PageKey(_req_s(last, "gsi1sk"), _req_s(last, "pk").removeprefix("VIDEO#"))
+        return videos, next_key
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -1,0 +1,119 @@
+"""The VOD callback: authenticate, parse, and apply one event notification, idempotently.
+
+Order of checks: path token (constant time, before parsing), JSON, `Sign`/`T`, then the
+`sourceContext` tag (before any database read). Nothing is written unless all of them pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from chalicelib import source_context, vod_events
+from chalicelib.credentials import SecretsProvider
+from chalicelib.errors import PayloadTooLarge
+from chalicelib.uploads import UploadIntent
+from chalicelib.videos import Video
+from chalicelib.vod_events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
+
+_COMPLETION_ATTEMPTS = 3
+
+
+class CompletionLost(Exception):
+    """The intent changed between our read and our write: evaluate it again."""
+
+
+class FileOwnedElsewhere(Exception):
+    """The FileId already belongs to another user's video."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_type: str
+    outcome: str  # attributed | duplicate | rejected | orphan | updated | stale | deleted | ignored
+    file_id: str | None = None
+    upload_id: str | None = None
+    reason: str | None = None
+
+
+class EventStore(Protocol):
+    def get_intent(self, upload_id: str) -> UploadIntent | None: ...
+
+    def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None: ...
+
+    def record_for_review(
+        self, kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
+    ) -> None: ...
+
+    def apply_processing(self, update: ProcessingUpdate, now: int) -> bool: ...
+
+    def mark_deleted(self, file_id: str, now: int) -> None: ...
+
+    def count_event(self, event_type: str) -> None: ...
+
+
+class EventService:
+    def __init__(
+        self,
+        store: EventStore,
+        secrets: SecretsProvider,
+        max_body_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._secrets = secrets
+        self._max_body_bytes = max_body_bytes
+        self._clock = clock
+
+    def receive(self, path_token: str, body: bytes) -> Outcome:
+        secrets = self._secrets.get()
+        vod_events.check_path_token(path_token, secrets.callback_token)
+        if len(body) > self._max_body_bytes:
+            raise PayloadTooLarge(f"notification exceeds {self._max_body_bytes} bytes")
+        envelope = vod_events.parse(body)
+        now = int(self._clock())
+        if secrets.sign_key is not None:
+            vod_events.check_sign(envelope, secrets.sign_key, now)
+        event = envelope.event
+        if isinstance(event, UploadedFile):
+            return self._uploaded(envelope.event_type, event, secrets.context_tag_key, now)
+        if isinstance(event, ProcessingUpdate):
+            applied = self._store.apply_processing(event, now)
+            return Outcome(envelope.event_type, "updated" if applied else "stale", event.file_id)
+        if isinstance(event, FilesDeleted):
+            for file_id in event.file_ids:
+                self._store.mark_deleted(file_id, now)
+            return Outcome(envelope.event_type, "deleted", ",".join(event.file_ids)[:200] or None)
+        assert isinstance(event, OtherEvent)
+        self._store.count_event(event.event_type[:64])
+        return Outcome(envelope.event_type, "ignored")
+
+    def _uploaded(self, event_type: str, uploaded: UploadedFile, tag_key: bytes, now: int) -> Outcome:
+        try:
+            upload_id = source_context.decode(uploaded.source_context or "", tag_key)
+        except source_context.InvalidContext as exc:
+            self._store.record_for_review("orphan", uploaded, str(exc), now)
+            return Outcome(event_type, "orphan", uploaded.file_id, reason=str(exc))
+        for _ in range(_COMPLETION_ATTEMPTS):
+            intent = self._store.get_intent(upload_id)
+            if intent is None:
+                self._store.record_for_review("orphan", uploaded, "no such upload intent", now)
+                return Outcome(event_type, "orphan", uploaded.file_id, upload_id, "no such upload intent")
+            if intent.status == "completed":
+                if intent.file_id == uploaded.file_id:
+                    return Outcome(event_type, "duplicate", uploaded.file_id, upload_id)
+                reason = f"intent already completed with another file ({intent.file_id})"
+                self._store.record_for_review("rejected", uploaded, reason, now, intent)
+                return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
+            try:
+                self._store.complete_upload(intent, Video.attribute(intent, uploaded, now), now)
+            except CompletionLost:
+                continue
+            except FileOwnedElsewhere:
+                reason = "file id already attributed to another user"
+                self._store.record_for_review("rejected", uploaded, reason, now, intent)
+                return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
+            return Outcome(event_type, "attributed", uploaded.file_id, upload_id)
+        raise CompletionLost(f"upload {upload_id} kept changing under us")

@@ -1,0 +1,132 @@
+"""Videos: the record of an attributed upload, and the owner-only read service."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.uploads import UploadIntent
+from chalicelib.vod_events import UploadedFile
+
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Video:
+    file_id: str
+    owner: str
+    upload_id: str
+    received_at: int
+    name: str | None = None
+    title: str | None = None
+    file_name: str | None = None
+    media_url: str | None = None
+    cover_url: str | None = None
+    media_type: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    md5: str | None = None
+    storage_region: str | None = None
+    class_id: int | None = None
+    procedure: str | None = None
+    procedure_task_id: str | None = None
+    vod_create_time: str | None = None
+    metadata: dict[str, Any] | None = None
+    # Written by ProcedureStateChanged / FileDeleted, possibly before the upload event.
+    processing: dict[str, Any] | None = None
+    deleted_at: int | None = None
+
+    @classmethod
+    def attribute(cls, intent: UploadIntent, uploaded: UploadedFile, now: int) -> Video:
+        return cls(
+            file_id=uploaded.file_id,
+            owner=intent.owner,
+            upload_id=intent.upload_id,
+            received_at=now,
+            name=uploaded.name,
+            title=intent.client.title,
+            file_name=intent.client.file_name,
+            media_url=uploaded.media_url,
+            cover_url=uploaded.cover_url,
+            media_type=uploaded.media_type,
+            size=uploaded.size,
+            duration=uploaded.duration,
+            width=uploaded.width,
+            height=uploaded.height,
+            md5=uploaded.md5,
+            storage_region=uploaded.storage_region,
+            class_id=uploaded.class_id,
+            procedure=intent.terms.procedure,
+            procedure_task_id=uploaded.procedure_task_id,
+            vod_create_time=uploaded.vod_create_time,
+            metadata=intent.client.metadata,
+        )
+
+
+@dataclass(frozen=True)
+class VideoPage:
+    videos: list[Video]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """Where a listing stopped: the sort key and file id of the last video returned."""
+
+    sort_key: str
+    file_id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.sort_key, self.file_id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    @classmethod
+    def decode(cls, cursor: str) -> PageKey:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            sort_key, file_id = json.loads(raw)
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidRequest("cursor", "is not a cursor returned by this API") from None
+        if not (isinstance(sort_key, str) and isinstance(file_id, str) and len(sort_key) < 100 and len(file_id) < 100):
+            raise InvalidRequest("cursor", "is not a cursor returned by this API")
+        return cls(sort_key, file_id)
+
+
+class VideoStore(Protocol):
+    def get_video(self, file_id: str) -> Video | None: ...
+
+    def list_videos(self, owner: str, limit: int, after: PageKey | None) -> tuple[list[Video], PageKey | None]: ...
+
+
+class VideoService:
+    def __init__(self, store: VideoStore) -> None:
+        self._store = store
+
+    def get(self, owner: str, file_id: str) -> Video:
+        video = self._store.get_video(file_id) if is_file_id(file_id) else None
+        if video is None or video.owner != owner or video.deleted_at is not None:
+            raise NotFound("no such video")
+        return video
+
+    def list(self, owner: str, limit: int, cursor: str | None) -> VideoPage:
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
+        after = PageKey.decode(cursor) if cursor else None
+        videos, last = self._store.list_videos(owner, limit, after)
+        return VideoPage(videos, last.encode() if last else None)
+
+    def video_of(self, intent: UploadIntent) -> Video | None:
+        if intent.file_id is None:
+            return None
+        video = self._store.get_video(intent.file_id)
+        return video if video is not None and video.owner == intent.owner else None
+
+
+def is_file_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and value.isascii() and value.isprintable()

@@ -1,0 +1,350 @@
+"""VOD event notifications (vod-protocol.md §2): parse v3 and legacy v2 bodies into domain events.
+
+Payload models ignore unknown keys on purpose: VOD adds fields and sends dozens of `…Event: null`
+keys, and a receiver that rejected them would lose events. Everything we *use* is typed and checked.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chalicelib.errors import Forbidden, InvalidRequest, Unauthorized
+
+MAX_TASK_OUTPUTS = 50
+_OUTPUT_DETAILS = ("Size", "Duration", "Width", "Height", "PicInfoSet")
+
+
+class _Vod(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=False)
+
+
+class MetaData(_Vod):
+    size: int | None = Field(default=None, alias="Size")
+    duration: float | None = Field(default=None, alias="Duration")
+    width: int | None = Field(default=None, alias="Width")
+    height: int | None = Field(default=None, alias="Height")
+    bitrate: int | None = Field(default=None, alias="Bitrate")
+    container: str | None = Field(default=None, alias="Container")
+    md5: str | None = Field(default=None, alias="Md5")
+
+
+class SourceInfo(_Vod):
+    source_type: str | None = Field(default=None, alias="SourceType")
+    source_context: str | None = Field(default=None, alias="SourceContext")
+
+
+class MediaBasicInfo(_Vod):
+    name: str | None = Field(default=None, alias="Name")
+    create_time: str | None = Field(default=None, alias="CreateTime")
+    class_id: int | None = Field(default=None, alias="ClassId")
+    cover_url: str | None = Field(default=None, alias="CoverUrl")
+    media_type: str | None = Field(default=None, alias="Type")
+    media_url: str | None = Field(default=None, alias="MediaUrl")
+    storage_region: str | None = Field(default=None, alias="StorageRegion")
+    source_info: SourceInfo | None = Field(default=None, alias="SourceInfo")
+
+
+class FileUploadTask(_Vod):
+    file_id: str = Field(alias="FileId", min_length=1, max_length=64)
+    media_basic_info: MediaBasicInfo | None = Field(default=None, alias="MediaBasicInfo")
+    procedure_task_id: str | None = Field(default=None, alias="ProcedureTaskId")
+    review_task_id: str | None = Field(default=None, alias="ReviewAudioVideoTaskId")
+    meta_data: MetaData | None = Field(default=None, alias="MetaData")
+
+
+class SubTask(_Vod):
+    status: str | None = Field(default=None, alias="Status")
+    err_code: int | None = Field(default=None, alias="ErrCode")
+    message: str | None = Field(default=None, alias="Message")
+    output: dict[str, Any] | None = Field(default=None, alias="Output")
+
+
+class MediaProcessResult(_Vod):
+    type: str = Field(alias="Type")
+    transcode: SubTask | None = Field(default=None, alias="TranscodeTask")
+    animated_graphic: SubTask | None = Field(default=None, alias="AnimatedGraphicTask")
+    snapshot_by_time_offset: SubTask | None = Field(default=None, alias="SnapshotByTimeOffsetTask")
+    sample_snapshot: SubTask | None = Field(default=None, alias="SampleSnapshotTask")
+    image_sprite: SubTask | None = Field(default=None, alias="ImageSpriteTask")
+    cover_by_snapshot: SubTask | None = Field(default=None, alias="CoverBySnapshotTask")
+    adaptive_dynamic_streaming: SubTask | None = Field(default=None, alias="AdaptiveDynamicStreamingTask")
+
+    def task(self) -> SubTask | None:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SubTask):
+                return value
+        return None
+
+
+class ProcedureTask(_Vod):
+    task_id: str = Field(alias="TaskId", min_length=1, max_length=128)
+    status: str = Field(alias="Status")
+    file_id: str | None = Field(default=None, alias="FileId", max_length=64)
+    session_context: str | None = Field(default=None, alias="SessionContext")
+    err_code: int | None = Field(default=None, alias="ErrCode")
+    message: str | None = Field(default=None, alias="Message")
+    media_process_results: list[MediaProcessResult] | None = Field(default=None, alias="MediaProcessResultSet")
+    review_results: list[dict[str, Any]] | None = Field(default=None, alias="AiContentReviewResultSet")
+
+
+class FileDeleteTask(_Vod):
+    file_ids: list[str] = Field(default_factory=list, alias="FileIdSet")
+
+
+# -- domain events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A NewFileUpload, in either format."""
+
+    file_id: str
+    source_context: str | None
+    name: str | None = None
+    media_url: str | None = None
+    cover_url: str | None = None
+    media_type: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    md5: str | None = None
+    storage_region: str | None = None
+    class_id: int | None = None
+    procedure_task_id: str | None = None
+    vod_create_time: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    kind: str
+    status: str
+    err_code: int | None = None
+    url: str | None = None
+    definition: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessingUpdate:
+    """A ProcedureStateChanged: a snapshot of the task flow's state for one file."""
+
+    task_id: str
+    file_id: str
+    status: str  # PROCESSING | FINISH
+    session_context: str | None
+    outputs: tuple[TaskOutput, ...]
+    review: tuple[dict[str, Any], ...] = ()
+    err_code: int | None = None
+    message: str | None = None
+
+    @property
+    def rank(self) -> int:
+        """Orders snapshots of one task flow: FINISH beats any PROCESSING, then more finished sub-tasks win."""
+        done = sum(1 for output in self.outputs if output.status in ("SUCCESS", "FAIL"))
+        return (10_000 if self.status == "FINISH" else 0) + done
+
+
+@dataclass(frozen=True)
+class FilesDeleted:
+    file_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OtherEvent:
+    event_type: str
+
+
+Event = UploadedFile | ProcessingUpdate | FilesDeleted | OtherEvent
+
+
+@dataclass(frozen=True)
+class Envelope:
+    event: Event
+    event_type: str
+    format: str  # "v3" | "v2"
+    sign: str | None
+    expires_at: int | None  # `T`
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse(body: bytes) -> Envelope:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("body", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    sign, expires_at = _sign_fields(data)
+    try:
+        if isinstance(data.get("EventType"), str):
+            event_type = data["EventType"]
+            return Envelope(_parse_v3(event_type, data), event_type, "v3", sign, expires_at)
+        if isinstance(data.get("eventType"), str) and isinstance(data.get("data"), dict):
+            event_type = data["eventType"]
+            return Envelope(_parse_v2(event_type, data["data"]), event_type, "v2", sign, expires_at)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidRequest(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from None
+    raise InvalidRequest("EventType", "is missing: not a VOD event notification")
+
+
+def _sign_fields(data: dict[str, Any]) -> tuple[str | None, int | None]:
+    sign, t = data.get("Sign"), data.get("T")
+    if t is not None and not isinstance(t, bool):
+        try:
+            t = int(t)
+        except (TypeError, ValueError):
+            raise InvalidRequest("T", "must be an integer") from None
+    else:
+        t = None
+    return (sign if isinstance(sign, str) else None), t
+
+
+def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
+    if event_type == "NewFileUpload":
+        task = FileUploadTask.model_validate(data.get("FileUploadEvent") or {})
+        info = task.media_basic_info or MediaBasicInfo()
+        meta = task.meta_data or MetaData()
+        return UploadedFile(
+            file_id=task.file_id,
+            source_context=(info.source_info.source_context if info.source_info else None) or None,
+            name=info.name,
+            media_url=info.media_url or None,
+            cover_url=info.cover_url or None,
+            media_type=info.media_type,
+            size=meta.size,
+            duration=meta.duration,
+            width=meta.width,
+            height=meta.height,
+            md5=meta.md5 or None,
+            storage_region=info.storage_region,
+            class_id=info.class_id,
+            procedure_task_id=task.procedure_task_id or None,
+            vod_create_time=info.create_time,
+        )
+    if event_type == "ProcedureStateChanged":
+        raw = data.get("ProcedureStateChangeEvent") or {}
+        task_model = ProcedureTask.model_validate(raw)
+        if not task_model.file_id:
+            raise InvalidRequest("ProcedureStateChangeEvent.FileId", "is required")
+        outputs = tuple(_output(result) for result in (task_model.media_process_results or [])[:MAX_TASK_OUTPUTS])
+        review = tuple(_review(item) for item in (task_model.review_results or [])[:MAX_TASK_OUTPUTS])
+        return ProcessingUpdate(
+            task_id=task_model.task_id,
+            file_id=task_model.file_id,
+            status=task_model.status,
+            session_context=task_model.session_context or None,
+            outputs=outputs,
+            review=review,
+            err_code=task_model.err_code,
+            message=task_model.message,
+        )
+    if event_type == "FileDeleted":
+        deleted = FileDeleteTask.model_validate(data.get("FileDeleteEvent") or {})
+        return FilesDeleted(tuple(file_id for file_id in deleted.file_ids if isinstance(file_id, str) and file_id))
+    return OtherEvent(event_type)
+
+
+def _output(result: MediaProcessResult) -> TaskOutput:
+    task = result.task() or SubTask()
+    output = task.output or {}
+    url = output.get("Url") or output.get("CoverUrl")
+    definition = output.get("Definition")
+    return TaskOutput(
+        kind=result.type,
+        status=task.status or "UNKNOWN",
+        err_code=task.err_code,
+        url=url if isinstance(url, str) else None,
+        definition=definition if isinstance(definition, int) and not isinstance(definition, bool) else None,
+        detail={k: v for k, v in output.items() if k in _OUTPUT_DETAILS and v is not None},
+    )
+
+
+def _review(raw: dict[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"type": raw.get("Type")}
+    for key, task in raw.items():
+        if key.endswith("Task") and isinstance(task, dict):
+            output = task.get("Output") or {}
+            summary.update(status=task.get("Status"), suggestion=output.get("Suggestion"))
+    return summary
+
+
+def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    if event_type == "NewFileUpload":
+        file_id = text("fileId")
+        if file_id is None:
+            raise InvalidRequest("data.fileId", "is required")
+        return UploadedFile(
+            file_id=file_id,
+            source_context=text("sourceContext"),
+            name=text("fileName"),
+            media_url=text("fileUrl"),
+            cover_url=text("coverUrl"),
+            procedure_task_id=text("procedureTaskId"),
+        )
+    if event_type == "ProcedureStateChanged":
+        file_id, task_id = text("fileId"), text("vodTaskId")
+        if file_id is None or task_id is None:
+            raise InvalidRequest("data.fileId", "and data.vodTaskId are required")
+        outputs = []
+        for item in (data.get("processTaskList") or [])[:MAX_TASK_OUTPUTS]:
+            if not isinstance(item, dict):
+                continue
+            raw_output = item.get("output")
+            output: dict[str, Any] = raw_output if isinstance(raw_output, dict) else {}
+            outputs.append(
+                TaskOutput(
+                    kind=str(item.get("taskType", "Unknown")),
+                    status=str(item.get("status", "UNKNOWN")).upper(),
+                    err_code=item.get("errCode") if isinstance(item.get("errCode"), int) else None,
+                    url=output.get("url") if isinstance(output.get("url"), str) else None,
+                    definition=output.get("definition") if isinstance(output.get("definition"), int) else None,
+                )
+            )
+        return ProcessingUpdate(
+            task_id=task_id,
+            file_id=file_id,
+            status=str(data.get("status", "PROCESSING")).upper(),
+            session_context=text("sessionContext"),
+            outputs=tuple(outputs),
+            err_code=data.get("errCode") if isinstance(data.get("errCode"), int) else None,
+            message=text("message"),
+        )
+    if event_type == "FileDeleted":
+        ids = data.get("fileIdSet") or data.get("fileId") or []
+        return FilesDeleted(tuple(i for i in ([ids] if isinstance(ids, str) else ids) if isinstance(i, str) and i))
+    return OtherEvent(event_type)
+
+
+# -- authenticity ------------------------------------------------------------------------------
+
+
+def check_path_token(presented: str, expected: str) -> None:
+    if not hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8")):
+        raise Forbidden("unknown callback token")
+
+
+def check_sign(envelope: Envelope, sign_key: str, now: int) -> None:
+    """`Sign == MD5(SignKey + T)` (case-insensitive, constant time) and `T` not yet passed (§2.4)."""
+    if envelope.sign is None or envelope.expires_at is None:
+        raise Unauthorized("Sign and T are required")
+    if envelope.expires_at < now:
+        raise Unauthorized("notification has expired (T is in the past)")
+    expected = hashlib.md5(f"{sign_key}{envelope.expires_at}".encode(), usedforsecurity=False).hexdigest()
+    if not hmac.compare_digest(expected.encode("ascii"), envelope.sign.lower().encode("utf-8", "replace")):
+        raise Unauthorized("Sign does not match")

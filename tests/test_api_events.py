@@ -1,0 +1,303 @@
+"""The VOD callback and the read API, through the Chalice test client against local DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from chalicelib import source_context, vod_signature
+from tests import vod_payloads as vod
+from tests.conftest import ApiFactory, TokenFactory, bearer, with_policy
+
+
+class Stack:
+    def __init__(self, api: Any, env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table: str) -> None:
+        self.api, self.env, self.token_for, self.dynamodb, self.table = api, env, token_for, dynamodb, table
+
+    def create_upload(self, user: str = "alice", body: dict[str, Any] | None = None) -> tuple[str, str]:
+        response = self.api.post("/uploads", headers=bearer(self.token_for(user)), body=json.dumps(body or {}).encode())
+        assert response.status_code == 201, response.body
+        params = vod_signature.verify(response.json_body["signature"], self.env["VOD_SECRET_KEY"]).params
+        assert params.options.sourceContext is not None
+        return response.json_body["uploadId"], params.options.sourceContext
+
+    def deliver(
+        self,
+        body: dict[str, Any] | bytes,
+        *,
+        token: str | None = None,
+        sign: bool = True,
+        content_type: str = "text/plain",
+    ) -> Any:
+        if isinstance(body, dict):
+            body = json.dumps(vod.signed(body, self.env["VOD_SIGN_KEY"]) if sign else body).encode()
+        path = f"/vod/events/{token if token is not None else self.env['VOD_CALLBACK_TOKEN']}"
+        return self.api.post(path, headers={"Content-Type": content_type}, body=body)
+
+    def videos(self, user: str = "alice") -> list[dict[str, Any]]:
+        response = self.api.get("/videos", headers=bearer(self.token_for(user)))
+        assert response.status_code == 200, response.body
+        return list(response.json_body["videos"])
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self.dynamodb.scan(TableName=self.table)["Items"])
+
+
+@pytest.fixture
+def stack(api: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str) -> Stack:
+    return Stack(api, stage_env, token_for, dynamodb, table_name)
+
+
+def test_new_file_upload_attributes_the_video_to_its_owner_only(stack: Stack) -> None:
+    upload_id, context = stack.create_upload(body={"title": "Holiday", "metadata": {"album": "2026"}})
+    response = stack.deliver(vod.new_file_upload("5285890784273533167", context), content_type="application/json")
+    assert response.status_code == 200, response.body
+    assert response.json_body == {"code": 0, "outcome": "attributed"}
+
+    [video] = stack.videos("alice")
+    assert video["fileId"] == "5285890784273533167"
+    assert video["uploadId"] == upload_id
+    assert video["title"] == "Holiday" and video["metadata"] == {"album": "2026"}
+    assert (video["size"], video["width"], video["height"], video["duration"]) == (7_700_180, 640, 480, 60.5)
+    assert video["mediaUrl"].endswith("/f0.mp4") and video["storageRegion"] == "ap-guangzhou"
+    assert stack.videos("bob") == []
+    bob = bearer(stack.token_for("bob"))
+    assert stack.api.get("/videos/5285890784273533167", headers=bob).status_code == 404
+    alice = bearer(stack.token_for("alice"))
+    assert stack.api.get("/videos/5285890784273533167", headers=alice).json_body["fileId"] == "5285890784273533167"
+    upload = stack.api.get(f"/uploads/{upload_id}", headers=alice).json_body
+    assert upload["status"] == "completed" and upload["fileId"] == "5285890784273533167"
+    assert upload["video"]["mediaUrl"] == video["mediaUrl"]
+
+
+def test_completion_releases_the_open_slot(
+    api_factory: ApiFactory, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str
+) -> None:
+    with_policy(stage_env, maxOpenIntents=1)
+    stack = Stack(api_factory(), stage_env, token_for, dynamodb, table_name)
+    _, context = stack.create_upload()
+    refused = stack.api.post("/uploads", headers=bearer(token_for("alice")), body=b"")
+    assert refused.status_code == 429
+    assert stack.deliver(vod.new_file_upload("f-slot", context)).status_code == 200
+    assert stack.api.post("/uploads", headers=bearer(token_for("alice")), body=b"").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        (lambda s, b: s.deliver(b, token="wrong-token"), 403),
+        (lambda s, b: s.deliver(b, token=""), 403),
+        (lambda s, b: s.deliver(b, sign=False), 401),
+        (lambda s, b: s.deliver(json.dumps({**vod.signed(b, "another-key")}).encode()), 401),
+        (lambda s, b: s.deliver(json.dumps(vod.signed(b, s.env["VOD_SIGN_KEY"], int(time.time()) - 1)).encode()), 401),
+        (lambda s, b: s.deliver(json.dumps({**vod.signed(b, s.env["VOD_SIGN_KEY"]), "T": "soon"}).encode()), 400),
+    ],
+    ids=["forged-token", "empty-token", "no-sign", "bad-sign", "expired-T", "non-integer-T"],
+)
+def test_unauthenticated_notifications_write_nothing(stack: Stack, mutate: Any, status: int) -> None:
+    _, context = stack.create_upload()
+    before = stack.items()
+    response = mutate(stack, vod.new_file_upload("f-forged", context))
+    assert response.status_code == status, response.body
+    if response.json_body.get("error"):  # an empty token matches no route: API Gateway's own 403
+        assert response.json_body["error"] in ("forbidden", "unauthorized", "invalid_request")
+    assert stack.items() == before
+    assert stack.videos() == []
+
+
+def test_uppercase_sign_is_accepted(stack: Stack) -> None:
+    _, context = stack.create_upload()
+    body = vod.signed(vod.new_file_upload("f-upper", context), stack.env["VOD_SIGN_KEY"])
+    body["Sign"] = body["Sign"].upper()
+    assert stack.deliver(json.dumps(body).encode()).json_body["outcome"] == "attributed"
+
+
+@pytest.mark.parametrize(
+    ("context_of", "reason"),
+    [
+        (lambda upload_id, ctx: ctx[:-2] + ("AA" if not ctx.endswith("AA") else "BB"), "tag"),
+        (lambda upload_id, ctx: ctx.replace(upload_id, "B" * 22), "tag"),
+        (lambda upload_id, ctx: f"{upload_id}", "malformed"),
+        (lambda upload_id, ctx: None, "malformed"),
+        (lambda upload_id, ctx: "x" * 250, "malformed"),
+    ],
+    ids=["tampered-tag", "swapped-id", "bare-id", "no-context", "garbage"],
+)
+def test_forged_or_missing_context_is_an_orphan(stack: Stack, context_of: Any, reason: str) -> None:
+    upload_id, context = stack.create_upload()
+    response = stack.deliver(vod.new_file_upload("f-orphan", context_of(upload_id, context)))
+    assert response.status_code == 200
+    assert response.json_body["outcome"] == "orphan"
+    assert stack.videos() == []
+    [review] = _reviews(stack)
+    assert review["kind"] == "orphan" and reason in review["reason"]
+
+
+def _reviews(stack: Stack) -> list[dict[str, Any]]:
+    from chalicelib.repository import Repository
+
+    return Repository(stack.dynamodb, stack.table).reviews()
+
+
+def test_authentic_context_for_unknown_intent_is_an_orphan(stack: Stack) -> None:
+    stranger = source_context.encode("C" * 22, stack.env["CONTEXT_TAG_KEY"].encode())
+    assert stack.deliver(vod.new_file_upload("f-unknown", stranger)).json_body["outcome"] == "orphan"
+    assert _reviews(stack)[0]["reason"] == "no such upload intent"
+
+
+def test_duplicate_delivery_changes_nothing(stack: Stack) -> None:
+    _, context = stack.create_upload()
+    event = vod.new_file_upload("f-dup", context)
+    assert stack.deliver(event).json_body["outcome"] == "attributed"
+    after_first = stack.items()
+    assert stack.deliver(event).json_body["outcome"] == "duplicate"
+    assert stack.deliver(event).json_body["outcome"] == "duplicate"
+    assert stack.items() == after_first
+
+
+def test_replayed_signature_with_a_new_file_is_rejected_not_attributed(stack: Stack) -> None:
+    upload_id, context = stack.create_upload()
+    assert stack.deliver(vod.new_file_upload("f-first", context)).json_body["outcome"] == "attributed"
+    response = stack.deliver(vod.new_file_upload("f-second", context))
+    assert response.json_body["outcome"] == "rejected"
+    assert [v["fileId"] for v in stack.videos()] == ["f-first"]
+    [review] = _reviews(stack)
+    assert review["fileId"] == "f-second" and review["kind"] == "rejected" and review["uploadId"] == upload_id
+    alice = bearer(stack.token_for("alice"))
+    assert stack.api.get("/videos/f-second", headers=alice).status_code == 404
+
+
+FINISH = ("FINISH", [(10, "SUCCESS"), (20, "SUCCESS")])
+PROGRESS = [
+    ("PROCESSING", [(10, "PROCESSING"), (20, "WAITING")]),
+    ("PROCESSING", [(10, "SUCCESS"), (20, "PROCESSING")]),
+]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["upload", "p0", "p1", "finish"],
+        ["finish", "p1", "upload", "p0"],
+        ["p1", "finish", "p0", "upload", "finish"],
+        ["upload", "finish", "finish", "p0"],
+    ],
+)
+def test_processing_state_is_the_same_whatever_the_order(stack: Stack, order: list[str]) -> None:
+    upload_id, context = stack.create_upload(body={"procedure": "LongVideoPreset"})
+    task = "1500000001-procedurev2-abc"
+    bodies = {
+        "upload": vod.new_file_upload("f-proc", context, procedure_task_id=task),
+        "p0": vod.procedure_state_changed("f-proc", task, *PROGRESS[0], session_context=context),
+        "p1": vod.procedure_state_changed("f-proc", task, *PROGRESS[1], session_context=context),
+        "finish": vod.procedure_state_changed(
+            "f-proc", task, *FINISH, session_context=context, review_suggestion="pass"
+        ),
+    }
+    for step in order:
+        assert stack.deliver(bodies[step]).status_code == 200
+    [video] = stack.videos()
+    processing = video["processing"]
+    assert processing["status"] == "FINISH" and processing["taskId"] == task
+    assert [(t["definition"], t["status"]) for t in processing["tasks"]] == [(10, "SUCCESS"), (20, "SUCCESS")]
+    assert all(t["url"].endswith(f".f{t['definition']}.mp4") for t in processing["tasks"])
+    assert processing["review"] == [{"type": "Porn", "status": "SUCCESS", "suggestion": "pass"}]
+    assert video["procedureTaskId"] == task and video["uploadId"] == upload_id
+
+
+def test_processing_for_an_unknown_file_is_not_attributed(stack: Stack) -> None:
+    assert stack.deliver(vod.procedure_state_changed("f-nobody", "t", *FINISH)).json_body["outcome"] == "updated"
+    assert stack.videos() == []
+    alice = bearer(stack.token_for("alice"))
+    assert stack.api.get("/videos/f-nobody", headers=alice).status_code == 404
+
+
+def test_file_deleted_hides_the_video(stack: Stack) -> None:
+    _, context = stack.create_upload()
+    stack.deliver(vod.new_file_upload("f-del", context))
+    assert stack.deliver(vod.file_deleted("f-del", "f-unknown")).json_body["outcome"] == "deleted"
+    assert stack.videos() == []
+    alice = bearer(stack.token_for("alice"))
+    assert stack.api.get("/videos/f-del", headers=alice).status_code == 404
+    assert stack.deliver(vod.file_deleted("f-del")).status_code == 200
+
+
+def test_other_event_types_are_acknowledged_and_counted(stack: Stack) -> None:
+    for _ in range(2):
+        assert stack.deliver(vod.other_event("PersistenceComplete")).json_body["outcome"] == "ignored"
+    item = stack.dynamodb.get_item(
+        TableName=stack.table, Key={"pk": {"S": "STATS#events"}, "sk": {"S": "PersistenceComplete"}}
+    )["Item"]
+    assert item["count"] == {"N": "2"}
+
+
+def test_legacy_v2_events(stack: Stack) -> None:
+    upload_id, context = stack.create_upload()
+    assert stack.deliver(vod.legacy_new_file_upload("f-v2", context)).json_body["outcome"] == "attributed"
+    assert stack.deliver(vod.legacy_procedure_state_changed("f-v2", "t-v2", "FINISH")).json_body["outcome"] == "updated"
+    [video] = stack.videos()
+    assert video["name"] == "legacy clip" and video["uploadId"] == upload_id
+    assert video["processing"]["status"] == "FINISH"
+    assert video["processing"]["tasks"][0]["definition"] == 20
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, "body"),
+        (b"", 400, "body"),
+        (b"[]", 400, "body"),
+        (b'{"hello": 1}', 400, "EventType"),
+        (b'{"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": 5}}', 400, "FileId"),
+        (b'{"EventType": "NewFileUpload", "FileUploadEvent": null}', 400, "FileId"),
+        (b'{"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {"TaskId": "t", "Status": "X"}}', 400,
+         "FileId"),
+        (b'{"EventType": "NewFileUpload", "x": "' + b"a" * 300_000 + b'"}', 413, None),
+        (b"\xff\xfe\x00", 400, "body"),
+    ],
+)  # fmt: skip
+def test_malformed_or_oversize_bodies_are_4xx(stack: Stack, body: bytes, status: int, field: str | None) -> None:
+    response = stack.deliver(body)
+    assert response.status_code == status, response.body
+    if field:
+        assert field in response.json_body["field"]
+
+
+def test_pagination_newest_first_with_opaque_cursor(stack: Stack) -> None:
+    ids = []
+    for index in range(5):
+        _, context = stack.create_upload(user="carol")
+        file_id = f"f-page-{index}"
+        ids.append(file_id)
+        stack.deliver(vod.new_file_upload(file_id, context))
+        time.sleep(1.01 if index == 2 else 0)  # two distinct receive seconds
+    carol = bearer(stack.token_for("carol"))
+    seen, cursor = [], None
+    while True:
+        query = "/videos?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = stack.api.get(query, headers=carol).json_body
+        seen.extend(video["fileId"] for video in page["videos"])
+        cursor = page["nextCursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 5
+    assert set(seen[:2]) == {"f-page-3", "f-page-4"}
+    for bad in ("?limit=0", "?limit=101", "?limit=x", "?cursor=%21%21", "?cursor=WzEsMl0"):
+        response = stack.api.get(f"/videos{bad}", headers=carol)
+        assert response.status_code == 400, bad
+    assert stack.api.get("/videos", headers={}).status_code == 401
+
+
+def test_callback_logs_one_line_per_event_without_secrets(stack: Stack, capfd: Any) -> None:
+    _, context = stack.create_upload()
+    stack.deliver(vod.new_file_upload("f-log", context))
+    stack.deliver(vod.new_file_upload("f-log", context), token="bad")
+    out = capfd.readouterr().out
+    events = [json.loads(line) for line in out.splitlines() if '"vod event' in line]
+    assert [e["outcome"] for e in events] == ["attributed", "refused"]
+    assert events[0]["fileId"] == "f-log" and events[0]["eventType"] == "NewFileUpload"
+    for name in ("VOD_CALLBACK_TOKEN", "VOD_SIGN_KEY", "VOD_SECRET_KEY", "CONTEXT_TAG_KEY"):
+        assert stack.env[name] not in out

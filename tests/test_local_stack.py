@@ -1,0 +1,106 @@
+"""The whole local stack over real HTTP: `chalice local` serving the app, the local DynamoDB endpoint,
+a token, `POST /uploads`, an SDK-built NewFileUpload callback and `GET /videos`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import vod_signature
+from tests import vod_payloads as vod
+from tests.conftest import TokenFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def call(
+    method: str, url: str, body: Any = None, token: str | None = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@pytest.fixture
+def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "app.py", project / "app.py")
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    config = {"version": "2.0", "app_name": "stack-test", "stages": {"test": {"environment_variables": stage_env}}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    port = _free_port()
+    chalice = str(Path(sys.executable).with_name("chalice"))
+    process = subprocess.Popen(  # noqa: S603
+        [chalice, "local", "--stage", "test", "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _up(base):
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("chalice local did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _up(base: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{base}/health", timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_upload_to_video_through_the_local_stack(
+    chalice_local: str, token_for: TokenFactory, stage_env: dict[str, str]
+) -> None:
+    alice, bob = token_for("alice"), token_for("bob")
+    status, created = call("POST", f"{chalice_local}/uploads", {"title": "stack"}, alice)
+    assert status == 201, created
+    context = vod_signature.verify(created["signature"], stage_env["VOD_SECRET_KEY"]).params.options.sourceContext
+    event = vod.signed(vod.new_file_upload("5285890799999999999", context), stage_env["VOD_SIGN_KEY"])
+    callback = f"{chalice_local}/vod/events/{stage_env['VOD_CALLBACK_TOKEN']}"
+    started = time.perf_counter()
+    status, answer = call("POST", callback, json.dumps(event).encode(), content_type="application/octet-stream")
+    elapsed = time.perf_counter() - started
+    assert (status, answer) == (200, {"code": 0, "outcome": "attributed"})
+    assert elapsed < 5  # VOD's PUSH timeout; typically a few tens of ms here
+    status, mine = call("GET", f"{chalice_local}/videos", token=alice)
+    assert status == 200 and [v["fileId"] for v in mine["videos"]] == ["5285890799999999999"]
+    assert mine["videos"][0]["title"] == "stack"
+    assert call("GET", f"{chalice_local}/videos", token=bob) == (200, {"videos": [], "nextCursor": None})
+    forged = {**event, "Sign": "0" * 32}
+    status, _ = call("POST", callback, json.dumps(forged).encode())
+    assert status == 401
+    assert call("GET", f"{chalice_local}/health") == (200, {"status": "ok"})
