@@ -7,6 +7,7 @@ not at import time, so that `import app` stays cheap and `/health` never pays fo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ class Services:
     videos: VideoService
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, environ: Mapping[str, str] = os.environ) -> Services:
     from chalicelib.auth import (
         LOCAL_AUDIENCE,
         JwksKeys,
@@ -50,7 +51,7 @@ def build_services(settings: Settings) -> Services:
     from chalicelib.videos import VideoService
 
     if settings.secrets_source == "env":
-        secrets: SecretsProvider = EnvSecrets(os.environ)
+        secrets: SecretsProvider = EnvSecrets(environ)
     else:
         assert settings.secret_name is not None  # checked by Settings
         secrets = SecretsManagerSecrets(

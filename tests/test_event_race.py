@@ -21,9 +21,9 @@ CONTENDERS = 32
 
 @pytest.fixture
 def services(stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name, value in stage_env.items():
-        monkeypatch.setenv(name, value)
-    built = container.build_services(Settings.from_env(stage_env))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # botocore reads credentials from the process
+        monkeypatch.setenv(name, stage_env[name])
+    built = container.build_services(Settings.from_env(stage_env), stage_env)
     yield built
     container.reset()
 
