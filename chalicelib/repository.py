@@ -187,14 +187,13 @@ def intent_to_item(intent: UploadIntent) -> Item:
         "fileSize": _opt_n(client.file_size),
         "contentType": _opt_s(client.content_type),
         "withCover": {"BOOL": client.with_cover},
-        "metadata": _opt_s(None if client.metadata is None else json.dumps(client.metadata, separators=(",", ":"))),
+        "metadata": _opt_json(client.metadata),
         "fileId": _opt_s(intent.file_id),
         "completedAt": _opt_n(intent.completed_at),
     }
 
 
 def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
-    metadata = _get_s(item, "metadata")
     status = _req_s(item, "status")
     return UploadIntent(
         upload_id=_req_s(item, "pk").removeprefix("UPLOAD#"),
@@ -220,7 +219,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
             file_size=_get_n(item, "fileSize"),
             content_type=_get_s(item, "contentType"),
             with_cover=bool(item.get("withCover", {}).get("BOOL")),
-            metadata=None if metadata is None else json.loads(metadata),
+            metadata=_get_json(item, "metadata"),
         ),
         signatures_minted=_req_n(item, "signaturesMinted"),
         max_signatures=_req_n(item, "maxSignatures"),
