@@ -35,7 +35,7 @@ class Services:
     videos: VideoService
 
 
-def build_services(settings: Settings, environ: Mapping[str, str] = os.environ) -> Services:
+def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:
     from chalicelib.auth import (
         LOCAL_AUDIENCE,
         JwksKeys,
@@ -51,7 +51,8 @@ def build_services(settings: Settings, environ: Mapping[str, str] = os.environ) 
     from chalicelib.videos import VideoService
 
     if settings.secrets_source == "env":
-        secrets: SecretsProvider = EnvSecrets(environ)
+        # os.environ is looked up now, not bound at definition: test clients swap the object.
+        secrets: SecretsProvider = EnvSecrets(os.environ if environ is None else environ)
     else:
         assert settings.secret_name is not None  # checked by Settings
         secrets = SecretsManagerSecrets(
