@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 USER ?= alice
 
-.PHONY: install dev test lint unit token demo clean
+JS_DEPS := e2e/js/node_modules/.package-lock.json
+
+.PHONY: install js dev test lint unit token demo clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -14,8 +16,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-dev: install
+# The official Web upload SDK (pinned in e2e/js/package-lock.json), driven by the end-to-end tests.
+$(JS_DEPS): e2e/js/package.json e2e/js/package-lock.json
+	npm ci --prefix e2e/js --no-audit --no-fund
+
+js: $(JS_DEPS)
+
+dev: install js
 	$(PY) -m devstack.run
+
+demo: install js
+	$(PY) -m devstack.demo
 
 token: install
 	@$(PY) -m devstack.token $(USER)
@@ -25,11 +36,11 @@ lint: install
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
-unit: install
+unit: install js
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint unit
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache e2e/js/node_modules

@@ -5,6 +5,7 @@ Ctrl-C stops everything. Ports are fixed so that the README's curl examples work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from devstack.table import ensure_table, local_client
@@ -59,16 +61,17 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
-    env = local_stage_env()
+@contextlib.contextmanager
+def local_stack(env: dict[str, str], autoreload: bool = True) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """DynamoDB, its table, vodlocal and the API on their fixed ports; all stopped on exit."""
     busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT) if not _port_free(port)]
     if busy:
         raise SystemExit(f"ports {busy} on {HOST} are in use: stop whatever holds them (an earlier make dev?)")
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(args: list[str], health: str) -> None:
-        process = subprocess.Popen(args, cwd=ROOT)  # noqa: S603 - our own commands
+        # Own process group each: stopping the group also stops `chalice local`'s reloader child.
+        process = subprocess.Popen(args, cwd=ROOT, start_new_session=True)  # noqa: S603 - our own commands
         processes.append(process)
         _wait_for(health, process)
 
@@ -77,51 +80,66 @@ def main() -> None:
             [sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)], f"http://{HOST}:{DYNAMODB_PORT}/"
         )
         ensure_table(local_client(f"http://{HOST}:{DYNAMODB_PORT}"), env["TABLE_NAME"])
-        with_vodlocal = (ROOT / "vodlocal" / "__main__.py").is_file()
-        if with_vodlocal:
-            start(vodlocal_command(env), f"http://{HOST}:{VOD_PORT}/")
+        start(vodlocal_command(env), f"http://{HOST}:{VOD_PORT}/")
         chalice = str(Path(sys.executable).with_name("chalice"))
-        start([chalice, "local", "--stage", "local", "--host", HOST, "--port", str(API_PORT)],
+        reload_flag = [] if autoreload else ["--no-autoreload"]
+        start([chalice, "local", "--stage", "local", "--host", HOST, "--port", str(API_PORT), *reload_flag],
               f"http://{HOST}:{API_PORT}/health")  # fmt: skip
-        token = (
-            subprocess.run(
-                [sys.executable, "-m", "devstack.token", "alice"], cwd=ROOT, check=True, capture_output=True, text=True
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        body = json.dumps(json.dumps({"title": "My clip"}))
-        lines = [
-            "",
-            "Local stack is up:",
-            f"  API        http://{HOST}:{API_PORT}   (chalice local --stage local)",
-            *([f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator)"] if with_vodlocal else []),
-            f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
-            "",
-            "Token for alice (make token USER=<name> for others):",
-            f"  {token}",
-            "",
-            "Try:",
-            f"  curl -s -X POST http://{HOST}:{API_PORT}/uploads -H 'Authorization: Bearer {token}' "
-            f"-H 'Content-Type: application/json' -d {body}",
-            "",
-            "Ctrl-C stops everything.",
-        ]
-        print("\n".join(lines), flush=True)
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.5)
-        raise SystemExit("a component of the local stack exited; stopping the rest")
-    except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        yield processes
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def local_token(user: str) -> str:
+    output = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "devstack.token", user], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    return output.strip().splitlines()[-1]
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    env = local_stage_env()
+    try:
+        with local_stack(env) as processes:
+            token = local_token("alice")
+            body = json.dumps(json.dumps({"title": "My clip"}))
+            lines = [
+                "",
+                "Local stack is up:",
+                f"  API        http://{HOST}:{API_PORT}   (chalice local --stage local)",
+                f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator; pushes events to the API)",
+                f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
+                "",
+                "Token for alice (make token USER=<name> for others):",
+                f"  {token}",
+                "",
+                "Try:",
+                f"  curl -s -X POST http://{HOST}:{API_PORT}/uploads -H 'Authorization: Bearer {token}' "
+                f"-H 'Content-Type: application/json' -d {body}",
+                "  make demo     (one upload with Tencent's Web SDK through vodlocal, then GET /videos)",
+                "",
+                "Ctrl-C stops everything.",
+            ]
+            print("\n".join(lines), flush=True)
+            while all(process.poll() is None for process in processes):
+                time.sleep(0.5)
+            raise SystemExit("a component of the local stack exited; stopping the rest")
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
 
 
 if __name__ == "__main__":

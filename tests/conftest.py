@@ -4,6 +4,12 @@ Chalice test client on a generated stage whose environment points at them."""
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -103,3 +109,51 @@ def token_for(stage_env: dict[str, str]) -> TokenFactory:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """`chalice local` serving a copy of the app on a free port, with this test's stage environment."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "app.py", project / "app.py")
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    config = {"version": "2.0", "app_name": "stack-test", "stages": {"test": {"environment_variables": stage_env}}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    port = _free_port()
+    chalice = str(Path(sys.executable).with_name("chalice"))
+    process = subprocess.Popen(  # noqa: S603
+        [chalice, "local", "--stage", "test", "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _up(base):
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("chalice local did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _up(base: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{base}/health", timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -4,30 +4,14 @@ a token, `POST /uploads`, an SDK-built NewFileUpload callback and `GET /videos`.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from chalicelib import vod_signature
 from tests import vod_payloads as vod
 from tests.conftest import TokenFactory
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def call(
@@ -42,44 +26,6 @@ def call(
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
-
-
-@pytest.fixture
-def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "app.py", project / "app.py")
-    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / ".chalice").mkdir()
-    config = {"version": "2.0", "app_name": "stack-test", "stages": {"test": {"environment_variables": stage_env}}}
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
-    port = _free_port()
-    chalice = str(Path(sys.executable).with_name("chalice"))
-    process = subprocess.Popen(  # noqa: S603
-        [chalice, "local", "--stage", "test", "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not _up(base):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("chalice local did not start")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _up(base: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{base}/health", timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_upload_to_video_through_the_local_stack(

@@ -1,0 +1,86 @@
+"""Upload one large file (default 256 MiB) through vodlocal with the official JS SDK harness; print MB/s.
+
+Not part of the test suite. Usage: ``.venv/bin/python -m bench.vodlocal_throughput [--mib 256]``
+(needs node and ``npm ci --prefix e2e/js``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from vodlocal import Config, start
+from vodlocal.testing import SigningStub, run_harness
+
+SECRET_ID = "AKIDvodlocalBENCH" + secrets.token_hex(9)
+SECRET_KEY = secrets.token_urlsafe(24)
+TOKEN = secrets.token_urlsafe(16)
+MiB = 1 << 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=256, help="file size in MiB")
+    parser.add_argument("--chunk-mib", type=int, default=8, help="COS part size (the SDK default is 8)")
+    parser.add_argument("--parallel", type=int, default=6, help="parts in flight (the SDK default is 6)")
+    args = parser.parse_args()
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is required")
+    with tempfile.TemporaryDirectory(prefix="vodlocal-bench-") as tmp:
+        source = Path(tmp) / "big.mp4"
+        digest = hashlib.md5(usedforsecurity=False)
+        with source.open("wb") as fh:
+            for _ in range(args.mib):
+                block = os.urandom(MiB)
+                digest.update(block)
+                fh.write(block)
+        signing = SigningStub(SECRET_ID, SECRET_KEY, TOKEN).start()
+        config = Config(port=0, data_dir=Path(tmp) / "data", secrets={SECRET_ID: SECRET_KEY})
+        with start(config) as emulator:
+            started = time.perf_counter()
+            out = run_harness(
+                node,
+                emulator.url,
+                signing.url,
+                TOKEN,
+                timeout=1800,
+                FILE=source,
+                CHUNK_SIZE=args.chunk_mib * MiB,
+                PARALLEL=args.parallel,
+                RACE=0,
+            )
+            elapsed = time.perf_counter() - started
+            if not out.get("ok"):
+                raise SystemExit(f"upload failed: {out}")
+            parts = emulator.requests("UploadPart")
+            complete = emulator.requests("CompleteMultipartUpload")
+            check = hashlib.md5(usedforsecurity=False)
+            with requests.get(out["result"]["video"]["url"], stream=True, timeout=60) as resp:
+                for chunk in resp.iter_content(MiB):
+                    check.update(chunk)
+        signing.stop()
+    assert check.hexdigest() == digest.hexdigest(), "stored bytes differ from the source"
+    sdk_ms = out["ms"]
+    print(
+        f"{args.mib} MiB in {elapsed:.2f} s wall ({sdk_ms / 1000:.2f} s inside the SDK): "
+        f"{args.mib * MiB / 1e6 / elapsed:.1f} MB/s end-to-end, {args.mib * MiB / 1e6 / (sdk_ms / 1000):.1f} MB/s "
+        f"upload; MD5 verified"
+    )
+    part_ms = sorted(p["ms"] for p in parts)
+    print(
+        f"server side: {len(parts)} UploadPart, median {part_ms[len(part_ms) // 2]:.0f} ms each; "
+        f"CompleteMultipartUpload {complete[0]['ms']:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Fixtures for the vodlocal tests: the emulator (in-process), a signing service speaking the project's
+``POST /uploads`` + ``POST /uploads/{id}/signature`` contract, a PUSH callback receiver, and helpers to run
+the official JS SDK harness and the official Python SDKs against the emulator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from qcloud_cos import CosConfig, CosS3Client
+
+from vodlocal import Config, Handle, start, testing
+from vodlocal.testing import HARNESS, LocalServer, SigningStub, reply_json
+
+SECRET_ID = "AKIDvodlocalTEST0000000000000000001"
+SECRET_KEY = "vodlocal-test-secret-key-0001"
+AUTH_TOKEN = "test-bearer-token"
+MiB = 1 << 20
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(MiB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+# --- PUSH receiver -------------------------------------------------------------------------------------
+class CallbackReceiver:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.delay = 0.0
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                with receiver.cond:
+                    receiver.events.append(body)
+                    receiver.cond.notify_all()
+                reply_json(self, 200, {"code": 0})
+
+        self._local = LocalServer(Handler)
+        self.url = self._local.url + "/vod/events/test-token"
+
+    def wait(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 15) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(self.events):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for events; got {json.dumps(self.events)[:2000]}")
+                self.cond.wait(remaining)
+            return list(self.events)
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("EventType") == event_type]
+
+    def stop(self) -> None:
+        self._local.stop()
+
+
+@pytest.fixture
+def signing() -> Iterator[SigningStub]:
+    stub = SigningStub(SECRET_ID, SECRET_KEY, AUTH_TOKEN).start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def callbacks() -> Iterator[CallbackReceiver]:
+    receiver = CallbackReceiver()
+    yield receiver
+    receiver.stop()
+
+
+SIGN_KEY = "TestSignKey0123456789"
+
+
+@pytest.fixture
+def emu_config(tmp_path: Path, callbacks: CallbackReceiver) -> Config:
+    return Config(
+        port=0,
+        data_dir=tmp_path / "vodlocal",
+        secrets={SECRET_ID: SECRET_KEY},
+        callback_url=callbacks.url,
+        sign_key=SIGN_KEY,
+        procedure_delay=0.2,
+        pull_wait=0.5,
+    )
+
+
+@pytest.fixture
+def emulator(emu_config: Config) -> Iterator[Handle]:
+    handle = start(emu_config)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def restartable(emu_config: Config) -> Iterator[Callable[[], Handle]]:
+    """Start (or restart) the emulator on the same data directory; stops the last one at teardown."""
+    handles: list[Handle] = []
+
+    def restart() -> Handle:
+        if handles:
+            handles[-1].stop()
+        handles.append(start(replace(emu_config)))
+        return handles[-1]
+
+    yield restart
+    if handles:
+        handles[-1].stop()
+
+
+# --- the JS SDK harness --------------------------------------------------------------------------------
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the vod-js-sdk-v6 end-to-end tests need Node 20+")
+    if not (HARNESS.parent / "node_modules" / "vod-js-sdk-v6").is_dir():
+        pytest.fail("e2e/js/node_modules is missing: run `npm ci --prefix e2e/js` first")
+    return node
+
+
+def run_harness(
+    emulator: Handle, signing: SigningStub, timeout: float = 120, **env: str | int | Path
+) -> dict[str, Any]:
+    return testing.run_harness(_node(), emulator.url, signing.url, AUTH_TOKEN, timeout, **env)
+
+
+# --- the Python SDKs -----------------------------------------------------------------------------------
+def cos_client(emulator: Handle, region: str, secret_id: str, secret_key: str, token: str | None = None) -> CosS3Client:
+    """qcloud_cos sends the real virtual-hosted URL; the emulator is its HTTP proxy, so Host stays real."""
+    config = CosConfig(
+        Region=region,
+        SecretId=secret_id,
+        SecretKey=secret_key,
+        Token=token,
+        Scheme="http",
+        Proxies={"http": emulator.url},
+        Timeout=30,
+    )
+    return CosS3Client(config, retry=1)
+
+
+def ugc(emulator: Handle, action: str, body: dict[str, Any], host: str = "vod2.qcloud.com") -> dict[str, Any]:
+    resp = requests.post(
+        f"{emulator.url}/v3/index.php", params={"Action": action}, json=body, headers={"Host": host}, timeout=10
+    )
+    assert resp.status_code == 200
+    payload: dict[str, Any] = resp.json()
+    return payload
+
+
+def apply_body(signature: str, size: int, name: str = "clip", ext: str = "mp4") -> dict[str, Any]:
+    return {"signature": signature, "videoName": name, "videoType": ext, "videoSize": size, "uploadFromWeb": True}
+
+
+def upload(emulator: Handle, signing: SigningStub, payload: bytes = b"video-bytes") -> dict[str, Any]:
+    apply = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(signing.new_upload())["signature"], len(payload)))
+    assert apply["code"] == 0, apply
+    data = apply["data"]
+    cert = data["tempCertificate"]
+    client = cos_client(emulator, data["storageRegionV5"], cert["secretId"], cert["secretKey"], cert["token"])
+    client.put_object(
+        Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["video"]["storagePath"][1:], Body=payload
+    )
+    commit = ugc(
+        emulator,
+        "CommitUploadUGC",
+        {"signature": signing.sign("c")["signature"], "vodSessionKey": data["vodSessionKey"]},
+    )
+    assert commit["code"] == 0, commit
+    return {"apply": data, "commit": commit["data"]}

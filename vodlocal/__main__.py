@@ -1,0 +1,37 @@
+"""``python -m vodlocal``: run the emulator in the foreground until interrupted."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from vodlocal.config import from_args
+from vodlocal.server import start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s vodlocal %(levelname)s %(message)s")
+    config = from_args(argv)
+    if not config.secrets:
+        print(
+            "vodlocal: no --secret ID:KEY (or VODLOCAL_SECRETS) given; every VOD signature will be rejected",
+            file=sys.stderr,
+        )
+    handle = start(config)
+    stop = threading.Event()
+    # Explicit handlers: a parent that started us in the background may have left SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"vodlocal: serving on {handle.url} (data dir {config.data_dir}, events {config.mode})", flush=True)
+    while not stop.wait(0.5):
+        pass
+    handle.stop()
+    print("vodlocal: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

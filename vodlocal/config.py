@@ -1,0 +1,130 @@
+"""Emulator configuration: one frozen dataclass, filled from CLI flags or environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+EventMode = Literal["PUSH", "PULL"]
+
+DEFAULT_APP_ID = 1500000001
+DEFAULT_REGION = "ap-guangzhou"
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    data_dir: Path = Path(".local/vodlocal")
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    app_id: int = DEFAULT_APP_ID
+    region: str = DEFAULT_REGION
+    callback_url: str | None = None
+    sign_key: str | None = None
+    mode: EventMode = "PUSH"
+    duplicate_deliveries: int = 1
+    procedure_delay: float = 1.0
+    public_base_url: str | None = None
+    session_ttl: int = 86_400
+    cert_ttl: int = 3600
+    confirm_window: float = 30.0
+    pull_wait: float = 5.0
+    push_timeout: float = 5.0
+    push_retries: int = 2
+
+
+def parse_secrets(items: Sequence[str]) -> dict[str, str]:
+    """``["id:key", "id2:key2,id3:key3"]`` -> ``{"id": "key", ...}``."""
+    result: dict[str, str] = {}
+    for item in items:
+        for pair in item.split(","):
+            pair = pair.strip()
+            if not pair:
+                continue
+            secret_id, sep, secret_key = pair.partition(":")
+            if not sep or not secret_id or not secret_key:
+                raise ValueError(f"secret must look like ID:KEY, got {pair!r}")
+            result[secret_id] = secret_key
+    return result
+
+
+def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(f"VODLOCAL_{name}")
+    return value if value not in (None, "") else default
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vodlocal", description="Local Tencent VOD + COS emulator.")
+    p.add_argument("--host", default=_env(env, "HOST", "127.0.0.1"), help="bind address [VODLOCAL_HOST]")
+    p.add_argument("--port", type=int, default=int(_env(env, "PORT", "8001") or 8001), help="[VODLOCAL_PORT]")
+    p.add_argument("--data-dir", default=_env(env, "DATA_DIR", ".local/vodlocal"), help="[VODLOCAL_DATA_DIR]")
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="ID:KEY",
+        help="API key pair, repeatable [VODLOCAL_SECRETS=id:key,id2:key2]",
+    )
+    p.add_argument("--app-id", type=int, default=int(_env(env, "APP_ID", str(DEFAULT_APP_ID)) or DEFAULT_APP_ID))
+    p.add_argument("--region", default=_env(env, "REGION", DEFAULT_REGION), help="default storage region")
+    p.add_argument("--callback-url", default=_env(env, "CALLBACK_URL"), help="PUSH target [VODLOCAL_CALLBACK_URL]")
+    p.add_argument("--sign-key", default=_env(env, "SIGN_KEY"), help="callback SignKey [VODLOCAL_SIGN_KEY]")
+    p.add_argument("--mode", choices=["PUSH", "PULL"], default=_env(env, "MODE", "PUSH"), help="[VODLOCAL_MODE]")
+    p.add_argument(
+        "--duplicate-deliveries",
+        type=int,
+        default=int(_env(env, "DUPLICATE_DELIVERIES", "1") or 1),
+        help="deliver every PUSH event N times [VODLOCAL_DUPLICATE_DELIVERIES]",
+    )
+    p.add_argument(
+        "--procedure-delay",
+        type=float,
+        default=float(_env(env, "PROCEDURE_DELAY", "1") or 1),
+        help="seconds before a simulated task flow reports [VODLOCAL_PROCEDURE_DELAY]",
+    )
+    p.add_argument(
+        "--public-base-url",
+        default=_env(env, "PUBLIC_BASE_URL"),
+        help="base of MediaUrl/CoverUrl (default: the server's own URL) [VODLOCAL_PUBLIC_BASE_URL]",
+    )
+    p.add_argument(
+        "--confirm-window",
+        type=float,
+        default=float(_env(env, "CONFIRM_WINDOW", "30") or 30),
+        help="PULL mode: seconds to confirm before redelivery [VODLOCAL_CONFIRM_WINDOW]",
+    )
+    p.add_argument(
+        "--cert-ttl",
+        type=int,
+        default=int(_env(env, "CERT_TTL", "3600") or 3600),
+        help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
+    )
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    args = build_parser(env).parse_args(argv)
+    secrets = parse_secrets(args.secret or [_env(env, "SECRETS", "") or ""])
+    if args.duplicate_deliveries < 1:
+        raise SystemExit("--duplicate-deliveries must be >= 1")
+    return Config(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir),
+        secrets=secrets,
+        app_id=args.app_id,
+        region=args.region,
+        callback_url=args.callback_url,
+        sign_key=args.sign_key,
+        mode=args.mode,
+        duplicate_deliveries=args.duplicate_deliveries,
+        procedure_delay=args.procedure_delay,
+        public_base_url=args.public_base_url,
+        confirm_window=args.confirm_window,
+        cert_ttl=args.cert_ttl,
+    )

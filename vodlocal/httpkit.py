@@ -1,0 +1,138 @@
+"""A minimal request/response model shared by the service modules (no framework)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from io import BufferedIOBase
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+CHUNK = 1 << 20
+
+
+class BodyReader:
+    """Reads a request body once, either by Content-Length or chunked transfer coding."""
+
+    def __init__(self, stream: BufferedIOBase, length: int | None, chunked: bool) -> None:
+        self._stream = stream
+        self._remaining = length or 0
+        self._chunked = chunked
+        self.consumed = False
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        if self.consumed:
+            return
+        self.consumed = True
+        if self._chunked:
+            yield from self._iter_chunked()
+            return
+        while self._remaining > 0:
+            data = self._stream.read(min(CHUNK, self._remaining))
+            if not data:
+                raise ConnectionError("client closed the connection mid-body")
+            self._remaining -= len(data)
+            yield data
+
+    def _iter_chunked(self) -> Iterator[bytes]:
+        while True:
+            size_line = self._stream.readline(1024).split(b";", 1)[0].strip()
+            size = int(size_line or b"0", 16)
+            if size == 0:
+                while self._stream.readline(1024).strip():
+                    pass
+                return
+            while size > 0:
+                data = self._stream.read(min(CHUNK, size))
+                if not data:
+                    raise ConnectionError("client closed the connection mid-body")
+                size -= len(data)
+                yield data
+            self._stream.readline(16)
+
+    def read(self, limit: int = 64 << 20) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        for chunk in self.iter_chunks():
+            total += len(chunk)
+            if total > limit:
+                raise ValueError("request body too large")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def drain(self) -> None:
+        for _ in self.iter_chunks():
+            pass
+
+
+@dataclass
+class Request:
+    method: str
+    host: str  # lower-case, without port
+    raw_host: str  # the Host header as sent
+    path: str  # percent-decoded path
+    raw_path: str  # path as sent, without the query
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]  # lower-case keys
+    body: BodyReader
+    log: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def parse_query(cls, query: str) -> list[tuple[str, str]]:
+        return parse_qsl(query, keep_blank_values=True)
+
+    def arg(self, name: str) -> str | None:
+        for key, value in self.query:
+            if key == name:
+                return value
+        return None
+
+    def has_arg(self, name: str) -> bool:
+        return any(key == name for key, _ in self.query)
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def json(self) -> object:
+        raw = self.body.read()
+        return json.loads(raw.decode("utf-8")) if raw.strip() else {}
+
+
+@dataclass
+class Response:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: Iterable[bytes] | None = None  # when set, ``headers`` must carry Content-Length
+    on_close: Callable[[], None] | None = None
+
+    @classmethod
+    def json(cls, payload: object, status: int = 200) -> Response:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return cls(status, {"Content-Type": "application/json"}, data)
+
+    @classmethod
+    def xml(cls, root: str, fields: Iterable[tuple[str, object]], status: int = 200) -> Response:
+        return cls(status, {"Content-Type": "application/xml"}, xml_document(root, fields).encode("utf-8"))
+
+
+def xml_element(name: str, value: object) -> str:
+    if isinstance(value, list):
+        return "".join(xml_element(name, item) for item in value)
+    if isinstance(value, tuple | dict):
+        items = value.items() if isinstance(value, dict) else value
+        return f"<{name}>{''.join(xml_element(k, v) for k, v in items)}</{name}>"
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def xml_document(root: str, fields: Iterable[tuple[str, object]]) -> str:
+    inner = "".join(xml_element(k, v) for k, v in fields)
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<{root}>{inner}</{root}>'
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()

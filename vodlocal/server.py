@@ -1,0 +1,246 @@
+"""HTTP front door: dispatches on the ``Host`` header like the real services, and in-process start/stop.
+
+Hosts (``Host`` header, or an absolute request URI when the emulator is used as an HTTP proxy):
+
+* ``vod2.qcloud.com`` / ``vod2.dnsv1.com``: UGC upload API (``POST /v3/index.php?Action=...``)
+* ``<bucket>-<appid>.cos.<region>.myqcloud.com`` (or ``.tencentcos.cn``): COS object API
+* ``cos.<region>.myqcloud.com``: the region-race HEAD probe
+* ``vod.tencentcloudapi.com``: API 3.0 (TC3); also any host when ``X-TC-Action`` is present (SDK endpoint override)
+* ``vodreport.qcloud.com``: the Web SDK's telemetry (accepted and dropped)
+* anything else (e.g. ``127.0.0.1:8001``): ``/_cos/<bucket>-<appid>/<key>`` path-style COS (MediaUrl/CoverUrl),
+  ``/v3/index.php`` UGC, ``/_vodlocal/health`` and ``/_vodlocal/requests`` (the request log, JSON).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from vodlocal.api3 import Api3Service
+from vodlocal.config import Config
+from vodlocal.cos import CosService
+from vodlocal.events import EventBus
+from vodlocal.httpkit import BodyReader, Request, Response
+from vodlocal.media import MediaRepository
+from vodlocal.store import Store
+from vodlocal.ugc import UgcService
+
+log = logging.getLogger("vodlocal")
+
+UGC_HOSTS = frozenset({"vod2.qcloud.com", "vod2.dnsv1.com"})
+API3_HOSTS = frozenset({"vod.tencentcloudapi.com", "vod.intl.tencentcloudapi.com"})
+REPORT_HOST = "vodreport.qcloud.com"
+BUCKET_HOST = re.compile(r"(?P<bucket>[a-z0-9-]+-\d+)\.cos\.(?P<region>[a-z0-9-]+)\.(?:myqcloud\.com|tencentcos\.cn)\Z")
+REGION_HOST = re.compile(r"cos\.[a-z0-9-]+\.(?:myqcloud\.com|tencentcos\.cn)\Z")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "ETag, Content-Length, x-cos-request-id, Content-Range",
+}
+
+
+class App:
+    """All services wired together over one data directory."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.base_url = config.public_base_url or f"http://{config.host}:{config.port}"
+        self.store = Store(config.data_dir)
+        self.cos = CosService(self.store, config)
+        self.bus = EventBus(self.store, config)
+        self.media = MediaRepository(self.store)
+        self.ugc = UgcService(self.store, config, self.cos, self.bus, self.media, lambda: self.base_url)
+        self.api3 = Api3Service(config, self.bus, self.media, self.cos)
+        self.request_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=50_000)
+
+    def route(self, req: Request) -> Response:
+        host = req.host
+        if req.method == "OPTIONS":
+            req.log["op"] = "CORS"
+            return Response(
+                200,
+                {
+                    "Access-Control-Allow-Methods": "GET, PUT, POST, DELETE, HEAD",
+                    "Access-Control-Allow-Headers": req.header("access-control-request-headers", "*"),
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        if host in UGC_HOSTS:
+            return self.ugc.handle(req) if req.path == "/v3/index.php" else Response(404)
+        if host in API3_HOSTS or req.header("x-tc-action"):
+            return self.api3.handle(req)
+        if host == REPORT_HOST:
+            req.log["op"] = "Report"
+            req.body.drain()
+            return Response.json({"code": 0})
+        bucket = BUCKET_HOST.match(host)
+        if bucket:
+            return self.cos.handle(req, bucket["bucket"], req.path[1:])
+        if REGION_HOST.match(host):
+            req.log["op"] = "RegionProbe"
+            return Response(200)
+        return self._local(req)
+
+    def _local(self, req: Request) -> Response:
+        path = req.path
+        if path.startswith("/_cos/"):
+            bucket, _, key = path[len("/_cos/") :].partition("/")
+            return self.cos.handle(req, bucket, key)
+        if path == "/v3/index.php":
+            return self.ugc.handle(req)
+        if path in ("/", "/_vodlocal/health"):
+            return Response.json({"ok": True, "mode": self.config.mode})
+        if path == "/_vodlocal/requests":
+            return Response.json(list(self.request_log))
+        return Response.json({"error": f"no route for host {req.raw_host!r} path {path!r}"}, 404)
+
+    def close(self) -> None:
+        self.bus.close()
+        self.store.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "vodlocal"
+    app: App  # set on the per-server subclass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(format, *args)
+
+    def _serve(self) -> None:
+        target = self.path
+        host_header = self.headers.get("Host", "")
+        if target.startswith(("http://", "https://")):  # proxy-style absolute URI
+            parts = urlsplit(target)
+            host_header = parts.netloc
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+        raw_path, _, query = target.partition("?")
+        host = host_header.rsplit(":", 1)[0] if not host_header.startswith("[") else host_header
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        length = int(headers.get("content-length") or 0)
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        req = Request(
+            self.command,
+            host.lower(),
+            host_header,
+            unquote(raw_path),
+            raw_path,
+            Request.parse_query(query),
+            headers,
+            BodyReader(self.rfile, length, chunked),
+        )
+        started = time.time()
+        try:
+            resp = self.app.route(req)
+        except ConnectionError as exc:
+            log.info("client went away: %s", exc)
+            self.close_connection = True
+            self._record(req, 499, started)
+            return
+        except Exception:
+            log.exception("unhandled error for %s %s%s", self.command, host, raw_path)
+            resp = Response.json({"error": "internal error"}, 500)
+            self.close_connection = True
+        if not req.body.consumed and (length or chunked):
+            try:
+                req.body.drain()
+            except (ConnectionError, ValueError):
+                self.close_connection = True
+        self._record(req, resp.status, started)
+        self._write(resp)
+
+    def _record(self, req: Request, status: int, started: float) -> None:
+        entry: dict[str, Any] = {
+            "t": started,
+            "method": req.method,
+            "host": req.host,
+            "path": req.raw_path,
+            "query": dict(req.query),
+            "status": status,
+            "ms": round((time.time() - started) * 1e3, 1),
+        }
+        entry.update(req.log)
+        self.app.request_log.append(entry)
+
+    def _write(self, resp: Response) -> None:
+        try:
+            self.send_response(resp.status)
+            headers = {**CORS_HEADERS, **resp.headers}
+            if resp.stream is None:
+                headers["Content-Length"] = str(len(resp.body))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            if resp.stream is None:
+                self.wfile.write(resp.body)
+            else:
+                for chunk in resp.stream:
+                    self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+@dataclass
+class Handle:
+    """A running emulator (see ``start``)."""
+
+    app: App
+    server: _Server
+    thread: threading.Thread
+    url: str
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def requests(self, op: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in list(self.app.request_log) if op is None or r.get("op") == op]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+        self.app.close()
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start(config: Config) -> Handle:
+    """Bind (port 0 = any free port), start serving in a background thread and return a handle."""
+    handler: type[_Handler] = type("Handler", (_Handler,), {})
+    server = _Server((config.host, config.port), handler)
+    port = int(server.server_address[1])
+    config = replace(config, port=port)
+    app = App(config)
+    handler.app = app
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="vodlocal-http", daemon=True
+    )
+    thread.start()
+    url = f"http://{config.host}:{port}"
+    log.info("vodlocal listening on %s (data dir %s, mode %s)", url, config.data_dir, config.mode)
+    return Handle(app, server, thread, url)
+
+
+def dump_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
