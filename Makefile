@@ -33,6 +33,7 @@ token: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
