@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,7 @@ def _video_body(video: Video) -> dict[str, Any]:
         "receivedAt": video.received_at,
         "vodCreateTime": video.vod_create_time,
         "processing": video.processing,
+        "processingTasks": [video.processing_tasks[task] for task in sorted(video.processing_tasks)],
     }
 
 
@@ -183,8 +185,8 @@ def list_videos() -> dict[str, Any]:
     principal = _principal()
     query: Mapping[str, str] = _request().query_params or {}
     limit_text = query.get("limit", "20")
-    if not limit_text.isdigit():
-        raise InvalidRequest("limit", "must be an integer")
+    if not re.fullmatch(r"[0-9]{1,3}", limit_text):
+        raise InvalidRequest("limit", "must be an integer between 1 and 100")
     page = services().videos.list(principal.subject, int(limit_text), query.get("cursor"))
     return {"videos": [_video_body(video) for video in page.videos], "nextCursor": page.next_cursor}
 

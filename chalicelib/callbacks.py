@@ -13,7 +13,7 @@ from typing import Protocol
 
 from chalicelib import source_context, vod_events
 from chalicelib.credentials import SecretsProvider
-from chalicelib.errors import PayloadTooLarge
+from chalicelib.errors import PayloadTooLarge, ServiceUnavailable
 from chalicelib.uploads import UploadIntent
 from chalicelib.videos import Video
 from chalicelib.vod_events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
@@ -60,11 +60,13 @@ class EventService:
         store: EventStore,
         secrets: SecretsProvider,
         max_body_bytes: int,
+        require_sign: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._secrets = secrets
         self._max_body_bytes = max_body_bytes
+        self._require_sign = require_sign
         self._clock = clock
 
     def receive(self, path_token: str, body: bytes) -> Outcome:
@@ -76,6 +78,8 @@ class EventService:
         now = int(self._clock())
         if secrets.sign_key is not None:
             vod_events.check_sign(envelope, secrets.sign_key, now)
+        elif self._require_sign:
+            raise ServiceUnavailable("callback signing is required but VOD_SIGN_KEY is not configured")
         event = envelope.event
         if isinstance(event, UploadedFile):
             return self._uploaded(envelope.event_type, event, secrets.context_tag_key, now)

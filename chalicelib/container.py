@@ -78,7 +78,9 @@ def build_services(settings: Settings, environ: Mapping[str, str] | None = None)
         verifier=verifier,
         repository=repository,
         uploads=UploadService(repository, secrets, settings.upload_policy, settings.max_metadata_bytes),
-        events=EventService(repository, secrets, settings.callback_max_body_bytes),
+        events=EventService(
+            repository, secrets, settings.callback_max_body_bytes, require_sign=settings.require_callback_sign
+        ),
         videos=VideoService(repository),
     )
 

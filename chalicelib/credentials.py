@@ -7,6 +7,7 @@ while; in `local` from environment variables. Nothing here ever formats a secret
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -15,8 +16,10 @@ from typing import Any, Protocol
 
 from chalicelib.errors import ServiceUnavailable
 
+UNAVAILABLE = "service secrets are unavailable"
+logger = logging.getLogger("vodupload")
+
 SECRET_KEYS = ("VOD_SECRET_ID", "VOD_SECRET_KEY", "CONTEXT_TAG_KEY", "VOD_CALLBACK_TOKEN")
-OPTIONAL_SECRET_KEYS = ("VOD_SIGN_KEY",)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,12 @@ class EnvSecrets:
 
 
 class SecretsManagerSecrets:
-    """Fetches the JSON secret once per `ttl_seconds`; concurrent callers share one fetch."""
+    """Fetches the JSON secret once per `ttl_seconds`; concurrent callers share one fetch.
+
+    A failure is logged with its cause and remembered for `FAILURE_BACKOFF_SECONDS`, so unauthenticated
+    traffic cannot turn into a stream of GetSecretValue calls; callers only learn "unavailable"."""
+
+    FAILURE_BACKOFF_SECONDS = 5.0
 
     def __init__(
         self,
@@ -70,13 +78,23 @@ class SecretsManagerSecrets:
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, ServiceSecrets] | None = None
+        self._failed_at: float | None = None
 
     def get(self) -> ServiceSecrets:
         with self._lock:
-            if self._cached is not None and self._clock() - self._cached[0] < self._ttl:
+            now = self._clock()
+            if self._cached is not None and now - self._cached[0] < self._ttl:
                 return self._cached[1]
-            secrets = self._fetch()
-            self._cached = (self._clock(), secrets)
+            if self._failed_at is not None and now - self._failed_at < self.FAILURE_BACKOFF_SECONDS:
+                raise ServiceUnavailable(UNAVAILABLE)
+            try:
+                secrets = self._fetch()
+            except ServiceUnavailable as exc:
+                self._failed_at = now
+                logger.error("service secrets unavailable", extra={"fields": {"cause": exc.message}})
+                raise ServiceUnavailable(UNAVAILABLE) from None
+            self._failed_at = None
+            self._cached = (now, secrets)
             return secrets
 
     def _fetch(self) -> ServiceSecrets:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.errors import DomainError, InvalidRequest, LimitExceeded, PayloadTooLarge
+from chalicelib.strict_json import load_json
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -64,10 +65,7 @@ def parse_json_body(raw_body: bytes | str | None, model: type[ModelT], max_bytes
         if optional:
             return model()
         raise InvalidRequest("body", "a JSON object is required")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest("body", f"is not valid JSON ({exc.__class__.__name__})") from None
+    data = load_json(body, "body")
     if not isinstance(data, dict):
         raise InvalidRequest("body", "must be a JSON object")
     from pydantic import ValidationError

@@ -147,7 +147,10 @@ def item_to_video(item: Mapping[str, Any]) -> Video | None:
         procedure_task_id=_get_s(item, "procedureTaskId"),
         vod_create_time=_get_s(item, "vodCreateTime"),
         metadata=_get_json(item, "metadata"),
-        processing=_get_json(item, "processing"),
+        processing_tasks={
+            task_id: json.loads(entry["M"]["snapshot"]["S"])
+            for task_id, entry in item.get("processing", {}).get("M", {}).items()
+        },
         deleted_at=_get_n(item, "deletedAt"),
     )
 
@@ -443,9 +446,9 @@ class Repository:
         ]
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
-        """Store a task-flow snapshot unless a later snapshot of the same task is already stored."""
-        from botocore.exceptions import ClientError
-
+        """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later
+        snapshot of the same task is already there. Each task flow is ordered on its own, so the final
+        record does not depend on the order in which snapshots of several flows arrive."""
         snapshot = {
             "taskId": update.task_id,
             "status": update.status,
@@ -458,30 +461,32 @@ class Repository:
             ],
             "review": list(update.review),
         }  # fmt: skip
-        try:
-            self._db.update_item(
-                TableName=self._table,
+        entry = {"M": {"rank": _n(update.rank), "snapshot": _opt_json(snapshot), "updatedAt": _n(now)}}
+        for _ in range(_TRANSACTION_ATTEMPTS):
+            old = self._conditional_update(
                 Key=video_key(update.file_id),
-                UpdateExpression=(
-                    "SET processing = :snapshot, processingTaskId = :task, processingRank = :rank, "
-                    "processingStatus = :status, processingUpdatedAt = :now"
-                ),
+                UpdateExpression="SET processing.#task = :entry",
                 ConditionExpression=(
-                    "attribute_not_exists(processingTaskId) OR processingTaskId <> :task OR processingRank <= :rank"
+                    "attribute_exists(processing) AND "
+                    "(attribute_not_exists(processing.#task) OR processing.#task.#rank <= :rank)"
                 ),
-                ExpressionAttributeValues={
-                    ":snapshot": _opt_json(snapshot),
-                    ":task": _s(update.task_id),
-                    ":rank": _n(update.rank),
-                    ":status": _s(update.status),
-                    ":now": _n(now),
-                },
+                ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
+                ExpressionAttributeValues={":entry": entry, ":rank": _n(update.rank)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+            if old is None:
+                return True
+            if "processing" in old:
+                return False  # a later snapshot of this task is already stored
+            created = self._conditional_update(  # first snapshot for this file: create the map
+                Key=video_key(update.file_id),
+                UpdateExpression="SET processing = :tasks",
+                ConditionExpression="attribute_not_exists(processing)",
+                ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
+            )
+            if created is None:
+                return True
+        raise ServiceUnavailable("the table is busy, retry")
 
     def mark_deleted(self, file_id: str, now: int) -> None:
         self._db.update_item(
@@ -531,6 +536,18 @@ class Repository:
         return videos, next_key
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _conditional_update(self, **request: Any) -> dict[str, Any] | None:
+        """UpdateItem; None when it applied, else the old item (empty if none) whose condition failed."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._db.update_item(TableName=self._table, **request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return dict(exc.response.get("Item") or {})
+        return None
 
     def _release_slots(self, owner: str, slots: list[str]) -> None:
         self._db.update_item(

@@ -43,6 +43,8 @@ class Settings(BaseModel):
     max_metadata_bytes: int = Field(default=2048, ge=0)
     max_request_body_bytes: int = Field(default=16 * 1024, ge=256)
     callback_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Without a SignKey the callback rests on the path token alone: allowed only when this is false.
+    require_callback_sign: bool = True
 
     @field_validator("upload_policy", mode="before")
     @classmethod

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.strict_json import load_json
 from chalicelib.uploads import UploadIntent
 from chalicelib.vod_events import UploadedFile
 
@@ -39,8 +41,16 @@ class Video:
     vod_create_time: str | None = None
     metadata: dict[str, Any] | None = None
     # Written by ProcedureStateChanged / FileDeleted, possibly before the upload event.
-    processing: dict[str, Any] | None = None
+    processing_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # TaskId -> latest snapshot
     deleted_at: int | None = None
+
+    @property
+    def processing(self) -> dict[str, Any] | None:
+        """The upload's own task flow (its ProcedureTaskId) if reported, else the most advanced one."""
+        if self.procedure_task_id in self.processing_tasks:
+            return self.processing_tasks[self.procedure_task_id]
+        ranked = sorted(self.processing_tasks.values(), key=lambda s: (s.get("status") == "FINISH", s["taskId"]))
+        return ranked[-1] if ranked else None
 
     @classmethod
     def attribute(cls, intent: UploadIntent, uploaded: UploadedFile, now: int) -> Video:
@@ -90,10 +100,12 @@ class PageKey:
     def decode(cls, cursor: str) -> PageKey:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            sort_key, file_id = json.loads(raw)
+            sort_key, file_id = load_json(raw, "cursor")
         except (binascii.Error, ValueError, TypeError):
             raise InvalidRequest("cursor", "is not a cursor returned by this API") from None
-        if not (isinstance(sort_key, str) and isinstance(file_id, str) and len(sort_key) < 100 and len(file_id) < 100):
+        if not (isinstance(sort_key, str) and isinstance(file_id, str) and is_file_id(file_id)):
+            raise InvalidRequest("cursor", "is not a cursor returned by this API")
+        if not re.fullmatch(r"[0-9]{10}#", sort_key.removesuffix(file_id)):
             raise InvalidRequest("cursor", "is not a cursor returned by this API")
         return cls(sort_key, file_id)
 
@@ -125,7 +137,9 @@ class VideoService:
         if intent.file_id is None:
             return None
         video = self._store.get_video(intent.file_id)
-        return video if video is not None and video.owner == intent.owner else None
+        if video is None or video.owner != intent.owner or video.deleted_at is not None:
+            return None
+        return video
 
 
 def is_file_id(value: str) -> bool:

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chalicelib.errors import Forbidden, InvalidRequest, Unauthorized
+from chalicelib.strict_json import load_json
 
 MAX_TASK_OUTPUTS = 50
+MAX_FILE_ID_LENGTH = 64
+MAX_DELETED_FILE_IDS = 100
+# Real values are a few hundred bytes to gigabytes; anything beyond is not a measurement, and DynamoDB
+# numbers cannot hold NaN, infinities or more than 38 digits.
+_MAX_MEASURE = 1e18
+_EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}\Z")
 _OUTPUT_DETAILS = ("Size", "Duration", "Width", "Height", "PicInfoSet")
 
 
@@ -32,7 +40,16 @@ class MetaData(_Vod):
     height: int | None = Field(default=None, alias="Height")
     bitrate: int | None = Field(default=None, alias="Bitrate")
     container: str | None = Field(default=None, alias="Container")
-    md5: str | None = Field(default=None, alias="Md5")
+    md5: str | None = Field(default=None, alias="Md5", max_length=64)
+
+    @field_validator("size", "duration", "width", "height", "bitrate", mode="before")
+    @classmethod
+    def _measurement(cls, value: Any) -> Any:
+        """An implausible measurement is dropped, not fatal: the upload must still be attributed."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > _MAX_MEASURE:
+                return None
+        return value
 
 
 class SourceInfo(_Vod):
@@ -86,17 +103,13 @@ class MediaProcessResult(_Vod):
 
 class ProcedureTask(_Vod):
     task_id: str = Field(alias="TaskId", min_length=1, max_length=128)
-    status: str = Field(alias="Status")
+    status: str = Field(alias="Status", max_length=32)
     file_id: str | None = Field(default=None, alias="FileId", max_length=64)
     session_context: str | None = Field(default=None, alias="SessionContext")
     err_code: int | None = Field(default=None, alias="ErrCode")
     message: str | None = Field(default=None, alias="Message")
     media_process_results: list[MediaProcessResult] | None = Field(default=None, alias="MediaProcessResultSet")
     review_results: list[dict[str, Any]] | None = Field(default=None, alias="AiContentReviewResultSet")
-
-
-class FileDeleteTask(_Vod):
-    file_ids: list[str] = Field(default_factory=list, alias="FileIdSet")
 
 
 # -- domain events -----------------------------------------------------------------------------
@@ -179,19 +192,16 @@ class Envelope:
 
 
 def parse(body: bytes) -> Envelope:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRequest("body", "is not valid JSON") from None
+    data = load_json(body, "body")
     if not isinstance(data, dict):
         raise InvalidRequest("body", "must be a JSON object")
     sign, expires_at = _sign_fields(data)
     try:
-        if isinstance(data.get("EventType"), str):
-            event_type = data["EventType"]
+        if "EventType" in data:
+            event_type = _event_type(data["EventType"], "EventType")
             return Envelope(_parse_v3(event_type, data), event_type, "v3", sign, expires_at)
-        if isinstance(data.get("eventType"), str) and isinstance(data.get("data"), dict):
-            event_type = data["eventType"]
+        if "eventType" in data and isinstance(data.get("data"), dict):
+            event_type = _event_type(data["eventType"], "eventType")
             return Envelope(_parse_v2(event_type, data["data"]), event_type, "v2", sign, expires_at)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -199,16 +209,31 @@ def parse(body: bytes) -> Envelope:
     raise InvalidRequest("EventType", "is missing: not a VOD event notification")
 
 
+def _event_type(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _EVENT_TYPE.match(value):
+        raise InvalidRequest(field, "must be an event type name (letters and digits, at most 64)")
+    return value
+
+
 def _sign_fields(data: dict[str, Any]) -> tuple[str | None, int | None]:
     sign, t = data.get("Sign"), data.get("T")
     if t is not None and not isinstance(t, bool):
         try:
             t = int(t)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidRequest("T", "must be an integer") from None
     else:
         t = None
     return (sign if isinstance(sign, str) else None), t
+
+
+def _file_ids(value: object, field: str) -> tuple[str, ...]:
+    ids = [value] if isinstance(value, str) else value
+    if not isinstance(ids, list) or len(ids) > MAX_DELETED_FILE_IDS:
+        raise InvalidRequest(field, f"must be a list of at most {MAX_DELETED_FILE_IDS} file ids")
+    if not all(isinstance(file_id, str) and 0 < len(file_id) <= MAX_FILE_ID_LENGTH for file_id in ids):
+        raise InvalidRequest(field, f"file ids must be strings of 1..{MAX_FILE_ID_LENGTH} characters")
+    return tuple(ids)
 
 
 def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
@@ -251,8 +276,10 @@ def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
             message=task_model.message,
         )
     if event_type == "FileDeleted":
-        deleted = FileDeleteTask.model_validate(data.get("FileDeleteEvent") or {})
-        return FilesDeleted(tuple(file_id for file_id in deleted.file_ids if isinstance(file_id, str) and file_id))
+        deleted = data.get("FileDeleteEvent") or {}
+        if not isinstance(deleted, dict):
+            raise InvalidRequest("FileDeleteEvent", "must be an object")
+        return FilesDeleted(_file_ids(deleted.get("FileIdSet") or [], "FileDeleteEvent.FileIdSet"))
     return OtherEvent(event_type)
 
 
@@ -275,8 +302,9 @@ def _review(raw: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {"type": raw.get("Type")}
     for key, task in raw.items():
         if key.endswith("Task") and isinstance(task, dict):
-            output = task.get("Output") or {}
-            summary.update(status=task.get("Status"), suggestion=output.get("Suggestion"))
+            output = task.get("Output")
+            suggestion = output.get("Suggestion") if isinstance(output, dict) else None
+            summary.update(status=task.get("Status"), suggestion=suggestion)
     return summary
 
 
@@ -285,12 +313,18 @@ def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
         value = data.get(key)
         return value if isinstance(value, str) and value else None
 
+    def file_id() -> str | None:
+        value = text("fileId")
+        if value is not None and len(value) > MAX_FILE_ID_LENGTH:
+            raise InvalidRequest("data.fileId", f"must be at most {MAX_FILE_ID_LENGTH} characters")
+        return value
+
     if event_type == "NewFileUpload":
-        file_id = text("fileId")
-        if file_id is None:
+        uploaded_id = file_id()
+        if uploaded_id is None:
             raise InvalidRequest("data.fileId", "is required")
         return UploadedFile(
-            file_id=file_id,
+            file_id=uploaded_id,
             source_context=text("sourceContext"),
             name=text("fileName"),
             media_url=text("fileUrl"),
@@ -298,11 +332,12 @@ def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
             procedure_task_id=text("procedureTaskId"),
         )
     if event_type == "ProcedureStateChanged":
-        file_id, task_id = text("fileId"), text("vodTaskId")
-        if file_id is None or task_id is None:
-            raise InvalidRequest("data.fileId", "and data.vodTaskId are required")
+        processed_id, task_id = file_id(), text("vodTaskId")
+        if processed_id is None or task_id is None or len(task_id) > 128:
+            raise InvalidRequest("data.vodTaskId", "and data.fileId are required (task id at most 128)")
+        task_list = data.get("processTaskList")
         outputs = []
-        for item in (data.get("processTaskList") or [])[:MAX_TASK_OUTPUTS]:
+        for item in (task_list if isinstance(task_list, list) else [])[:MAX_TASK_OUTPUTS]:
             if not isinstance(item, dict):
                 continue
             raw_output = item.get("output")
@@ -318,16 +353,15 @@ def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
             )
         return ProcessingUpdate(
             task_id=task_id,
-            file_id=file_id,
-            status=str(data.get("status", "PROCESSING")).upper(),
+            file_id=processed_id,
+            status=str(data.get("status", "PROCESSING")).upper()[:32],
             session_context=text("sessionContext"),
             outputs=tuple(outputs),
             err_code=data.get("errCode") if isinstance(data.get("errCode"), int) else None,
             message=text("message"),
         )
     if event_type == "FileDeleted":
-        ids = data.get("fileIdSet") or data.get("fileId") or []
-        return FilesDeleted(tuple(i for i in ([ids] if isinstance(ids, str) else ids) if isinstance(i, str) and i))
+        return FilesDeleted(_file_ids(data.get("fileIdSet") or data.get("fileId") or [], "data.fileIdSet"))
     return OtherEvent(event_type)
 
 

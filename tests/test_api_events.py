@@ -285,7 +285,20 @@ def test_pagination_newest_first_with_opaque_cursor(stack: Stack) -> None:
             break
     assert sorted(seen) == sorted(ids) and len(seen) == 5
     assert set(seen[:2]) == {"f-page-3", "f-page-4"}
-    for bad in ("?limit=0", "?limit=101", "?limit=x", "?cursor=%21%21", "?cursor=WzEsMl0"):
+    bad_cursors = (
+        "%21%21",
+        "WzEsMl0",
+        "WyIiLCAiIl0",
+        "W1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tb",
+    )
+    for bad in (
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        "?limit=%C2%B2",
+        "?limit=" + "9" * 5000,
+        *(f"?cursor={cursor}" for cursor in bad_cursors),
+    ):
         response = stack.api.get(f"/videos{bad}", headers=carol)
         assert response.status_code == 400, bad
     assert stack.api.get("/videos", headers={}).status_code == 401
@@ -301,3 +314,84 @@ def test_callback_logs_one_line_per_event_without_secrets(stack: Stack, capfd: A
     assert events[0]["fileId"] == "f-log" and events[0]["eventType"] == "NewFileUpload"
     for name in ("VOD_CALLBACK_TOKEN", "VOD_SIGN_KEY", "VOD_SECRET_KEY", "CONTEXT_TAG_KEY"):
         assert stack.env[name] not in out
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[" * 3000, "body"),
+        (b'{"EventType": "NewFileUpload", "T": Infinity}', "body"),
+        (b'{"EventType": "NewFileUpload", "T": 1e400}', "T"),
+        (b'{"EventType": ""}', "EventType"),
+        (b'{"EventType": 5}', "EventType"),
+        (b'{"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": 5}}', "FileIdSet"),
+        (b'{"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ["' + b"x" * 65 + b'"]}}', "FileIdSet"),
+        (b'{"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ' + json.dumps(["f"] * 101).encode() + b"}}",
+         "FileIdSet"),
+        (b'{"version": "4.0", "eventType": "FileDeleted", "data": {"fileIdSet": 7}}', "fileIdSet"),
+        (b'{"version": "4.0", "eventType": "NewFileUpload", "data": {"fileId": "' + b"9" * 3000 + b'"}}', "fileId"),
+    ],
+)  # fmt: skip
+def test_hostile_bodies_are_400_not_500(stack: Stack, body: bytes, field: str) -> None:
+    response = stack.deliver(body)
+    assert response.status_code == 400, response.body
+    assert field in response.json_body["field"]
+
+
+def test_odd_but_harmless_shapes_are_accepted(stack: Stack) -> None:
+    v2 = {
+        "version": "4.0",
+        "eventType": "ProcedureStateChanged",
+        "data": {"fileId": "f-odd", "vodTaskId": "t", "status": "FINISH", "processTaskList": {"not": "a list"}},
+    }
+    assert stack.deliver(v2).json_body["outcome"] == "updated"
+    review = vod.procedure_state_changed("f-odd", "t2", *FINISH, review_suggestion="pass")
+    review["ProcedureStateChangeEvent"]["AiContentReviewResultSet"][0]["PornTask"]["Output"] = "garbage"
+    assert stack.deliver(review).json_body["outcome"] == "updated"
+
+
+def test_implausible_measurements_do_not_block_attribution(stack: Stack) -> None:
+    _, context = stack.create_upload()
+    event = vod.new_file_upload("f-meta", context)
+    event["FileUploadEvent"]["MetaData"].update(Duration=1e300, Size=10**40, Width=-1)
+    assert stack.deliver(event).json_body["outcome"] == "attributed"
+    [video] = stack.videos()
+    assert (video["duration"], video["size"], video["width"]) == (None, None, -1)
+
+
+def test_snapshots_of_different_task_flows_do_not_overwrite_each_other(stack: Stack) -> None:
+    _, context = stack.create_upload(body={"procedure": "LongVideoPreset"})
+    stack.deliver(vod.new_file_upload("f-two", context, procedure_task_id="task-A"))
+    stack.deliver(vod.procedure_state_changed("f-two", "task-B", *FINISH))
+    stack.deliver(vod.procedure_state_changed("f-two", "task-A", *FINISH))
+    stack.deliver(vod.procedure_state_changed("f-two", "task-B", *PROGRESS[0]))  # a late retry of B
+    stack.deliver(vod.procedure_state_changed("f-two", "task-A", *PROGRESS[1]))  # a late retry of A
+    [video] = stack.videos()
+    assert video["processing"]["taskId"] == "task-A" and video["processing"]["status"] == "FINISH"
+    assert [(t["taskId"], t["status"]) for t in video["processingTasks"]] == [
+        ("task-A", "FINISH"),
+        ("task-B", "FINISH"),
+    ]
+
+
+def test_deleted_video_is_not_shown_on_its_upload(stack: Stack) -> None:
+    upload_id, context = stack.create_upload()
+    stack.deliver(vod.new_file_upload("f-gone", context))
+    stack.deliver(vod.file_deleted("f-gone"))
+    upload = stack.api.get(f"/uploads/{upload_id}", headers=bearer(stack.token_for("alice"))).json_body
+    assert upload["status"] == "completed" and upload["video"] is None
+
+
+def test_missing_sign_key_refuses_callbacks_when_signing_is_required(
+    api_factory: ApiFactory, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str
+) -> None:
+    sign_key = stage_env.pop("VOD_SIGN_KEY")
+    stack = Stack(api_factory(), {**stage_env, "VOD_SIGN_KEY": sign_key}, token_for, dynamodb, table_name)
+    _, context = stack.create_upload()
+    before = stack.items()
+    response = stack.deliver(vod.new_file_upload("f-unsigned", context), sign=False)
+    assert response.status_code == 503 and "VOD_SIGN_KEY" in response.json_body["message"]
+    assert stack.items() == before
+    stage_env["REQUIRE_CALLBACK_SIGN"] = "false"
+    relaxed = Stack(api_factory(), stack.env, token_for, dynamodb, table_name)
+    assert relaxed.deliver(vod.new_file_upload("f-unsigned", context), sign=False).json_body["outcome"] == "attributed"

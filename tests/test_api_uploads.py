@@ -77,6 +77,9 @@ def test_allowed_procedure_is_signed_with_session_context(
         ({"metadata": [1, 2]}, 400, "metadata"),
         (b"{not json", 400, "body"),
         (b"[1, 2]", 400, "body"),
+        (b"[" * 3000, 400, "body"),
+        (b'{"metadata": {"x": NaN}}', 400, "body"),
+        (b'{"fileSize": ' + b"9" * 5000 + b"}", 400, "body"),
         (b'{"title": "' + b"x" * 20000 + b'"}', 413, None),
     ],
 )

@@ -17,7 +17,7 @@ TERMS = SignatureTerms(None, 0, None, None, True, 0, "Finish", 900)
 
 def intent(upload_id: str, owner: str = "alice", window_ends_at: int = NOW + 3600) -> UploadIntent:
     return UploadIntent(
-        upload_id=upload_id.ljust(22, "0")[:22],
+        upload_id=(upload_id + "_" * 22)[:22],
         owner=owner,
         tier="default",
         status="open",

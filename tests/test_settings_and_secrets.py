@@ -108,15 +108,29 @@ def test_secrets_manager_is_read_once_per_ttl(secretsmanager: Any) -> None:
 @pytest.mark.parametrize(
     "content", ["not json", json.dumps(["a"]), json.dumps({"VOD_SECRET_ID": "AKIDx", "VOD_SECRET_KEY": "kkk"})]
 )
-def test_unusable_secret_is_503_without_its_content(secretsmanager: Any, content: str) -> None:
+def test_unusable_secret_is_a_generic_503_with_the_cause_logged(secretsmanager: Any, content: str, capfd: Any) -> None:
     secretsmanager.create_secret(Name="vod-upload/dev", SecretString=content)
     provider = SecretsManagerSecrets(lambda: secretsmanager, "vod-upload/dev", ttl_seconds=300)
     with pytest.raises(ServiceUnavailable) as info:
         provider.get()
-    assert content not in info.value.message
+    assert info.value.message == "service secrets are unavailable"
+    logged = capfd.readouterr().out
+    assert "vod-upload/dev" in logged and "kkk" not in logged
 
 
-def test_missing_secret_is_503(secretsmanager: Any) -> None:
-    provider = SecretsManagerSecrets(lambda: secretsmanager, "vod-upload/none", ttl_seconds=300)
-    with pytest.raises(ServiceUnavailable, match=r"ResourceNotFoundException|ClientError"):
-        provider.get()
+def test_missing_secret_is_503_and_failures_are_not_retried_at_once(secretsmanager: Any) -> None:
+    calls = []
+    now = [1000.0]
+
+    def factory() -> Any:
+        calls.append(1)
+        return secretsmanager
+
+    provider = SecretsManagerSecrets(factory, "vod-upload/none", ttl_seconds=300, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailable, match="unavailable"):
+            provider.get()
+    assert len(calls) == 1
+    secretsmanager.create_secret(Name="vod-upload/none", SecretString=json.dumps(SECRET))
+    now[0] += SecretsManagerSecrets.FAILURE_BACKOFF_SECONDS
+    assert provider.get().callback_token == SECRET["VOD_CALLBACK_TOKEN"]
