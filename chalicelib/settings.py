@@ -24,8 +24,8 @@ class Settings(BaseModel):
     aws_region: str = "us-east-1"
     dynamodb_endpoint_url: str | None = None
 
-    # "env": VOD_SECRET_ID, VOD_SECRET_KEY, CONTEXT_TAG_KEY, VOD_CALLBACK_TOKEN, VOD_SIGN_KEY (local only);
-    # "secretsmanager": one JSON secret holding the same keys.
+    # Secrets VOD_SECRET_ID, VOD_SECRET_KEY, CONTEXT_TAG_KEY, VOD_CALLBACK_TOKEN and VOD_SIGN_KEY come from
+    # the environment with "env" (the local stage only) or from one JSON secret with "secretsmanager".
     secrets_source: Literal["env", "secretsmanager"] = "secretsmanager"
     secret_name: str | None = None
     secrets_cache_seconds: int = Field(default=300, ge=0)
