@@ -111,7 +111,9 @@ def local_token(user: str) -> str:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly: a job started in the background inherits SIGINT ignored, and Ctrl-C must still stop it.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     env = local_stage_env()
     try:
         with local_stack(env) as processes:
