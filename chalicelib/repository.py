@@ -300,7 +300,7 @@ class Repository:
                 raise LimitExceeded(f"at most {limits.max_open_intents} open uploads", "open_intents", earliest - now)
             if reasons[0].get("Code") == "ConditionalCheckFailed":
                 raise Conflict("upload id collision, retry")
-            self._sleep(0.05 * (attempt + 1))  # TransactionConflict: another request holds an item
+            self._back_off(attempt)  # TransactionConflict: another request holds an item
         raise ServiceUnavailable("the table is busy, retry")
 
     def record_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent:
@@ -398,7 +398,7 @@ class Repository:
                 raise CompletionLost(intent.upload_id)
             if reasons[1].get("Code") == "ConditionalCheckFailed":
                 raise FileOwnedElsewhere(video.file_id)
-            self._sleep(0.05 * (attempt + 1))
+            self._back_off(attempt)
         raise ServiceUnavailable("the table is busy, retry")
 
     def record_for_review(
@@ -536,6 +536,10 @@ class Repository:
         return videos, next_key
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _back_off(self, attempt: int) -> None:
+        if attempt + 1 < _TRANSACTION_ATTEMPTS:
+            self._sleep(0.05 * (attempt + 1))
 
     def _conditional_update(self, **request: Any) -> dict[str, Any] | None:
         """UpdateItem; None when it applied, else the old item (empty if none) whose condition failed."""
