@@ -53,4 +53,4 @@ def test_persistent_conflict_is_503(stubbed: tuple[Repository, Stubber, list[flo
         conflict(stubber)
     with pytest.raises(ServiceUnavailable, match="busy"):
         repository.create_intent(intent("conflicted"), IntentLimits(5, 30), NOW)
-    assert sleeps == [0.05, 0.1, 0.15]  # no pause after the last attempt
+    assert sleeps == pytest.approx([0.05, 0.1, 0.15])  # no pause after the last attempt
