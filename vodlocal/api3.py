@@ -138,7 +138,12 @@ class Api3Service:
         file_ids = params.get("FileIds")
         if not isinstance(file_ids, list) or not 1 <= len(file_ids) <= 20:
             raise ApiError("InvalidParameterValue.FileIds", "FileIds must list 1..20 ids")
-        filters = set(params.get("Filters") or ["basicInfo", "metaData"])
+        raw_filters = params.get("Filters")
+        if raw_filters is not None and (
+            not isinstance(raw_filters, list) or not all(isinstance(f, str) for f in raw_filters)
+        ):
+            raise ApiError("InvalidParameter", "Filters must be a list of strings")
+        filters = set(raw_filters or ["basicInfo", "metaData"])
         infos, missing = [], []
         for file_id in map(str, file_ids):
             media = self.media.get(file_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -25,11 +26,44 @@ from urllib.parse import parse_qsl
 from qcloud_cos import cos_auth
 
 from vodlocal.config import Config
-from vodlocal.httpkit import Request, Response, xml_document
-from vodlocal.store import Store, read_file
+from vodlocal.httpkit import BodyTooLarge, Request, Response, xml_document
+from vodlocal.store import Store, read_file, read_open
 
 MIN_PART_SIZE = 1 << 20
 MAX_PART_NUMBER = 10_000
+MAX_COMPLETE_BODY = 4 << 20  # 10,000 <Part> entries take about 1 MiB
+
+REGION_ABBREVIATIONS = {
+    "ap-guangzhou": "gz",
+    "ap-shanghai": "sh",
+    "ap-beijing": "bj",
+    "ap-chongqing": "cq",
+    "ap-chengdu": "cd",
+    "ap-nanjing": "nj",
+    "ap-beijing-1": "tj",
+    "ap-hongkong": "hk",
+    "ap-singapore": "sg",
+    "ap-tokyo": "jp",
+    "ap-seoul": "kr",
+    "ap-bangkok": "th",
+    "ap-jakarta": "jkt",
+    "ap-taipei": "tpe",
+    "na-siliconvalley": "usw",
+    "na-ashburn": "use",
+    "sa-saopaulo": "sao",
+    "eu-frankfurt": "de",
+    "ap-mumbai": "in",
+    "na-toronto": "ca",
+}
+
+
+def vod_bucket_name(region: str, app_id: int) -> str:
+    """The emulated VOD storage bucket of ``region`` (without the ``-<appid>`` suffix).
+
+    These are the only buckets that exist: one per region.
+    """
+    tag = hashlib.sha1(f"{region}:{app_id}".encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{tag}vod{REGION_ABBREVIATIONS.get(region, 'xx')}{app_id}"
 
 
 class _PinnedClock:
@@ -170,7 +204,7 @@ class CosService:
             raise CosError(403, "InvalidAccessKeyId", "The access key Id format you provided is invalid.")
         now = int(time.time())
         if cred.token is not None:
-            if not secrets.compare_digest(req.header("x-cos-security-token"), cred.token):
+            if not secrets.compare_digest(_bytes(req.header("x-cos-security-token")), _bytes(cred.token)):
                 raise CosError(403, "InvalidAccessKeyId", "x-cos-security-token does not match the temporary key")
             if cred.expires is not None and now > cred.expires:
                 raise CosError(403, "AccessDenied", "Request has expired: the temporary credentials expired")
@@ -186,28 +220,42 @@ class CosService:
                 "The difference between the request time and the server's time is too large.",
             )
         expected = expected_signature(req, key, auth, cred.secret_key)
-        if not secrets.compare_digest(expected, auth.get("q-signature", "")):
+        if not secrets.compare_digest(_bytes(expected), _bytes(auth.get("q-signature", ""))):
             raise CosError(403, "SignatureDoesNotMatch", "The Signature you specified is invalid.")
         if cred.bucket is not None and (cred.bucket != bucket or not scope_key.startswith(cred.prefix)):
             raise CosError(403, "AccessDenied", "the temporary credentials do not cover this resource")
 
     # --- dispatch --------------------------------------------------------------------------------
-    def handle(self, req: Request, bucket: str, key: str) -> Response:
+    def handle(self, req: Request, bucket: str, key: str, region: str | None = None) -> Response:
+        """``region`` is the one named by a virtual-hosted host; None for the path-style ``/_cos/`` route."""
         try:
-            return self._dispatch(req, bucket, key)
+            return self._dispatch(req, bucket, key, region)
         except CosError as exc:
             req.log["error"] = exc.code
             return error_response(exc, req)
 
-    def _dispatch(self, req: Request, bucket: str, key: str) -> Response:
+    def _bucket_exists(self, bucket: str, region: str | None) -> bool:
+        """Only the per-region VOD buckets exist; a path-style request (no region) may name any region's."""
+        app_id = self.config.app_id
+        regions = [region] if region is not None else [*REGION_ABBREVIATIONS, self.config.region]
+        return any(bucket == f"{vod_bucket_name(r, app_id)}-{app_id}" for r in regions)
+
+    def _dispatch(self, req: Request, bucket: str, key: str, region: str | None) -> Response:
         m = req.method
-        public_read = m in ("GET", "HEAD") and not req.header("authorization") and bool(key) and not req.query
+        # Anonymous reads are only for the path-style /_cos/ playback route (MediaUrl/CoverUrl), never for
+        # the virtual-hosted bucket hosts, which, like a private COS bucket, want every request signed.
+        public_read = (
+            region is None and m in ("GET", "HEAD") and not req.header("authorization") and bool(key) and not req.query
+        )
         if not key and m == "HEAD":
             req.log["op"] = "HeadBucket"
-            return Response(200, {"x-cos-request-id": request_id()})
         if not public_read:
             scope_key = key or (req.arg("prefix") or "")
             self.authenticate(req, bucket, key, scope_key)
+        if (region is not None or not key) and not self._bucket_exists(bucket, region):
+            raise CosError(404, "NoSuchBucket", "The specified bucket does not exist.")
+        if not key and m == "HEAD":
+            return Response(200, {"x-cos-request-id": request_id()})
         if not key:
             if m == "GET" and req.has_arg("uploads"):
                 return self.list_multipart_uploads(req, bucket)
@@ -294,12 +342,25 @@ class CosService:
         if not 1 <= number <= MAX_PART_NUMBER:
             raise CosError(400, "InvalidArgument", "partNumber must be 1..10000")
         self._upload(bucket, key, upload_id)
-        size, md5 = self.store.write_file(req.body.iter_chunks(), self.store.part_path(upload_id, number))
-        check_content_md5(req, md5)
-        etag = f'"{md5}"'
-        self.store.execute(
-            "INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?)", (upload_id, number, etag, size, time.time())
-        )
+        tmp, size, md5 = self.store.write_temp(req.body.iter_chunks())
+        try:
+            check_content_md5(req, md5)  # a rejected part never touches the stored one
+            etag = f'"{md5}"'
+            dest = self.store.part_path(upload_id, number)
+            # File swap and row upsert in one write transaction: concurrent UploadParts of the same part
+            # serialise here, so the stored file and its ETag row always come from the same request, and
+            # an upload aborted/completed while the body streamed in is seen (its rows are already gone).
+            with self.store.transaction() as db:
+                row = db.execute("SELECT key, bucket FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+                if row is None or row["key"] != key or row["bucket"] != bucket:
+                    raise CosError(404, "NoSuchUpload", "The specified upload does not exist.")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, dest)
+                db.execute(
+                    "INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?)", (upload_id, number, etag, size, time.time())
+                )
+        finally:
+            tmp.unlink(missing_ok=True)
         req.log["bytes"] = size
         return Response(200, {"ETag": etag, "x-cos-request-id": request_id()})
 
@@ -352,16 +413,19 @@ class CosService:
     def complete(self, req: Request, bucket: str, key: str, upload_id: str) -> Response:
         req.log["op"] = "CompleteMultipartUpload"
         self._upload(bucket, key, upload_id)
-        body = req.body.read()
+        try:
+            body = req.body.read(MAX_COMPLETE_BODY)
+        except BodyTooLarge as exc:
+            raise CosError(400, "EntityTooLarge", "The CompleteMultipartUpload body is too large") from exc
         check_content_md5(req, hashlib.md5(body, usedforsecurity=False).hexdigest())
         try:
             root = ET.fromstring(body)  # noqa: S314
-        except ET.ParseError as exc:
+            wanted = [
+                (int((p.findtext("PartNumber") or "").strip()), (p.findtext("ETag") or "").strip().strip('"'))
+                for p in root.iter("Part")
+            ]
+        except (ET.ParseError, ValueError) as exc:
             raise CosError(400, "MalformedXML", "The XML you provided was not well-formed") from exc
-        wanted = [
-            (int_arg(p.findtext("PartNumber")), (p.findtext("ETag") or "").strip().strip('"'))
-            for p in root.iter("Part")
-        ]
         if not wanted:
             raise CosError(400, "MalformedXML", "no Part elements")
         stored = {
@@ -473,7 +537,13 @@ class CosService:
         headers["Content-Length"] = str(length)
         if req.method == "HEAD" or length == 0:
             return Response(status, headers, b"", stream=[])
-        return Response(status, headers, stream=read_file(self.store.blob_path(info["blob"]), start, length))
+        # Open before any header is sent: a concurrent delete/overwrite either happened already (404 here) or
+        # happens after the open, which keeps the unlinked file readable to the end.
+        try:
+            fh = self.store.blob_path(info["blob"]).open("rb")
+        except FileNotFoundError as exc:
+            raise CosError(404, "NoSuchKey", "The specified key does not exist.") from exc
+        return Response(status, headers, stream=read_open(fh, start, length), on_close=fh.close)
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
@@ -497,6 +567,11 @@ def check_content_md5(req: Request, md5_hex: str) -> None:
     sent = req.header("content-md5")
     if sent and base64.b64encode(bytes.fromhex(md5_hex)).decode() != sent:
         raise CosError(400, "BadDigest", "The Content-MD5 you specified did not match what we received.")
+
+
+def _bytes(value: str) -> bytes:
+    """For ``secrets.compare_digest``, which rejects non-ASCII ``str`` (header values may hold any byte)."""
+    return value.encode("utf-8", "surrogateescape")
 
 
 def int_arg(value: str | None) -> int:

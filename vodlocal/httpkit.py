@@ -13,36 +13,59 @@ from xml.sax.saxutils import escape
 CHUNK = 1 << 20
 
 
+class BodyTooLarge(ValueError):
+    """``BodyReader.read`` went past its limit (``drain`` can still skip the rest)."""
+
+
+class MalformedBody(ValueError):
+    """The chunked transfer coding could not be parsed."""
+
+
 class BodyReader:
-    """Reads a request body once, either by Content-Length or chunked transfer coding."""
+    """Reads a request body once, either by Content-Length or chunked transfer coding.
+
+    A handler that stops part-way (e.g. ``read`` over its limit) leaves the rest to ``drain``, which
+    resumes where it stopped, so the connection stays usable for the next request.
+    """
 
     def __init__(self, stream: BufferedIOBase, length: int | None, chunked: bool) -> None:
         self._stream = stream
         self._remaining = length or 0
         self._chunked = chunked
-        self.consumed = False
+        self._chunks = self._iter_chunked() if chunked else self._iter_sized()
+        self.consumed = False  # a handler has started reading
+        self.finished = not chunked and not length  # the whole body has been read
 
     def iter_chunks(self) -> Iterator[bytes]:
         if self.consumed:
             return
         self.consumed = True
-        if self._chunked:
-            yield from self._iter_chunked()
-            return
+        # Not ``yield from``: closing this generator (a handler giving up) must not close ``_chunks``.
+        for chunk in self._chunks:  # noqa: UP028
+            yield chunk
+
+    def _iter_sized(self) -> Iterator[bytes]:
         while self._remaining > 0:
             data = self._stream.read(min(CHUNK, self._remaining))
             if not data:
                 raise ConnectionError("client closed the connection mid-body")
             self._remaining -= len(data)
             yield data
+        self.finished = True
 
     def _iter_chunked(self) -> Iterator[bytes]:
         while True:
             size_line = self._stream.readline(1024).split(b";", 1)[0].strip()
-            size = int(size_line or b"0", 16)
+            try:
+                size = int(size_line or b"0", 16)
+            except ValueError as exc:
+                raise MalformedBody(f"bad chunk size line {size_line[:40]!r}") from exc
+            if size < 0:
+                raise MalformedBody(f"bad chunk size line {size_line[:40]!r}")
             if size == 0:
                 while self._stream.readline(1024).strip():
                     pass
+                self.finished = True
                 return
             while size > 0:
                 data = self._stream.read(min(CHUNK, size))
@@ -58,12 +81,14 @@ class BodyReader:
         for chunk in self.iter_chunks():
             total += len(chunk)
             if total > limit:
-                raise ValueError("request body too large")
+                raise BodyTooLarge("request body too large")
             parts.append(chunk)
         return b"".join(parts)
 
     def drain(self) -> None:
-        for _ in self.iter_chunks():
+        """Read and discard whatever of the body is still unread."""
+        self.consumed = True
+        for _ in self._chunks:
             pass
 
 

@@ -28,7 +28,7 @@ from vodlocal.api3 import Api3Service
 from vodlocal.config import Config
 from vodlocal.cos import CosService
 from vodlocal.events import EventBus
-from vodlocal.httpkit import BodyReader, Request, Response
+from vodlocal.httpkit import BodyReader, MalformedBody, Request, Response
 from vodlocal.media import MediaRepository
 from vodlocal.store import Store
 from vodlocal.ugc import UgcService
@@ -82,7 +82,7 @@ class App:
             return Response.json({"code": 0})
         bucket = BUCKET_HOST.match(host)
         if bucket:
-            return self.cos.handle(req, bucket["bucket"], req.path[1:])
+            return self.cos.handle(req, bucket["bucket"], req.path[1:], bucket["region"])
         if REGION_HOST.match(host):
             req.log["op"] = "RegionProbe"
             return Response(200)
@@ -124,8 +124,14 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path, _, query = target.partition("?")
         host = host_header.rsplit(":", 1)[0] if not host_header.startswith("[") else host_header
         headers = {k.lower(): v for k, v in self.headers.items()}
-        length = int(headers.get("content-length") or 0)
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        raw_length = headers.get("content-length", "").strip()
+        if raw_length and not (raw_length.isascii() and raw_length.isdigit()):  # also rejects "-1"
+            # The body's extent is unknown: answer and drop the connection rather than guess.
+            self.close_connection = True
+            self._write(Response.json({"error": f"invalid Content-Length {raw_length[:40]!r}"}, 400))
+            return
+        length = int(raw_length or 0)
         req = Request(
             self.command,
             host.lower(),
@@ -144,15 +150,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._record(req, 499, started)
             return
+        except MalformedBody as exc:
+            resp = Response.json({"error": str(exc)}, 400)
+            self.close_connection = True
         except Exception:
             log.exception("unhandled error for %s %s%s", self.command, host, raw_path)
             resp = Response.json({"error": "internal error"}, 500)
             self.close_connection = True
-        if not req.body.consumed and (length or chunked):
+        if not req.body.finished:  # unread, or a handler stopped part-way (e.g. a body over its limit)
             try:
                 req.body.drain()
             except (ConnectionError, ValueError):
-                self.close_connection = True
+                pass
+            self.close_connection = self.close_connection or not req.body.finished
         self._record(req, resp.status, started)
         self._write(resp)
 
@@ -187,6 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            if resp.on_close is not None:
+                resp.on_close()
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -91,6 +91,18 @@ class Store:
     def write_file(self, chunks: Iterable[bytes], dest: Path) -> tuple[int, str]:
         """Stream ``chunks`` into ``dest`` atomically; returns (size, hex MD5)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp, size, md5 = self.write_temp(chunks)
+        try:
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size, md5
+
+    def write_temp(self, chunks: Iterable[bytes]) -> tuple[Path, int, str]:
+        """Stream ``chunks`` into a fresh file under ``tmp/``; returns (path, size, hex MD5).
+
+        The caller moves the file into place (``os.replace``) once it is validated, or deletes it.
+        """
         tmp = self.tmp / uuid.uuid4().hex
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
@@ -100,10 +112,10 @@ class Store:
                     digest.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
-            os.replace(tmp, dest)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
-        return size, digest.hexdigest()
+            raise
+        return tmp, size, digest.hexdigest()
 
     def part_path(self, upload_id: str, part_number: int) -> Path:
         return self.parts / upload_id / f"{part_number:05d}"
@@ -121,12 +133,17 @@ class Store:
 
 def read_file(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
     with path.open("rb") as fh:
-        fh.seek(start)
-        remaining = length if length is not None else -1
-        while remaining != 0:
-            data = fh.read(CHUNK if remaining < 0 else min(CHUNK, remaining))
-            if not data:
-                return
-            if remaining > 0:
-                remaining -= len(data)
-            yield data
+        yield from read_open(fh, start, length)
+
+
+def read_open(fh: BinaryIO, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+    """Stream from an already open file (it stays readable if its name is unlinked meanwhile)."""
+    fh.seek(start)
+    remaining = length if length is not None else -1
+    while remaining != 0:
+        data = fh.read(CHUNK if remaining < 0 else min(CHUNK, remaining))
+        if not data:
+            return
+        if remaining > 0:
+            remaining -= len(data)
+        yield data

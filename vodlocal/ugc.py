@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,7 +22,7 @@ from typing import Any
 
 from chalicelib import vod_signature
 from vodlocal.config import Config
-from vodlocal.cos import CosService
+from vodlocal.cos import REGION_ABBREVIATIONS, CosService, vod_bucket_name
 from vodlocal.events import EventBus, new_file_upload
 from vodlocal.httpkit import Request, Response
 from vodlocal.media import Media, MediaRepository, iso_now
@@ -36,28 +37,6 @@ CODE_FILE_NOT_FOUND = 10006
 CODE_SIGNATURE_EXPIRED = 10010
 
 CLOCK_SKEW = 600
-REGION_ABBREVIATIONS = {
-    "ap-guangzhou": "gz",
-    "ap-shanghai": "sh",
-    "ap-beijing": "bj",
-    "ap-chongqing": "cq",
-    "ap-chengdu": "cd",
-    "ap-nanjing": "nj",
-    "ap-beijing-1": "tj",
-    "ap-hongkong": "hk",
-    "ap-singapore": "sg",
-    "ap-tokyo": "jp",
-    "ap-seoul": "kr",
-    "ap-bangkok": "th",
-    "ap-jakarta": "jkt",
-    "ap-taipei": "tpe",
-    "na-siliconvalley": "usw",
-    "na-ashburn": "use",
-    "sa-saopaulo": "sao",
-    "eu-frankfurt": "de",
-    "ap-mumbai": "in",
-    "na-toronto": "ca",
-}
 _BAD_NAME = re.compile(r'[\\/:*?"<>|]')
 
 
@@ -88,6 +67,9 @@ class UgcService:
         self.bus = bus
         self.media = media
         self.public_base_url = public_base_url
+        # Commits of one session are serialised (striped by session key), so concurrent CommitUploadUGCs
+        # create the media and emit NewFileUpload once; the others re-read the committed result.
+        self._commit_locks = [threading.Lock() for _ in range(64)]
 
     def handle(self, req: Request) -> Response:
         action = req.arg("Action") or ""
@@ -155,7 +137,13 @@ class UgcService:
         return self._apply_data(session)
 
     def commit(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
-        session = self._session(str(body.get("vodSessionKey") or ""), allow_committed=True)
+        key = str(body.get("vodSessionKey") or "")
+        stripe = int.from_bytes(hashlib.sha1(key.encode(), usedforsecurity=False).digest()[:4], "big")
+        with self._commit_locks[stripe % len(self._commit_locks)]:
+            return self._commit(key)
+
+    def _commit(self, key: str) -> dict[str, Any]:
+        session = self._session(key, allow_committed=True)
         if session.get("committed"):
             return dict(session["committed"])
         bucket = session["bucket"]
@@ -326,8 +314,7 @@ class UgcService:
         return f"{self.public_base_url()}/_cos/{bucket}/{key}"
 
     def bucket_name(self, region: str) -> str:
-        tag = hashlib.sha1(f"{region}:{self.config.app_id}".encode(), usedforsecurity=False).hexdigest()[:8]
-        return f"{tag}vod{REGION_ABBREVIATIONS.get(region, 'xx')}{self.config.app_id}"
+        return vod_bucket_name(region, self.config.app_id)
 
     def _url_block(self, file_id: str, url: str) -> dict[str, str]:
         expires = int(time.time()) + 86_400

@@ -106,3 +106,10 @@ def test_tc3_signature_is_verified(pull_emulator: Handle) -> None:
     with pytest.raises(TencentCloudSDKException) as unknown:
         pull(client(pull_emulator, secret_id="AKIDnobody"))
     assert unknown.value.code == "AuthFailure.SecretIdNotFound"
+
+
+@pytest.mark.parametrize("filters", ["basicInfo", 5, {"a": 1}, [["basicInfo"]], [{"x": 1}]])
+def test_describe_media_infos_rejects_bad_filters(pull_emulator: Handle, filters: object) -> None:
+    with pytest.raises(TencentCloudSDKException) as bad:
+        client(pull_emulator).call_json("DescribeMediaInfos", {"FileIds": ["1"], "Filters": filters})
+    assert bad.value.code == "InvalidParameter"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import requests
 
 from vodlocal import Handle
 from vodlocal.config import from_args, parse_secrets
+from vodlocal.cos import vod_bucket_name
 
 
 def test_flags_win_over_environment() -> None:
@@ -33,7 +35,7 @@ def test_bad_secret_is_rejected() -> None:
 
 
 def test_cors_preflight_and_exposed_etag(emulator: Handle) -> None:
-    host = "abc-1500000001.cos.ap-guangzhou.myqcloud.com"
+    host = f"{vod_bucket_name('ap-guangzhou', 1500000001)}-1500000001.cos.ap-guangzhou.myqcloud.com"
     pre = requests.options(
         f"{emulator.url}/k?partNumber=1&uploadId=x",
         timeout=5,
@@ -48,7 +50,7 @@ def test_cors_preflight_and_exposed_etag(emulator: Handle) -> None:
     assert pre.headers["Access-Control-Allow-Headers"] == "authorization,x-cos-security-token"
     assert "PUT" in pre.headers["Access-Control-Allow-Methods"]
     missing = requests.get(f"{emulator.url}/nothing", headers={"Host": host}, timeout=5)
-    assert missing.status_code == 404 and "<Code>NoSuchKey</Code>" in missing.text
+    assert missing.status_code == 403 and "<Code>AccessDenied</Code>" in missing.text  # unsigned
     assert "ETag" in missing.headers["Access-Control-Expose-Headers"]
 
 
@@ -59,3 +61,15 @@ def test_local_routes(emulator: Handle) -> None:
     assert log[-1]["op"] == "Report" and log[-1]["host"] == "vodreport.qcloud.com"
     probe = requests.head(f"{emulator.url}/", headers={"Host": "cos.ap-guangzhou.myqcloud.com"}, timeout=5)
     assert probe.status_code == 200
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3", "\u0663"])
+def test_invalid_content_length_is_400(emulator: Handle, length: str) -> None:
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as sock:
+        sock.sendall(f"PUT /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\nbody".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+    # The server is still healthy afterwards.
+    assert requests.get(f"{emulator.url}/_vodlocal/health", timeout=5).json()["ok"] is True

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -20,6 +22,7 @@ from tests.vodlocal.conftest import (
     CallbackReceiver,
     SigningStub,
     apply_body,
+    cos_client,
     ugc,
     upload,
 )
@@ -130,7 +133,8 @@ def test_commit_requires_uploaded_bytes_and_is_idempotent(
         {"signature": signing.sign("u")["signature"], "vodSessionKey": done["apply"]["vodSessionKey"]},
     )
     assert again["data"] == done["commit"]
-    time.sleep(0.3)
+    callbacks.wait(lambda evs: any(e.get("EventType") == "NewFileUpload" for e in evs))
+    time.sleep(0.3)  # grace period: a duplicate delivery would arrive within it
     assert len(callbacks.of_type("NewFileUpload")) == 1
 
 
@@ -227,3 +231,31 @@ def test_undelivered_push_resumes_after_restart(
     restartable()  # stop + start on the same data directory
     events = callbacks.wait(lambda evs: len(evs) >= 2)
     assert [e["FileUploadEvent"]["FileId"] for e in events] == [file_id, file_id]  # at-least-once
+
+
+def test_concurrent_commits_create_the_media_once(
+    emulator: Handle, signing: SigningStub, callbacks: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(signing.new_upload())["signature"], 3))["data"]
+    client = cos_client(emulator, data["storageRegionV5"], SECRET_ID, SECRET_KEY)
+    client.put_object(
+        Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["video"]["storagePath"][1:], Body=b"abc"
+    )
+    service = emulator.app.ugc
+    create_media = service._create_media
+
+    def slow_create_media(*args: Any) -> Any:
+        time.sleep(0.3)  # widen the window between "not committed yet" and "mark committed"
+        return create_media(*args)
+
+    monkeypatch.setattr(service, "_create_media", slow_create_media)
+    bodies = [{"signature": signing.sign("u")["signature"], "vodSessionKey": data["vodSessionKey"]} for _ in range(4)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(lambda body: ugc(emulator, "CommitUploadUGC", body), bodies))
+    assert all(r["code"] == 0 for r in replies), replies
+    assert all(r["data"] == replies[0]["data"] for r in replies)
+    store = emulator.app.store
+    assert store.one("SELECT count(*) AS n FROM events WHERE event_type = 'NewFileUpload'")["n"] == 1
+    callbacks.wait(lambda evs: any(e.get("EventType") == "NewFileUpload" for e in evs))
+    time.sleep(0.3)  # grace period: a duplicate delivery would arrive within it
+    assert len(callbacks.of_type("NewFileUpload")) == 1
