@@ -38,6 +38,11 @@ def _request() -> Request:
     return request
 
 
+def _raw_body() -> bytes:
+    raw = _request().raw_body
+    return raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
+
+
 def _request_id() -> str:
     request = app.current_request
     return str(((request.context if request else None) or {}).get("requestId", "-"))
@@ -133,7 +138,7 @@ def _create_upload() -> IssuedSignature:
 
     principal = _principal()
     request = parse_json_body(
-        _request().raw_body,
+        _raw_body(),
         CreateUploadRequest,
         services().settings.max_request_body_bytes,
         optional=True,
@@ -200,10 +205,8 @@ def get_video(file_id: str) -> dict[str, Any]:
 def vod_event(token: str) -> Response:
     """VOD's PUSH callback. Any Content-Type: VOD does not document the one it sends."""
     started = time.perf_counter()
-    raw = _request().raw_body
-    body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
     try:
-        outcome = services().events.receive(token, body)
+        outcome = services().events.receive(token, _raw_body())
     except DomainError as error:
         logger.warning(
             "vod event refused",

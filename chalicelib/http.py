@@ -57,8 +57,7 @@ def configure_logging(level: str = "INFO") -> None:
     logger.propagate = False
 
 
-def parse_json_body(raw_body: bytes | str | None, model: type[ModelT], max_bytes: int, optional: bool) -> ModelT:
-    body = raw_body.encode("utf-8") if isinstance(raw_body, str) else (raw_body or b"")
+def parse_json_body(body: bytes, model: type[ModelT], max_bytes: int, optional: bool) -> ModelT:
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
     if not body.strip():
