@@ -11,9 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Request, Response
 
+from chalicelib import deadline
 from chalicelib.container import services
 from chalicelib.errors import DomainError, InvalidRequest
-from chalicelib.http import configure_logging, error_response, log_request, logger, parse_json_body
+from chalicelib.http import (
+    configure_logging,
+    error_response,
+    log_request,
+    logger,
+    parse_json_body,
+    reshape_framework_error,
+)
 
 if TYPE_CHECKING:
     from chalicelib.auth import Principal
@@ -27,7 +35,7 @@ configure_logging()
 @app.middleware("http")
 def log_requests(event: Any, get_response: Any) -> Response:
     started = time.perf_counter()
-    response: Response = get_response(event)
+    response: Response = reshape_framework_error(get_response(event))
     log_request(event.method, event.path, response.status_code, started, _request_id())
     return response
 
@@ -49,13 +57,15 @@ def _request_id() -> str:
 
 
 def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """`app.route` whose domain errors become JSON 4xx/5xx and whose crashes never leak a trace."""
+    """`app.route` whose domain errors become JSON 4xx/5xx and whose crashes never leak a trace, with
+    every storage call bounded by the request's deadline."""
 
     def register(view: Callable[..., Any]) -> Any:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
-                return view(*args, **kwargs)
+                with deadline.within(services().settings.request_deadline_seconds):
+                    return view(*args, **kwargs)
             except DomainError as error:
                 status, body, headers = error_response(error)
                 return Response(body=body, status_code=status, headers=headers)
@@ -66,7 +76,8 @@ def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
                     status_code=500,
                 )
 
-        return app.route(path, **options)(guarded)
+        # Any Content-Type reaches the view: it authenticates first, then says 415 in our error shape.
+        return app.route(path, content_types=["*/*"], **options)(guarded)
 
     return register
 
@@ -139,6 +150,7 @@ def _create_upload() -> IssuedSignature:
     principal = _principal()
     request = parse_json_body(
         _raw_body(),
+        _request().headers.get("content-type"),
         CreateUploadRequest,
         services().settings.max_request_body_bytes,
         optional=True,
@@ -201,14 +213,17 @@ def get_video(file_id: str) -> dict[str, Any]:
     return _video_body(services().videos.get(_principal().subject, file_id))
 
 
-@api_route("/vod/events/{token}", methods=["POST"], content_types=["*/*"])
+@api_route("/vod/events/{token}", methods=["POST"])
 def vod_event(token: str) -> Response:
     """VOD's PUSH callback. Any Content-Type: VOD does not document the one it sends."""
     started = time.perf_counter()
     try:
         outcome = services().events.receive(token, _raw_body())
     except DomainError as error:
-        logger.warning(
+        # A 5xx is an event we could not apply: VOD ignores the status, so the log is its only trace.
+        level = logging.ERROR if error.status >= 500 else logging.WARNING
+        logger.log(
+            level,
             "vod event refused",
             extra={"fields": {"outcome": "refused", "status": error.status, "reason": error.message}},
         )

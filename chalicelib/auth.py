@@ -8,6 +8,7 @@ behaves the same under `chalice local`, the test client and API Gateway.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ LOCAL_ALGORITHM = "ES256"
 LOCAL_AUDIENCE = "vod-upload-local"
 LOCAL_ISSUER = "http://127.0.0.1:8000/local-issuer"
 
+logger = logging.getLogger("vodupload")
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -31,8 +34,17 @@ class Principal:
     claims: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class VerificationKey:
+    """A public key and the one algorithm it verifies: a token naming another algorithm never reaches
+    the crypto layer with this key (an RSA token against an EC key is refused, not a crash)."""
+
+    key: Any
+    algorithm: str
+
+
 class KeyResolver(Protocol):
-    def key_for(self, token: str) -> Any: ...
+    def key_for(self, token: str) -> VerificationKey: ...
 
 
 class JwksKeys:
@@ -46,22 +58,25 @@ class JwksKeys:
             cooldown_duration=refetch_cooldown_seconds,
         )
 
-    def key_for(self, token: str) -> Any:
+    def key_for(self, token: str) -> VerificationKey:
         try:
-            return self._client.get_signing_key_from_jwt(token).key
+            jwk = self._client.get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError:
             raise ServiceUnavailable("identity provider keys are unreachable") from None
         except jwt.PyJWKClientError:
             raise Unauthorized("token signed by an unknown key") from None
-        except jwt.DecodeError:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             raise Unauthorized("malformed token") from None
+        if jwk.algorithm_name not in ALGORITHMS:
+            raise Unauthorized("token signed by an unsupported key type")
+        return VerificationKey(jwk.key, jwk.algorithm_name)
 
 
 class StaticKey:
-    def __init__(self, public_key: Any) -> None:
-        self._key = public_key
+    def __init__(self, public_key: Any, algorithm: str) -> None:
+        self._key = VerificationKey(public_key, algorithm)
 
-    def key_for(self, token: str) -> Any:
+    def key_for(self, token: str) -> VerificationKey:
         return self._key
 
 
@@ -78,8 +93,8 @@ class TokenVerifier:
         try:
             claims = jwt.decode(
                 token,
-                key,
-                algorithms=ALGORITHMS,
+                key.key,
+                algorithms=[key.algorithm],
                 issuer=self._issuer,
                 leeway=self._leeway,
                 options={"require": ["exp", "iss", "sub"], "verify_aud": False},
@@ -88,6 +103,9 @@ class TokenVerifier:
             raise Unauthorized("token expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {type(exc).__name__}") from None
+        except Exception as exc:  # whatever the crypto layer raises about a token, it is a bad token
+            logger.warning("token verification raised %s", type(exc).__name__)
+            raise Unauthorized("invalid token") from None
         if not self._audience_matches(claims):
             raise Unauthorized("token was issued for another audience")
         subject = claims["sub"]

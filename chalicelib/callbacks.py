@@ -61,12 +61,14 @@ class EventService:
         secrets: SecretsProvider,
         max_body_bytes: int,
         require_sign: bool = True,
+        max_sign_lifetime_seconds: int = 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._secrets = secrets
         self._max_body_bytes = max_body_bytes
         self._require_sign = require_sign
+        self._max_sign_lifetime = max_sign_lifetime_seconds
         self._clock = clock
 
     def receive(self, path_token: str, body: bytes) -> Outcome:
@@ -77,7 +79,7 @@ class EventService:
         envelope = vod_events.parse(body)
         now = int(self._clock())
         if secrets.sign_key is not None:
-            vod_events.check_sign(envelope, secrets.sign_key, now)
+            vod_events.check_sign(envelope, secrets.sign_key, now, self._max_sign_lifetime)
         elif self._require_sign:
             raise ServiceUnavailable("callback signing is required but VOD_SIGN_KEY is not configured")
         event = envelope.event

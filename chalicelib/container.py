@@ -37,6 +37,7 @@ class Services:
 
 def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:
     from chalicelib.auth import (
+        LOCAL_ALGORITHM,
         LOCAL_AUDIENCE,
         JwksKeys,
         KeyResolver,
@@ -62,15 +63,18 @@ def build_services(settings: Settings, environ: Mapping[str, str] | None = None)
         )
     keys: KeyResolver
     if settings.auth_mode == "local":
-        keys = StaticKey(load_or_create_local_key(settings.local_jwt_key_file).public_key())
+        keys = StaticKey(load_or_create_local_key(settings.local_jwt_key_file).public_key(), LOCAL_ALGORITHM)
         issuer, audience = settings.local_jwt_issuer, LOCAL_AUDIENCE
     else:
         assert settings.oidc_jwks_url and settings.oidc_issuer and settings.oidc_audience
         keys = JwksKeys(settings.oidc_jwks_url, settings.jwks_cache_seconds)
         issuer, audience = settings.oidc_issuer, settings.oidc_audience
     verifier = TokenVerifier(keys, issuer, audience, settings.jwt_leeway_seconds)
+    connect, read = settings.dynamodb_connect_timeout_seconds, settings.dynamodb_read_timeout_seconds
     repository = Repository(
-        aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url), settings.table_name
+        aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url, connect, read),
+        settings.table_name,
+        attempt_seconds=connect + read,
     )
     return Services(
         settings=settings,
@@ -79,7 +83,11 @@ def build_services(settings: Settings, environ: Mapping[str, str] | None = None)
         repository=repository,
         uploads=UploadService(repository, secrets, settings.upload_policy, settings.max_metadata_bytes),
         events=EventService(
-            repository, secrets, settings.callback_max_body_bytes, require_sign=settings.require_callback_sign
+            repository,
+            secrets,
+            settings.callback_max_body_bytes,
+            require_sign=settings.require_callback_sign,
+            max_sign_lifetime_seconds=settings.callback_sign_max_lifetime_seconds,
         ),
         videos=VideoService(repository),
     )

@@ -65,6 +65,20 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class ServiceUnavailable(DomainError):
+    """A dependency failed or is too slow: nothing was done that the client cannot safely retry."""
+
     status = 503
     code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_seconds: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "retryAfter": self.retry_after_seconds}

@@ -11,20 +11,44 @@ Items:
 
 from __future__ import annotations
 
-import json
+import logging
+import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from chalicelib import deadline
 from chalicelib.callbacks import CompletionLost, FileOwnedElsewhere
 from chalicelib.errors import Conflict, LimitExceeded, NotFound, ServiceUnavailable
+from chalicelib.strict_json import dump_json, load_stored_json
 from chalicelib.uploads import ClientFields, IntentLimits, SignatureTerms, UploadIntent
 from chalicelib.videos import PageKey, Video
 from chalicelib.vod_events import ProcessingUpdate, UploadedFile
 
 Item = dict[str, Any]
 
+# Attempts of one logical write against TransactionConflict, and of one call against timeouts and
+# throttling; both also stop at the request's deadline.
 _TRANSACTION_ATTEMPTS = 4
+_CALL_ATTEMPTS = 4
+_BACKOFF_SECONDS = 0.05
+_ABANDONED = "abandoned"
+_ABANDON_WAIT_SECONDS = 0.2
+_RETRYABLE_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",  # a retry of a transaction still being applied: ask again
+    }
+)
+# Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
+_STORED_JSON_DEPTH = 32
+
+logger = logging.getLogger("vodupload")
 
 
 def _s(value: str) -> dict[str, str]:
@@ -77,12 +101,17 @@ def _get_f(item: Mapping[str, Any], name: str) -> float | None:
 
 
 def _opt_json(value: Any) -> dict[str, Any]:
-    return {"NULL": True} if value is None else _s(json.dumps(value, separators=(",", ":")))
+    return {"NULL": True} if value is None else _s(dump_json(value))
 
 
 def _get_json(item: Mapping[str, Any], name: str) -> Any:
     text = _get_s(item, name)
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    value = load_stored_json(text, _STORED_JSON_DEPTH)
+    if value is None and text != "null":
+        logger.warning("stored JSON is unreadable and reads as null", extra={"fields": {"attribute": name}})
+    return value
 
 
 def video_key(file_id: str) -> dict[str, Any]:
@@ -148,7 +177,7 @@ def item_to_video(item: Mapping[str, Any]) -> Video | None:
         vod_create_time=_get_s(item, "vodCreateTime"),
         metadata=_get_json(item, "metadata"),
         processing_tasks={
-            task_id: json.loads(entry["M"]["snapshot"]["S"])
+            task_id: load_stored_json(entry["M"]["snapshot"]["S"], _STORED_JSON_DEPTH) or {"taskId": task_id}
             for task_id, entry in item.get("processing", {}).get("M", {}).items()
         },
         deleted_at=_get_n(item, "deletedAt"),
@@ -232,10 +261,19 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
 
 
 class Repository:
-    def __init__(self, client: Any, table_name: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        sleep: Callable[[float], None] = time.sleep,
+        attempt_seconds: float = 2.0,
+    ) -> None:
+        """`attempt_seconds` is the longest one call can take (the client's connect plus read timeout):
+        a retry is made only if that much is left before the request's deadline."""
         self._db = client
         self._table = table_name
         self._sleep = sleep
+        self._attempt_seconds = attempt_seconds
 
     # -- upload intents -------------------------------------------------------------------------
 
@@ -279,8 +317,12 @@ class Repository:
             },
         ]
         pruned = False
-        for attempt in range(_TRANSACTION_ATTEMPTS):
-            reasons = self._transact(items)
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            try:
+                reasons = self._transact(items)
+            except ServiceUnavailable:
+                self._abandon(intent)
+                raise
             if reasons is None:
                 return
             if reasons[2].get("Code") == "ConditionalCheckFailed":
@@ -300,30 +342,40 @@ class Repository:
                 raise LimitExceeded(f"at most {limits.max_open_intents} open uploads", "open_intents", earliest - now)
             if reasons[0].get("Code") == "ConditionalCheckFailed":
                 raise Conflict("upload id collision, retry")
-            self._back_off(attempt)  # TransactionConflict: another request holds an item
-        raise ServiceUnavailable("the table is busy, retry")
+            self._pause_before_retry(attempt, "TransactWriteItems", "TransactionConflict")
+        raise AssertionError("unreachable: the last attempt raises")
 
     def record_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent:
-        """Count one more signature for an open intent of `owner`; returns the updated intent."""
+        """Count one more signature for an open intent of `owner`; returns the updated intent.
+
+        The update records its own token, so that a retry of an update that applied but whose answer was
+        lost (a timeout) is recognised by its token instead of counting a signature nobody received."""
         from botocore.exceptions import ClientError
 
+        token = self._new_token()
         try:
-            response = self._db.update_item(
+            response = self._call(
+                "update_item",
                 TableName=self._table,
                 Key=upload_key(upload_id),
-                UpdateExpression="ADD signaturesMinted :one",
+                UpdateExpression="ADD signaturesMinted :one SET signatureToken = :token",
                 ConditionExpression=(
                     "#owner = :owner AND #status = :open AND signaturesMinted < maxSignatures AND windowEndsAt > :now"
+                    " AND (attribute_not_exists(signatureToken) OR signatureToken <> :token)"
                 ),
                 ExpressionAttributeNames={"#owner": "owner", "#status": "status"},
-                ExpressionAttributeValues={":one": _n(1), ":owner": _s(owner), ":open": _s("open"), ":now": _n(now)},
+                ExpressionAttributeValues={
+                    ":one": _n(1), ":owner": _s(owner), ":open": _s("open"), ":now": _n(now), ":token": _s(token)
+                },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            )  # fmt: skip
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             old = exc.response.get("Item")
+            if old and _get_s(old, "signatureToken") == token:
+                return item_to_intent(old)  # our own earlier attempt applied
             if not old or _get_s(old, "owner") != owner:
                 raise NotFound("no such upload") from None
             intent = item_to_intent(old)
@@ -339,12 +391,65 @@ class Repository:
         return item_to_intent(response["Attributes"])
 
     def get_intent(self, upload_id: str) -> UploadIntent | None:
-        response = self._db.get_item(TableName=self._table, Key=upload_key(upload_id), ConsistentRead=True)
+        response = self._call("get_item", TableName=self._table, Key=upload_key(upload_id), ConsistentRead=True)
         item = response.get("Item")
-        return None if item is None else item_to_intent(item)
+        if item is None or _get_s(item, "status") == _ABANDONED:
+            return None
+        return item_to_intent(item)
+
+    def _abandon(self, intent: UploadIntent) -> None:
+        """A create gave up while storage stalled, so its transaction may still commit later, holding one
+        of the user's open slots for an intent whose signature nobody received. One transaction settles
+        both orders: if the intent is not there yet, a tombstone makes its create fail when it lands; if it
+        is, it is marked abandoned and its slot released. Storage is stalled, so the answer is not awaited
+        beyond a moment: the request is on the wire, and the stalled endpoint applies it in turn."""
+        items = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": upload_key(intent.upload_id),
+                    "UpdateExpression": "SET #status = :abandoned, #ttl = if_not_exists(#ttl, :ttl)",
+                    "ConditionExpression": (
+                        "attribute_not_exists(pk) OR (#status = :open AND signaturesMinted = :one"
+                        " AND createdAt = :created)"
+                    ),
+                    "ExpressionAttributeNames": {"#status": "status", "#ttl": "ttl"},
+                    "ExpressionAttributeValues": {
+                        ":abandoned": _s(_ABANDONED),
+                        ":open": _s("open"),
+                        ":one": _n(1),
+                        ":created": _n(intent.created_at),
+                        ":ttl": _n(intent.expires_at),
+                    },
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": limits_key(intent.owner),
+                    "UpdateExpression": "DELETE openSlots :slot",
+                    "ExpressionAttributeValues": {":slot": {"SS": [intent.open_slot]}},
+                }
+            },
+        ]
+
+        def send() -> None:
+            try:
+                self._db.transact_write_items(TransactItems=items, ClientRequestToken=self._new_token())
+            except Exception as exc:  # logged: nothing else can be done from here
+                logger.warning(
+                    "abandoning an unanswered upload intent failed",
+                    extra={"fields": {"uploadId": intent.upload_id, "failure": type(exc).__name__}},
+                )
+            else:
+                logger.info("upload intent abandoned", extra={"fields": {"uploadId": intent.upload_id}})
+
+        sender = threading.Thread(target=send, name="abandon-intent", daemon=True)
+        sender.start()
+        sender.join(_ABANDON_WAIT_SECONDS)
 
     def open_slots(self, owner: str) -> list[str]:
-        response = self._db.get_item(TableName=self._table, Key=limits_key(owner), ConsistentRead=True)
+        response = self._call("get_item", TableName=self._table, Key=limits_key(owner), ConsistentRead=True)
         return list(response.get("Item", {}).get("openSlots", {}).get("SS", []))
 
     # -- events and videos ----------------------------------------------------------------------
@@ -360,7 +465,9 @@ class Repository:
                     "TableName": self._table,
                     "Key": upload_key(intent.upload_id),
                     "UpdateExpression": "SET #status = :completed, fileId = :file, completedAt = :now",
-                    "ConditionExpression": "#owner = :owner AND (#status = :open OR fileId = :file)",
+                    # Only an open intent completes: a concurrent copy of the same event finds it completed
+                    # and reports a duplicate, writing nothing.
+                    "ConditionExpression": "#owner = :owner AND #status = :open",
                     "ExpressionAttributeNames": {"#status": "status", "#owner": "owner"},
                     "ExpressionAttributeValues": {
                         ":completed": _s("completed"),
@@ -390,7 +497,7 @@ class Repository:
                 }
             },
         ]
-        for attempt in range(_TRANSACTION_ATTEMPTS):
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             reasons = self._transact(items)
             if reasons is None:
                 return
@@ -398,8 +505,7 @@ class Repository:
                 raise CompletionLost(intent.upload_id)
             if reasons[1].get("Code") == "ConditionalCheckFailed":
                 raise FileOwnedElsewhere(video.file_id)
-            self._back_off(attempt)
-        raise ServiceUnavailable("the table is busy, retry")
+            self._pause_before_retry(attempt, "TransactWriteItems", "TransactionConflict")
 
     def record_for_review(
         self, kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
@@ -423,13 +529,14 @@ class Repository:
             "gsi1sk": _s(f"{now:010d}#{uploaded.file_id}"),
         }
         try:
-            self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            self._call("put_item", TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
     def reviews(self, limit: int = 100) -> list[dict[str, Any]]:
-        response = self._db.query(
+        response = self._call(
+            "query",
             TableName=self._table,
             IndexName="gsi1",
             KeyConditionExpression="gsi1pk = :review",
@@ -462,7 +569,7 @@ class Repository:
             "review": list(update.review),
         }  # fmt: skip
         entry = {"M": {"rank": _n(update.rank), "snapshot": _opt_json(snapshot), "updatedAt": _n(now)}}
-        for _ in range(_TRANSACTION_ATTEMPTS):
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             old = self._conditional_update(
                 Key=video_key(update.file_id),
                 UpdateExpression="SET processing.#task = :entry",
@@ -486,10 +593,12 @@ class Repository:
             )
             if created is None:
                 return True
-        raise ServiceUnavailable("the table is busy, retry")
+            self._pause_before_retry(attempt, "UpdateItem", "processing map created concurrently")
+        raise AssertionError("unreachable: the last attempt raises")
 
     def mark_deleted(self, file_id: str, now: int) -> None:
-        self._db.update_item(
+        self._call(
+            "update_item",
             TableName=self._table,
             Key=video_key(file_id),
             UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
@@ -497,7 +606,8 @@ class Repository:
         )
 
     def count_event(self, event_type: str) -> None:
-        self._db.update_item(
+        self._call(
+            "update_item",
             TableName=self._table,
             Key={"pk": _s("STATS#events"), "sk": _s(event_type)},
             UpdateExpression="ADD #count :one",
@@ -506,7 +616,7 @@ class Repository:
         )
 
     def get_video(self, file_id: str) -> Video | None:
-        response = self._db.get_item(TableName=self._table, Key=video_key(file_id))
+        response = self._call("get_item", TableName=self._table, Key=video_key(file_id))
         item = response.get("Item")
         return None if item is None else item_to_video(item)
 
@@ -527,7 +637,7 @@ class Repository:
                 "gsi1sk": _s(after.sort_key),
                 **video_key(after.file_id),
             }
-        response = self._db.query(**request)
+        response = self._call("query", **request)
         videos = [video for video in map(item_to_video, response.get("Items", [])) if video is not None]
         last = response.get("LastEvaluatedKey")
         next_key = None
@@ -537,16 +647,46 @@ class Repository:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _back_off(self, attempt: int) -> None:
-        if attempt + 1 < _TRANSACTION_ATTEMPTS:
-            self._sleep(0.05 * (attempt + 1))
+    def _call(self, operation: str, **request: Any) -> Any:
+        """One DynamoDB call within the retry budget. A timeout or a dropped connection leaves it unknown
+        whether a write applied, so every write retried here is idempotent: transactions carry a
+        ClientRequestToken, signature counts their own token, and the other writes converge."""
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+        call = getattr(self._db, operation)
+        for attempt in range(1, _CALL_ATTEMPTS + 1):
+            try:
+                return call(**request)
+            except (HTTPClientError, ConnectionError) as exc:  # timeouts and resets: botocore retries none
+                failure = type(exc).__name__
+            except ClientError as exc:
+                failure = exc.response["Error"]["Code"]
+                if failure not in _RETRYABLE_ERRORS:
+                    raise
+            self._pause_before_retry(attempt, operation, failure)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _pause_before_retry(self, attempt: int, operation: str, failure: str) -> None:
+        """Sleep before attempt `attempt + 1`, or answer 503 when it could not finish before the deadline."""
+        pause = _BACKOFF_SECONDS * attempt
+        if attempt >= _CALL_ATTEMPTS or deadline.remaining() < pause + self._attempt_seconds:
+            logger.warning(
+                "storage gave up",
+                extra={"fields": {"operation": operation, "failure": failure, "attempts": attempt}},
+            )
+            raise ServiceUnavailable("storage is busy or slow to answer, retry", retry_after_seconds=2)
+        self._sleep(pause)
+
+    @staticmethod
+    def _new_token() -> str:
+        return secrets.token_hex(16)  # 32 characters: DynamoDB takes client tokens of up to 36
 
     def _conditional_update(self, **request: Any) -> dict[str, Any] | None:
         """UpdateItem; None when it applied, else the old item (empty if none) whose condition failed."""
         from botocore.exceptions import ClientError
 
         try:
-            self._db.update_item(TableName=self._table, **request)
+            self._call("update_item", TableName=self._table, **request)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
@@ -554,7 +694,8 @@ class Repository:
         return None
 
     def _release_slots(self, owner: str, slots: list[str]) -> None:
-        self._db.update_item(
+        self._call(
+            "update_item",
             TableName=self._table,
             Key=limits_key(owner),
             UpdateExpression="DELETE openSlots :slots",
@@ -564,7 +705,7 @@ class Repository:
     def _transact(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """Run a transaction; None on success, else the per-item cancellation reasons."""
         try:
-            self._db.transact_write_items(TransactItems=items)
+            self._call("transact_write_items", TransactItems=items, ClientRequestToken=self._new_token())
         except self._db.exceptions.TransactionCanceledException as exc:
             reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons") or []
             return reasons + [{}] * (len(items) - len(reasons))

@@ -45,6 +45,15 @@ class Settings(BaseModel):
     callback_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Without a SignKey the callback rests on the path token alone: allowed only when this is false.
     require_callback_sign: bool = True
+    # VOD sets a callback's `T` (its expiry) 10 minutes after sending. A `T` further ahead than this is
+    # refused: a leaked (Sign, T) pair is replayable until T, so T must not be years away.
+    callback_sign_max_lifetime_seconds: int = Field(default=3600, ge=600)
+
+    # Every answer that waits on DynamoDB comes within this (VOD waits 5 s for a callback): a call is
+    # retried only while another attempt of connect plus read timeout still fits.
+    request_deadline_seconds: float = Field(default=3.5, gt=0, le=25)
+    dynamodb_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    dynamodb_read_timeout_seconds: float = Field(default=1.2, gt=0, le=10)
 
     @field_validator("upload_policy", mode="before")
     @classmethod

@@ -6,7 +6,6 @@ signatures. Storage is behind `IntentStore`; HTTP is not known here.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from chalicelib.auth import Principal
 from chalicelib.credentials import SecretsProvider
 from chalicelib.errors import InvalidRequest, NotFound
 from chalicelib.policy import Tier, UploadPolicy
+from chalicelib.strict_json import dump_json
 
 RESUME_WINDOW_SECONDS = 86_400
 
@@ -181,7 +181,7 @@ class UploadService:
         if client.file_size is not None and client.file_size > tier.max_file_size:
             raise InvalidRequest("fileSize", f"must be at most {tier.max_file_size} bytes")
         if client.metadata is not None:
-            size = len(json.dumps(client.metadata, separators=(",", ":")).encode("utf-8"))
+            size = len(dump_json(client.metadata).encode("utf-8"))
             if size > self._max_metadata_bytes:
                 raise InvalidRequest("metadata", f"must serialise to at most {self._max_metadata_bytes} bytes")
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chalicelib.errors import Forbidden, InvalidRequest, Unauthorized
-from chalicelib.strict_json import load_json
+from chalicelib.strict_json import UnboundedJson, check_bounded, load_json
 
 MAX_TASK_OUTPUTS = 50
 MAX_FILE_ID_LENGTH = 64
@@ -27,6 +27,7 @@ MAX_DELETED_FILE_IDS = 100
 _MAX_MEASURE = 1e18
 _EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}\Z")
 _OUTPUT_DETAILS = ("Size", "Duration", "Width", "Height", "PicInfoSet")
+_MAX_DETAIL_DEPTH = 4
 
 
 class _Vod(BaseModel):
@@ -294,17 +295,29 @@ def _output(result: MediaProcessResult) -> TaskOutput:
         err_code=task.err_code,
         url=url if isinstance(url, str) else None,
         definition=definition if isinstance(definition, int) and not isinstance(definition, bool) else None,
-        detail={k: v for k, v in output.items() if k in _OUTPUT_DETAILS and v is not None},
+        detail={k: v for k, v in output.items() if k in _OUTPUT_DETAILS and v is not None and _storable(v)},
     )
 
 
+def _storable(value: Any) -> bool:
+    """Whether a free-form VOD value can be kept in a stored snapshot and served back as valid JSON."""
+    try:
+        check_bounded(value, _MAX_DETAIL_DEPTH)
+    except UnboundedJson:
+        return False
+    return True
+
+
 def _review(raw: dict[str, Any]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"type": raw.get("Type")}
+    def text(value: Any) -> str | None:
+        return value[:64] if isinstance(value, str) else None
+
+    summary: dict[str, Any] = {"type": text(raw.get("Type"))}
     for key, task in raw.items():
         if key.endswith("Task") and isinstance(task, dict):
             output = task.get("Output")
             suggestion = output.get("Suggestion") if isinstance(output, dict) else None
-            summary.update(status=task.get("Status"), suggestion=suggestion)
+            summary.update(status=text(task.get("Status")), suggestion=text(suggestion))
     return summary
 
 
@@ -373,12 +386,16 @@ def check_path_token(presented: str, expected: str) -> None:
         raise Forbidden("unknown callback token")
 
 
-def check_sign(envelope: Envelope, sign_key: str, now: int) -> None:
-    """`Sign == MD5(SignKey + T)` (case-insensitive, constant time) and `T` not yet passed (§2.4)."""
+def check_sign(envelope: Envelope, sign_key: str, now: int, max_lifetime_seconds: int) -> None:
+    """`Sign == MD5(SignKey + T)` (case-insensitive, constant time), `T` not yet passed (§2.4), and `T`
+    no further ahead than `max_lifetime_seconds`: VOD puts it 10 minutes ahead, and a pair with a distant
+    `T` would let whoever saw it forge notifications until then."""
     if envelope.sign is None or envelope.expires_at is None:
         raise Unauthorized("Sign and T are required")
     if envelope.expires_at < now:
         raise Unauthorized("notification has expired (T is in the past)")
+    if envelope.expires_at > now + max_lifetime_seconds:
+        raise Unauthorized(f"notification expiry T is more than {max_lifetime_seconds} s ahead")
     expected = hashlib.md5(f"{sign_key}{envelope.expires_at}".encode(), usedforsecurity=False).hexdigest()
     if not hmac.compare_digest(expected.encode("ascii"), envelope.sign.lower().encode("utf-8", "replace")):
         raise Unauthorized("Sign does not match")

@@ -158,3 +158,17 @@ def test_unreachable_jwks_is_503_not_401() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(ServiceUnavailable):
         verifier("http://127.0.0.1:9/jwks.json").verify(f"Bearer {token(key, 'k')}")
+
+
+def test_a_header_naming_another_algorithm_than_the_key_is_401_not_a_crash(jwks: tuple[Jwks, str]) -> None:
+    """`{"alg": "ES256", "kid": <an RSA key's kid>}` made the crypto layer raise TypeError (a 500)."""
+    state, url = jwks
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    state.add("rsa-1", rsa_key)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    mismatched = token(ec_key, "rsa-1", "ES256")
+    with pytest.raises(Unauthorized):
+        verifier(url).verify(f"Bearer {mismatched}")
+    garbage = "eyJhbGciOiAiRVMyNTYiLCAia2lkIjogInJzYS0xIn0.e30.AAAA"  # {"alg": "ES256", "kid": "rsa-1"}
+    with pytest.raises(Unauthorized):
+        verifier(url).verify(f"Bearer {garbage}")

@@ -35,14 +35,14 @@ def conflict(stubber: Stubber) -> None:
         http_status_code=400,
         response_meta={},
         modeled_fields={"CancellationReasons": reasons},
-        expected_params={"TransactItems": ANY},
+        expected_params={"TransactItems": ANY, "ClientRequestToken": ANY},
     )
 
 
 def test_a_conflict_is_retried(stubbed: tuple[Repository, Stubber, list[float]]) -> None:
     repository, stubber, sleeps = stubbed
     conflict(stubber)
-    stubber.add_response("transact_write_items", {}, {"TransactItems": ANY})
+    stubber.add_response("transact_write_items", {}, {"TransactItems": ANY, "ClientRequestToken": ANY})
     repository.create_intent(intent("conflicted"), IntentLimits(5, 30), NOW)
     assert sleeps == [0.05]
 
