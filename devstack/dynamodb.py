@@ -2,29 +2,439 @@
 
 Serving requests one by one makes condition checks and transactions atomic, as they are in
 DynamoDB; moto's default threaded server (and moto in-process under threads) does not give that.
+All `DynamoDBServer`s of a process share moto's state, so they also take turns with each other.
+
+`patch_moto()` (applied by `DynamoDBServer`, process-wide) changes three things in moto 5.2.5:
+
+- TransactWriteItems: moto deep-copies every table a transaction names, to roll back a cancelled
+  one, so each transaction costs time and memory in proportion to the table. The replacement keeps
+  a copy of just the items the transaction writes (None for an absent one) and puts exactly those
+  back when it is cancelled. moto keeps no secondary-index structures (indexes are read by
+  scanning the items); a table's stream records of a cancelled transaction are dropped too.
+- moto registers every model instance it ever creates (`BaseModel.__new__` appends it to
+  `instances_tracked`, for its dashboard), so every Item written, overwritten, updated (UpdateItem
+  copies the old item) or copied stayed alive forever. DynamoDB's models are no longer registered.
+- TransactWriteItems' ClientRequestToken, which moto ignores: see `ClientRequestTokens`.
+
+It checks the moto internals it relies on and refuses to start without them; it warns on a moto
+version other than the one it was written against.
+
+`DynamoDBServer.frozen()` holds incoming requests, as a SIGSTOPped server would, for tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import hashlib
+import inspect
+import json
 import logging
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import moto
+from moto.core.model_instances import model_data
+from moto.core.responses import ActionResult
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ERROR_TYPE_PREFIX,
+    ConditionalCheckFailed,
+    DynamodbException,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import DomainDispatcherApplication, create_backend_app  # type: ignore[attr-defined]
 from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wsgi import get_input_stream
+
+MOTO_VERSION = "5.2.5"  # the version whose internals the patches below were written against
+
+logger = logging.getLogger(__name__)
+
+# Every request of every DynamoDBServer in this process runs under this lock: they share moto's state.
+_ONE_AT_A_TIME = threading.Lock()
+
+
+# -- ClientRequestToken ----------------------------------------------------------------------------
+
+
+class ClientRequestTokens:
+    """ClientRequestToken -> digest of the TransactItems of a successful TransactWriteItems.
+
+    As in DynamoDB, a token is remembered for 10 minutes after the request completed: the same
+    token with the same items succeeds without applying anything again; with other items it fails
+    with IdempotentParameterMismatchException. A cancelled or failed transaction is not remembered
+    (a retry runs again). Memory is bounded: past `capacity` tokens the oldest are forgotten early.
+    """
+
+    def __init__(self, ttl: float = 600.0, capacity: int = 20_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.capacity = capacity
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, ...], tuple[float, bytes]] = OrderedDict()  # expiry order
+
+    def lookup(self, key: tuple[str, ...]) -> bytes | None:
+        with self._lock:
+            self._expire()
+            entry = self._entries.get(key)
+            return None if entry is None else entry[1]
+
+    def remember(self, key: tuple[str, ...], digest: bytes) -> None:
+        with self._lock:
+            self._expire()
+            self._entries[key] = (self.clock() + self.ttl, digest)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._entries:
+            key, (expires, _) = next(iter(self._entries.items()))
+            if expires > now:
+                return
+            del self._entries[key]
+
+
+client_request_tokens = ClientRequestTokens()
+
+_TRANSACT_SUCCESS: dict[str, Any] = {"ConsumedCapacity": [], "ItemCollectionMetrics": {}}  # moto's reply
+
+
+class IdempotentParameterMismatchException(DynamodbException):
+    def __init__(self) -> None:
+        super().__init__(
+            ERROR_TYPE_PREFIX + "IdempotentParameterMismatchException",
+            "ClientRequestToken was already used by a TransactWriteItems request with different parameters",
+        )
+
+
+def _items_digest(transact_items: Any) -> bytes:
+    canonical = json.dumps(transact_items, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+# -- the patches ---------------------------------------------------------------------------------
+
+_moto_transact_write_items_response = DynamoHandler.transact_write_items
+
+
+def _transact_write_items_response(self: DynamoHandler) -> ActionResult:
+    """DynamoHandler.transact_write_items, honouring ClientRequestToken."""
+    token = self.body.get("ClientRequestToken")
+    if token is None:
+        return _moto_transact_write_items_response(self)
+    if not 1 <= len(token) <= 36:
+        raise MockValidationException(
+            f"1 validation error detected: Value '{token}' at 'clientRequestToken' failed to satisfy constraint: "
+            "Member must have length less than or equal to 36"
+        )
+    key = (self.current_account, self.region, token)
+    digest = _items_digest(self.body.get("TransactItems"))
+    known = client_request_tokens.lookup(key)
+    if known is not None:
+        if known != digest:
+            raise IdempotentParameterMismatchException()
+        return ActionResult(copy.deepcopy(_TRANSACT_SUCCESS))  # applied before: nothing to do
+    result = _moto_transact_write_items_response(self)
+    client_request_tokens.remember(key, digest)
+    return result
+
+
+_Undo = tuple[Table, DynamoType, DynamoType | None, Item | None]
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    """moto 5.2.5's DynamoDBBackend.transact_write_items, line for line, except the rollback: instead
+    of deep copies of whole tables, `undo` holds a copy of each item before the transaction writes it."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    undo: list[_Undo] = []
+    streams: dict[int, tuple[StreamShard, list[Any], int]] = {}  # id(table) -> shard, its records, length before
+
+    target_items: set[tuple[str, str]] = set()
+
+    def check_unicity(table_name: str, key: dict[str, Any]) -> None:
+        item = (str(table_name), str(dict(sorted(key.items()))))
+        if item in target_items:
+            raise MultipleTransactionsException()
+        target_items.add(item)
+
+    errors: list[tuple[str, str, dict[str, Any] | None] | tuple[None, None, None]] = []  # [(Code, Message, Item)]
+    try:
+        for item in transact_items:
+            original_item: dict[str, Any] | None = None
+            if len(list(item.keys())) > 1:
+                raise TransactWriteSingleOpException
+            try:
+                op_type, op = next(iter(item.items()))
+                if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                    raise ValueError("Unsupported transaction operation")
+
+                table_name = op["TableName"]
+                condition_expression = op.get("ConditionExpression")
+                expression_attribute_names = op.get("ExpressionAttributeNames")
+                expression_attribute_values = op.get("ExpressionAttributeValues")
+                return_values_on_condition_check_failure = op.get("ReturnValuesOnConditionCheckFailure")
+
+                if op_type == "Put":
+                    attrs = op["Item"]
+                    table = self.get_table(table_name)
+                    key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                    if table.range_key_attr is not None:
+                        key[table.range_key_attr] = attrs[table.range_key_attr]
+                else:
+                    key = op["Key"]
+
+                check_unicity(table_name, key)
+
+                current = self.get_item(table_name, key)
+                if op_type != "ConditionCheck":  # (changed) remember the item before writing it
+                    table = self.get_table(table_name)
+                    hash_key, range_key = self.get_keys_value(table, key)
+                    undo.append((table, hash_key, range_key, copy.deepcopy(current)))
+                    shard = table.stream_shard
+                    if shard is not None and id(table) not in streams:
+                        streams[id(table)] = (shard, shard.items, len(shard.items))
+
+                if condition_expression is not None:
+                    condition_op = get_filter_expression(
+                        condition_expression, expression_attribute_names, expression_attribute_values
+                    )
+                    if not condition_op.expr(current):
+                        if return_values_on_condition_check_failure == "ALL_OLD" and current:
+                            original_item = current.to_json()["Attributes"]
+                        raise ConditionalCheckFailed(item=original_item)
+
+                if op_type == "Put":
+                    self.put_item(
+                        table_name,
+                        op["Item"],
+                        condition_expression=condition_expression,
+                        expression_attribute_names=expression_attribute_names,
+                        expression_attribute_values=expression_attribute_values,
+                    )
+                elif op_type == "Delete":
+                    self.delete_item(
+                        table_name,
+                        key,
+                        condition_expression=condition_expression,
+                        expression_attribute_names=expression_attribute_names,
+                        expression_attribute_values=expression_attribute_values,
+                    )
+                elif op_type == "Update":
+                    self.update_item(
+                        table_name,
+                        key,
+                        update_expression=op["UpdateExpression"],
+                        condition_expression=condition_expression,
+                        expression_attribute_names=expression_attribute_names,
+                        expression_attribute_values=expression_attribute_values,
+                    )
+                errors.append((None, None, None))
+            except (MultipleTransactionsException, MockValidationException):
+                raise
+            except ConditionalCheckFailed as e:
+                errors.append(("ConditionalCheckFailed", str(e.message), original_item))
+            except Exception as e:  # as moto: other failures are reported per item
+                errors.append((type(e).__name__, str(e), original_item))
+
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+    except BaseException:
+        for table, hash_key, range_key, before in reversed(undo):
+            _put_back(table, hash_key, range_key, before)
+        for shard, records, length in streams.values():
+            if shard.items is records:  # (moto replaces the list when it hands records to Lambda)
+                del records[length:]
+        raise
+
+
+def _put_back(table: Table, hash_key: DynamoType, range_key: DynamoType | None, before: Item | None) -> None:
+    """Make `before` (None: no item) the table's item at this key, as moto stores items."""
+    if range_key is None:  # hash-only table: items[hash] is the item
+        if before is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = before  # type: ignore[assignment]  # (as moto does)
+        return
+    partition = table.items.get(hash_key)
+    if before is not None:
+        table.items[hash_key][range_key] = before
+    elif partition is not None:
+        partition.pop(range_key, None)
+        if not partition:
+            del table.items[hash_key]
+
+
+def _untracked_new(cls: type, *_args: Any, **_kwargs: Any) -> Any:
+    return object.__new__(cls)  # BaseModel.__new__ without `cls.instances_tracked.append(instance)`
+
+
+def _check_moto() -> list[type]:
+    """The moto internals the patches rely on; raises if any is missing. Returns DynamoDB's models."""
+    missing: list[str] = []
+    methods = {
+        DynamoDBBackend: [
+            "transact_write_items",
+            "get_table",
+            "get_item",
+            "get_keys_value",
+            "put_item",
+            "update_item",
+            "delete_item",
+        ],
+        DynamoHandler: ["transact_write_items", "call_action"],
+    }
+    for cls, names in methods.items():
+        missing += [f"{cls.__name__}.{name}" for name in names if not callable(getattr(cls, name, None))]
+    if list(inspect.signature(DynamoDBBackend.transact_write_items).parameters) != ["self", "transact_items"]:
+        missing.append("DynamoDBBackend.transact_write_items(self, transact_items)")
+    if list(inspect.signature(DynamoHandler.transact_write_items).parameters) != ["self"]:
+        missing.append("DynamoHandler.transact_write_items(self)")
+    try:
+        probe = Table(  # type: ignore[abstract]
+            "probe",
+            account_id="000000000000",
+            region="us-east-1",
+            schema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            attr=[{"AttributeName": "pk", "AttributeType": "S"}],
+        )
+    except Exception as error:  # reported below, with the rest
+        missing.append(f"Table(name, account_id, region, schema, attr): {error!r}")
+    else:
+        missing += [f"Table.{name}" for name in ["items", "stream_shard", "hash_key_attr"] if not hasattr(probe, name)]
+        if not isinstance(getattr(probe, "items", None), dict) or not hasattr(probe, "range_key_attr"):
+            missing.append("Table.items (a dict), Table.range_key_attr")
+    models = [cls for cls in model_data.get("dynamodb", {}).values() if isinstance(cls, type)]
+    if Item not in models or Table not in models or not hasattr(Item, "instances_tracked"):
+        missing.append("moto.core.model_instances.model_data['dynamodb'] with Item, Table (instances_tracked)")
+    if missing:
+        raise RuntimeError(
+            f"devstack.dynamodb patches moto {MOTO_VERSION}; moto {moto.__version__} lacks: {', '.join(missing)}"
+        )
+    return models
+
+
+def patch_moto() -> None:
+    """Apply the patches of the module docstring, once per process."""
+    if DynamoDBBackend.transact_write_items is _transact_write_items:
+        return
+    models = _check_moto()
+    if moto.__version__ != MOTO_VERSION:
+        logger.warning("devstack.dynamodb: written against moto %s, running %s", MOTO_VERSION, moto.__version__)
+    for model in models:
+        model.__new__ = staticmethod(_untracked_new)  # type: ignore[assignment]
+        model.instances_tracked = []  # type: ignore[attr-defined]
+    DynamoHandler.transact_write_items = _transact_write_items_response  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+_SHUTTING_DOWN = (
+    b'{"__type":"com.amazonaws.dynamodb.v20120810#ServiceUnavailableException",'
+    b'"message":"the local endpoint is shutting down"}'
+)
+
+
+class _Gate:
+    """WSGI middleware: while frozen, the request being served waits here (the next ones wait in
+    the listen queue, the server being single-threaded); closing releases it without serving it."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        self.waiting = 0
+
+    def freeze(self) -> None:
+        self._open.clear()
+
+    def thaw(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._open.set()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        self.waiting += 1
+        try:
+            self._open.wait()
+        finally:
+            self.waiting -= 1
+        if self._closed:
+            get_input_stream(environ).read()  # else werkzeug waits for the connection's end to drain it
+            headers = [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(_SHUTTING_DOWN)))]
+            start_response("503 Service Unavailable", headers)
+            return [_SHUTTING_DOWN]
+        with _ONE_AT_A_TIME:
+            response: Iterable[bytes] = self._app(environ, start_response)
+            return response
 
 
 class DynamoDBServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    """moto's server on one thread; `freeze`/`thaw`/`frozen` hold requests, for fault injection.
+
+    `patch=False` leaves moto as it is (for before/after benchmarks; the patches are process-wide,
+    so this only holds in a process where no patched server was ever made)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, patch: bool = True) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server: BaseWSGIServer = make_server(host, port, app, threaded=False)
+        if patch:
+            patch_moto()
+        self._gate = _Gate(DomainDispatcherApplication(create_backend_app))
+        self._server: BaseWSGIServer = make_server(host, port, self._gate, threaded=False)
         self._thread: threading.Thread | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self._server.host}:{self._server.port}"
+
+    @property
+    def held_requests(self) -> int:
+        """Requests taken from the socket and held by `freeze` (0 or 1: the others wait in the listen queue)."""
+        return self._gate.waiting
+
+    def freeze(self) -> None:
+        """Hold every request from now on, unserved, until `thaw` (then they run in arrival order)."""
+        self._gate.freeze()
+
+    def thaw(self) -> None:
+        self._gate.thaw()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[DynamoDBServer]:
+        self.freeze()
+        try:
+            yield self
+        finally:
+            self.thaw()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
 
     def start(self) -> DynamoDBServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="dynamodb", daemon=True)
@@ -32,7 +442,11 @@ class DynamoDBServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving; a request held by `freeze` is answered 503 without being served."""
+        self._gate.close()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
         self._server.server_close()
 
     def __enter__(self) -> DynamoDBServer:
@@ -43,13 +457,14 @@ class DynamoDBServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--unpatched", action="store_true", help="moto as it is (for before/after benchmarks)")
     args = parser.parse_args()
-    server = DynamoDBServer(args.host, args.port)
-    print(f"DynamoDB (moto, serialised) on {server.endpoint_url}", flush=True)
-    server._server.serve_forever()
+    server = DynamoDBServer(args.host, args.port, patch=not args.unpatched)
+    print(f"DynamoDB (moto, serialised{', unpatched' if args.unpatched else ''}) on {server.endpoint_url}", flush=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":
