@@ -1,6 +1,17 @@
-"""`make dev`: DynamoDB (8002), vodlocal (8001) and `chalice local --stage local` (8000), wired together.
+"""`make dev`: DynamoDB (8002), vodlocal (8001) and the API (8000, the `local` stage), wired together.
 
-Ctrl-C stops everything. Ports are fixed so that the README's curl examples work as written.
+Ports are fixed so that the README's curl examples work as written; `DEVSTACK_API_PORT`, `DEVSTACK_VOD_PORT`,
+`DEVSTACK_DYNAMODB_PORT` and `DEVSTACK_VODLOCAL_DIR` move a second stack (the tests) out of the way of one.
+
+The API is `devstack.api` (the app served as `chalice local --no-autoreload` serves it). This process
+restarts it when the app's code or config changes, and only then: it polls the mtimes of `WATCHED`, a few
+dozen files, once a second. Data writes (vodlocal's state, the local key, anything under `.local/`) never
+restart it.
+
+Stopping: the first SIGINT or SIGTERM starts an orderly shutdown that later signals do not interrupt (make
+forwards a SIGTERM sent to its group, so this process often gets two at once). Every child is sent SIGTERM,
+waited for, and killed after `STOP_TIMEOUT`. A signal at least `FORCE_AFTER` seconds after the first (a user
+pressing Ctrl-C again) forces: the children are killed at once, and still waited for.
 """
 
 from __future__ import annotations
@@ -10,19 +21,106 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-API_PORT, VOD_PORT, DYNAMODB_PORT = 8000, 8001, 8002
+
+
+def _port(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value else default
+
+
+API_PORT = _port("DEVSTACK_API_PORT", 8000)
+VOD_PORT = _port("DEVSTACK_VOD_PORT", 8001)
+DYNAMODB_PORT = _port("DEVSTACK_DYNAMODB_PORT", 8002)
+VODLOCAL_DIR = Path(os.environ.get("DEVSTACK_VODLOCAL_DIR") or ROOT / ".local" / "vodlocal")
+STAGE = "local"
+
+# What the API's code and config are, relative to the project: a change to any of these restarts it.
+WATCHED = ("app.py", "chalicelib/**/*", ".chalice/*.json", "requirements.txt")
+WATCH_INTERVAL = 1.0
+STOP_TIMEOUT = 5.0
+FORCE_AFTER = 1.0
+RESTART_MESSAGE = "restarting the API"
+# SIGHUP too: closing the terminal must not leave the children (each in its own session) running.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """A stop was requested while the stack was starting."""
+
+
+class Shutdown:
+    """SIGINT/SIGTERM handler that never raises: the first signal requests a stop, a later one (at least
+    FORCE_AFTER s later, so not make's forwarded copy) forces it. The main loop polls the flags."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.forced = False
+        self._first: float | None = None
+
+    def install(self) -> dict[int, Any]:
+        # Explicitly: a job started in the background inherits SIGINT ignored, and Ctrl-C must still stop it.
+        return {signum: signal.signal(signum, self) for signum in STOP_SIGNALS}
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        # No I/O here: a handler runs between two bytecodes of the main thread, which may be mid-print.
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+            self.requested = True
+        elif now - self._first >= FORCE_AFTER:
+            self.forced = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise Stopped
+
+
+class CodeWatcher:
+    """mtime/size/inode snapshot of the files matching `patterns` under `root` (`__pycache__` excluded)."""
+
+    def __init__(self, root: Path, patterns: tuple[str, ...] = WATCHED) -> None:
+        self.root = root
+        self.patterns = patterns
+        self._last = self.snapshot()
+
+    def snapshot(self) -> dict[str, tuple[int, int, int]]:
+        files: dict[str, tuple[int, int, int]] = {}
+        for pattern in self.patterns:
+            for path in self.root.glob(pattern):
+                if "__pycache__" in path.parts or path.suffix == ".pyc":
+                    continue
+                try:
+                    info = path.stat()
+                except OSError:
+                    continue  # deleted in between: it shows up as a change next time
+                if not stat.S_ISDIR(info.st_mode):
+                    files[path.relative_to(self.root).as_posix()] = (info.st_mtime_ns, info.st_size, info.st_ino)
+        return files
+
+    def changes(self) -> list[str]:
+        """Files added, removed or modified since the last call."""
+        current = self.snapshot()
+        changed = sorted(
+            name for name in current.keys() | self._last.keys() if current.get(name) != self._last.get(name)
+        )
+        self._last = current
+        return changed
 
 
 def _port_free(port: int) -> bool:
@@ -30,77 +128,211 @@ def _port_free(port: int) -> bool:
         return probe.connect_ex((HOST, port)) != 0
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - a local URL of ours
+            return True
+    except OSError as exc:
+        return "HTTP Error" in str(exc)  # it answers: up
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], shutdown: Shutdown, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        shutdown.check()
         if process.poll() is not None:
             raise SystemExit(f"{' '.join(map(str, process.args))} exited with {process.returncode}")  # type: ignore[arg-type]
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - fixed local URL
-                return
-        except OSError as exc:
-            if "HTTP Error" in str(exc):
-                return  # it answers: up
-            time.sleep(0.2)
+        if _up(url):
+            return
+        time.sleep(0.2)
     raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
 
 
-def vodlocal_command(env: dict[str, str]) -> list[str]:
-    callback = f"http://{HOST}:{API_PORT}/vod/events/{env['VOD_CALLBACK_TOKEN']}"
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # Own session each: a terminal's Ctrl-C and make's forwarded SIGTERM reach only this process, which then
+    # stops the children itself and waits for them, instead of each dying on its own.
+    return subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603 - our own commands
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], shutdown: Shutdown | None = None) -> None:
+    """SIGTERM each, wait for all; SIGKILL whatever is left after STOP_TIMEOUT (at once when forced)."""
+    live = [process for process in processes if process.poll() is None]
+    for process in live:
+        _signal(process, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    killed = False
+    while live:
+        live = [process for process in live if process.poll() is None]
+        if live and not killed and (time.monotonic() > deadline or (shutdown is not None and shutdown.forced)):
+            for process in live:
+                _signal(process, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+
+
+def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is None:  # not reaped yet: its pid (and process group) is still ours
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+
+class ApiServer:
+    """`devstack.api` as a child process; `poll()` restarts it when a watched file of `project_dir` changes."""
+
+    def __init__(
+        self,
+        project_dir: Path = ROOT,
+        stage: str = STAGE,
+        port: int = API_PORT,
+        overrides: dict[str, str] | None = None,
+        watch: bool = True,
+    ) -> None:
+        self.project_dir, self.stage, self.port = project_dir, stage, port
+        self.overrides = overrides or {}
+        self.watcher = CodeWatcher(project_dir) if watch else None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._next_check = time.monotonic() + WATCH_INTERVAL
+        self._reported_exit = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        args = [sys.executable, "-m", "devstack.api", "--project-dir", str(self.project_dir), "--stage", self.stage,
+                "--host", HOST, "--port", str(self.port)]  # fmt: skip
+        for name, value in self.overrides.items():
+            args += ["--override", f"{name}={value}"]
+        return args
+
+    def start(self, shutdown: Shutdown) -> None:
+        self.process = _spawn(self.command())
+        self._reported_exit = False
+        _wait_for(f"{self.url}/health", self.process, shutdown)
+
+    def stop(self, shutdown: Shutdown | None = None) -> None:
+        if self.process is not None:
+            _stop([self.process], shutdown)
+
+    def poll(self, shutdown: Shutdown) -> None:
+        """Call often (the main loop does, every 0.2 s): checks the watched files every WATCH_INTERVAL s."""
+        if self.process is not None and self.process.poll() is not None and not self._reported_exit:
+            self._reported_exit = True
+            self._say(f"the API exited with {self.process.returncode}; it restarts when its code changes")
+        if self.watcher is None or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + WATCH_INTERVAL
+        changed = self.watcher.changes()
+        if not changed:
+            return
+        time.sleep(0.3)  # an editor or a `git checkout` writes several files: take them in one restart
+        changed = sorted({*changed, *self.watcher.changes()})
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        self._say(f"{shown} changed: {RESTART_MESSAGE}")
+        self.restarts += 1
+        self.stop(shutdown)
+        try:
+            self.start(shutdown)
+        except SystemExit as exc:
+            self._reported_exit = True
+            self._say(f"the API did not start ({exc}); it restarts when its code changes")
+            return
+        self._say(f"API restarted (pid {self.process.pid if self.process else '?'})")
+
+    def _say(self, message: str) -> None:
+        _say(f"devstack: {message}")
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): stopping the children matters more
+        print(message, flush=True)
+
+
+def vodlocal_command() -> list[str]:
+    """vodlocal's command line: no secret on it (it is visible in ps); they go in `vodlocal_environment`."""
     return [
         sys.executable, "-m", "vodlocal",
         "--host", HOST, "--port", str(VOD_PORT),
-        "--data-dir", str(ROOT / ".local" / "vodlocal"),
-        "--secret", f"{env['VOD_SECRET_ID']}:{env['VOD_SECRET_KEY']}",
-        "--callback-url", callback,
-        "--sign-key", env["VOD_SIGN_KEY"],
+        "--data-dir", str(VODLOCAL_DIR),
     ]  # fmt: skip
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+def vodlocal_environment(env: dict[str, str]) -> dict[str, str]:
+    """The stage's key pair and SignKey, and the callback URL (its token is a secret too), for vodlocal."""
+    return {
+        **os.environ,
+        "VODLOCAL_SECRETS": f"{env['VOD_SECRET_ID']}:{env['VOD_SECRET_KEY']}",
+        "VODLOCAL_SIGN_KEY": env["VOD_SIGN_KEY"],
+        "VODLOCAL_CALLBACK_URL": f"http://{HOST}:{API_PORT}/vod/events/{env['VOD_CALLBACK_TOKEN']}",
+    }
+
+
+class Stack:
+    """DynamoDB and its table, vodlocal and the API, on their ports."""
+
+    def __init__(self, env: dict[str, str], autoreload: bool = True) -> None:
+        self.env = env
+        self.dynamodb: subprocess.Popen[bytes] | None = None
+        self.vodlocal: subprocess.Popen[bytes] | None = None
+        endpoint = f"http://{HOST}:{DYNAMODB_PORT}"
+        overrides = {} if env.get("DYNAMODB_ENDPOINT_URL") == endpoint else {"DYNAMODB_ENDPOINT_URL": endpoint}
+        self.api = ApiServer(ROOT, STAGE, API_PORT, overrides, watch=autoreload)
+
+    @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in (self.dynamodb, self.vodlocal, self.api.process) if p is not None]
+
+    def start(self, shutdown: Shutdown) -> None:
+        busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT) if not _port_free(port)]
+        if busy:
+            raise SystemExit(f"ports {busy} on {HOST} are in use: stop whatever holds them (an earlier make dev?)")
+        shutdown.check()
+        self.dynamodb = _spawn([sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)])
+        _wait_for(f"http://{HOST}:{DYNAMODB_PORT}/", self.dynamodb, shutdown)
+        ensure_table(local_client(f"http://{HOST}:{DYNAMODB_PORT}"), self.env["TABLE_NAME"])
+        shutdown.check()
+        self.vodlocal = _spawn(vodlocal_command(), vodlocal_environment(self.env))
+        _wait_for(f"http://{HOST}:{VOD_PORT}/", self.vodlocal, shutdown)
+        self.api.start(shutdown)
+
+    def failed_component(self) -> str | None:
+        for name, process in (("DynamoDB", self.dynamodb), ("vodlocal", self.vodlocal)):
+            if process is not None and process.poll() is not None:
+                return f"{name} exited with {process.returncode}"
+        return None
+
+    def stop(self, shutdown: Shutdown | None = None) -> None:
+        with _deferred_signals(shutdown) as active:
+            _stop(self.processes, active)
 
 
 @contextlib.contextmanager
-def local_stack(env: dict[str, str], autoreload: bool = True) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """DynamoDB, its table, vodlocal and the API on their fixed ports; all stopped on exit."""
-    busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT) if not _port_free(port)]
-    if busy:
-        raise SystemExit(f"ports {busy} on {HOST} are in use: stop whatever holds them (an earlier make dev?)")
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(args: list[str], health: str) -> None:
-        # Own process group each: stopping the group also stops `chalice local`'s reloader child.
-        process = subprocess.Popen(args, cwd=ROOT, start_new_session=True)  # noqa: S603 - our own commands
-        processes.append(process)
-        _wait_for(health, process)
-
+def _deferred_signals(shutdown: Shutdown | None) -> Iterator[Shutdown | None]:
+    """While stopping, SIGINT/SIGTERM must not raise (a KeyboardInterrupt would leave children running)."""
+    if shutdown is not None or threading.current_thread() is not threading.main_thread():
+        yield shutdown
+        return
+    guard = Shutdown()
+    guard.requested = True
+    guard._first = time.monotonic()
+    previous = guard.install()
     try:
-        start(
-            [sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)], f"http://{HOST}:{DYNAMODB_PORT}/"
-        )
-        ensure_table(local_client(f"http://{HOST}:{DYNAMODB_PORT}"), env["TABLE_NAME"])
-        start(vodlocal_command(env), f"http://{HOST}:{VOD_PORT}/")
-        chalice = str(Path(sys.executable).with_name("chalice"))
-        reload_flag = [] if autoreload else ["--no-autoreload"]
-        start([chalice, "local", "--stage", "local", "--host", HOST, "--port", str(API_PORT), *reload_flag],
-              f"http://{HOST}:{API_PORT}/health")  # fmt: skip
-        yield processes
+        yield guard
     finally:
-        for process in reversed(processes):
-            _signal_group(process, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+@contextlib.contextmanager
+def local_stack(env: dict[str, str], autoreload: bool = True) -> Iterator[Stack]:
+    """DynamoDB, its table, vodlocal and the API on their ports; all stopped (and waited for) on exit."""
+    stack = Stack(env, autoreload)
     try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass  # already gone
+        stack.start(Shutdown())
+        yield stack
+    finally:
+        stack.stop()
 
 
 def local_token(user: str) -> str:
@@ -110,38 +342,53 @@ def local_token(user: str) -> str:
     return output.strip().splitlines()[-1]
 
 
+def _banner(env: dict[str, str], token: str) -> str:
+    body = json.dumps(json.dumps({"title": "My clip"}))
+    lines = [
+        "",
+        "Local stack is up:",
+        f"  API        http://{HOST}:{API_PORT}   (stage {STAGE} as chalice local serves it; restarts on code changes)",
+        f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator; pushes events to the API)",
+        f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
+        "",
+        "Token for alice (make token USER=<name> for others):",
+        f"  {token}",
+        "",
+        "Try:",
+        f"  curl -s -X POST http://{HOST}:{API_PORT}/uploads -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d {body}",
+        "  make demo     (one upload with Tencent's Web SDK through vodlocal, then GET /videos)",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
-    # Explicitly: a job started in the background inherits SIGINT ignored, and Ctrl-C must still stop it.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    shutdown = Shutdown()
+    shutdown.install()
     env = local_stage_env()
+    stack = Stack(env)
+    failure: str | None = None
     try:
-        with local_stack(env) as processes:
-            token = local_token("alice")
-            body = json.dumps(json.dumps({"title": "My clip"}))
-            lines = [
-                "",
-                "Local stack is up:",
-                f"  API        http://{HOST}:{API_PORT}   (chalice local --stage local)",
-                f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator; pushes events to the API)",
-                f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
-                "",
-                "Token for alice (make token USER=<name> for others):",
-                f"  {token}",
-                "",
-                "Try:",
-                f"  curl -s -X POST http://{HOST}:{API_PORT}/uploads -H 'Authorization: Bearer {token}' "
-                f"-H 'Content-Type: application/json' -d {body}",
-                "  make demo     (one upload with Tencent's Web SDK through vodlocal, then GET /videos)",
-                "",
-                "Ctrl-C stops everything.",
-            ]
-            print("\n".join(lines), flush=True)
-            while all(process.poll() is None for process in processes):
-                time.sleep(0.5)
-            raise SystemExit("a component of the local stack exited; stopping the rest")
-    except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        stack.start(shutdown)
+        token = local_token("alice")
+        _say(_banner(env, token))
+        while not shutdown.requested:
+            failure = stack.failed_component()
+            if failure:
+                break
+            stack.api.poll(shutdown)
+            time.sleep(0.2)
+    except Exception:
+        if not shutdown.requested:  # Stopped, or e.g. the token helper killed by the same signal: just stop
+            raise
+    finally:
+        _say(f"\n{failure}: stopping the rest…" if failure else "\nstopping…")
+        stack.stop(shutdown)
+    if failure:
+        raise SystemExit(1)
+    _say("stopped")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """`chalice local` serving a copy of the app on a free port, with this test's stage environment."""
+    """A copy of the app served on a free port with this test's stage environment, by `devstack.api`: what
+    `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "app.py", project / "app.py")
@@ -131,10 +132,9 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     config = {"version": "2.0", "app_name": "stack-test", "stages": {"test": {"environment_variables": stage_env}}}
     (project / ".chalice" / "config.json").write_text(json.dumps(config))
     port = _free_port()
-    chalice = str(Path(sys.executable).with_name("chalice"))
     process = subprocess.Popen(  # noqa: S603
-        [chalice, "local", "--stage", "test", "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"],
-        cwd=project,
+        [sys.executable, "-m", "devstack.api", "--project-dir", str(project), "--stage", "test", "--port", str(port)],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -143,7 +143,7 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while not _up(base):
             if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("chalice local did not start")
+                pytest.fail("the local API (devstack.api) did not start")
             time.sleep(0.2)
         yield base
     finally:

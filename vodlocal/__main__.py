@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = from_args(argv)
     if not config.secrets:
         print(
-            "vodlocal: no --secret ID:KEY (or VODLOCAL_SECRETS) given; every VOD signature will be rejected",
+            "vodlocal: VODLOCAL_SECRETS (ID:KEY[,ID2:KEY2]) is not set; every VOD signature will be rejected",
             file=sys.stderr,
         )
     handle = start(config)

@@ -1,4 +1,7 @@
-"""Emulator configuration: one frozen dataclass, filled from CLI flags or environment variables."""
+"""Emulator configuration: one frozen dataclass, filled from CLI flags or environment variables.
+
+Secret values (API key pairs, the callback SignKey) come from the environment only: a command line is
+visible to every user of the machine in ``ps`` and ``/proc/<pid>/cmdline``."""
 
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class Config:
     pull_wait: float = 5.0
     push_timeout: float = 5.0
     push_retries: int = 2
+    # Pause before retry n (the last value repeats), counted from the failed attempt's start: a connection
+    # refused by a restarting callback is retried a moment later, a 5 s timeout is retried at once.
+    push_backoff: tuple[float, ...] = (1.0, 2.0)
 
 
 def parse_secrets(items: Sequence[str]) -> dict[str, str]:
@@ -52,6 +58,25 @@ def parse_secrets(items: Sequence[str]) -> dict[str, str]:
     return result
 
 
+def parse_backoff(text: str) -> tuple[float, ...]:
+    """``"1,2"`` -> ``(1.0, 2.0)``; seconds, each >= 0."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"push backoff must be comma-separated seconds, got {text!r}") from None
+    if any(value < 0 for value in values):
+        raise ValueError(f"push backoff must not be negative, got {text!r}")
+    return values
+
+
+class _RemovedSecretFlag(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.error(
+            f"{self.option_strings[0]} was removed: a command line is visible in ps; "
+            "set VODLOCAL_SECRETS=ID:KEY[,ID2:KEY2] and VODLOCAL_SIGN_KEY in the environment instead"
+        )
+
+
 def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     value = env.get(f"VODLOCAL_{name}")
     return value if value not in (None, "") else default
@@ -62,17 +87,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--host", default=_env(env, "HOST", "127.0.0.1"), help="bind address [VODLOCAL_HOST]")
     p.add_argument("--port", type=int, default=int(_env(env, "PORT", "8001") or 8001), help="[VODLOCAL_PORT]")
     p.add_argument("--data-dir", default=_env(env, "DATA_DIR", ".local/vodlocal"), help="[VODLOCAL_DATA_DIR]")
-    p.add_argument(
-        "--secret",
-        action="append",
-        default=[],
-        metavar="ID:KEY",
-        help="API key pair, repeatable [VODLOCAL_SECRETS=id:key,id2:key2]",
-    )
+    # Secret values only through the environment (VODLOCAL_SECRETS, VODLOCAL_SIGN_KEY): see the module docstring.
+    p.add_argument("--secret", "--sign-key", nargs="?", action=_RemovedSecretFlag, help=argparse.SUPPRESS)
     p.add_argument("--app-id", type=int, default=int(_env(env, "APP_ID", str(DEFAULT_APP_ID)) or DEFAULT_APP_ID))
     p.add_argument("--region", default=_env(env, "REGION", DEFAULT_REGION), help="default storage region")
     p.add_argument("--callback-url", default=_env(env, "CALLBACK_URL"), help="PUSH target [VODLOCAL_CALLBACK_URL]")
-    p.add_argument("--sign-key", default=_env(env, "SIGN_KEY"), help="callback SignKey [VODLOCAL_SIGN_KEY]")
     p.add_argument("--mode", choices=["PUSH", "PULL"], default=_env(env, "MODE", "PUSH"), help="[VODLOCAL_MODE]")
     p.add_argument(
         "--duplicate-deliveries",
@@ -103,15 +122,24 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(env, "CERT_TTL", "3600") or 3600),
         help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
     )
+    p.add_argument(
+        "--push-backoff",
+        default=_env(env, "PUSH_BACKOFF", "1,2"),
+        help="PUSH: seconds before each retry, e.g. 1,2 [VODLOCAL_PUSH_BACKOFF]",
+    )
     return p
 
 
 def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     args = build_parser(env).parse_args(argv)
-    secrets = parse_secrets(args.secret or [_env(env, "SECRETS", "") or ""])
+    secrets = parse_secrets([_env(env, "SECRETS", "") or ""])
     if args.duplicate_deliveries < 1:
         raise SystemExit("--duplicate-deliveries must be >= 1")
+    try:
+        push_backoff = parse_backoff(args.push_backoff)
+    except ValueError as exc:
+        raise SystemExit(f"--push-backoff: {exc}") from None
     return Config(
         host=args.host,
         port=args.port,
@@ -120,11 +148,12 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         app_id=args.app_id,
         region=args.region,
         callback_url=args.callback_url,
-        sign_key=args.sign_key,
+        sign_key=_env(env, "SIGN_KEY"),
         mode=args.mode,
         duplicate_deliveries=args.duplicate_deliveries,
         procedure_delay=args.procedure_delay,
         public_base_url=args.public_base_url,
         confirm_window=args.confirm_window,
         cert_ttl=args.cert_ttl,
+        push_backoff=push_backoff,
     )

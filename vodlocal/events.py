@@ -131,6 +131,7 @@ class EventBus:
         self._outbox: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue()
         self._timers: list[threading.Timer] = []
         self._closed = False
+        self._closing = threading.Event()  # wakes a PUSH retry pause when the bus closes
         self.deliveries: list[dict[str, Any]] = []  # PUSH attempts, for tests and debugging
         self._worker = threading.Thread(target=self._push_loop, name="vodlocal-push", daemon=True)
         self._worker.start()
@@ -188,6 +189,7 @@ class EventBus:
 
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         for timer in self._timers:
             timer.cancel()
         self._outbox.put(None)
@@ -205,6 +207,8 @@ class EventBus:
                 if self._closed:
                     return
                 self._deliver(seq, body, copy)
+            if self._closed:  # possibly cut short: left unconfirmed, so redelivered after a restart
+                return
             try:
                 self.store.execute("UPDATE events SET confirmed = 1 WHERE seq = ?", (seq,))
             except sqlite3.ProgrammingError:  # closed while delivering: redelivered after a restart
@@ -213,7 +217,9 @@ class EventBus:
     def _deliver(self, seq: int, body: dict[str, Any], copy: int) -> None:
         url = self.config.callback_url
         assert url is not None
+        backoff = self.config.push_backoff
         for attempt in range(1 + self.config.push_retries):
+            started = time.monotonic()
             payload = dict(body)
             if self.config.sign_key:
                 expires = int(time.time()) + 600
@@ -226,7 +232,7 @@ class EventBus:
                 method="POST",
                 headers={"Content-Type": "application/json"},
             )
-            record: dict[str, Any] = {"seq": seq, "copy": copy, "attempt": attempt, "url": url}
+            record: dict[str, Any] = {"seq": seq, "copy": copy, "attempt": attempt, "url": url, "t": time.time()}
             try:
                 with urllib.request.urlopen(request, timeout=self.config.push_timeout) as resp:  # noqa: S310
                     resp.read()
@@ -239,6 +245,12 @@ class EventBus:
             if "status" in record:
                 return
             log.warning("push of event #%d failed (attempt %d): %s", seq, attempt + 1, record.get("error"))
+            if attempt < self.config.push_retries and backoff:
+                # A refused connection fails at once: wait so that a restarting callback can take the retry.
+                # After a timeout the pause has already passed, and the retry goes out at once, as VOD's does.
+                pause = backoff[min(attempt, len(backoff) - 1)] - (time.monotonic() - started)
+                if pause > 0 and self._closing.wait(pause):
+                    return
 
     # --- PULL --------------------------------------------------------------------------------------
     def pull(self, wait: float | None = None) -> list[dict[str, Any]]:

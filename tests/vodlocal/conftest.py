@@ -110,6 +110,7 @@ def emu_config(tmp_path: Path, callbacks: CallbackReceiver) -> Config:
         sign_key=SIGN_KEY,
         procedure_delay=0.2,
         pull_wait=0.5,
+        push_backoff=(0.05, 0.1),  # PUSH retry pauses (1 s, 2 s by default), short to keep the suite fast
     )
 
 

@@ -24,7 +24,7 @@ def test_flags_win_over_environment() -> None:
     assert (config.port, config.mode, config.duplicate_deliveries) == (9002, "PULL", 3)
     assert dict(config.secrets) == {"id1": "k1", "id2": "k2"}
     assert config.data_dir == Path("/tmp/x")
-    config = from_args(["--secret", "a:b", "--secret", "c:d:e", "--callback-url", "http://127.0.0.1:8000/cb"], {})
+    config = from_args(["--callback-url", "http://127.0.0.1:8000/cb"], {"VODLOCAL_SECRETS": "a:b,c:d:e"})
     assert dict(config.secrets) == {"a": "b", "c": "d:e"}
     assert (config.host, config.port, config.app_id, config.mode) == ("127.0.0.1", 8001, 1500000001, "PUSH")
 

@@ -1,0 +1,315 @@
+"""`make dev` itself, run through make in its own process group (as a terminal runs it), on free ports so that a
+developer's own `make dev` can stay up: Web SDK uploads with no API restart, the API's listen backlog, no secret
+on any command line, and little CPU when idle."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import termios
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.run import RESTART_MESSAGE, local_token
+from devstack.token import local_stage_env
+from tests.conftest import ROOT
+from vodlocal.testing import run_harness
+
+NODE = shutil.which("node")
+MiB = 1 << 20
+COMPONENTS = {"api": "-m devstack.api", "vodlocal": "-m vodlocal", "dynamodb": "-m devstack.dynamodb"}
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+
+
+def alive(pid: int, cmdline: str) -> bool:
+    """Running (not a zombie) and still the same program, so a recycled pid does not count."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z" and cmdline_of(pid) == cmdline
+
+
+def cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class MakeDev:
+    """`make dev` in its own session and process group; output to `log` (or to a pseudo-terminal)."""
+
+    def __init__(self, workdir: Path, terminal: bool = False) -> None:
+        self.api_port, self.vod_port, self.dynamodb_port = free_ports(3)
+        self.workdir = workdir
+        self.log_path = workdir / "make-dev.log"
+        self.terminal = terminal
+        self.env = {
+            **os.environ,
+            "DEVSTACK_API_PORT": str(self.api_port),
+            "DEVSTACK_VOD_PORT": str(self.vod_port),
+            "DEVSTACK_DYNAMODB_PORT": str(self.dynamodb_port),
+            "DEVSTACK_VODLOCAL_DIR": str(workdir / "vodlocal"),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.seen: dict[int, str] = {}  # every process of the stack seen while it ran: pid -> command line
+        self._master: int | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.api_port, self.vod_port, self.dynamodb_port]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> MakeDev:
+        if self.terminal:  # a pseudo-terminal as the controlling terminal: Ctrl-C is a real terminal's Ctrl-C
+            self._master, slave = os.openpty()
+            self.process = subprocess.Popen(
+                ["make", "dev"],  # noqa: S607
+                cwd=ROOT,
+                env=self.env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            )
+            os.close(slave)
+            threading.Thread(target=self._copy_terminal, daemon=True).start()
+        else:
+            with self.log_path.open("wb") as log:
+                self.process = subprocess.Popen(
+                    ["make", "dev"],  # noqa: S607
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        return self
+
+    def _copy_terminal(self) -> None:
+        assert self._master is not None
+        with self.log_path.open("ab") as log:
+            while True:
+                try:
+                    chunk = os.read(self._master, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                log.write(chunk)
+                log.flush()
+
+    def ctrl_c(self) -> None:
+        assert self._master is not None
+        os.write(self._master, b"\x03")
+
+    def wait_until(self, text: str, timeout: float = 120) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            self.record()
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"make dev never printed {text!r} (exit {self.process.returncode}):\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        self.record()
+
+    def wait_up(self) -> MakeDev:
+        self.wait_until("Local stack is up")
+        return self
+
+    def descendants(self) -> dict[int, str]:
+        assert self.process is not None
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+        found, todo = {}, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found[pid] = cmdline_of(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def record(self) -> None:
+        self.seen.update({pid: cmd for pid, cmd in self.descendants().items() if cmd})
+
+    def pid_of(self, component: str) -> int:
+        pids = [pid for pid, cmd in self.descendants().items() if COMPONENTS[component] in cmd]
+        assert len(pids) == 1, (component, self.descendants())
+        return pids[0]
+
+    def run_pid(self) -> int:
+        pids = [pid for pid, cmd in self.descendants().items() if "-m devstack.run" in cmd]
+        assert len(pids) == 1, self.descendants()
+        return pids[0]
+
+    def signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def survivors(self) -> dict[int, str]:
+        """Processes of this stack still running: seen while it ran, or anything serving one of its ports."""
+        ours = {pid: cmd for pid, cmd in self.seen.items() if alive(pid, cmd)}
+        flags = [f" --port {port}" for port in self.ports]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and any(flag in f" {cmdline_of(int(entry))} " for flag in flags):
+                cmd = cmdline_of(int(entry))
+                if alive(int(entry), cmd):
+                    ours[int(entry)] = cmd
+        return ours
+
+    def cleanup(self) -> None:
+        """Whatever the test did: nothing of this stack keeps running after it."""
+        if self.process is not None and self.process.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid, cmd in self.survivors().items():
+            if cmd:
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if self._master is not None:
+            os.close(self._master)
+            self._master = None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeDev]:
+    dev = MakeDev(tmp_path_factory.mktemp("make-dev"))
+    try:
+        yield dev.start().wait_up()
+    finally:
+        dev.cleanup()
+
+
+def test_the_stack_is_dynamodb_vodlocal_and_the_api(stack: MakeDev) -> None:
+    for component in COMPONENTS:
+        stack.pid_of(component)
+    assert all(listening(port) for port in stack.ports)
+    with urllib.request.urlopen(f"{stack.api}/health", timeout=5) as response:
+        assert json.load(response) == {"status": "ok"}
+
+
+def test_no_secret_on_any_command_line(stack: MakeDev) -> None:
+    env = local_stage_env()
+    secrets = [env[name] for name in ("VOD_SECRET_KEY", "VOD_SIGN_KEY", "VOD_CALLBACK_TOKEN", "CONTEXT_TAG_KEY")]
+    vodlocal = stack.pid_of("vodlocal")
+    command_lines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stack.descendants()}
+    assert vodlocal in command_lines
+    for pid, cmdline in command_lines.items():
+        assert not [secret for secret in secrets if secret.encode() in cmdline], (pid, cmdline)
+    # ... and vodlocal has them all the same: it verifies the API's signatures and signs its callbacks
+    # (the Web SDK uploads below need both).
+    vodlocal_env = Path(f"/proc/{vodlocal}/environ").read_bytes().split(b"\0")
+    assert f"VODLOCAL_SIGN_KEY={env['VOD_SIGN_KEY']}".encode() in vodlocal_env
+
+
+def test_the_api_listens_with_a_deep_backlog_and_takes_a_64_way_burst(stack: MakeDev) -> None:
+    ss = shutil.which("ss")
+    if ss is not None:  # a listening socket's Send-Q is its backlog
+        out = subprocess.run(  # noqa: S603
+            [ss, "-Hltn", f"sport = :{stack.api_port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert int(out[2]) >= 128, out  # socketserver's default: 5
+
+    def health(_: int) -> int | str:
+        try:
+            with urllib.request.urlopen(f"{stack.api}/health", timeout=30) as response:
+                return int(response.status)
+        except OSError as exc:  # e.g. ConnectionResetError when the accept queue overflows
+            return repr(exc)
+
+    for _ in range(3):
+        with ThreadPoolExecutor(64) as pool:
+            statuses = list(pool.map(health, range(64)))
+        assert statuses == [200] * 64
+
+
+def test_the_idle_stack_uses_little_cpu(stack: MakeDev) -> None:
+    processes = {"devstack.run (watcher)": stack.run_pid(), "API": stack.pid_of("api")}
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    time.sleep(5)
+    used = {name: (cpu_seconds(pid) - before[name]) / 5 for name, pid in processes.items()}
+    # chalice local's autoreloader polled the whole tree (.venv: 25k files) every second: ~16% of a core.
+    assert all(share < 0.03 for share in used.values()), used
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (CI installs it)")
+def test_ten_web_sdk_uploads_are_all_attributed_with_no_api_restart(stack: MakeDev, tmp_path: Path) -> None:
+    assert NODE is not None
+    api_pid = stack.pid_of("api")
+    token = local_token("alice")
+    clip = tmp_path / "clip.mp4"
+    file_ids: list[str] = []
+    for n in range(10):  # what `make demo` does, ten times in a row
+        clip.write_bytes(os.urandom(3 * MiB))
+        out: dict[str, Any] = run_harness(
+            NODE, f"http://127.0.0.1:{stack.vod_port}", f"{stack.api}/", token, FILE=clip, CHUNK_SIZE=MiB
+        )
+        assert out.get("ok"), (n, out, stack.log()[-3000:])
+        file_ids.append(out["result"]["fileId"])
+    deadline = time.monotonic() + 30
+    listed: set[str] = set()
+    while time.monotonic() < deadline and not set(file_ids) <= listed:
+        request = urllib.request.Request(f"{stack.api}/videos?limit=100", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            listed = {video["fileId"] for video in json.load(response)["videos"]}
+        time.sleep(0.2)
+    assert set(file_ids) <= listed, sorted(set(file_ids) - listed)
+    assert stack.pid_of("api") == api_pid
+    assert len(re.findall(RESTART_MESSAGE, stack.log())) == 0
