@@ -7,13 +7,15 @@ polls the whole tree, `.venv` and the data directories included, and restarts on
 The stage is loaded with chalice's own pieces, in the order `chalice local` uses them: `AWS_CHALICE_CLI_MODE`,
 `CLIFactory(project_dir, environ=os.environ)`, chdir to the project, `create_config_obj(chalice_stage_name=…)`,
 whose `chalice_app` applies the stage's environment variables to `os.environ` before importing `app`, then
-`validate_routes` and `LocalDevServer`. The one difference: the listen backlog is `--backlog` (128) rather
-than socketserver's 5, which resets connections in local bursts.
+`validate_routes` and `LocalDevServer`. Two differences: the listen backlog is `--backlog` (128) rather
+than socketserver's 5, which resets connections in local bursts; and a path no route matches is a 404 in
+the API's error shape rather than API Gateway's `403 Missing Authentication Token`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -39,7 +41,15 @@ def create_server(
     `overrides` are merged over the stage's environment variables as chalice merges its user-provided params."""
     from chalice.cli.factory import CLIFactory
     from chalice.deploy.validate import validate_routes
-    from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer, ThreadedHTTPServer
+    from chalice.local import (
+        ChaliceRequestHandler,
+        CustomLocalChalice,
+        ForbiddenError,
+        LocalChalice,
+        LocalDevServer,
+        LocalGatewayException,
+        ThreadedHTTPServer,
+    )
 
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"  # as chalice's CLI sets it
     factory = CLIFactory(str(project_dir), environ=os.environ)
@@ -52,10 +62,22 @@ def create_server(
     class Server(ThreadedHTTPServer):
         request_queue_size = backlog
 
-    # What chalice.local.create_local_server does, with our server class.
+    class Handler(ChaliceRequestHandler):
+        """API Gateway, and chalice local after it, answer a path that no route matches with
+        `403 {"message": "Missing Authentication Token"}` (the app has no authorizers, so that is the only
+        403 the gateway itself produces). The API's documented answer is a 404 in its own error shape."""
+
+        def _send_error_response(self, error: LocalGatewayException) -> None:
+            if isinstance(error, ForbiddenError):
+                body = json.dumps({"error": "not_found", "message": f"no route for {self.command} {self.path}"})
+                self._send_http_response(404, {"Content-Type": "application/json"}, body[:1000])
+                return
+            super()._send_error_response(error)
+
+    # What chalice.local.create_local_server does, with our server and handler classes.
     CustomLocalChalice.__bases__ = (LocalChalice, app_obj.__class__)
     app_obj.__class__ = CustomLocalChalice
-    return LocalDevServer(app_obj, config, host, port, server_cls=Server)
+    return LocalDevServer(app_obj, config, host, port, handler_cls=Handler, server_cls=Server)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

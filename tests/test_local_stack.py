@@ -50,3 +50,5 @@ def test_upload_to_video_through_the_local_stack(
     status, _ = call("POST", callback, json.dumps(forged).encode())
     assert status == 401
     assert call("GET", f"{chalice_local}/health") == (200, {"status": "ok"})
+    status, unknown = call("GET", f"{chalice_local}/no/such/route", token=alice)
+    assert (status, unknown["error"]) == (404, "not_found")
