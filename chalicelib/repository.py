@@ -34,7 +34,7 @@ _TRANSACTION_ATTEMPTS = 4
 _CALL_ATTEMPTS = 4
 _BACKOFF_SECONDS = 0.05
 _ABANDONED = "abandoned"
-_ABANDON_WAIT_SECONDS = 0.2
+_COMPENSATION_WAIT_SECONDS = 0.2
 _RETRYABLE_ERRORS = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -192,7 +192,9 @@ def limits_key(owner: str) -> dict[str, Any]:
     return {"pk": _s(f"USER#{owner}"), "sk": _s("LIMITS")}
 
 
-def intent_to_item(intent: UploadIntent) -> Item:
+def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
+    """The intent as first stored: `signature_token` stands for its first signature (see `record_signature`)."""
+    assert intent.signatures_minted == 1, "an intent is stored with its first signature"
     terms, client = intent.terms, intent.client
     return {
         **upload_key(intent.upload_id),
@@ -204,7 +206,7 @@ def intent_to_item(intent: UploadIntent) -> Item:
         "windowEndsAt": _n(intent.window_ends_at),
         "ttl": _n(intent.expires_at),
         "openSlot": _s(intent.open_slot),
-        "signaturesMinted": _n(intent.signatures_minted),
+        "signatureTokens": {"SS": [signature_token]},
         "maxSignatures": _n(intent.max_signatures),
         "procedure": _opt_s(terms.procedure),
         "classId": _n(terms.class_id),
@@ -253,7 +255,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
             with_cover=bool(item.get("withCover", {}).get("BOOL")),
             metadata=_get_json(item, "metadata"),
         ),
-        signatures_minted=_req_n(item, "signaturesMinted"),
+        signatures_minted=len(item.get("signatureTokens", {}).get("SS", [])),
         max_signatures=_req_n(item, "maxSignatures"),
         file_id=_get_s(item, "fileId"),
         completed_at=_get_n(item, "completedAt"),
@@ -284,7 +286,7 @@ class Repository:
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": intent_to_item(intent),
+                    "Item": intent_to_item(intent, self._new_token()),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
@@ -348,8 +350,10 @@ class Repository:
     def record_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent:
         """Count one more signature for an open intent of `owner`; returns the updated intent.
 
-        The update records its own token, so that a retry of an update that applied but whose answer was
-        lost (a timeout) is recognised by its token instead of counting a signature nobody received."""
+        Signatures are counted as a set of tokens, one per request. A retry of an update that applied but
+        whose answer was lost finds its token already there instead of counting a second signature; and a
+        request that gives up voids its token, so that its update, if it lands later, cannot count a
+        signature nobody received (the void also removes the token if the update landed first)."""
         from botocore.exceptions import ClientError
 
         token = self._new_token()
@@ -358,14 +362,16 @@ class Repository:
                 "update_item",
                 TableName=self._table,
                 Key=upload_key(upload_id),
-                UpdateExpression="ADD signaturesMinted :one SET signatureToken = :token",
+                UpdateExpression="ADD signatureTokens :token",
                 ConditionExpression=(
-                    "#owner = :owner AND #status = :open AND signaturesMinted < maxSignatures AND windowEndsAt > :now"
-                    " AND (attribute_not_exists(signatureToken) OR signatureToken <> :token)"
+                    "#owner = :owner AND #status = :open AND size(signatureTokens) < maxSignatures"
+                    " AND windowEndsAt > :now AND NOT contains(signatureTokens, :id)"
+                    " AND NOT contains(voidedTokens, :id)"
                 ),
                 ExpressionAttributeNames={"#owner": "owner", "#status": "status"},
                 ExpressionAttributeValues={
-                    ":one": _n(1), ":owner": _s(owner), ":open": _s("open"), ":now": _n(now), ":token": _s(token)
+                    ":token": {"SS": [token]}, ":id": _s(token), ":owner": _s(owner), ":open": _s("open"),
+                    ":now": _n(now),
                 },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -374,7 +380,7 @@ class Repository:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             old = exc.response.get("Item")
-            if old and _get_s(old, "signatureToken") == token:
+            if old and token in old.get("signatureTokens", {}).get("SS", []):
                 return item_to_intent(old)  # our own earlier attempt applied
             if not old or _get_s(old, "owner") != owner:
                 raise NotFound("no such upload") from None
@@ -388,6 +394,19 @@ class Repository:
                     intent.window_ends_at - now,
                 ) from None
             raise Conflict("upload window has closed; start a new upload") from None
+        except ServiceUnavailable:
+            self._send_unawaited(
+                "void a signature that was not delivered",
+                lambda: self._db.update_item(
+                    TableName=self._table,
+                    Key=upload_key(upload_id),
+                    UpdateExpression="DELETE signatureTokens :token ADD voidedTokens :token",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues={":token": {"SS": [token]}},
+                ),
+                uploadId=upload_id,
+            )
+            raise
         return item_to_intent(response["Attributes"])
 
     def get_intent(self, upload_id: str) -> UploadIntent | None:
@@ -401,8 +420,7 @@ class Repository:
         """A create gave up while storage stalled, so its transaction may still commit later, holding one
         of the user's open slots for an intent whose signature nobody received. One transaction settles
         both orders: if the intent is not there yet, a tombstone makes its create fail when it lands; if it
-        is, it is marked abandoned and its slot released. Storage is stalled, so the answer is not awaited
-        beyond a moment: the request is on the wire, and the stalled endpoint applies it in turn."""
+        is, it is marked abandoned and its slot released."""
         items = [
             {
                 "Update": {
@@ -410,7 +428,7 @@ class Repository:
                     "Key": upload_key(intent.upload_id),
                     "UpdateExpression": "SET #status = :abandoned, #ttl = if_not_exists(#ttl, :ttl)",
                     "ConditionExpression": (
-                        "attribute_not_exists(pk) OR (#status = :open AND signaturesMinted = :one"
+                        "attribute_not_exists(pk) OR (#status = :open AND size(signatureTokens) = :one"
                         " AND createdAt = :created)"
                     ),
                     "ExpressionAttributeNames": {"#status": "status", "#ttl": "ttl"},
@@ -433,20 +451,29 @@ class Repository:
             },
         ]
 
+        self._send_unawaited(
+            "abandon an unanswered upload intent",
+            lambda: self._db.transact_write_items(TransactItems=items, ClientRequestToken=self._new_token()),
+            uploadId=intent.upload_id,
+        )
+
+    @staticmethod
+    def _send_unawaited(what: str, write: Callable[[], Any], **fields: str) -> None:
+        """A compensating write after a give-up: storage is stalled and the caller's answer is due, so the
+        write is sent and waited for only a moment. The request is on the wire; the stalled endpoint
+        applies it in turn. Its result is only logged."""
+
         def send() -> None:
             try:
-                self._db.transact_write_items(TransactItems=items, ClientRequestToken=self._new_token())
+                write()
             except Exception as exc:  # logged: nothing else can be done from here
-                logger.warning(
-                    "abandoning an unanswered upload intent failed",
-                    extra={"fields": {"uploadId": intent.upload_id, "failure": type(exc).__name__}},
-                )
+                logger.warning(f"{what}: failed", extra={"fields": {**fields, "failure": type(exc).__name__}})
             else:
-                logger.info("upload intent abandoned", extra={"fields": {"uploadId": intent.upload_id}})
+                logger.info(f"{what}: done", extra={"fields": fields})
 
-        sender = threading.Thread(target=send, name="abandon-intent", daemon=True)
+        sender = threading.Thread(target=send, name="compensating-write", daemon=True)
         sender.start()
-        sender.join(_ABANDON_WAIT_SECONDS)
+        sender.join(_COMPENSATION_WAIT_SECONDS)
 
     def open_slots(self, owner: str) -> list[str]:
         response = self._call("get_item", TableName=self._table, Key=limits_key(owner), ConsistentRead=True)
