@@ -6,6 +6,7 @@ Order of checks: path token (constant time, before parsing), JSON, `Sign`/`T`, t
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from chalicelib.videos import Video
 from chalicelib.vod_events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
 
 _COMPLETION_ATTEMPTS = 3
+
+logger = logging.getLogger("vodupload")
 
 
 class CompletionLost(Exception):
@@ -82,9 +85,28 @@ class EventService:
             vod_events.check_sign(envelope, secrets.sign_key, now, self._max_sign_lifetime)
         elif self._require_sign:
             raise ServiceUnavailable("callback signing is required but VOD_SIGN_KEY is not configured")
+        try:
+            return self._apply(envelope, secrets.context_tag_key, now)
+        except ServiceUnavailable:
+            # Authentic but not applied: what an operator needs to find it again (DescribeMediaInfos by
+            # FileId) or to replay it. The body's Sign is not logged.
+            event = envelope.event
+            logger.error(
+                "vod event not applied",
+                extra={
+                    "fields": {
+                        "eventType": envelope.event_type,
+                        "fileId": getattr(event, "file_id", None) or ",".join(getattr(event, "file_ids", ())),
+                        "sourceContext": getattr(event, "source_context", None),
+                    }
+                },
+            )
+            raise
+
+    def _apply(self, envelope: vod_events.Envelope, tag_key: bytes, now: int) -> Outcome:
         event = envelope.event
         if isinstance(event, UploadedFile):
-            return self._uploaded(envelope.event_type, event, secrets.context_tag_key, now)
+            return self._uploaded(envelope.event_type, event, tag_key, now)
         if isinstance(event, ProcessingUpdate):
             applied = self._store.apply_processing(event, now)
             return Outcome(envelope.event_type, "updated" if applied else "stale", event.file_id)

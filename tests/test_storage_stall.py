@@ -96,8 +96,12 @@ def test_a_stalled_resign_counts_no_signature(
     assert renewed.json_body["signaturesRemaining"] == 18
 
 
-def test_a_stalled_callback_answers_before_vod_gives_up(
-    stalling: tuple[DynamoDBServer, Any], api_factory: ApiFactory, token_for: TokenFactory, stage_env: dict[str, str]
+def test_a_stalled_callback_answers_before_vod_gives_up_and_logs_what_it_did_not_apply(
+    stalling: tuple[DynamoDBServer, Any],
+    api_factory: ApiFactory,
+    token_for: TokenFactory,
+    stage_env: dict[str, str],
+    capfd: Any,
 ) -> None:
     server, client = stalling
     api, alice = api_factory(), bearer(token_for("alice"))
@@ -111,6 +115,8 @@ def test_a_stalled_callback_answers_before_vod_gives_up(
         response, elapsed = timed(lambda: api.post(path, headers={"Content-Type": "application/json"}, body=event))
         assert_honest_503(response, elapsed)
     settle(server, client, stage_env["TABLE_NAME"])
+    logged = [json.loads(line) for line in capfd.readouterr().out.splitlines() if "vod event not applied" in line]
+    assert [(line["level"], line["fileId"]) for line in logged] == [("ERROR", "f-stall")]
     # The redelivery (VOD's own, or PULL's) attributes it exactly once.
     assert api.post(path, headers={"Content-Type": "application/json"}, body=event).json_body["outcome"] == "attributed"
     assert [v["fileId"] for v in api.get("/videos", headers=alice).json_body["videos"]] == ["f-stall"]
