@@ -7,7 +7,7 @@ USER ?= alice
 
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 
-.PHONY: install js dev test lint unit token demo clean
+.PHONY: install js dev test lint unit token demo smoke clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: install js
 
 token: install
 	@$(PY) -m devstack.token $(USER)
+
+# After a deploy: `make smoke URL=https://…/api STAGE=dev SMOKE_TOKEN=<a user's JWT>` (local: no token needed).
+smoke: install
+	$(PY) -m deploy.smoke --url $(URL) --stage $(STAGE) $(if $(REPORT),--report $(REPORT))
 
 lint: install
 	$(VENV)/bin/ruff check .
