@@ -25,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Explicit handlers: a parent that started us in the background may have left SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    print(f"vodlocal: serving on {handle.url} (data dir {config.data_dir}, events {config.mode})", flush=True)
+    mode = handle.app.event_config.current().mode  # the stored event config's, which may differ from --mode
+    print(f"vodlocal: serving on {handle.url} (data dir {config.data_dir}, events {mode})", flush=True)
     while not stop.wait(0.5):
         pass
     handle.stop()

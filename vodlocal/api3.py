@@ -1,5 +1,5 @@
 """VOD API 3.0 (``vod.tencentcloudapi.com``): TC3-HMAC-SHA256 auth, PullEvents/ConfirmEvents,
-DescribeEventsState, DescribeMediaInfos and DeleteMedia."""
+DescribeEventsState, ModifyEventConfig/DescribeEventConfig, DescribeMediaInfos and DeleteMedia."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tencentcloud.vod.v20180717 import models
 
 from vodlocal.config import Config
 from vodlocal.cos import CosService
+from vodlocal.eventconfig import DESCRIBE_FIELDS, InvalidEventConfig, check_known, check_sub_app_id
 from vodlocal.events import MAX_PULL, EventBus, file_deleted
 from vodlocal.httpkit import Request, Response
 from vodlocal.media import MediaRepository
@@ -51,6 +52,8 @@ class Api3Service:
             "PullEvents": self.pull_events,
             "ConfirmEvents": self.confirm_events,
             "DescribeEventsState": self.describe_events_state,
+            "ModifyEventConfig": self.modify_event_config,
+            "DescribeEventConfig": self.describe_event_config,
             "DescribeMediaInfos": self.describe_media_infos,
             "DeleteMedia": self.delete_media,
         }
@@ -72,7 +75,7 @@ class Api3Service:
             if not isinstance(params, dict):
                 raise ApiError("InvalidParameter", "body must be a JSON object")
             return envelope(handler(params))
-        except ApiError as exc:
+        except (ApiError, InvalidEventConfig) as exc:
             req.log["error"] = exc.code
             return envelope({"Error": {"Code": exc.code, "Message": exc.message}})
         except ValueError as exc:
@@ -116,7 +119,8 @@ class Api3Service:
 
     # --- actions -------------------------------------------------------------------------------------
     def pull_events(self, params: dict[str, Any]) -> dict[str, Any]:
-        events = self.bus.pull() if self.config.mode == "PULL" else []
+        # In PUSH mode nothing is queued, and vodlocal answers an empty set at once (inferred behaviour).
+        events = self.bus.pull() if self.bus.event_config.current().mode == "PULL" else []
         return {"EventSet": events}
 
     def confirm_events(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +137,15 @@ class Api3Service:
 
     def describe_events_state(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"CountOfEventsToPull": self.bus.pending_count()}
+
+    def modify_event_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.bus.event_config.modify(params)
+        return {}
+
+    def describe_event_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        check_known(params, DESCRIBE_FIELDS)
+        check_sub_app_id(params)
+        return self.bus.event_config.current().describe()
 
     def describe_media_infos(self, params: dict[str, Any]) -> dict[str, Any]:
         file_ids = params.get("FileIds")

@@ -26,6 +26,8 @@ class Config:
     secrets: Mapping[str, str] = field(default_factory=dict)
     app_id: int = DEFAULT_APP_ID
     region: str = DEFAULT_REGION
+    # The initial event config only (NotificationUrl, SignKey, Mode): they seed the stored config on a start over
+    # a data directory that has none, and ModifyEventConfig changes it after that (see vodlocal/eventconfig.py).
     callback_url: str | None = None
     sign_key: str | None = None
     mode: EventMode = "PUSH"
@@ -91,8 +93,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--secret", "--sign-key", nargs="?", action=_RemovedSecretFlag, help=argparse.SUPPRESS)
     p.add_argument("--app-id", type=int, default=int(_env(env, "APP_ID", str(DEFAULT_APP_ID)) or DEFAULT_APP_ID))
     p.add_argument("--region", default=_env(env, "REGION", DEFAULT_REGION), help="default storage region")
-    p.add_argument("--callback-url", default=_env(env, "CALLBACK_URL"), help="PUSH target [VODLOCAL_CALLBACK_URL]")
-    p.add_argument("--mode", choices=["PUSH", "PULL"], default=_env(env, "MODE", "PUSH"), help="[VODLOCAL_MODE]")
+    p.add_argument(
+        "--callback-url", default=_env(env, "CALLBACK_URL"), help="initial PUSH target [VODLOCAL_CALLBACK_URL]"
+    )
+    p.add_argument(
+        "--mode", choices=["PUSH", "PULL"], default=_env(env, "MODE", "PUSH"), help="initial event mode [VODLOCAL_MODE]"
+    )
     p.add_argument(
         "--duplicate-deliveries",
         type=int,

@@ -18,6 +18,7 @@ from typing import Any
 from tencentcloud.vod.v20180717 import models
 
 from vodlocal.config import Config
+from vodlocal.eventconfig import EventConfig, EventConfigStore
 from vodlocal.media import Media, iso_now
 from vodlocal.store import Store
 
@@ -122,11 +123,18 @@ def callback_signature(sign_key: str, expires: int) -> str:
 
 
 class EventBus:
-    """Records every event; PUSH mode POSTs it to the callback URL, PULL mode queues it for PullEvents."""
+    """Records every event the event config lets through, then delivers it as the config says: PUSH mode
+    POSTs it to the NotificationUrl (signed with the SignKey), PULL mode queues it for PullEvents.
 
-    def __init__(self, store: Store, config: Config) -> None:
+    The config is read when an event is emitted (its switch, and PUSH or PULL) and again before each PUSH
+    attempt (the URL and SignKey): a change made with ModifyEventConfig applies to the next send. A pending
+    PUSH whose mode has meanwhile become PULL joins the PULL queue; one whose URL has been cleared is dropped.
+    """
+
+    def __init__(self, store: Store, config: Config, event_config: EventConfigStore | None = None) -> None:
         self.store = store
         self.config = config
+        self.event_config = event_config or EventConfigStore(store, EventConfig.seed(config))
         self._ready = threading.Condition()
         self._outbox: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue()
         self._timers: list[threading.Timer] = []
@@ -135,15 +143,20 @@ class EventBus:
         self.deliveries: list[dict[str, Any]] = []  # PUSH attempts, for tests and debugging
         self._worker = threading.Thread(target=self._push_loop, name="vodlocal-push", daemon=True)
         self._worker.start()
-        if config.mode == "PUSH" and config.callback_url:
-            for row in store.query("SELECT seq, body FROM events WHERE pull = 0 AND confirmed = 0 ORDER BY seq"):
-                self._outbox.put((row["seq"], json.loads(row["body"])))
+        # Undelivered PUSH rows from before a restart: the worker routes them by the config it now finds.
+        for row in store.query("SELECT seq, body FROM events WHERE pull = 0 AND confirmed = 0 ORDER BY seq"):
+            self._outbox.put((row["seq"], json.loads(row["body"])))
 
     # --- emitting ----------------------------------------------------------------------------------
-    def emit(self, event: models.EventContent) -> int:
+    def emit(self, event: models.EventContent) -> int | None:
+        """Record and deliver ``event``; None (and nothing recorded) when its switch is OFF."""
+        current = self.event_config.current()
+        if not current.notifies(event.EventType):
+            log.info("event %s not notified: its switch is OFF", event.EventType)
+            return None
         body: dict[str, Any] = json.loads(event.to_json_string())
-        pull = self.config.mode == "PULL"
-        push = not pull and bool(self.config.callback_url)
+        pull = current.mode == "PULL"
+        push = not pull and current.push_target() is not None
         with self.store.transaction() as db:
             # ``confirmed`` doubles as "delivered" for PUSH rows, so a restart resumes undelivered pushes.
             cur = db.execute(
@@ -159,11 +172,14 @@ class EventBus:
             seq = int(cur.lastrowid or 0)
         log.info("event %s #%d", event.EventType, seq)
         if pull:
-            with self._ready:
-                self._ready.notify_all()
+            self._notify_pullers()
         elif push:
             self._outbox.put((seq, body))
         return seq
+
+    def _notify_pullers(self) -> None:
+        with self._ready:
+            self._ready.notify_all()
 
     def later(self, delay: float, action: Callable[[], None]) -> None:
         timer = threading.Timer(delay, action)
@@ -203,28 +219,50 @@ class EventBus:
             if item is None:
                 return
             seq, body = item
+            replied = stopped = False
             for copy in range(self.config.duplicate_deliveries):
                 if self._closed:
                     return
-                self._deliver(seq, body, copy)
+                outcome = self._deliver(seq, body, copy)
+                if outcome is None:  # the event config no longer PUSHes anywhere
+                    stopped = True
+                    break
+                replied = replied or outcome
             if self._closed:  # possibly cut short: left unconfirmed, so redelivered after a restart
                 return
             try:
-                self.store.execute("UPDATE events SET confirmed = 1 WHERE seq = ?", (seq,))
+                if stopped and not replied:
+                    self._reroute(seq)
+                else:
+                    self.store.execute("UPDATE events SET confirmed = 1 WHERE seq = ?", (seq,))
             except sqlite3.ProgrammingError:  # closed while delivering: redelivered after a restart
                 return
 
-    def _deliver(self, seq: int, body: dict[str, Any], copy: int) -> None:
-        url = self.config.callback_url
-        assert url is not None
+    def _reroute(self, seq: int) -> None:
+        """A PUSH event that can no longer be PUSHed: to the PULL queue in PULL mode, else dropped."""
+        if self.event_config.current().mode == "PULL":
+            self.store.execute("UPDATE events SET pull = 1 WHERE seq = ?", (seq,))
+            log.info("event #%d: the mode is now PULL, queued for PullEvents", seq)
+            self._notify_pullers()
+        else:
+            self.store.execute("UPDATE events SET confirmed = 1 WHERE seq = ?", (seq,))
+            log.warning("event #%d dropped: no NotificationUrl is configured", seq)
+
+    def _deliver(self, seq: int, body: dict[str, Any], copy: int) -> bool | None:
+        """POST one copy, with retries. True once a reply came, False if every attempt failed, None if the
+        event config stopped PUSHing (PULL mode, or no URL) before an attempt."""
         backoff = self.config.push_backoff
         for attempt in range(1 + self.config.push_retries):
+            target = self.event_config.current().push_target()  # re-read: ModifyEventConfig applies at once
+            if target is None:
+                return None
+            url, sign_key = target
             started = time.monotonic()
             payload = dict(body)
-            if self.config.sign_key:
+            if sign_key:
                 expires = int(time.time()) + 600
                 payload["T"] = expires
-                payload["Sign"] = callback_signature(self.config.sign_key, expires)
+                payload["Sign"] = callback_signature(sign_key, expires)
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             request = urllib.request.Request(  # noqa: S310 - the configured callback URL
                 url,
@@ -243,14 +281,15 @@ class EventBus:
                 record["error"] = repr(exc)
             self.deliveries.append(record)
             if "status" in record:
-                return
+                return True
             log.warning("push of event #%d failed (attempt %d): %s", seq, attempt + 1, record.get("error"))
             if attempt < self.config.push_retries and backoff:
                 # A refused connection fails at once: wait so that a restarting callback can take the retry.
                 # After a timeout the pause has already passed, and the retry goes out at once, as VOD's does.
                 pause = backoff[min(attempt, len(backoff) - 1)] - (time.monotonic() - started)
                 if pause > 0 and self._closing.wait(pause):
-                    return
+                    return False
+        return False
 
     # --- PULL --------------------------------------------------------------------------------------
     def pull(self, wait: float | None = None) -> list[dict[str, Any]]:

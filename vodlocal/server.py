@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from vodlocal.api3 import Api3Service
 from vodlocal.config import Config
 from vodlocal.cos import CosService
+from vodlocal.eventconfig import EventConfig, EventConfigStore
 from vodlocal.events import EventBus
 from vodlocal.httpkit import BodyReader, MalformedBody, Request, Response
 from vodlocal.media import MediaRepository
@@ -54,7 +55,9 @@ class App:
         self.base_url = config.public_base_url or f"http://{config.host}:{config.port}"
         self.store = Store(config.data_dir)
         self.cos = CosService(self.store, config)
-        self.bus = EventBus(self.store, config)
+        # The stored event config (ModifyEventConfig) governs delivery; the flags only seed it when none is stored.
+        self.event_config = EventConfigStore(self.store, EventConfig.seed(config))
+        self.bus = EventBus(self.store, config, self.event_config)
         self.media = MediaRepository(self.store)
         self.ugc = UgcService(self.store, config, self.cos, self.bus, self.media, lambda: self.base_url)
         self.api3 = Api3Service(config, self.bus, self.media, self.cos)
@@ -96,7 +99,7 @@ class App:
         if path == "/v3/index.php":
             return self.ugc.handle(req)
         if path in ("/", "/_vodlocal/health"):
-            return Response.json({"ok": True, "mode": self.config.mode})
+            return Response.json({"ok": True, "mode": self.event_config.current().mode})
         if path == "/_vodlocal/requests":
             return Response.json(list(self.request_log))
         return Response.json({"error": f"no route for host {req.raw_host!r} path {path!r}"}, 404)
@@ -251,7 +254,7 @@ def start(config: Config) -> Handle:
     )
     thread.start()
     url = f"http://{config.host}:{port}"
-    log.info("vodlocal listening on %s (data dir %s, mode %s)", url, config.data_dir, config.mode)
+    log.info("vodlocal listening on %s (data dir %s, mode %s)", url, config.data_dir, app.event_config.current().mode)
     return Handle(app, server, thread, url)
 
 
