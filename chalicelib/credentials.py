@@ -6,6 +6,9 @@ while; in `local` from environment variables. Nothing here ever formats a secret
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -20,6 +23,24 @@ UNAVAILABLE = "service secrets are unavailable"
 logger = logging.getLogger("vodupload")
 
 SECRET_KEYS = ("VOD_SECRET_ID", "VOD_SECRET_KEY", "CONTEXT_TAG_KEY", "VOD_CALLBACK_TOKEN")
+# The secret a stage stack creates (infra/stage.json) holds one random STAGE_KEY that CloudFormation
+# generates (a secret generates one value), and the operator's VOD key pair. The context-tag key, the
+# callback path token and the callback SignKey are derived from it; a value set explicitly wins.
+STAGE_KEY = "STAGE_KEY"
+
+
+def derive_from_stage_key(stage_key: str) -> dict[str, str]:
+    """CONTEXT_TAG_KEY, VOD_CALLBACK_TOKEN and VOD_SIGN_KEY from the stage key (also used by the deploy,
+    which sets the callback URL and SignKey in VOD). VOD takes a SignKey of letters and digits, ≤ 32."""
+
+    def derived(label: str) -> bytes:
+        return hmac.new(stage_key.encode("utf-8"), label.encode("ascii"), hashlib.sha256).digest()
+
+    return {
+        "CONTEXT_TAG_KEY": base64.urlsafe_b64encode(derived("context-tag-key")).rstrip(b"=").decode("ascii"),
+        "VOD_CALLBACK_TOKEN": base64.urlsafe_b64encode(derived("callback-token")).rstrip(b"=").decode("ascii"),
+        "VOD_SIGN_KEY": derived("vod-sign-key").hex()[:32],
+    }
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,9 @@ class ServiceSecrets:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str) -> ServiceSecrets:
+        stage_key = values.get(STAGE_KEY)
+        if isinstance(stage_key, str) and stage_key:
+            values = {**derive_from_stage_key(stage_key), **{k: v for k, v in values.items() if v}}
         missing = [key for key in SECRET_KEYS if not isinstance(values.get(key), str) or not values[key]]
         if missing:
             raise ServiceUnavailable(f"secrets from {source} lack {', '.join(missing)}")

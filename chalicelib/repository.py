@@ -1,4 +1,4 @@
-"""All DynamoDB access. One table, keys `pk`/`sk`, TTL attribute `ttl` (see infra/table.json).
+"""All DynamoDB access. One table, keys `pk`/`sk`, TTL attribute `ttl` (see infra/stage.json).
 
 Items:
   UPLOAD#<id>    / UPLOAD       upload intent and one-time signature ledger

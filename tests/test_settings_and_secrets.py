@@ -12,6 +12,7 @@ from moto import mock_aws
 
 from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
 from chalicelib.errors import ServiceUnavailable
+from chalicelib.http import configure_logging
 from chalicelib.settings import Settings, SettingsError
 from devstack.token import local_stage_env
 
@@ -109,6 +110,7 @@ def test_secrets_manager_is_read_once_per_ttl(secretsmanager: Any) -> None:
     "content", ["not json", json.dumps(["a"]), json.dumps({"VOD_SECRET_ID": "AKIDx", "VOD_SECRET_KEY": "kkk"})]
 )
 def test_unusable_secret_is_a_generic_503_with_the_cause_logged(secretsmanager: Any, content: str, capfd: Any) -> None:
+    configure_logging()  # as the app does on import: this test must not depend on another having imported it
     secretsmanager.create_secret(Name="vod-upload/dev", SecretString=content)
     provider = SecretsManagerSecrets(lambda: secretsmanager, "vod-upload/dev", ttl_seconds=300)
     with pytest.raises(ServiceUnavailable) as info:

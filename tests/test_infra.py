@@ -1,0 +1,85 @@
+"""The stage stack (infra/stage.json): it lints, it makes what the app and its IAM policies expect, and
+the secret it generates yields working service secrets."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.credentials import STAGE_KEY, ServiceSecrets, derive_from_stage_key
+from chalicelib.errors import ServiceUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = sorted((ROOT / "infra").glob("*.json"))
+STAGE = json.loads((ROOT / "infra" / "stage.json").read_text())
+CHALICE = json.loads((ROOT / ".chalice" / "config.json").read_text())
+
+
+def test_every_template_passes_cfn_lint() -> None:
+    assert TEMPLATES
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run(  # noqa: S603 - the linter from our own venv
+        [str(cfn_lint), *map(str, TEMPLATES)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def substituted(value: Any, **parameters: str) -> str:
+    assert set(value) == {"Fn::Sub"}
+    return re.sub(r"\$\{(\w+)\}", lambda m: parameters[m.group(1)], value["Fn::Sub"])
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_names_are_the_ones_the_stage_config_and_its_policy_use(stage: str) -> None:
+    env = CHALICE["stages"][stage]["environment_variables"]
+    app_name = STAGE["Parameters"]["AppName"]["Default"]
+    resources = STAGE["Resources"]
+    assert (
+        substituted(resources["Table"]["Properties"]["TableName"], AppName=app_name, Stage=stage) == env["TABLE_NAME"]
+    )
+    assert substituted(resources["Secret"]["Properties"]["Name"], AppName=app_name, Stage=stage) == env["SECRET_NAME"]
+    policy = (ROOT / ".chalice" / CHALICE["stages"][stage]["iam_policy_file"]).read_text()
+    assert f"table/{env['TABLE_NAME']}" in policy and f"secret:{env['SECRET_NAME']}-" in policy
+
+
+def test_the_table_keeps_its_safeguards_and_the_user_pool_is_made_only_without_an_issuer() -> None:
+    resources = STAGE["Resources"]
+    assert resources["Table"]["DeletionPolicy"] == resources["Table"]["UpdateReplacePolicy"] == "Retain"
+    assert STAGE["Conditions"]["MakeUserPool"] == {"Fn::Equals": [{"Ref": "OidcIssuer"}, ""]}
+    assert resources["UserPool"]["Condition"] == resources["UserPoolClient"]["Condition"] == "MakeUserPool"
+    assert resources["UserPoolClient"]["Properties"]["GenerateSecret"] is False  # a browser or app client
+    bucket = resources["StateBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
+def test_the_generated_secret_holds_no_real_value_and_makes_the_stage_key() -> None:
+    generated = STAGE["Resources"]["Secret"]["Properties"]["GenerateSecretString"]
+    assert json.loads(generated["SecretStringTemplate"]) == {"VOD_SECRET_ID": "", "VOD_SECRET_KEY": ""}
+    assert generated["GenerateStringKey"] == STAGE_KEY
+    assert generated["PasswordLength"] >= 64 and generated["ExcludePunctuation"] is True
+
+
+def test_the_stage_key_yields_every_derived_secret_and_explicit_values_win() -> None:
+    created = {"VOD_SECRET_ID": "AKIDoperator", "VOD_SECRET_KEY": "operator-key", STAGE_KEY: "k" * 64}
+    secrets = ServiceSecrets.from_mapping(created, "test")
+    derived = derive_from_stage_key("k" * 64)
+    assert secrets.context_tag_key == derived["CONTEXT_TAG_KEY"].encode()
+    assert secrets.callback_token == derived["VOD_CALLBACK_TOKEN"]
+    assert secrets.sign_key == derived["VOD_SIGN_KEY"]
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", derived["VOD_SIGN_KEY"])  # what VOD's ModifyEventConfig takes
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", derived["VOD_CALLBACK_TOKEN"])  # a URL path segment
+    assert len(set(derived.values())) == 3
+    assert derive_from_stage_key("k" * 63 + "j") != derived
+    explicit = ServiceSecrets.from_mapping({**created, "VOD_SIGN_KEY": "ExplicitKey1"}, "test")
+    assert explicit.sign_key == "ExplicitKey1" and explicit.callback_token == derived["VOD_CALLBACK_TOKEN"]
+
+
+def test_a_fresh_stage_secret_is_unusable_until_the_operator_adds_the_vod_keys() -> None:
+    with pytest.raises(ServiceUnavailable, match="VOD_SECRET_ID, VOD_SECRET_KEY"):
+        ServiceSecrets.from_mapping({"VOD_SECRET_ID": "", "VOD_SECRET_KEY": "", STAGE_KEY: "k" * 64}, "test")
