@@ -120,17 +120,22 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """A copy of the app served on a free port with this test's stage environment, by `devstack.api`: what
-    `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog."""
-    project = tmp_path / "project"
+def app_project_copy(project: Path, stage_env: dict[str, str]) -> Path:
+    """A copy of the app (app.py, chalicelib/) whose only stage, `test`, has this test's environment."""
     project.mkdir()
     shutil.copy(ROOT / "app.py", project / "app.py")
     shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
     (project / ".chalice").mkdir()
-    config = {"version": "2.0", "app_name": "stack-test", "stages": {"test": {"environment_variables": stage_env}}}
+    config = {"version": "2.0", "app_name": "copy", "stages": {"test": {"environment_variables": stage_env}}}
     (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    return project
+
+
+@pytest.fixture
+def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A copy of the app served on a free port with this test's stage environment, by `devstack.api`: what
+    `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog."""
+    project = app_project_copy(tmp_path / "project", stage_env)
     port = _free_port()
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "devstack.api", "--project-dir", str(project), "--stage", "test", "--port", str(port)],

@@ -3,9 +3,7 @@ and the real API child (`devstack.api`), on a copy of the project so that the co
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -15,18 +13,12 @@ from pathlib import Path
 import pytest
 
 from devstack.run import ApiServer, CodeWatcher, Shutdown
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT, _free_port, app_project_copy
 
 
 @pytest.fixture
 def project(stage_env: dict[str, str], tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "app.py", project / "app.py")
-    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / ".chalice").mkdir()
-    config = {"version": "2.0", "app_name": "reload-test", "stages": {"test": {"environment_variables": stage_env}}}
-    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    project = app_project_copy(tmp_path / "project", stage_env)
     (project / "requirements.txt").write_text("chalice\n")
     return project
 
