@@ -7,15 +7,19 @@ class DomainError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, retry_after_seconds: int | None = None) -> None:
+        """`retry_after_seconds`: when the same request may succeed (a `Retry-After` header and body field)."""
         super().__init__(message)
         self.message = message
         self.field = field
+        self.retry_after_seconds = None if retry_after_seconds is None else max(1, retry_after_seconds)
 
     def body(self) -> dict[str, object]:
         body: dict[str, object] = {"error": self.code, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
+        if self.retry_after_seconds is not None:
+            body["retryAfter"] = self.retry_after_seconds
         return body
 
 
@@ -52,12 +56,11 @@ class LimitExceeded(DomainError):
     code = "limit_exceeded"
 
     def __init__(self, message: str, limit: str, retry_after_seconds: int) -> None:
-        super().__init__(message)
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
         self.limit = limit
-        self.retry_after_seconds = max(1, retry_after_seconds)
 
     def body(self) -> dict[str, object]:
-        return {**super().body(), "limit": self.limit, "retryAfter": self.retry_after_seconds}
+        return {**super().body(), "limit": self.limit}
 
 
 class Conflict(DomainError):
@@ -77,8 +80,4 @@ class ServiceUnavailable(DomainError):
     code = "service_unavailable"
 
     def __init__(self, message: str, retry_after_seconds: int = 2) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = max(1, retry_after_seconds)
-
-    def body(self) -> dict[str, object]:
-        return {**super().body(), "retryAfter": self.retry_after_seconds}
+        super().__init__(message, retry_after_seconds=retry_after_seconds)

@@ -12,14 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalice.app import Response
 
-from chalicelib.errors import (
-    DomainError,
-    InvalidRequest,
-    LimitExceeded,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    UnsupportedMediaType,
-)
+from chalicelib.errors import DomainError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from chalicelib.strict_json import load_bounded_json
 
 if TYPE_CHECKING:
@@ -98,7 +91,7 @@ def parse_json_body(
 
 def error_response(error: DomainError) -> tuple[int, dict[str, object], dict[str, str | list[str]]]:
     headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
-    if isinstance(error, LimitExceeded | ServiceUnavailable):
+    if error.retry_after_seconds is not None:
         headers["Retry-After"] = str(error.retry_after_seconds)
     return error.status, error.body(), headers
 

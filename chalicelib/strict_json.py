@@ -66,6 +66,14 @@ def check_bounded(value: Any, max_depth: int, root: str = "") -> None:
                 pending.append((member, child, depth + 1))
 
 
+def is_bounded(value: Any, max_depth: int) -> bool:
+    try:
+        check_bounded(value, max_depth)
+    except UnboundedJson:
+        return False
+    return True
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON that is valid for any reader: a non-finite number is an error, never `Infinity`."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
@@ -76,7 +84,6 @@ def load_stored_json(text: str, max_depth: int) -> Any:
     anything a client sent; such a value reads as None rather than failing every later read and write."""
     try:
         value = json.loads(text)
-        check_bounded(value, max_depth)
     except (ValueError, RecursionError):
         return None
-    return value
+    return value if is_bounded(value, max_depth) else None

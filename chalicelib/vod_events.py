@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chalicelib.errors import Forbidden, InvalidRequest, Unauthorized
-from chalicelib.strict_json import UnboundedJson, check_bounded, load_json
+from chalicelib.strict_json import is_bounded, load_json
 
 MAX_TASK_OUTPUTS = 50
 MAX_FILE_ID_LENGTH = 64
@@ -295,17 +295,13 @@ def _output(result: MediaProcessResult) -> TaskOutput:
         err_code=task.err_code,
         url=url if isinstance(url, str) else None,
         definition=definition if isinstance(definition, int) and not isinstance(definition, bool) else None,
-        detail={k: v for k, v in output.items() if k in _OUTPUT_DETAILS and v is not None and _storable(v)},
+        # Free-form VOD values are kept only if they can be served back as valid JSON.
+        detail={
+            k: v
+            for k, v in output.items()
+            if k in _OUTPUT_DETAILS and v is not None and is_bounded(v, _MAX_DETAIL_DEPTH)
+        },
     )
-
-
-def _storable(value: Any) -> bool:
-    """Whether a free-form VOD value can be kept in a stored snapshot and served back as valid JSON."""
-    try:
-        check_bounded(value, _MAX_DETAIL_DEPTH)
-    except UnboundedJson:
-        return False
-    return True
 
 
 def _review(raw: dict[str, Any]) -> dict[str, Any]:
