@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in destroy(args.stage, os.environ, args.build_dir):
                 say(line)
             return 0
-        smoke_target = direct
+        smoke_target: SmokeTarget = direct
         if args.smoke_locally:
             from deploy.rehearse import served_locally
 
