@@ -156,7 +156,7 @@ def deploy(
     else:
         raise DeployError(f"chalice made API {after.rest_api_id} although the state named {before.rest_api_id}")
 
-    vod = vod_notify.client(service.vod_secret_id, service.vod_secret_key, environ)
+    vod = vod_notify.client(*found.vod_admin, environ)
     sub_app_id = _sub_app_id(env)
     if service.sign_key is None:
         raise DeployError(f"secret {outputs['SecretName']}: no SignKey for VOD (STAGE_KEY or VOD_SIGN_KEY)")
@@ -222,10 +222,13 @@ def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stag
         deployed = stage.deployed(project, stage_name)
         if deployed is not None:
             secret = preflight.read_secret(aws("secretsmanager"), outputs["SecretArn"])
-            service = ServiceSecrets.from_mapping(secret, f"secret {outputs['SecretName']}")
-            vod = vod_notify.client(service.vod_secret_id, service.vod_secret_key, environ)
-            if vod_notify.disable(vod, deployed.api_url, _sub_app_id(committed_env)):
-                done.append("VOD event notification to this stage: switched off")
+            try:
+                vod = vod_notify.client(*preflight.vod_admin_pair(environ, secret), environ)
+            except KeyError:
+                done.append("VOD event notification: left as it is (no VOD key pair in the secret or environment)")
+            else:
+                if vod_notify.disable(vod, deployed.api_url, _sub_app_id(committed_env)):
+                    done.append("VOD event notification to this stage: switched off")
         stage.run_chalice(project, "delete", stage_name, _chalice_environ(environ))
         done.append("chalice: API, function and role deleted")
     _empty_bucket(s3, outputs["StateBucket"])

@@ -22,6 +22,7 @@ from deploy import stage as stage_module
 from deploy import vod_notify
 
 VOD_KEYS = ("VOD_SECRET_ID", "VOD_SECRET_KEY")
+VOD_ADMIN_KEYS = ("VOD_ADMIN_SECRET_ID", "VOD_ADMIN_SECRET_KEY")
 JWKS_TIMEOUT_SECONDS = 10
 BUSY = ("_IN_PROGRESS", "_FAILED", "ROLLBACK_COMPLETE")
 
@@ -36,6 +37,7 @@ class Findings:
     stack: dict[str, Any] | None = None
     vod_keys: dict[str, str] = field(default_factory=dict)
     vod_keys_to_store: bool = False
+    vod_admin: tuple[str, str] = ("", "")
     issuer_jwks_url: str | None = None
 
 
@@ -121,12 +123,24 @@ def _vod_keys(found: Findings, stage: str, environ: Mapping[str, str], aws: Any)
             "secret), or put them into the secret (README, Deploy)"
         )
         return
+    admin = {key: environ[key] for key in VOD_ADMIN_KEYS if environ.get(key)}
+    if len(admin) == 1:
+        found.problems.append("VOD admin keys: export both VOD_ADMIN_SECRET_ID and VOD_ADMIN_SECRET_KEY, or neither")
+        return
+    found.vod_admin = vod_admin_pair(environ, found.vod_keys)
     try:
-        vod_notify.describe(
-            vod_notify.client(found.vod_keys["VOD_SECRET_ID"], found.vod_keys["VOD_SECRET_KEY"], environ)
-        )
+        vod_notify.describe(vod_notify.client(*found.vod_admin, environ))
     except vod_notify.VodConfigError as error:
-        found.problems.append(f"VOD keys: VOD refuses them: {error}")
+        which = "the VOD_ADMIN key pair" if admin else "them"
+        found.problems.append(f"VOD keys: VOD refuses {which}: {error}")
+
+
+def vod_admin_pair(environ: Mapping[str, str], stage_keys: Mapping[str, Any]) -> tuple[str, str]:
+    """The key pair that sets VOD's event config: VOD_ADMIN_SECRET_ID/KEY when given (so that the key the
+    function holds need not be allowed to redirect events), else the stage's own."""
+    if all(environ.get(key) for key in VOD_ADMIN_KEYS):
+        return environ["VOD_ADMIN_SECRET_ID"], environ["VOD_ADMIN_SECRET_KEY"]
+    return str(stage_keys["VOD_SECRET_ID"]), str(stage_keys["VOD_SECRET_KEY"])
 
 
 def check_issuer(found: Findings, issuer: str, environ: Mapping[str, str]) -> None:

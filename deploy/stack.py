@@ -54,6 +54,7 @@ def describe(cloudformation: Any, name: str) -> dict[str, Any] | None:
 def apply(cloudformation: Any, stage: str, oidc_issuer: str) -> StackResult:
     name = stack_name(stage)
     parameters = [
+        {"ParameterKey": "AppName", "ParameterValue": APP_NAME},
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "OidcIssuer", "ParameterValue": oidc_issuer},
     ]

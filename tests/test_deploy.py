@@ -114,6 +114,9 @@ def test_keys_vod_refuses_missing_credentials_and_region_are_each_one_line(
     [line] = preflight_lines(wrong_key)
     assert line.startswith("preflight: VOD keys: VOD refuses them: VOD DescribeEventConfig: AuthFailure")
     assert "not-the-key" not in wrong_key.stdout + wrong_key.stderr
+    wrong_admin = run("deploy", {**emulated, "VOD_ADMIN_SECRET_ID": "AKIDother", "VOD_ADMIN_SECRET_KEY": "x"}, tmp_path)
+    [line] = preflight_lines(wrong_admin)
+    assert line.startswith("preflight: VOD keys: VOD refuses the VOD_ADMIN key pair: VOD DescribeEventConfig: ")
 
     no_credentials = {k: v for k, v in emulated.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
     result = run("deploy", {**no_credentials, "AWS_REGION": "us-east-1"}, tmp_path)
@@ -257,6 +260,7 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     second = run("deploy", {k: v for k, v in emulated.items() if k not in preflight.VOD_KEYS}, tmp_path / "second")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "VOD key pair stored" not in second.stdout and "VOD event config: unchanged" in second.stdout
+    assert "deploy: changed: stack vod-upload-dev: unchanged" in second.stdout
     assert f"deploy: API URL {api_url}" in second.stdout
     assert len(aws(emulated, "apigateway").get_rest_apis()["items"]) == 1
 
