@@ -44,7 +44,7 @@ smoke: install
 STAGE_ARG = --stage $(or $(STAGE),$(error name the stage: STAGE=dev or STAGE=prod))
 
 deploy: install
-	$(PY) -m deploy.deploy deploy $(STAGE_ARG) $(if $(REPORT),--report $(REPORT))
+	$(PY) -m deploy.deploy deploy $(STAGE_ARG) $(if $(REPORT),--report $(REPORT)) $(if $(SMOKE_LOCALLY),--smoke-locally)
 
 destroy: install
 	$(PY) -m deploy.deploy destroy $(STAGE_ARG)

@@ -36,7 +36,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.credentials import ServiceSecrets
-from chalicelib.policy import UploadPolicy
 from deploy import cognito, preflight, smoke, stack, stage, vod_notify
 
 AWS_CLIENT_CONFIG = Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 5})
@@ -157,7 +156,7 @@ def deploy(
         raise DeployError(f"chalice made API {after.rest_api_id} although the state named {before.rest_api_id}")
 
     vod = vod_notify.client(*found.vod_admin, environ)
-    sub_app_id = _sub_app_id(env)
+    sub_app_id = stage.vod_sub_app_id(env)
     if service.sign_key is None:
         raise DeployError(f"secret {outputs['SecretName']}: no SignKey for VOD (STAGE_KEY or VOD_SIGN_KEY)")
     wanted = vod_notify.wanted(after.api_url, service.callback_token)
@@ -188,10 +187,6 @@ def deploy(
 def _chalice_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """Chalice reads the region from AWS_DEFAULT_REGION only."""
     return {**environ, "AWS_DEFAULT_REGION": str(region(environ))}
-
-
-def _sub_app_id(env: Mapping[str, str]) -> int | None:
-    return UploadPolicy.model_validate(json.loads(env.get("UPLOAD_POLICY", "{}"))).default.vod_sub_app_id
 
 
 @contextlib.contextmanager
@@ -227,7 +222,7 @@ def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stag
             except KeyError:
                 done.append("VOD event notification: left as it is (no VOD key pair in the secret or environment)")
             else:
-                if vod_notify.disable(vod, deployed.api_url, _sub_app_id(committed_env)):
+                if vod_notify.disable(vod, deployed.api_url, stage.vod_sub_app_id(committed_env)):
                     done.append("VOD event notification to this stage: switched off")
         stage.run_chalice(project, "delete", stage_name, _chalice_environ(environ))
         done.append("chalice: API, function and role deleted")

@@ -3,7 +3,7 @@ to do; the deploy runs only when there are none.
 
 Checked: the stage and its committed config (no placeholder left), AWS credentials and region, the stage
 stack not busy, the VOD key pair (in the stage's secret, or given in the environment for the first deploy)
-and VOD accepting it, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
+and VOD accepting it, VOD's events not already going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
 smoke test.
 """
 
@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -128,11 +129,34 @@ def _vod_keys(found: Findings, stage: str, environ: Mapping[str, str], aws: Any)
         found.problems.append("VOD admin keys: export both VOD_ADMIN_SECRET_ID and VOD_ADMIN_SECRET_KEY, or neither")
         return
     found.vod_admin = vod_admin_pair(environ, found.vod_keys)
+    sub_app_id = stage_module.vod_sub_app_id(found.committed_env)
     try:
-        vod_notify.describe(vod_notify.client(*found.vod_admin, environ))
+        current = vod_notify.describe(vod_notify.client(*found.vod_admin, environ), sub_app_id)
     except vod_notify.VodConfigError as error:
         which = "the VOD_ADMIN key pair" if admin else "them"
         found.problems.append(f"VOD keys: VOD refuses {which}: {error}")
+        return
+    _event_target(found, stage, current, environ, aws)
+
+
+def _event_target(
+    found: Findings, stage: str, current: vod_notify.EventConfig, environ: Mapping[str, str], aws: Any
+) -> None:
+    """VOD keeps one event config per (sub)application: a stage must not silently take over the events another
+    stage, or another app, receives (two stages need two subapplications, `vodSubAppId` in UPLOAD_POLICY)."""
+    if not current.notification_url or environ.get("VOD_EVENTS_TAKE_OVER") == "1":
+        return
+    own = None
+    if found.stack is not None:
+        bucket = {o["OutputKey"]: o["OutputValue"] for o in found.stack.get("Outputs", [])}.get("StateBucket")
+        own = stage_module.recorded_api_url(aws("s3"), bucket, stage) if bucket else None
+    if own and current.notification_url.startswith(own.rstrip("/") + "/"):
+        return
+    where = urlsplit(current.notification_url)
+    found.problems.append(
+        f"VOD events: this VOD application already sends its events to {where.scheme}://{where.netloc}; give "
+        f"stage {stage} its own subapplication (vodSubAppId in UPLOAD_POLICY) or export VOD_EVENTS_TAKE_OVER=1"
+    )
 
 
 def vod_admin_pair(environ: Mapping[str, str], stage_keys: Mapping[str, Any]) -> tuple[str, str]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -151,13 +151,14 @@ def _wait_until_up(base: str, process: subprocess.Popen[bytes], log_path: Path) 
 
 
 def serve() -> None:
-    """Run the emulators until SIGTERM/SIGINT, first printing (one JSON line) the environment that points a
-    deploy at them: `make deploy` and `make destroy` can then be tried by hand, or by a test."""
+    """Run the emulators until SIGTERM/SIGINT, first printing the `export` lines that point a deploy at them:
+    `make deploy` and `make destroy` can then be tried by hand, or by a test."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as work_dir, emulators(Path(work_dir)) as environ:
-        print(json.dumps({k: v for k, v in environ.items() if k not in ("PATH", "HOME")}), flush=True)
+        exports = [f"export {k}={shlex.quote(v)}" for k, v in environ.items() if k not in ("PATH", "HOME")]
+        print("\n".join([*exports, "# emulators ready; Ctrl-C stops them"]), flush=True)
         stop.wait()
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.policy import UploadPolicy
 from chalicelib.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,13 +144,30 @@ def save_state(s3: Any, bucket: str, stage: str, project: Path) -> bool:
 
 def deployed(project: Path, stage: str) -> Deployed | None:
     path = state_file(project, stage)
-    if not path.exists():
-        return None
-    resources = {r["resource_type"]: r for r in json.loads(path.read_text()).get("resources", [])}
+    return parse_deployed(path.read_bytes()) if path.exists() else None
+
+
+def parse_deployed(document: bytes) -> Deployed | None:
+    resources = {r["resource_type"]: r for r in json.loads(document).get("resources", [])}
     if "rest_api" not in resources or "lambda_function" not in resources:
         return None
     api = resources["rest_api"]
     return Deployed(api["rest_api_id"], api["rest_api_url"], resources["lambda_function"]["lambda_arn"])
+
+
+def recorded_api_url(s3: Any, bucket: str, stage: str) -> str | None:
+    """The API URL the stage's last deploy recorded in its bucket, if any."""
+    try:
+        document = s3.get_object(Bucket=bucket, Key=state_key(stage))["Body"].read()
+    except ClientError:
+        return None
+    recorded = parse_deployed(document)
+    return recorded.api_url if recorded else None
+
+
+def vod_sub_app_id(env: Mapping[str, str]) -> int | None:
+    """The VOD subapplication the stage's default upload tier uploads into (None: the main application)."""
+    return UploadPolicy.model_validate(json.loads(env.get("UPLOAD_POLICY", "{}"))).default.vod_sub_app_id
 
 
 def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str]) -> None:

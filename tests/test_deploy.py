@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import shlex
 import subprocess
 import sys
 import threading
@@ -27,38 +27,37 @@ STAGE = "dev"
 
 @pytest.fixture(scope="module")
 def emulated() -> Iterator[dict[str, str]]:
-    """`python -m deploy.rehearse --serve`: moto and vodlocal, and the environment that points a deploy at them."""
+    """`python -m deploy.rehearse --serve`: moto and vodlocal, and the `export` lines that point a deploy at them."""
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy.rehearse", "--serve"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 60)
-    assert ready, "the rehearsal emulators did not start"
-    environ: dict[str, str] = json.loads(process.stdout.readline())
+    environ: dict[str, str] = {}
+    watchdog = threading.Timer(60, process.kill)  # readline would otherwise wait forever on a hung start
+    watchdog.start()
+    for line in process.stdout:
+        if not line.startswith("export "):
+            break
+        name, _, value = line.removeprefix("export ").strip().partition("=")
+        environ[name] = shlex.split(value)[0]
+    watchdog.cancel()
+    assert process.poll() is None and "AWS_ENDPOINT_URL" in environ, "the rehearsal emulators did not start"
     yield environ
     process.terminate()
     process.wait(timeout=15)
 
 
-def run(command: str, environ: dict[str, str], tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def run(
+    command: str, environ: dict[str, str], tmp_path: Path, *extra: str, stage: str = STAGE
+) -> subprocess.CompletedProcess[str]:
     """The deploy script as `make deploy`/`make destroy` run it, with nothing of this machine's AWS setup."""
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     clean = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
     build = str(tmp_path / "build")
+    command_line = ["deploy.deploy", command, "--stage", stage, "--build-dir", build, "--smoke-locally", *extra]
     return subprocess.run(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "deploy.deploy",
-            command,
-            "--stage",
-            STAGE,
-            "--build-dir",
-            build,
-            "--smoke-locally",
-            *extra,
-        ],
+        [sys.executable, "-m", *command_line],
         cwd=ROOT,
         env={**clean, **environ},
         capture_output=True,
@@ -256,6 +255,16 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
 
     service = ServiceSecrets.from_mapping(secret, "test")
     assert vod_notify.describe(vod) == vod_notify.wanted(api_url, service.callback_token)
+
+    # VOD keeps one event config per (sub)application: another stage may not silently take it over.
+    prod = run("deploy", emulated, tmp_path / "prod", stage="prod")
+    assert prod.returncode == 2, prod.stdout + prod.stderr
+    host = api_url.split("/")[2]
+    assert preflight_lines(prod) == [
+        f"preflight: VOD events: this VOD application already sends its events to https://{host}; give stage prod "
+        "its own subapplication (vodSubAppId in UPLOAD_POLICY) or export VOD_EVENTS_TAKE_OVER=1"
+    ]
+    assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-prod") is None
 
     second = run("deploy", {k: v for k, v in emulated.items() if k not in preflight.VOD_KEYS}, tmp_path / "second")
     assert second.returncode == 0, second.stdout + second.stderr
