@@ -3,8 +3,8 @@ to do; the deploy runs only when there are none.
 
 Checked: the stage and its committed config (no placeholder left), AWS credentials and region, the stage
 stack not busy, the VOD key pair (in the stage's secret, or given in the environment for the first deploy)
-and VOD accepting it, VOD's events not already going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
-smoke test.
+and VOD accepting it, VOD's events not already going to another API, and, when the stage names its own
+OIDC issuer, that issuer's JWKS and a token for the smoke test.
 """
 
 from __future__ import annotations
