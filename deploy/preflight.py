@@ -2,9 +2,10 @@
 to do; the deploy runs only when there are none.
 
 Checked: the stage and its committed config (no placeholder left), AWS credentials and region, the stage
-stack not busy, the VOD key pair (in the stage's secret, or given in the environment for the first deploy)
-and VOD accepting it, VOD's events not already going to another API, and, when the stage names its own
-OIDC issuer, that issuer's JWKS and a token for the smoke test.
+template (CloudFormation's ValidateTemplate), the stage stack not busy, the VOD key pair (in the stage's
+secret, or given in the environment for the first deploy) and VOD accepting it, VOD's events not already
+going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
+smoke test.
 """
 
 from __future__ import annotations
@@ -85,8 +86,13 @@ def _aws_identity(found: Findings, aws: Any) -> bool:
 
 def _stack_state(found: Findings, stage: str, aws: Any) -> None:
     name = stack_module.stack_name(stage)
+    cloudformation = aws("cloudformation")
     try:
-        found.stack = stack_module.describe(aws("cloudformation"), name)
+        cloudformation.validate_template(TemplateBody=stack_module.TEMPLATE.read_text())
+    except ClientError as error:
+        found.problems.append(f"template {stack_module.TEMPLATE.name}: CloudFormation refuses it: {_first_line(error)}")
+    try:
+        found.stack = stack_module.describe(cloudformation, name)
     except (ClientError, BotoCoreError) as error:
         found.problems.append(f"stack {name}: cannot be read: {_first_line(error)}")
         return
@@ -144,7 +150,8 @@ def _event_target(
 ) -> None:
     """VOD keeps one event config per (sub)application: a stage must not silently take over the events another
     stage, or another app, receives (two stages need two subapplications, `vodSubAppId` in UPLOAD_POLICY)."""
-    if not current.notification_url or environ.get("VOD_EVENTS_TAKE_OVER") == "1":
+    sending = "ON" in (current.upload_media_complete, current.delete_media_complete)
+    if not (current.notification_url and sending) or environ.get("VOD_EVENTS_TAKE_OVER") == "1":
         return
     own = None
     if found.stack is not None:

@@ -302,3 +302,39 @@ def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tm
     assert lines[3] == "rehearsal: PASSED"
     assert result.stdout.count("smoke: 5 passed, 0 failed") == 2
     assert all(check["passed"] for check in json.loads(report.read_text())["checks"])
+
+
+# -- the deploy role allows what the deploy script really calls ----------------------------------------------
+
+# botocore operations whose IAM action has another name.
+IAM_ACTION_OF = {
+    ("s3", "ListObjectVersions"): ["s3:ListBucketVersions"],
+    ("s3", "DeleteObjects"): ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+}
+NO_PERMISSION_NEEDED = {("sts", "GetCallerIdentity")}
+
+
+def test_the_deploy_role_lists_every_call_the_deploy_script_makes(emulated: dict[str, str], tmp_path: Path) -> None:
+    """Records the deploy script's own AWS calls (`chalice deploy` runs in a child; tests/test_deploy_role.py
+    derives its calls from chalice's planner) through a first deploy and a destroy, and checks each against
+    the list infra/deploy-role.json is proven to allow."""
+    from deploy import deploy, rehearse
+    from tests.aws_calls import CallRecorder
+    from tests.test_deploy_role import script_needs
+
+    with CallRecorder().installed() as recorder:
+        environ = {**emulated, "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true"}
+        outcome = deploy.deploy(STAGE, environ, None, rehearse.served_locally(environ), tmp_path / "build")
+        assert outcome.smoke_passed
+        deploy.destroy(STAGE, environ, tmp_path / "build")
+    aws(emulated, "dynamodb").delete_table(TableName="vod-upload-dev")
+    called = {(call.service, call.operation) for call in recorder.calls} - NO_PERMISSION_NEEDED
+    assert ("cloudformation", "CreateStack") in called and ("s3", "DeleteObjects") in called
+    granted = {need.action for need in script_needs(STAGE)}
+    missing = {
+        (service, operation, action)
+        for service, operation in called
+        for action in IAM_ACTION_OF.get((service, operation), [f"{service}:{operation}"])
+        if action not in granted
+    }
+    assert not missing, f"add these to script_needs in tests/test_deploy_role.py and to the role: {sorted(missing)}"

@@ -504,7 +504,7 @@ def script_needs(stage: str) -> list[Need]:
         ("cloudformation:UpdateStack", n["stack"], "deploy/stack.py: apply"),
         ("cloudformation:DeleteStack", n["stack"], "deploy/stack.py: delete (destroy)"),
         ("cloudformation:DescribeStackEvents", n["stack"], "deploy/stack.py: why a stack failed"),
-        ("cloudformation:ValidateTemplate", "*", "a preflight check of infra/stage.json (issue 8)"),
+        ("cloudformation:ValidateTemplate", "*", "deploy/preflight.py: infra/stage.json before any change"),
         ("secretsmanager:GetSecretValue", n["secret"], "deploy/preflight.py: read_secret"),
         ("secretsmanager:PutSecretValue", n["secret"], "deploy/deploy.py: first-deploy VOD keys"),
         ("s3:GetObject", n["state"], "deploy/stage.py: restore_state"),
