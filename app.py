@@ -56,15 +56,24 @@ def _request_id() -> str:
     return str(((request.context if request else None) or {}).get("requestId", "-"))
 
 
+# The only routes that answer without a bearer token. Every other route verifies the token before its
+# view runs and passes the view the `Principal`: a route cannot be left open by forgetting a call.
+PUBLIC_PATHS = frozenset({"/health", "/vod/events/{token}"})
+
+
 def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """`app.route` whose domain errors become JSON 4xx/5xx and whose crashes never leak a trace, with
-    every storage call bounded by the request's deadline."""
+    """`app.route` that authenticates (unless the path is public), whose domain errors become JSON
+    4xx/5xx and whose crashes never leak a trace, with every storage call bounded by the request's
+    deadline."""
+    authenticated = path not in PUBLIC_PATHS
 
     def register(view: Callable[..., Any]) -> Any:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 with deadline.within(services().settings.request_deadline_seconds):
+                    if authenticated:
+                        return view(_principal(), *args, **kwargs)
                     return view(*args, **kwargs)
             except DomainError as error:
                 status, body, headers = error_response(error)
@@ -76,7 +85,7 @@ def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
                     status_code=500,
                 )
 
-        # Any Content-Type reaches the view: it authenticates first, then says 415 in our error shape.
+        # Any Content-Type reaches the view (after authentication), which says 415 in our error shape.
         return app.route(path, content_types=["*/*"], **options)(guarded)
 
     return register
@@ -144,10 +153,9 @@ def _video_body(video: Video) -> dict[str, Any]:
     }
 
 
-def _create_upload() -> IssuedSignature:
+def _create_upload(principal: Principal) -> IssuedSignature:
     from chalicelib.models import CreateUploadRequest
 
-    principal = _principal()
     request = parse_json_body(
         _raw_body(),
         _request().headers.get("content-type"),
@@ -169,21 +177,21 @@ def health() -> dict[str, str]:
 
 
 @api_route("/uploads", methods=["POST"], cors=True)
-def create_upload() -> Response:
-    issued = _create_upload()
+def create_upload(principal: Principal) -> Response:
+    issued = _create_upload(principal)
     body = {**_signature_body(issued), "upload": _intent_body(issued.intent)}
     return Response(body=body, status_code=201, headers={"Location": f"/uploads/{issued.intent.upload_id}"})
 
 
 @api_route("/uploads/{upload_id}/signature", methods=["POST"], cors=True)
-def renew_signature(upload_id: str) -> dict[str, Any]:
-    issued = services().uploads.resign(_principal(), upload_id)
+def renew_signature(principal: Principal, upload_id: str) -> dict[str, Any]:
+    issued = services().uploads.resign(principal, upload_id)
     return _signature_body(issued)
 
 
 @api_route("/signature", methods=["POST"], cors=True)
-def compat_signature() -> Response:
-    issued = _create_upload()
+def compat_signature(principal: Principal) -> Response:
+    issued = _create_upload(principal)
     accept = _request().headers.get("accept", "")
     if "text/plain" in accept and "application/json" not in accept:
         return Response(body=issued.signature, status_code=200, headers={"Content-Type": "text/plain"})
@@ -191,15 +199,14 @@ def compat_signature() -> Response:
 
 
 @api_route("/uploads/{upload_id}", methods=["GET"], cors=True)
-def get_upload(upload_id: str) -> dict[str, Any]:
-    intent = services().uploads.get(_principal(), upload_id)
+def get_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
+    intent = services().uploads.get(principal, upload_id)
     video = services().videos.video_of(intent)
     return {**_intent_body(intent), "video": None if video is None else _video_body(video)}
 
 
 @api_route("/videos", methods=["GET"], cors=True)
-def list_videos() -> dict[str, Any]:
-    principal = _principal()
+def list_videos(principal: Principal) -> dict[str, Any]:
     query: Mapping[str, str] = _request().query_params or {}
     limit_text = query.get("limit", "20")
     if not re.fullmatch(r"[0-9]{1,3}", limit_text):
@@ -209,8 +216,8 @@ def list_videos() -> dict[str, Any]:
 
 
 @api_route("/videos/{file_id}", methods=["GET"], cors=True)
-def get_video(file_id: str) -> dict[str, Any]:
-    return _video_body(services().videos.get(_principal().subject, file_id))
+def get_video(principal: Principal, file_id: str) -> dict[str, Any]:
+    return _video_body(services().videos.get(principal.subject, file_id))
 
 
 @api_route("/vod/events/{token}", methods=["POST"])
