@@ -22,6 +22,7 @@ from chalicelib.http import (
     parse_json_body,
     reshape_framework_error,
 )
+from chalicelib.media import api_fields
 
 if TYPE_CHECKING:
     from chalicelib.auth import Principal
@@ -131,23 +132,12 @@ def _video_body(video: Video) -> dict[str, Any]:
         "fileId": video.file_id,
         "uploadId": video.upload_id,
         "title": video.title,
-        "name": video.name,
         "fileName": video.file_name,
-        "mediaUrl": video.media_url,
-        "coverUrl": video.cover_url,
-        "type": video.media_type,
-        "size": video.size,
-        "duration": video.duration,
-        "width": video.width,
-        "height": video.height,
-        "md5": video.md5,
-        "storageRegion": video.storage_region,
-        "classId": video.class_id,
+        **api_fields(video.media),
         "procedure": video.procedure,
         "procedureTaskId": video.procedure_task_id,
         "metadata": video.metadata,
         "receivedAt": video.received_at,
-        "vodCreateTime": video.vod_create_time,
         "processing": video.processing,
         "processingTasks": [video.processing_tasks[task] for task in sorted(video.processing_tasks)],
     }
@@ -185,7 +175,7 @@ def create_upload(principal: Principal) -> Response:
 
 @api_route("/uploads/{upload_id}/signature", methods=["POST"], cors=True)
 def renew_signature(principal: Principal, upload_id: str) -> dict[str, Any]:
-    issued = services().uploads.resign(principal, upload_id)
+    issued = services().uploads.renew_signature(principal, upload_id)
     return _signature_body(issued)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chalicelib.media import MediaFacts
 from chalicelib.repository import Repository
 from chalicelib.uploads import IntentLimits
 from chalicelib.videos import Video
@@ -67,19 +68,21 @@ def video(index: int, upload_id: str) -> Video:
         owner="alice",
         upload_id=upload_id,
         received_at=NOW + 60,
-        name=f"clip {index}",
         title="t",
         file_name=f"clip-{index}.mp4",
-        media_url=f"https://example.vod2.myqcloud.com/hash/clip-{index}.mp4",
-        media_type="mp4",
-        size=10_485_760,
-        duration=12.5,
-        width=1920,
-        height=1080,
-        md5="0" * 32,
-        storage_region="ap-guangzhou",
-        class_id=0,
         metadata={"k": [1, 2]},
+        media=MediaFacts(
+            name=f"clip {index}",
+            media_url=f"https://example.vod2.myqcloud.com/hash/clip-{index}.mp4",
+            media_type="mp4",
+            size=10_485_760,
+            duration=12.5,
+            width=1920,
+            height=1080,
+            md5="0" * 32,
+            storage_region="ap-guangzhou",
+            class_id=0,
+        ),
     )
 
 

@@ -16,8 +16,8 @@ from chalicelib import aws
 
 if TYPE_CHECKING:
     from chalicelib.auth import TokenVerifier
-    from chalicelib.callbacks import EventService
     from chalicelib.credentials import SecretsProvider
+    from chalicelib.event_service import EventService
     from chalicelib.repository import Repository
     from chalicelib.settings import Settings
     from chalicelib.uploads import UploadService
@@ -45,8 +45,8 @@ def build_services(settings: Settings, environ: Mapping[str, str] | None = None)
         TokenVerifier,
         load_or_create_local_key,
     )
-    from chalicelib.callbacks import EventService
     from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
+    from chalicelib.event_service import EventService
     from chalicelib.repository import Repository
     from chalicelib.uploads import UploadService
     from chalicelib.videos import VideoService

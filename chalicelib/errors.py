@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     status = 500
@@ -81,3 +83,42 @@ class ServiceUnavailable(DomainError):
 
     def __init__(self, message: str, retry_after_seconds: int = 2) -> None:
         super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
+def invalid_request_from(validation_error: Any) -> InvalidRequest:
+    """The first problem a pydantic `ValidationError` reports, as a 400 that names its field."""
+    first = validation_error.errors()[0]
+    return InvalidRequest(".".join(str(part) for part in first["loc"]) or "body", first["msg"])
+
+
+# -- storage outcomes ------------------------------------------------------------------------------------
+# Facts the repository reports about a write it could not make; the service decides what they mean.
+
+
+class CompletionLost(Exception):
+    """The intent changed between our read and our write: evaluate it again."""
+
+
+class FileOwnedElsewhere(Exception):
+    """The FileId already belongs to another user's video."""
+
+
+class IdCollision(Exception):
+    """An item with the new id already exists."""
+
+
+class LimitReached(Exception):
+    """A per-user limit is full: `limit` names it, `until` is when a slot frees (epoch seconds)."""
+
+    def __init__(self, limit: str, until: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.until = until
+
+
+class SignatureRefused(Exception):
+    """No signature was counted; `current` is the intent as stored (None: there is none)."""
+
+    def __init__(self, current: Any) -> None:
+        super().__init__("signature refused")
+        self.current = current

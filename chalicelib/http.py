@@ -7,12 +7,11 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalice.app import Response
 
-from chalicelib.errors import DomainError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from chalicelib.errors import DomainError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType, invalid_request_from
 from chalicelib.strict_json import load_bounded_json
 
 if TYPE_CHECKING:
@@ -84,9 +83,7 @@ def parse_json_body(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidRequest(field, first["msg"]) from None
+        raise invalid_request_from(exc) from None
 
 
 def error_response(error: DomainError) -> tuple[int, dict[str, object], dict[str, str | list[str]]]:
@@ -135,6 +132,3 @@ def log_request(method: str, path: str, status: int, started: float, request_id:
             }
         },
     )
-
-
-Handler = Callable[..., Any]

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from chalicelib import source_context, vod_signature
 from chalicelib.auth import Principal
 from chalicelib.credentials import SecretsProvider
-from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.errors import (
+    Conflict,
+    DomainError,
+    IdCollision,
+    InvalidRequest,
+    LimitExceeded,
+    LimitReached,
+    NotFound,
+    SignatureRefused,
+)
 from chalicelib.policy import Tier, UploadPolicy
 from chalicelib.strict_json import dump_json
 
@@ -103,7 +112,7 @@ class IssuedSignature:
 class IntentStore(Protocol):
     def create_intent(self, intent: UploadIntent, limits: IntentLimits, now: int) -> None: ...
 
-    def record_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent: ...
+    def renew_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent: ...
 
     def get_intent(self, upload_id: str) -> UploadIntent | None: ...
 
@@ -152,14 +161,26 @@ class UploadService:
         )
         signature, expire_time = self._sign(intent, now)
         limits = IntentLimits(tier.max_open_intents, tier.max_intents_per_hour)
-        self._store.create_intent(intent, limits, now)
+        try:
+            self._store.create_intent(intent, limits, now)
+        except LimitReached as full:
+            allowed = {
+                "open_intents": f"at most {limits.max_open_intents} open uploads",
+                "intents_per_hour": f"at most {limits.max_intents_per_hour} uploads per hour",
+            }[full.limit]
+            raise LimitExceeded(allowed, full.limit, full.until - now) from None
+        except IdCollision:
+            raise Conflict("upload id collision, retry") from None
         return IssuedSignature(intent, signature, expire_time)
 
-    def resign(self, principal: Principal, upload_id: str) -> IssuedSignature:
+    def renew_signature(self, principal: Principal, upload_id: str) -> IssuedSignature:
         if not source_context.is_upload_id(upload_id):
             raise NotFound("no such upload")
         now = int(self._clock())
-        intent = self._store.record_signature(upload_id, principal.subject, now)
+        try:
+            intent = self._store.renew_signature(upload_id, principal.subject, now)
+        except SignatureRefused as refused:
+            raise _why_not(refused.current, now) from None
         signature, expire_time = self._sign(intent, now)
         return IssuedSignature(intent, signature, expire_time)
 
@@ -186,5 +207,16 @@ class UploadService:
                 raise InvalidRequest("metadata", f"must serialise to at most {self._max_metadata_bytes} bytes")
 
 
-def completed(intent: UploadIntent, file_id: str, now: int) -> UploadIntent:
-    return replace(intent, status="completed", file_id=file_id, completed_at=now)
+def _why_not(current: UploadIntent | None, now: int) -> DomainError:
+    """Why no signature could be counted for this intent (None: the caller has no such intent)."""
+    if current is None:
+        return NotFound("no such upload")
+    if current.status != "open":
+        return Conflict("upload already completed")
+    if current.signatures_minted >= current.max_signatures:
+        return LimitExceeded(
+            f"at most {current.max_signatures} signatures per upload",
+            "signatures_per_intent",
+            current.window_ends_at - now,
+        )
+    return Conflict("upload window has closed; start a new upload")

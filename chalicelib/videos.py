@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.events import UploadedFile
+from chalicelib.media import MediaFacts
 from chalicelib.strict_json import load_json
 from chalicelib.uploads import UploadIntent
-from chalicelib.vod_events import UploadedFile
 
 MAX_PAGE_SIZE = 100
 
@@ -23,23 +24,12 @@ class Video:
     owner: str
     upload_id: str
     received_at: int
-    name: str | None = None
     title: str | None = None
     file_name: str | None = None
-    media_url: str | None = None
-    cover_url: str | None = None
-    media_type: str | None = None
-    size: int | None = None
-    duration: float | None = None
-    width: int | None = None
-    height: int | None = None
-    md5: str | None = None
-    storage_region: str | None = None
-    class_id: int | None = None
     procedure: str | None = None
     procedure_task_id: str | None = None
-    vod_create_time: str | None = None
     metadata: dict[str, Any] | None = None
+    media: MediaFacts = field(default_factory=MediaFacts)
     # Written by ProcedureStateChanged / FileDeleted, possibly before the upload event.
     processing_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # TaskId -> latest snapshot
     deleted_at: int | None = None
@@ -59,23 +49,12 @@ class Video:
             owner=intent.owner,
             upload_id=intent.upload_id,
             received_at=now,
-            name=uploaded.name,
             title=intent.client.title,
             file_name=intent.client.file_name,
-            media_url=uploaded.media_url,
-            cover_url=uploaded.cover_url,
-            media_type=uploaded.media_type,
-            size=uploaded.size,
-            duration=uploaded.duration,
-            width=uploaded.width,
-            height=uploaded.height,
-            md5=uploaded.md5,
-            storage_region=uploaded.storage_region,
-            class_id=uploaded.class_id,
             procedure=intent.terms.procedure,
             procedure_task_id=uploaded.procedure_task_id,
-            vod_create_time=uploaded.vod_create_time,
             metadata=intent.client.metadata,
+            media=uploaded.media,
         )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.repository import upload_key
+from chalicelib.items import upload_key
 from tests import vod_payloads as vod
 from tests.conftest import TokenFactory, bearer
 from tests.test_api_events import Stack

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from chalicelib.errors import LimitExceeded
+from chalicelib.errors import LimitReached, SignatureRefused
 from chalicelib.repository import Repository
 from chalicelib.uploads import ClientFields, IntentLimits, SignatureTerms, UploadIntent
 
@@ -50,7 +50,7 @@ def test_concurrent_creates_never_exceed_the_open_limit(repository: Repository, 
         try:
             repository.create_intent(intent(f"race{round_}x{index}"), IntentLimits(limit, 1000), NOW)
             result = "created"
-        except LimitExceeded as exc:
+        except LimitReached as exc:
             result = exc.limit
         with lock:
             outcomes.append(result)
@@ -69,29 +69,31 @@ def test_expired_slots_are_pruned_in_the_limit_path(repository: Repository) -> N
     limits = IntentLimits(2, 1000)
     repository.create_intent(intent("old1", window_ends_at=NOW + 10), limits, NOW)
     repository.create_intent(intent("old2", window_ends_at=NOW + 20), limits, NOW)
-    with pytest.raises(LimitExceeded) as info:
+    with pytest.raises(LimitReached) as info:
         repository.create_intent(intent("new1"), limits, NOW)
-    assert info.value.retry_after_seconds == 10
+    assert (info.value.limit, info.value.until) == ("open_intents", NOW + 10)
     later = NOW + 15  # the first slot's window has ended
     repository.create_intent(replace(intent("new2"), created_at=later), limits, later)
     slots = repository.open_slots("alice")
     assert len(slots) == 2 and not any("old1" in slot for slot in slots)
 
 
-def test_record_signature_enforces_owner_cap_and_window(repository: Repository) -> None:
-    from chalicelib.errors import Conflict, NotFound
-
+def test_renew_signature_reports_the_intent_it_could_not_count_for(repository: Repository) -> None:
+    """The repository reports facts (the intent as stored, or none of this owner's); the service decides
+    what they mean (tests/test_api_uploads.py)."""
     created = intent("minting", window_ends_at=NOW + 100)
     repository.create_intent(created, IntentLimits(5, 30), NOW)
-    with pytest.raises(NotFound):
-        repository.record_signature(created.upload_id, "mallory", NOW)
-    with pytest.raises(NotFound):
-        repository.record_signature("nosuchuploadnosuchuplo", "alice", NOW)
-    assert repository.record_signature(created.upload_id, "alice", NOW).signatures_minted == 2
-    assert repository.record_signature(created.upload_id, "alice", NOW).signatures_minted == 3
-    with pytest.raises(LimitExceeded):
-        repository.record_signature(created.upload_id, "alice", NOW)
+    for upload_id, owner in [(created.upload_id, "mallory"), ("nosuchuploadnosuchuplo", "alice")]:
+        with pytest.raises(SignatureRefused) as refused:
+            repository.renew_signature(upload_id, owner, NOW)
+        assert refused.value.current is None
+    assert repository.renew_signature(created.upload_id, "alice", NOW).signatures_minted == 2
+    assert repository.renew_signature(created.upload_id, "alice", NOW).signatures_minted == 3
+    with pytest.raises(SignatureRefused) as refused:
+        repository.renew_signature(created.upload_id, "alice", NOW)
+    assert refused.value.current.signatures_minted == refused.value.current.max_signatures == 3
     other = intent("windowed", window_ends_at=NOW + 100)
     repository.create_intent(other, IntentLimits(5, 30), NOW)
-    with pytest.raises(Conflict, match="window"):
-        repository.record_signature(other.upload_id, "alice", NOW + 100)
+    with pytest.raises(SignatureRefused) as refused:
+        repository.renew_signature(other.upload_id, "alice", NOW + 100)
+    assert refused.value.current.window_ends_at == NOW + 100 and refused.value.current.signatures_minted == 1

@@ -1,4 +1,4 @@
-"""The VOD callback: authenticate, parse, and apply one event notification, idempotently.
+"""The event service: authenticate, parse, and apply one VOD event notification, idempotently.
 
 Order of checks: path token (constant time, before parsing), JSON, `Sign`/`T`, then the
 `sourceContext` tag (before any database read). Nothing is written unless all of them pass.
@@ -10,32 +10,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, assert_never
 
-from chalicelib import source_context, vod_events
+from chalicelib import callback_auth, source_context, vod_notification
 from chalicelib.credentials import SecretsProvider
-from chalicelib.errors import PayloadTooLarge, ServiceUnavailable
+from chalicelib.errors import CompletionLost, FileOwnedElsewhere, PayloadTooLarge, ServiceUnavailable
+from chalicelib.events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
 from chalicelib.uploads import UploadIntent
 from chalicelib.videos import Video
-from chalicelib.vod_events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
 
 _COMPLETION_ATTEMPTS = 3
 
 logger = logging.getLogger("vodupload")
 
-
-class CompletionLost(Exception):
-    """The intent changed between our read and our write: evaluate it again."""
-
-
-class FileOwnedElsewhere(Exception):
-    """The FileId already belongs to another user's video."""
+OutcomeKind = Literal["attributed", "duplicate", "rejected", "orphan", "updated", "stale", "deleted", "ignored"]
+ReviewKind = Literal["orphan", "rejected"]
 
 
 @dataclass(frozen=True)
 class Outcome:
     event_type: str
-    outcome: str  # attributed | duplicate | rejected | orphan | updated | stale | deleted | ignored
+    outcome: OutcomeKind
     file_id: str | None = None
     upload_id: str | None = None
     reason: str | None = None
@@ -47,7 +42,7 @@ class EventStore(Protocol):
     def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None: ...
 
     def record_for_review(
-        self, kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
+        self, kind: ReviewKind, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
     ) -> None: ...
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool: ...
@@ -76,26 +71,28 @@ class EventService:
 
     def receive(self, path_token: str, body: bytes) -> Outcome:
         secrets = self._secrets.get()
-        vod_events.check_path_token(path_token, secrets.callback_token)
+        callback_auth.check_path_token(path_token, secrets.callback_token)
         if len(body) > self._max_body_bytes:
             raise PayloadTooLarge(f"notification exceeds {self._max_body_bytes} bytes")
-        envelope = vod_events.parse(body)
+        notification = vod_notification.parse(body)
         now = int(self._clock())
         if secrets.sign_key is not None:
-            vod_events.check_sign(envelope, secrets.sign_key, now, self._max_sign_lifetime)
+            callback_auth.check_sign(
+                notification.sign, notification.expires_at, secrets.sign_key, now, self._max_sign_lifetime
+            )
         elif self._require_sign:
             raise ServiceUnavailable("callback signing is required but VOD_SIGN_KEY is not configured")
         try:
-            return self._apply(envelope, secrets.context_tag_key, now)
+            return self._apply(notification, secrets.context_tag_key, now)
         except ServiceUnavailable:
             # Authentic but not applied: what an operator needs to find it again (DescribeMediaInfos by
             # FileId) or to replay it. The body's Sign is not logged.
-            event = envelope.event
+            event = notification.event
             logger.error(
                 "vod event not applied",
                 extra={
                     "fields": {
-                        "eventType": envelope.event_type,
+                        "eventType": notification.event_type,
                         "fileId": getattr(event, "file_id", None) or ",".join(getattr(event, "file_ids", ())),
                         "sourceContext": getattr(event, "source_context", None),
                     }
@@ -103,20 +100,23 @@ class EventService:
             )
             raise
 
-    def _apply(self, envelope: vod_events.Envelope, tag_key: bytes, now: int) -> Outcome:
-        event = envelope.event
-        if isinstance(event, UploadedFile):
-            return self._uploaded(envelope.event_type, event, tag_key, now)
-        if isinstance(event, ProcessingUpdate):
-            applied = self._store.apply_processing(event, now)
-            return Outcome(envelope.event_type, "updated" if applied else "stale", event.file_id)
-        if isinstance(event, FilesDeleted):
-            for file_id in event.file_ids:
-                self._store.mark_deleted(file_id, now)
-            return Outcome(envelope.event_type, "deleted", ",".join(event.file_ids)[:200] or None)
-        assert isinstance(event, OtherEvent)
-        self._store.count_event(event.event_type[:64])
-        return Outcome(envelope.event_type, "ignored")
+    def _apply(self, notification: vod_notification.Notification, tag_key: bytes, now: int) -> Outcome:
+        event_type = notification.event_type
+        match notification.event:
+            case UploadedFile() as uploaded:
+                return self._uploaded(event_type, uploaded, tag_key, now)
+            case ProcessingUpdate() as update:
+                applied = self._store.apply_processing(update, now)
+                return Outcome(event_type, "updated" if applied else "stale", update.file_id)
+            case FilesDeleted(file_ids=file_ids):
+                for file_id in file_ids:
+                    self._store.mark_deleted(file_id, now)
+                return Outcome(event_type, "deleted", ",".join(file_ids)[:200] or None)
+            case OtherEvent(event_type=other):
+                self._store.count_event(other[:64])
+                return Outcome(event_type, "ignored")
+            case unreachable:
+                assert_never(unreachable)
 
     def _uploaded(self, event_type: str, uploaded: UploadedFile, tag_key: bytes, now: int) -> Outcome:
         try:

@@ -1,4 +1,5 @@
-"""VOD event notifications (vod-protocol.md §2): parse v3 and legacy v2 bodies into domain events.
+"""VOD's event notifications on the wire (vod-protocol.md §2): the JSON models, and the v3 and legacy v2
+parsers that turn a body into a domain event (chalicelib/events.py).
 
 Payload models ignore unknown keys on purpose: VOD adds fields and sends dozens of `…Event: null`
 keys, and a receiver that rejected them would lose events. Everything we *use* is typed and checked.
@@ -7,16 +8,16 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chalicelib.errors import Forbidden, InvalidRequest, Unauthorized
+from chalicelib.errors import InvalidRequest, invalid_request_from
+from chalicelib.events import Event, FilesDeleted, OtherEvent, ProcessingUpdate, TaskOutput, UploadedFile
+from chalicelib.media import MediaFacts
 from chalicelib.strict_json import is_bounded, load_json
 
 MAX_TASK_OUTPUTS = 50
@@ -113,78 +114,13 @@ class ProcedureTask(_Vod):
     review_results: list[dict[str, Any]] | None = Field(default=None, alias="AiContentReviewResultSet")
 
 
-# -- domain events -----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class UploadedFile:
-    """A NewFileUpload, in either format."""
+class Notification:
+    """One notification: its event, and what its authenticity is checked with."""
 
-    file_id: str
-    source_context: str | None
-    name: str | None = None
-    media_url: str | None = None
-    cover_url: str | None = None
-    media_type: str | None = None
-    size: int | None = None
-    duration: float | None = None
-    width: int | None = None
-    height: int | None = None
-    md5: str | None = None
-    storage_region: str | None = None
-    class_id: int | None = None
-    procedure_task_id: str | None = None
-    vod_create_time: str | None = None
-
-
-@dataclass(frozen=True)
-class TaskOutput:
-    kind: str
-    status: str
-    err_code: int | None = None
-    url: str | None = None
-    definition: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ProcessingUpdate:
-    """A ProcedureStateChanged: a snapshot of the task flow's state for one file."""
-
-    task_id: str
-    file_id: str
-    status: str  # PROCESSING | FINISH
-    session_context: str | None
-    outputs: tuple[TaskOutput, ...]
-    review: tuple[dict[str, Any], ...] = ()
-    err_code: int | None = None
-    message: str | None = None
-
-    @property
-    def rank(self) -> int:
-        """Orders snapshots of one task flow: FINISH beats any PROCESSING, then more finished sub-tasks win."""
-        done = sum(1 for output in self.outputs if output.status in ("SUCCESS", "FAIL"))
-        return (10_000 if self.status == "FINISH" else 0) + done
-
-
-@dataclass(frozen=True)
-class FilesDeleted:
-    file_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class OtherEvent:
-    event_type: str
-
-
-Event = UploadedFile | ProcessingUpdate | FilesDeleted | OtherEvent
-
-
-@dataclass(frozen=True)
-class Envelope:
     event: Event
     event_type: str
-    format: str  # "v3" | "v2"
+    format: Literal["v3", "v2"]
     sign: str | None
     expires_at: int | None  # `T`
 
@@ -192,7 +128,7 @@ class Envelope:
 # -- parsing -----------------------------------------------------------------------------------
 
 
-def parse(body: bytes) -> Envelope:
+def parse(body: bytes) -> Notification:
     data = load_json(body, "body")
     if not isinstance(data, dict):
         raise InvalidRequest("body", "must be a JSON object")
@@ -200,13 +136,12 @@ def parse(body: bytes) -> Envelope:
     try:
         if "EventType" in data:
             event_type = _event_type(data["EventType"], "EventType")
-            return Envelope(_parse_v3(event_type, data), event_type, "v3", sign, expires_at)
+            return Notification(_parse_v3(event_type, data), event_type, "v3", sign, expires_at)
         if "eventType" in data and isinstance(data.get("data"), dict):
             event_type = _event_type(data["eventType"], "eventType")
-            return Envelope(_parse_v2(event_type, data["data"]), event_type, "v2", sign, expires_at)
+            return Notification(_parse_v2(event_type, data["data"]), event_type, "v2", sign, expires_at)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidRequest(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from None
+        raise invalid_request_from(exc) from None
     raise InvalidRequest("EventType", "is missing: not a VOD event notification")
 
 
@@ -245,19 +180,21 @@ def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
         return UploadedFile(
             file_id=task.file_id,
             source_context=(info.source_info.source_context if info.source_info else None) or None,
-            name=info.name,
-            media_url=info.media_url or None,
-            cover_url=info.cover_url or None,
-            media_type=info.media_type,
-            size=meta.size,
-            duration=meta.duration,
-            width=meta.width,
-            height=meta.height,
-            md5=meta.md5 or None,
-            storage_region=info.storage_region,
-            class_id=info.class_id,
             procedure_task_id=task.procedure_task_id or None,
-            vod_create_time=info.create_time,
+            media=MediaFacts(
+                name=info.name,
+                media_url=info.media_url or None,
+                cover_url=info.cover_url or None,
+                media_type=info.media_type,
+                size=meta.size,
+                duration=meta.duration,
+                width=meta.width,
+                height=meta.height,
+                md5=meta.md5 or None,
+                storage_region=info.storage_region,
+                class_id=info.class_id,
+                vod_create_time=info.create_time,
+            ),
         )
     if event_type == "ProcedureStateChanged":
         raw = data.get("ProcedureStateChangeEvent") or {}
@@ -335,10 +272,8 @@ def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
         return UploadedFile(
             file_id=uploaded_id,
             source_context=text("sourceContext"),
-            name=text("fileName"),
-            media_url=text("fileUrl"),
-            cover_url=text("coverUrl"),
             procedure_task_id=text("procedureTaskId"),
+            media=MediaFacts(name=text("fileName"), media_url=text("fileUrl"), cover_url=text("coverUrl")),
         )
     if event_type == "ProcedureStateChanged":
         processed_id, task_id = file_id(), text("vodTaskId")
@@ -372,26 +307,3 @@ def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
     if event_type == "FileDeleted":
         return FilesDeleted(_file_ids(data.get("fileIdSet") or data.get("fileId") or [], "data.fileIdSet"))
     return OtherEvent(event_type)
-
-
-# -- authenticity ------------------------------------------------------------------------------
-
-
-def check_path_token(presented: str, expected: str) -> None:
-    if not hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8")):
-        raise Forbidden("unknown callback token")
-
-
-def check_sign(envelope: Envelope, sign_key: str, now: int, max_lifetime_seconds: int) -> None:
-    """`Sign == MD5(SignKey + T)` (case-insensitive, constant time), `T` not yet passed (§2.4), and `T`
-    no further ahead than `max_lifetime_seconds`: VOD puts it 10 minutes ahead, and a pair with a distant
-    `T` would let whoever saw it forge notifications until then."""
-    if envelope.sign is None or envelope.expires_at is None:
-        raise Unauthorized("Sign and T are required")
-    if envelope.expires_at < now:
-        raise Unauthorized("notification has expired (T is in the past)")
-    if envelope.expires_at > now + max_lifetime_seconds:
-        raise Unauthorized(f"notification expiry T is more than {max_lifetime_seconds} s ahead")
-    expected = hashlib.md5(f"{sign_key}{envelope.expires_at}".encode(), usedforsecurity=False).hexdigest()
-    if not hmac.compare_digest(expected.encode("ascii"), envelope.sign.lower().encode("utf-8", "replace")):
-        raise Unauthorized("Sign does not match")

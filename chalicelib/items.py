@@ -1,0 +1,318 @@
+"""The table's keys and items: how each domain object is stored (infra/stage.json defines the table).
+
+One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`). Items:
+  UPLOAD#<id>     / UPLOAD       upload intent and one-time signature ledger
+  USER#<sub>      / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
+  USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
+  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed
+  REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
+  STATS#events    / <EventType>  count of ignored event types
+
+Pure: values in DynamoDB's attribute-value form, no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chalicelib.events import ProcessingUpdate, UploadedFile
+from chalicelib.media import FACTS, MediaFacts
+from chalicelib.strict_json import dump_json, load_stored_json
+from chalicelib.uploads import ClientFields, SignatureTerms, UploadIntent
+from chalicelib.videos import PageKey, Video
+
+Item = dict[str, Any]
+Key = dict[str, Any]
+
+ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Repository._abandon)
+# Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
+STORED_JSON_DEPTH = 32
+REVIEW_PARTITION = "REVIEW"
+
+logger = logging.getLogger("vodupload")
+
+# -- values -------------------------------------------------------------------------------------------
+
+
+def as_s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def as_n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def as_opt_s(value: str | None) -> dict[str, Any]:
+    return {"NULL": True} if value is None else as_s(value)
+
+
+def as_opt_n(value: int | None) -> dict[str, Any]:
+    return {"NULL": True} if value is None else as_n(value)
+
+
+def as_opt_f(value: float | None) -> dict[str, Any]:
+    return {"NULL": True} if value is None else {"N": repr(float(value))}
+
+
+def as_opt_json(value: Any) -> dict[str, Any]:
+    return {"NULL": True} if value is None else as_s(dump_json(value))
+
+
+def get_s(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value["S"] if value and "S" in value else None
+
+
+def get_n(item: Mapping[str, Any], name: str) -> int | None:
+    value = item.get(name)
+    return int(value["N"]) if value and "N" in value else None
+
+
+def get_f(item: Mapping[str, Any], name: str) -> float | None:
+    value = item.get(name)
+    return float(value["N"]) if value and "N" in value else None
+
+
+def req_s(item: Mapping[str, Any], name: str) -> str:
+    value = get_s(item, name)
+    if value is None:
+        raise ValueError(f"item lacks {name}")
+    return value
+
+
+def req_n(item: Mapping[str, Any], name: str) -> int:
+    value = get_n(item, name)
+    if value is None:
+        raise ValueError(f"item lacks {name}")
+    return value
+
+
+def get_json(item: Mapping[str, Any], name: str) -> Any:
+    text = get_s(item, name)
+    if text is None:
+        return None
+    value = load_stored_json(text, STORED_JSON_DEPTH)
+    if value is None and text != "null":
+        logger.warning("stored JSON is unreadable and reads as null", extra={"fields": {"attribute": name}})
+    return value
+
+
+def string_set(item: Mapping[str, Any], name: str) -> list[str]:
+    return list(item.get(name, {}).get("SS", []))
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+
+def upload_key(upload_id: str) -> Key:
+    return {"pk": as_s(f"UPLOAD#{upload_id}"), "sk": as_s("UPLOAD")}
+
+
+def limits_key(owner: str) -> Key:
+    return {"pk": as_s(f"USER#{owner}"), "sk": as_s("LIMITS")}
+
+
+def rate_key(owner: str, hour: int) -> Key:
+    return {"pk": as_s(f"USER#{owner}"), "sk": as_s(f"RATE#{hour}")}
+
+
+def video_key(file_id: str) -> Key:
+    return {"pk": as_s(f"VIDEO#{file_id}"), "sk": as_s("VIDEO")}
+
+
+def review_key(file_id: str) -> Key:
+    return {"pk": as_s(f"REVIEW#{file_id}"), "sk": as_s("REVIEW")}
+
+
+def event_count_key(event_type: str) -> Key:
+    return {"pk": as_s("STATS#events"), "sk": as_s(event_type)}
+
+
+def owner_partition(owner: str) -> dict[str, str]:
+    """The gsi1 partition of an owner's videos."""
+    return as_s(f"OWNER#{owner}")
+
+
+def video_sort_key(received_at: int, file_id: str) -> str:
+    return f"{received_at:010d}#{file_id}"
+
+
+def page_start(owner: str, after: PageKey) -> Key:
+    """The ExclusiveStartKey of the owner's listing that continues after `after`."""
+    return {"gsi1pk": owner_partition(owner), "gsi1sk": as_s(after.sort_key), **video_key(after.file_id)}
+
+
+def page_key(last_evaluated: Mapping[str, Any]) -> PageKey:
+    return PageKey(req_s(last_evaluated, "gsi1sk"), req_s(last_evaluated, "pk").removeprefix("VIDEO#"))
+
+
+# -- upload intents -----------------------------------------------------------------------------------
+
+
+def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
+    """The intent as first stored: `signature_token` stands for its first signature (see
+    `Repository.renew_signature`)."""
+    assert intent.signatures_minted == 1, "an intent is stored with its first signature"
+    terms, client = intent.terms, intent.client
+    return {
+        **upload_key(intent.upload_id),
+        "type": as_s("upload"),
+        "owner": as_s(intent.owner),
+        "tier": as_s(intent.tier),
+        "status": as_s(intent.status),
+        "createdAt": as_n(intent.created_at),
+        "windowEndsAt": as_n(intent.window_ends_at),
+        "ttl": as_n(intent.expires_at),
+        "openSlot": as_s(intent.open_slot),
+        "signatureTokens": {"SS": [signature_token]},
+        "maxSignatures": as_n(intent.max_signatures),
+        "procedure": as_opt_s(terms.procedure),
+        "classId": as_n(terms.class_id),
+        "storageRegion": as_opt_s(terms.storage_region),
+        "vodSubAppId": as_opt_n(terms.vod_sub_app_id),
+        "oneTimeValid": {"BOOL": terms.one_time},
+        "taskPriority": as_n(terms.task_priority),
+        "taskNotifyMode": as_s(terms.task_notify_mode),
+        "signatureTtl": as_n(terms.ttl_seconds),
+        "title": as_opt_s(client.title),
+        "fileName": as_opt_s(client.file_name),
+        "fileSize": as_opt_n(client.file_size),
+        "contentType": as_opt_s(client.content_type),
+        "withCover": {"BOOL": client.with_cover},
+        "metadata": as_opt_json(client.metadata),
+        "fileId": as_opt_s(intent.file_id),
+        "completedAt": as_opt_n(intent.completed_at),
+    }
+
+
+def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
+    status = req_s(item, "status")
+    return UploadIntent(
+        upload_id=req_s(item, "pk").removeprefix("UPLOAD#"),
+        owner=req_s(item, "owner"),
+        tier=req_s(item, "tier"),
+        status="completed" if status == "completed" else "open",
+        created_at=req_n(item, "createdAt"),
+        window_ends_at=req_n(item, "windowEndsAt"),
+        expires_at=req_n(item, "ttl"),
+        terms=SignatureTerms(
+            procedure=get_s(item, "procedure"),
+            class_id=req_n(item, "classId"),
+            storage_region=get_s(item, "storageRegion"),
+            vod_sub_app_id=get_n(item, "vodSubAppId"),
+            one_time=bool(item.get("oneTimeValid", {}).get("BOOL")),
+            task_priority=req_n(item, "taskPriority"),
+            task_notify_mode=req_s(item, "taskNotifyMode"),
+            ttl_seconds=req_n(item, "signatureTtl"),
+        ),
+        client=ClientFields(
+            title=get_s(item, "title"),
+            file_name=get_s(item, "fileName"),
+            file_size=get_n(item, "fileSize"),
+            content_type=get_s(item, "contentType"),
+            with_cover=bool(item.get("withCover", {}).get("BOOL")),
+            metadata=get_json(item, "metadata"),
+        ),
+        signatures_minted=len(string_set(item, "signatureTokens")),
+        max_signatures=req_n(item, "maxSignatures"),
+        file_id=get_s(item, "fileId"),
+        completed_at=get_n(item, "completedAt"),
+    )
+
+
+def slot_ends(slots: list[str]) -> list[int]:
+    """When each open slot's upload window ends."""
+    return [int(slot.split("#", 1)[0]) for slot in slots]
+
+
+# -- videos -------------------------------------------------------------------------------------------
+
+_ENCODE: dict[str, Callable[[Any], dict[str, Any]]] = {"str": as_opt_s, "int": as_opt_n, "float": as_opt_f}
+_DECODE: dict[str, Callable[[Mapping[str, Any], str], Any]] = {"str": get_s, "int": get_n, "float": get_f}
+
+
+def video_upload_attributes(video: Video) -> dict[str, dict[str, Any]]:
+    """The attributes a NewFileUpload owns on the video item. Processing and deletion attributes are
+    written by other events and never touched with these, so the events commute."""
+    return {
+        "owner": as_s(video.owner),
+        "uploadId": as_s(video.upload_id),
+        "receivedAt": as_n(video.received_at),
+        "title": as_opt_s(video.title),
+        "fileName": as_opt_s(video.file_name),
+        "procedure": as_opt_s(video.procedure),
+        "procedureTaskId": as_opt_s(video.procedure_task_id),
+        "metadata": as_opt_json(video.metadata),
+        **{fact.stored: _ENCODE[fact.kind](getattr(video.media, fact.attribute)) for fact in FACTS},
+        "gsi1pk": owner_partition(video.owner),
+        "gsi1sk": as_s(video_sort_key(video.received_at, video.file_id)),
+    }
+
+
+def item_to_video(item: Mapping[str, Any]) -> Video | None:
+    owner = get_s(item, "owner")
+    if owner is None:
+        return None  # only processing/deletion state so far: not attributed to anyone
+    return Video(
+        file_id=req_s(item, "pk").removeprefix("VIDEO#"),
+        owner=owner,
+        upload_id=req_s(item, "uploadId"),
+        received_at=req_n(item, "receivedAt"),
+        title=get_s(item, "title"),
+        file_name=get_s(item, "fileName"),
+        procedure=get_s(item, "procedure"),
+        procedure_task_id=get_s(item, "procedureTaskId"),
+        metadata=get_json(item, "metadata"),
+        media=MediaFacts(**{fact.attribute: _DECODE[fact.kind](item, fact.stored) for fact in FACTS}),
+        processing_tasks={
+            task_id: load_stored_json(entry["M"]["snapshot"]["S"], STORED_JSON_DEPTH) or {"taskId": task_id}
+            for task_id, entry in item.get("processing", {}).get("M", {}).items()
+        },
+        deleted_at=get_n(item, "deletedAt"),
+    )
+
+
+def processing_entry(update: ProcessingUpdate, now: int) -> dict[str, Any]:
+    """A task flow's snapshot as kept in the video's `processing` map under its TaskId."""
+    snapshot = {
+        "taskId": update.task_id,
+        "status": update.status,
+        "errCode": update.err_code,
+        "message": update.message,
+        "tasks": [
+            {"type": o.kind, "status": o.status, "errCode": o.err_code, "url": o.url, "definition": o.definition,
+             **({"detail": o.detail} if o.detail else {})}
+            for o in update.outputs
+        ],
+        "review": list(update.review),
+    }  # fmt: skip
+    return {"M": {"rank": as_n(update.rank), "snapshot": as_opt_json(snapshot), "updatedAt": as_n(now)}}
+
+
+# -- uploads kept for review --------------------------------------------------------------------------
+
+
+def review_item(kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None) -> Item:
+    return {
+        **review_key(uploaded.file_id),
+        "kind": as_s(kind),
+        "reason": as_s(reason),
+        "receivedAt": as_n(now),
+        "sourceContext": as_opt_s((uploaded.source_context or "")[:250] or None),
+        "uploadId": as_opt_s(intent.upload_id if intent else None),
+        "intentOwner": as_opt_s(intent.owner if intent else None),
+        "name": as_opt_s(uploaded.media.name),
+        "mediaUrl": as_opt_s(uploaded.media.media_url),
+        "size": as_opt_n(uploaded.media.size),
+        "gsi1pk": as_s(REVIEW_PARTITION),
+        "gsi1sk": as_s(video_sort_key(now, uploaded.file_id)),
+    }
+
+
+def item_to_review(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "fileId": req_s(item, "pk").removeprefix("REVIEW#"),
+        **{name: get_s(item, name) for name in ("kind", "reason", "uploadId", "intentOwner")},
+    }
