@@ -37,15 +37,7 @@ def stubbed() -> Iterator[tuple[Repository, Stubber, list[float]]]:
 
 
 def conflict(stubber: Stubber) -> None:
-    reasons: list[dict[str, Any]] = [{"Code": "None"}, {"Code": "TransactionConflict"}, {"Code": "None"}]
-    stubber.add_client_error(
-        "transact_write_items",
-        service_error_code="TransactionCanceledException",
-        http_status_code=400,
-        response_meta={},
-        modeled_fields={"CancellationReasons": reasons},
-        expected_params={"TransactItems": ANY, "ClientRequestToken": ANY},
-    )
+    cancelled(stubber, "None", "TransactionConflict", "None")
 
 
 def test_a_conflict_is_retried(stubbed: tuple[Repository, Stubber, list[float]]) -> None:
