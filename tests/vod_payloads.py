@@ -3,12 +3,13 @@ bodies with the field names of Tencent's legacy callback documentation."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any
 
 from tencentcloud.vod.v20180717 import models
+
+from chalicelib import callback_auth
 
 
 def _event(event_type: str, **payload: Any) -> dict[str, Any]:
@@ -171,4 +172,4 @@ def legacy_procedure_state_changed(file_id: str, task_id: str, status: str) -> d
 
 def signed(body: dict[str, Any], sign_key: str, expires_at: int | None = None) -> dict[str, Any]:
     t = int(time.time()) + 600 if expires_at is None else expires_at
-    return {**body, "T": t, "Sign": hashlib.md5(f"{sign_key}{t}".encode()).hexdigest()}  # noqa: S324
+    return {**body, "T": t, "Sign": callback_auth.sign(sign_key, t)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -17,6 +16,7 @@ from typing import Any
 
 from tencentcloud.vod.v20180717 import models
 
+from chalicelib import callback_auth
 from vodlocal.config import Config
 from vodlocal.eventconfig import EventConfig, EventConfigStore
 from vodlocal.media import Media, iso_now
@@ -116,10 +116,6 @@ def file_deleted(file_id: str) -> models.EventContent:
     event.EventType = "FileDeleted"
     event.FileDeleteEvent = task
     return event
-
-
-def callback_signature(sign_key: str, expires: int) -> str:
-    return hashlib.md5(f"{sign_key}{expires}".encode(), usedforsecurity=False).hexdigest()
 
 
 class EventBus:
@@ -262,7 +258,7 @@ class EventBus:
             if sign_key:
                 expires = int(time.time()) + 600
                 payload["T"] = expires
-                payload["Sign"] = callback_signature(sign_key, expires)
+                payload["Sign"] = callback_auth.sign(sign_key, expires)
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             request = urllib.request.Request(  # noqa: S310 - the configured callback URL
                 url,

@@ -3,7 +3,6 @@ config governing delivery: mode, NotificationUrl, SignKey and the event switches
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import time
@@ -16,6 +15,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.vod.v20180717 import models, vod_client
 
+from chalicelib import callback_auth
 from tests.vodlocal.conftest import SECRET_ID, SECRET_KEY, SIGN_KEY, CallbackReceiver, SigningStub, upload
 from tests.vodlocal.test_api3 import client, confirm, pull
 from vodlocal import Config, Handle, start
@@ -43,10 +43,6 @@ def describe(vod: vod_client.VodClient) -> dict[str, Any]:
     fields: dict[str, Any] = json.loads(resp.to_json_string())
     fields.pop("RequestId")
     return fields
-
-
-def md5_sign(key: str, expires: int) -> str:
-    return hashlib.md5(f"{key}{expires}".encode(), usedforsecurity=False).hexdigest()
 
 
 def pull_until(vod: vod_client.VodClient, count: int, timeout: float = 10) -> list[models.EventContent]:
@@ -183,11 +179,11 @@ def test_changed_sign_key_and_url_apply_to_the_next_push(
     vod = client(emulator)
     upload(emulator, signing)
     old = callbacks.wait(lambda evs: len(evs) >= 1)[0]
-    assert old["Sign"] == md5_sign(SIGN_KEY, old["T"])
+    assert old["Sign"] == callback_auth.sign(SIGN_KEY, old["T"])
     modify(vod, SignKey="Rotated0123456789abcdefABCDEF01")  # 32 characters, the maximum
     upload(emulator, signing)
     new = callbacks.wait(lambda evs: len(evs) >= 2)[1]
-    assert new["Sign"] == md5_sign("Rotated0123456789abcdefABCDEF01", new["T"])
+    assert new["Sign"] == callback_auth.sign("Rotated0123456789abcdefABCDEF01", new["T"])
     assert new["T"] > time.time() + 590
     modify(vod, NotificationUrl=other_callbacks.url, SignKey="")
     file_id = upload(emulator, signing)["commit"]["fileId"]
@@ -286,7 +282,9 @@ def test_environment_seeds_the_config_as_make_dev_passes_it(
         assert describe(client(emulator)) == {**SEEDED, "NotificationUrl": callbacks.url}
         upload(emulator, signing)
         event = callbacks.wait(lambda evs: len(evs) >= 1)[0]
-        assert event["EventType"] == "NewFileUpload" and event["Sign"] == md5_sign("EnvSignKey0123", event["T"])
+        assert event["EventType"] == "NewFileUpload" and event["Sign"] == callback_auth.sign(
+            "EnvSignKey0123", event["T"]
+        )
         modify(client(emulator), UploadMediaCompleteEventSwitch="OFF")
     env["VODLOCAL_SIGN_KEY"] = "ChangedInTheEnv"
     with start(replace(from_args(["--port", "0", "--data-dir", str(tmp_path / "vodlocal")], env))) as emulator:

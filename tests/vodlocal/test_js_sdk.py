@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from chalicelib import callback_auth
 from tests.vodlocal.conftest import (
     SIGN_KEY,
     CallbackReceiver,
@@ -39,7 +40,7 @@ def upload_event(callbacks: CallbackReceiver, file_id: str) -> dict[str, Any]:
     event = next(
         e for e in events if e.get("EventType") == "NewFileUpload" and e["FileUploadEvent"]["FileId"] == file_id
     )
-    assert event["Sign"] == hashlib.md5(f"{SIGN_KEY}{event['T']}".encode(), usedforsecurity=False).hexdigest()
+    assert event["Sign"] == callback_auth.sign(SIGN_KEY, event["T"])
     return event
 
 
