@@ -1,15 +1,15 @@
-"""Wiring: builds the services for the current stage once per process, on first use.
+"""Wiring: the services of the current stage, each built on first use and kept for the process.
 
-The heavy modules (pydantic models, PyJWT/cryptography, botocore) are imported by `build_services`,
-not at import time, so that `import app` stays cheap and `/health` never pays for them.
+Each service imports its modules when it is first used, so a request imports only what its route
+needs: the signing routes never import the notification parsers and the event service, the callback
+never imports the token verifier (PyJWT, cryptography), and `/health` imports none of them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 from chalicelib import aws
@@ -24,73 +24,90 @@ if TYPE_CHECKING:
     from chalicelib.videos import VideoService
 
 
-@dataclass(frozen=True)
 class Services:
-    settings: Settings
-    secrets: SecretsProvider
-    verifier: TokenVerifier
-    repository: Repository
-    uploads: UploadService
-    events: EventService
-    videos: VideoService
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self._environ = environ
 
+    @cached_property
+    def secrets(self) -> SecretsProvider:
+        from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
 
-def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:
-    from chalicelib.auth import (
-        LOCAL_ALGORITHM,
-        LOCAL_AUDIENCE,
-        JwksKeys,
-        KeyResolver,
-        StaticKey,
-        TokenVerifier,
-        load_or_create_local_key,
-    )
-    from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
-    from chalicelib.event_service import EventService
-    from chalicelib.repository import Repository
-    from chalicelib.uploads import UploadService
-    from chalicelib.videos import VideoService
-
-    if settings.secrets_source == "env":
-        # os.environ is looked up now, not bound at definition: test clients swap the object.
-        secrets: SecretsProvider = EnvSecrets(os.environ if environ is None else environ)
-    else:
+        settings = self.settings
+        if settings.secrets_source == "env":
+            # os.environ is looked up now, not bound at definition: test clients swap the object.
+            return EnvSecrets(os.environ if self._environ is None else self._environ)
         assert settings.secret_name is not None  # checked by Settings
-        secrets = SecretsManagerSecrets(
+        return SecretsManagerSecrets(
             lambda: aws.client("secretsmanager", settings.aws_region),
             settings.secret_name,
             settings.secrets_cache_seconds,
         )
-    keys: KeyResolver
-    if settings.auth_mode == "local":
-        keys = StaticKey(load_or_create_local_key(settings.local_jwt_key_file).public_key(), LOCAL_ALGORITHM)
-        issuer, audience = settings.local_jwt_issuer, LOCAL_AUDIENCE
-    else:
-        assert settings.oidc_jwks_url and settings.oidc_issuer and settings.oidc_audience
-        keys = JwksKeys(settings.oidc_jwks_url, settings.jwks_cache_seconds)
-        issuer, audience = settings.oidc_issuer, settings.oidc_audience
-    verifier = TokenVerifier(keys, issuer, audience, settings.jwt_leeway_seconds)
-    connect, read = settings.dynamodb_connect_timeout_seconds, settings.dynamodb_read_timeout_seconds
-    repository = Repository(
-        aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url, connect, read),
-        settings.table_name,
-        attempt_seconds=connect + read,
-    )
-    return Services(
-        settings=settings,
-        secrets=secrets,
-        verifier=verifier,
-        repository=repository,
-        uploads=UploadService(repository, secrets, settings.upload_policy, settings.max_metadata_bytes),
-        events=EventService(
-            repository,
-            secrets,
+
+    @cached_property
+    def verifier(self) -> TokenVerifier:
+        from chalicelib.auth import (
+            LOCAL_ALGORITHM,
+            LOCAL_AUDIENCE,
+            JwksKeys,
+            KeyResolver,
+            StaticKey,
+            TokenVerifier,
+            load_or_create_local_key,
+        )
+
+        settings = self.settings
+        keys: KeyResolver
+        if settings.auth_mode == "local":
+            keys = StaticKey(load_or_create_local_key(settings.local_jwt_key_file).public_key(), LOCAL_ALGORITHM)
+            issuer, audience = settings.local_jwt_issuer, LOCAL_AUDIENCE
+        else:
+            assert settings.oidc_jwks_url and settings.oidc_issuer and settings.oidc_audience
+            keys = JwksKeys(settings.oidc_jwks_url, settings.jwks_cache_seconds)
+            issuer, audience = settings.oidc_issuer, settings.oidc_audience
+        return TokenVerifier(keys, issuer, audience, settings.jwt_leeway_seconds)
+
+    @cached_property
+    def repository(self) -> Repository:
+        from chalicelib.repository import Repository
+
+        settings = self.settings
+        connect, read = settings.dynamodb_connect_timeout_seconds, settings.dynamodb_read_timeout_seconds
+        return Repository(
+            aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url, connect, read),
+            settings.table_name,
+            attempt_seconds=connect + read,
+        )
+
+    @cached_property
+    def uploads(self) -> UploadService:
+        from chalicelib.uploads import UploadService
+
+        settings = self.settings
+        return UploadService(self.repository, self.secrets, settings.upload_policy, settings.max_metadata_bytes)
+
+    @cached_property
+    def events(self) -> EventService:
+        from chalicelib.event_service import EventService
+
+        settings = self.settings
+        return EventService(
+            self.repository,
+            self.secrets,
             settings.callback_max_body_bytes,
             require_sign=settings.require_callback_sign,
             max_sign_lifetime_seconds=settings.callback_sign_max_lifetime_seconds,
-        ),
-        videos=VideoService(repository),
-    )
+        )
+
+    @cached_property
+    def videos(self) -> VideoService:
+        from chalicelib.videos import VideoService
+
+        return VideoService(self.repository)
+
+
+def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:
+    return Services(settings, environ)
 
 
 @lru_cache(maxsize=1)

@@ -30,14 +30,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import deploy as deployer
 from deploy import stage, vod_notify
+from devstack.health import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -105,7 +104,13 @@ def served_locally(environ: Mapping[str, str]) -> deployer.SmokeTarget:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_up(base, process, log_path)
+            wait_until_healthy(
+                f"{base}/health",
+                process,
+                START_TIMEOUT_SECONDS,
+                name="the deployed function, served locally",
+                log=log_path,
+            )
             yield base
         finally:
             process.terminate()
@@ -135,19 +140,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_until_up(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the deployed function, served locally, exited {process.returncode}; see {log_path}")
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=1).close()  # noqa: S310 - our own local URL
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the deployed function, served locally, did not answer at {base}; see {log_path}")
 
 
 def serve() -> None:

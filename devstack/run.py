@@ -26,12 +26,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 
@@ -128,24 +128,11 @@ def _port_free(port: int) -> bool:
         return probe.connect_ex((HOST, port)) != 0
 
 
-def _up(url: str) -> bool:
+def _wait_for(url: str, process: subprocess.Popen[bytes], shutdown: Shutdown) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - a local URL of ours
-            return True
-    except OSError as exc:
-        return "HTTP Error" in str(exc)  # it answers: up
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes], shutdown: Shutdown, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        shutdown.check()
-        if process.poll() is not None:
-            raise SystemExit(f"{' '.join(map(str, process.args))} exited with {process.returncode}")  # type: ignore[arg-type]
-        if _up(url):
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
+        wait_until_healthy(url, process, interrupt=shutdown.check)
+    except NotHealthy as error:
+        raise SystemExit(str(error)) from None  # make dev ends with the reason, not a traceback
 
 
 def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -26,8 +26,11 @@ def create_table_args(table_name: str, template_path: Path = TEMPLATE) -> tuple[
 
 def ensure_table(client: Any, table_name: str) -> bool:
     """Create the table unless it exists; True if it was created."""
-    if table_name in client.list_tables().get("TableNames", []):
+    try:  # not ListTables: it answers 100 names at most, and a test session makes more tables than that
+        client.describe_table(TableName=table_name)
         return False
+    except client.exceptions.ResourceNotFoundException:
+        pass
     create, ttl = create_table_args(table_name)
     client.create_table(**create)
     client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})

@@ -8,8 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from chalicelib import container
 from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
 from chalicelib.repository import Repository
 from devstack.dynamodb import DynamoDBServer
+from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 
@@ -145,20 +144,12 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while not _up(base):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("the local API (devstack.api) did not start")
-            time.sleep(0.2)
+        try:
+            wait_until_healthy(f"{base}/health", process, timeout=30, name="the local API (devstack.api)")
+        except NotHealthy as error:
+            pytest.fail(str(error))
         yield base
     finally:
         process.terminate()
         process.wait(timeout=10)
 
-
-def _up(base: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{base}/health", timeout=1).close()
-        return True
-    except OSError:
-        return False

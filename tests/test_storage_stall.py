@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.repository import limits_key, upload_key
+from chalicelib.items import limits_key, upload_key
 from devstack.dynamodb import DynamoDBServer
 from devstack.table import ensure_table, local_client
 from tests import vod_payloads as vod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -157,7 +156,3 @@ def xml_element(name: str, value: object) -> str:
 def xml_document(root: str, fields: Iterable[tuple[str, object]]) -> str:
     inner = "".join(xml_element(k, v) for k, v in fields)
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<{root}>{inner}</{root}>'
-
-
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()

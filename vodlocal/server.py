@@ -14,7 +14,6 @@ Hosts (``Host`` header, or an absolute request URI when the emulator is used as 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import re
 import threading
@@ -256,7 +255,3 @@ def start(config: Config) -> Handle:
     url = f"http://{config.host}:{port}"
     log.info("vodlocal listening on %s (data dir %s, mode %s)", url, config.data_dir, app.event_config.current().mode)
     return Handle(app, server, thread, url)
-
-
-def dump_json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
