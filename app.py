@@ -25,7 +25,7 @@ from chalicelib.http import (
 from chalicelib.media import api_fields
 
 if TYPE_CHECKING:
-    from chalicelib.auth import Principal
+    from chalicelib.identity import Principal
     from chalicelib.uploads import IssuedSignature, UploadIntent
     from chalicelib.videos import Video
 
@@ -59,7 +59,7 @@ def _request_id() -> str:
 
 # The only routes that answer without a bearer token. Every other route verifies the token before its
 # view runs and passes the view the `Principal`: a route cannot be left open by forgetting a call.
-PUBLIC_PATHS = frozenset({"/health", "/vod/events/{token}"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/vod/events/{token}"})
 
 
 def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
@@ -164,6 +164,20 @@ def _create_upload(principal: Principal) -> IssuedSignature:
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@app.route("/openapi.json", methods=["GET"], cors=True)
+def openapi_json() -> dict[str, Any]:
+    """The API contract (OpenAPI 3.1), generated from the request and response models. Like /health, it
+    needs no service: it is served without building the container."""
+    return _openapi_document()
+
+
+@functools.cache
+def _openapi_document() -> dict[str, Any]:
+    from chalicelib.openapi import openapi_document
+
+    return openapi_document()
 
 
 @api_route("/uploads", methods=["POST"], cors=True)

@@ -232,7 +232,8 @@ class Bench:
     creating the intents the callback runs complete."""
 
     def __init__(self, endpoint: str, key_file: Path) -> None:
-        from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key
+        from chalicelib.auth import load_or_create_local_key
+        from chalicelib.identity import LOCAL_ISSUER
 
         self.stage = {
             **local_stage_env(),

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chalicelib import container, vod_signature
-from chalicelib.auth import Principal
+from chalicelib.identity import Principal
 from chalicelib.settings import Settings
 from chalicelib.uploads import ClientFields
 from devstack.dynamodb import DynamoDBServer

@@ -19,19 +19,11 @@ from typing import Any, Protocol
 import jwt
 
 from chalicelib.errors import ServiceUnavailable, Unauthorized
+from chalicelib.identity import LOCAL_ALGORITHM, LOCAL_AUDIENCE, Principal
 
 ALGORITHMS = ["RS256", "ES256"]
-LOCAL_ALGORITHM = "ES256"
-LOCAL_AUDIENCE = "vod-upload-local"
-LOCAL_ISSUER = "http://127.0.0.1:8000/local-issuer"
 
 logger = logging.getLogger("vodupload")
-
-
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    claims: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -46,15 +46,8 @@ class Services:
 
     @cached_property
     def verifier(self) -> TokenVerifier:
-        from chalicelib.auth import (
-            LOCAL_ALGORITHM,
-            LOCAL_AUDIENCE,
-            JwksKeys,
-            KeyResolver,
-            StaticKey,
-            TokenVerifier,
-            load_or_create_local_key,
-        )
+        from chalicelib.auth import JwksKeys, KeyResolver, StaticKey, TokenVerifier, load_or_create_local_key
+        from chalicelib.identity import LOCAL_ALGORITHM, LOCAL_AUDIENCE
 
         settings = self.settings
         keys: KeyResolver

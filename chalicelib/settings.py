@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chalicelib.auth import LOCAL_ISSUER
+from chalicelib.identity import LOCAL_ISSUER
 from chalicelib.policy import UploadPolicy
 
 

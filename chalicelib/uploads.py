@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from chalicelib import source_context, vod_signature
-from chalicelib.auth import Principal
 from chalicelib.credentials import SecretsProvider
 from chalicelib.errors import (
     Conflict,
@@ -24,6 +23,7 @@ from chalicelib.errors import (
     NotFound,
     SignatureRefused,
 )
+from chalicelib.identity import Principal
 from chalicelib.policy import Tier, UploadPolicy
 from chalicelib.strict_json import dump_json
 

@@ -73,7 +73,8 @@ def stage_environment(stage: str) -> dict[str, str]:
 
 
 def local_token(env: dict[str, str], user: str) -> str:
-    from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
+    from chalicelib.auth import load_or_create_local_key, mint_local_token
+    from chalicelib.identity import LOCAL_ISSUER
 
     key_file = os.environ.get("LOCAL_JWT_KEY_FILE") or str(ROOT / env["LOCAL_JWT_KEY_FILE"])
     return mint_local_token(load_or_create_local_key(key_file), env.get("LOCAL_JWT_ISSUER", LOCAL_ISSUER), user)

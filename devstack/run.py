@@ -345,6 +345,7 @@ def _banner(env: dict[str, str], token: str) -> str:
         f"  curl -s -X POST http://{HOST}:{API_PORT}/uploads -H 'Authorization: Bearer {token}' "
         f"-H 'Content-Type: application/json' -d {body}",
         "  make demo     (one upload with Tencent's Web SDK through vodlocal, then GET /videos)",
+        f"  http://{HOST}:{API_PORT}/openapi.json   (the API contract, OpenAPI 3.1: open it in any OpenAPI viewer)",
         "",
         "Ctrl-C stops everything.",
     ]

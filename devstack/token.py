@@ -9,7 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
+from chalicelib.auth import load_or_create_local_key, mint_local_token
+from chalicelib.identity import LOCAL_ISSUER
 
 CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
 

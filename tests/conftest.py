@@ -17,7 +17,8 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import container
-from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
+from chalicelib.auth import load_or_create_local_key, mint_local_token
+from chalicelib.identity import LOCAL_ISSUER
 from chalicelib.repository import Repository
 from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
@@ -153,3 +154,7 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
 
+
+# Every response of the app that a test gets through chalice's test client is checked against the
+# OpenAPI document (tests/openapi_recorder.py); a mismatch fails the test that got it.
+pytest_plugins = ["tests.openapi_recorder"]

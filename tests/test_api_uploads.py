@@ -108,7 +108,8 @@ def test_missing_or_invalid_token_is_401(api: Any, authorization: str | None) ->
 
 
 def test_expired_and_foreign_tokens_are_401(api: Any, token_for: TokenFactory, tmp_path: Any) -> None:
-    from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
+    from chalicelib.auth import load_or_create_local_key, mint_local_token
+    from chalicelib.identity import LOCAL_ISSUER
 
     expired = token_for("alice", ttl=-120)  # beyond the 30 s leeway
     foreign = mint_local_token(load_or_create_local_key(str(tmp_path / "other.pem")), LOCAL_ISSUER, "alice")

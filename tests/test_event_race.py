@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib import container, vod_signature
-from chalicelib.auth import Principal
+from chalicelib.identity import Principal
 from chalicelib.settings import Settings
 from chalicelib.uploads import ClientFields
 from tests import vod_payloads as vod

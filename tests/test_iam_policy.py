@@ -25,7 +25,8 @@ from botocore import xform_name
 from chalice.test import Client
 
 from chalicelib import container, vod_signature
-from chalicelib.auth import LOCAL_ISSUER, load_or_create_local_key, mint_local_token
+from chalicelib.auth import load_or_create_local_key, mint_local_token
+from chalicelib.identity import LOCAL_ISSUER
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 from tests import vod_payloads as vod
@@ -119,6 +120,7 @@ def _exercise(http: Any, key_file: str) -> None:
         return context
 
     expect(http.get("/health"), 200)
+    expect(http.get("/openapi.json"), 200)
     created = expect(http.post("/uploads", headers=alice, body=b'{"title": "IAM", "metadata": {"k": 1}}'), 201)
     upload_id, context = created["uploadId"], context_of(created)
     expect(http.post(f"/uploads/{upload_id}/signature", headers=alice), 200)
