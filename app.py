@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response
 
 from chalicelib import deadline
 from chalicelib.container import services
@@ -251,3 +251,22 @@ def vod_event(token: str) -> Response:
     level = logging.WARNING if outcome.outcome in ("rejected", "orphan") else logging.INFO
     logger.log(level, "vod event", extra={"fields": fields})
     return Response(body={"code": 0, "outcome": outcome.outcome}, status_code=200)
+
+
+# The consumer's Lambda timeout (.chalice/config.json, lambda_functions.pull_vod_events), and the time it
+# leaves itself to log and return after its last pull and confirm.
+PULL_RUN_SECONDS = 60
+PULL_RUN_MARGIN_SECONDS = 3.0
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def pull_vod_events(event: CloudWatchEvent) -> dict[str, Any]:
+    """PULL mode (EVENT_MODE=pull): apply VOD's queued events until shortly before the Lambda's timeout. The
+    schedule overlaps runs by design: events are confirmed only once applied, and applying is idempotent."""
+    if services().settings.event_mode != "pull":
+        return {"pulled": 0, "mode": "push"}
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", lambda: PULL_RUN_SECONDS * 1000)()
+    report = services().pull_consumer.run(remaining_ms / 1000 - PULL_RUN_MARGIN_SECONDS)
+    fields = {"pulled": report.pulled, "failed": report.failed, "parked": report.parked, **report.outcomes}
+    logger.info("vod events pulled", extra={"fields": fields})
+    return fields

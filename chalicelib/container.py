@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from chalicelib.auth import TokenVerifier
     from chalicelib.credentials import SecretsProvider
     from chalicelib.event_service import EventService
+    from chalicelib.pull_consumer import PullConsumer
     from chalicelib.repository import Repository
     from chalicelib.settings import Settings
     from chalicelib.uploads import UploadService
@@ -91,6 +92,20 @@ class Services:
             require_sign=settings.require_callback_sign,
             max_sign_lifetime_seconds=settings.callback_sign_max_lifetime_seconds,
         )
+
+    @cached_property
+    def pull_consumer(self) -> PullConsumer:
+        from chalicelib.pull_consumer import PullConsumer
+        from chalicelib.vod_event_queue import VodEventQueue
+
+        settings, secrets = self.settings, self.secrets.get()
+        queue = VodEventQueue(
+            secrets.vod_secret_id,
+            secrets.vod_secret_key,
+            settings.vod_api_endpoint,
+            settings.upload_policy.default.vod_sub_app_id,
+        )
+        return PullConsumer(queue, self.events, self.repository, settings.pull_max_failures)
 
     @cached_property
     def videos(self) -> VideoService:

@@ -82,8 +82,19 @@ class EventService:
             )
         elif self._require_sign:
             raise ServiceUnavailable("callback signing is required but VOD_SIGN_KEY is not configured")
+        return self._apply_logged(notification, secrets.context_tag_key, now)
+
+    def apply_pulled(self, body: bytes) -> Outcome:
+        """An event from PullEvents. The API call that fetched it authenticated VOD, so there is no path
+        token or Sign to check; everything else is as for a pushed event."""
+        if len(body) > self._max_body_bytes:
+            raise PayloadTooLarge(f"event exceeds {self._max_body_bytes} bytes")
+        notification = vod_notification.parse(body)
+        return self._apply_logged(notification, self._secrets.get().context_tag_key, int(self._clock()))
+
+    def _apply_logged(self, notification: vod_notification.Notification, tag_key: bytes, now: int) -> Outcome:
         try:
-            return self._apply(notification, secrets.context_tag_key, now)
+            return self._apply(notification, tag_key, now)
         except ServiceUnavailable:
             # Authentic but not applied: what an operator needs to find it again (DescribeMediaInfos by
             # FileId) or to replay it. The body's Sign is not logged.

@@ -7,6 +7,8 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
   STATS#events    / <EventType>  count of ignored event types
+  EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its raw body; once
+                                 parked (a dead letter), in gsi1 under DEADLETTER
 
 Pure: values in DynamoDB's attribute-value form, no I/O.
 """
@@ -30,6 +32,7 @@ ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Rep
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
+DEAD_LETTER_PARTITION = "DEADLETTER"
 
 logger = logging.getLogger("vodupload")
 
@@ -128,6 +131,10 @@ def review_key(file_id: str) -> Key:
 
 def event_count_key(event_type: str) -> Key:
     return {"pk": as_s("STATS#events"), "sk": as_s(event_type)}
+
+
+def failed_event_key(digest: str) -> Key:
+    return {"pk": as_s(f"EVENT#{digest}"), "sk": as_s("FAILURES")}
 
 
 def owner_partition(owner: str) -> dict[str, str]:
@@ -315,4 +322,18 @@ def item_to_review(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "fileId": req_s(item, "pk").removeprefix("REVIEW#"),
         **{name: get_s(item, name) for name in ("kind", "reason", "uploadId", "intentOwner")},
+    }
+
+
+# -- pulled events that failed ------------------------------------------------------------------------
+
+
+def item_to_dead_letter(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "event": req_s(item, "pk").removeprefix("EVENT#"),
+        "eventType": get_s(item, "eventType"),
+        "failures": get_n(item, "failures"),
+        "lastError": get_s(item, "lastError"),
+        "parkedAt": get_n(item, "parkedAt"),
+        "body": get_s(item, "body"),
     }

@@ -26,13 +26,16 @@ from chalicelib.errors import (
 from chalicelib.events import ProcessingUpdate, UploadedFile
 from chalicelib.items import (
     ABANDONED,
+    DEAD_LETTER_PARTITION,
     REVIEW_PARTITION,
     Item,
     as_n,
     as_s,
     event_count_key,
+    failed_event_key,
     get_s,
     intent_to_item,
+    item_to_dead_letter,
     item_to_intent,
     item_to_review,
     item_to_video,
@@ -47,6 +50,7 @@ from chalicelib.items import (
     string_set,
     upload_key,
     video_key,
+    video_sort_key,
     video_upload_attributes,
 )
 from chalicelib.uploads import IntentLimits, UploadIntent
@@ -407,6 +411,48 @@ class Repository:
             ExpressionAttributeNames={"#count": "count"},
             ExpressionAttributeValues={":one": as_n(1)},
         )
+
+    def count_failure(self, digest: str, event_type: str, body: str, error: str, now: int) -> int:
+        """One more failed attempt to apply a pulled event; returns how many there have been. The raw body
+        is kept so that the event can be replayed by hand once parked."""
+        response = self._call(
+            "update_item",
+            TableName=self._table,
+            Key=failed_event_key(digest),
+            UpdateExpression=(
+                "ADD failures :one SET eventType = :type, body = :body, lastError = :error, lastFailedAt = :now"
+            ),
+            ExpressionAttributeValues={
+                ":one": as_n(1), ":type": as_s(event_type), ":body": as_s(body), ":error": as_s(error[:500]),
+                ":now": as_n(now),
+            },
+            ReturnValues="UPDATED_NEW",
+        )  # fmt: skip
+        return int(response["Attributes"]["failures"]["N"])
+
+    def park(self, digest: str, now: int) -> None:
+        """Make a failed event a dead letter, listed like review items; the first parking time stays."""
+        self._call(
+            "update_item",
+            TableName=self._table,
+            Key=failed_event_key(digest),
+            UpdateExpression="SET parkedAt = if_not_exists(parkedAt, :now), gsi1pk = :dead, gsi1sk = :sort",
+            ExpressionAttributeValues={
+                ":now": as_n(now), ":dead": as_s(DEAD_LETTER_PARTITION), ":sort": as_s(video_sort_key(now, digest)),
+            },
+        )  # fmt: skip
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        response = self._call(
+            "query",
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :dead",
+            ExpressionAttributeValues={":dead": as_s(DEAD_LETTER_PARTITION)},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [item_to_dead_letter(item) for item in response.get("Items", [])]
 
     def get_video(self, file_id: str) -> Video | None:
         response = self._call("get_item", TableName=self._table, Key=video_key(file_id))

@@ -49,6 +49,13 @@ class Settings(BaseModel):
     # refused: a leaked (Sign, T) pair is replayable until T, so T must not be years away.
     callback_sign_max_lifetime_seconds: int = Field(default=3600, ge=600)
 
+    # How VOD's events arrive: pushed to the callback, or pulled (PullEvents) by the scheduled consumer,
+    # which is the mode that loses nothing (README, Events). VOD_API_ENDPOINT: an emulator's address.
+    event_mode: Literal["push", "pull"] = "push"
+    vod_api_endpoint: str | None = None
+    # A pulled event that fails to apply this many times is parked as a dead letter and confirmed.
+    pull_max_failures: int = Field(default=5, ge=1, le=100)
+
     # Every answer that waits on DynamoDB comes within this (VOD waits 5 s for a callback): a call is
     # retried only while another attempt of connect plus read timeout still fits.
     request_deadline_seconds: float = Field(default=3.5, gt=0, le=25)

@@ -159,7 +159,7 @@ def deploy(
     sub_app_id = stage.vod_sub_app_id(env)
     if service.sign_key is None:
         raise DeployError(f"secret {outputs['SecretName']}: no SignKey for VOD (STAGE_KEY or VOD_SIGN_KEY)")
-    wanted = vod_notify.wanted(after.api_url, service.callback_token)
+    wanted = vod_notify.wanted(after.api_url, service.callback_token, env.get("EVENT_MODE", "push"))
     previous, current = vod_notify.configure(vod, wanted, service.sign_key, sub_app_id)
     outcome.event_config = vod_notify.summary(current)
     outcome.changes.append(

@@ -52,9 +52,11 @@ def callback_url(api_url: str, callback_token: str) -> str:
     return f"{api_url.rstrip('/')}/vod/events/{callback_token}"
 
 
-def wanted(api_url: str, callback_token: str) -> EventConfig:
-    """PUSH to the stage's callback with both events the app handles (PULL arrives with its consumer)."""
-    return EventConfig("PUSH", callback_url(api_url, callback_token), "ON", "ON")
+def wanted(api_url: str, callback_token: str, event_mode: str = "push") -> EventConfig:
+    """The stage's mode (EVENT_MODE: `push` to the callback, or `pull` by the scheduled consumer) with both
+    events the app handles. In PULL mode VOD ignores the URL; it is set anyway, so that switching the stage
+    back to PUSH needs no other change."""
+    return EventConfig(event_mode.upper(), callback_url(api_url, callback_token), "ON", "ON")
 
 
 def client(secret_id: str, secret_key: str, environ: Mapping[str, str]) -> vod_client.VodClient:

@@ -49,6 +49,8 @@ VOD_PORT = _port("DEVSTACK_VOD_PORT", 8001)
 DYNAMODB_PORT = _port("DEVSTACK_DYNAMODB_PORT", 8002)
 VODLOCAL_DIR = Path(os.environ.get("DEVSTACK_VODLOCAL_DIR") or ROOT / ".local" / "vodlocal")
 STAGE = "local"
+# `make dev EVENT_MODE=pull`: vodlocal queues VOD's events and the PULL consumer (devstack/pull.py) applies them.
+EVENT_MODE = os.environ.get("EVENT_MODE") or "push"
 
 # What the API's code and config are, relative to the project: a change to any of these restarts it.
 WATCHED = ("app.py", "chalicelib/**/*", ".chalice/*.json", "requirements.txt")
@@ -252,7 +254,20 @@ def vodlocal_environment(env: dict[str, str]) -> dict[str, str]:
         "VODLOCAL_SECRETS": f"{env['VOD_SECRET_ID']}:{env['VOD_SECRET_KEY']}",
         "VODLOCAL_SIGN_KEY": env["VOD_SIGN_KEY"],
         "VODLOCAL_CALLBACK_URL": f"http://{HOST}:{API_PORT}/vod/events/{env['VOD_CALLBACK_TOKEN']}",
+        "VODLOCAL_MODE": EVENT_MODE.upper(),
     }
+
+
+def configure_events(env: dict[str, str]) -> None:
+    """Set vodlocal's event config through its API, as the deploy sets VOD's: the mode, the callback URL and
+    SignKey. Its data directory keeps the config of an earlier start, which flags alone do not change."""
+    from deploy import vod_notify
+
+    vod = vod_notify.client(
+        env["VOD_SECRET_ID"], env["VOD_SECRET_KEY"], {"VOD_API_ENDPOINT": f"http://{HOST}:{VOD_PORT}"}
+    )
+    api_url = f"http://{HOST}:{API_PORT}/"
+    vod_notify.configure(vod, vod_notify.wanted(api_url, env["VOD_CALLBACK_TOKEN"], EVENT_MODE), env["VOD_SIGN_KEY"])
 
 
 class Stack:
@@ -262,13 +277,17 @@ class Stack:
         self.env = env
         self.dynamodb: subprocess.Popen[bytes] | None = None
         self.vodlocal: subprocess.Popen[bytes] | None = None
+        self.consumer: subprocess.Popen[bytes] | None = None
         endpoint = f"http://{HOST}:{DYNAMODB_PORT}"
-        overrides = {} if env.get("DYNAMODB_ENDPOINT_URL") == endpoint else {"DYNAMODB_ENDPOINT_URL": endpoint}
-        self.api = ApiServer(ROOT, STAGE, API_PORT, overrides, watch=autoreload)
+        self.overrides = {} if env.get("DYNAMODB_ENDPOINT_URL") == endpoint else {"DYNAMODB_ENDPOINT_URL": endpoint}
+        if EVENT_MODE not in ("push", "pull"):
+            raise SystemExit(f"EVENT_MODE must be push or pull, not {EVENT_MODE!r}")
+        self.overrides.update(EVENT_MODE=EVENT_MODE, VOD_API_ENDPOINT=f"http://{HOST}:{VOD_PORT}")
+        self.api = ApiServer(ROOT, STAGE, API_PORT, self.overrides, watch=autoreload)
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in (self.dynamodb, self.vodlocal, self.api.process) if p is not None]
+        return [p for p in (self.dynamodb, self.vodlocal, self.consumer, self.api.process) if p is not None]
 
     def start(self, shutdown: Shutdown) -> None:
         busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT) if not _port_free(port)]
@@ -281,10 +300,15 @@ class Stack:
         shutdown.check()
         self.vodlocal = _spawn(vodlocal_command(), vodlocal_environment(self.env))
         _wait_for(f"http://{HOST}:{VOD_PORT}/", self.vodlocal, shutdown)
+        configure_events(self.env)
         self.api.start(shutdown)
+        if EVENT_MODE == "pull":
+            overrides = [f"--override={name}={value}" for name, value in self.overrides.items()]
+            self.consumer = _spawn([sys.executable, "-m", "devstack.pull", *overrides])
 
     def failed_component(self) -> str | None:
-        for name, process in (("DynamoDB", self.dynamodb), ("vodlocal", self.vodlocal)):
+        components = (("DynamoDB", self.dynamodb), ("vodlocal", self.vodlocal), ("the PULL consumer", self.consumer))
+        for name, process in components:
             if process is not None and process.poll() is not None:
                 return f"{name} exited with {process.returncode}"
         return None
@@ -329,13 +353,19 @@ def local_token(user: str) -> str:
     return output.strip().splitlines()[-1]
 
 
+def _event_flow() -> str:
+    if EVENT_MODE == "pull":
+        return "queues events; the PULL consumer, devstack/pull.py, applies them"
+    return "pushes events to the API"
+
+
 def _banner(env: dict[str, str], token: str) -> str:
     body = json.dumps(json.dumps({"title": "My clip"}))
     lines = [
         "",
         "Local stack is up:",
         f"  API        http://{HOST}:{API_PORT}   (stage {STAGE} as chalice local serves it; restarts on code changes)",
-        f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator; pushes events to the API)",
+        f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator; {_event_flow()})",
         f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
         "",
         "Token for alice (make token USER=<name> for others):",

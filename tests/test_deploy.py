@@ -236,9 +236,13 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
         o["OutputKey"]: o["OutputValue"]
         for o in aws(emulated, "cloudformation").describe_stacks(StackName="vod-upload-dev")["Stacks"][0]["Outputs"]
     }
-    # The function runs with the stage's environment completed from the stack, nothing hand-edited.
-    [function] = aws(emulated, "lambda").list_functions()["Functions"]
-    env = function["Environment"]["Variables"]
+    # The functions (the API, the PULL consumer) run with the stage's environment completed from the stack,
+    # nothing hand-edited.
+    functions = {f["FunctionName"]: f for f in aws(emulated, "lambda").list_functions()["Functions"]}
+    assert set(functions) == {"vod-upload-backend-dev", "vod-upload-backend-dev-pull_vod_events"}
+    assert functions["vod-upload-backend-dev-pull_vod_events"]["Timeout"] == 60
+    env = functions["vod-upload-backend-dev"]["Environment"]["Variables"]
+    assert functions["vod-upload-backend-dev-pull_vod_events"]["Environment"]["Variables"] == env
     assert env["OIDC_ISSUER"] == f"https://cognito-idp.us-east-1.amazonaws.com/{outputs['UserPoolId']}"
     assert env["OIDC_AUDIENCE"] == outputs["UserPoolClientId"]
     assert env["TABLE_NAME"] == outputs["TableName"] and env["SECRET_NAME"] == outputs["SecretName"]
@@ -282,6 +286,13 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert not aws(emulated, "apigateway").get_rest_apis()["items"]
     assert vod_notify.describe(vod).upload_media_complete == "OFF"
     aws(emulated, "dynamodb").delete_table(TableName="vod-upload-dev")  # as the operator would, to start over
+
+    # prod consumes VOD's events in PULL mode (EVENT_MODE=pull), and its deploy sets VOD's mode to match.
+    prod = run("deploy", emulated, tmp_path / "prod-deploy", stage="prod")
+    assert prod.returncode == 0, prod.stdout + prod.stderr
+    assert vod_notify.describe(vod).mode == "PULL"
+    assert run("destroy", emulated, tmp_path / "prod-destroy", stage="prod").returncode == 0
+    aws(emulated, "dynamodb").delete_table(TableName="vod-upload-prod")
 
 
 def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ and it allows exactly what a deploy and a destroy do, on this app's resources.
 What a deploy does is derived, not copied, wherever a source says it:
 
 - `chalice deploy` / `chalice delete`: for each resource chalice builds from this app (its application
-  graph, built from .chalice/config.json as chalice does), the TypedAWSClient methods chalice's planner,
-  remote-state check and sweeper name for that resource type; from those, every `self._client('svc').op`
-  and `client.op` they reach in chalice/awsclient.py (following calls between its methods, resolving
-  waiters through botocore), mapped to IAM actions through botocore's service models.
+  graph, built from .chalice/config.json as chalice does), the TypedAWSClient methods chalice's planner
+  plans for it (following the planner's helpers, and taking the branch the resource's own fields decide),
+  its remote-state check if the plan asks one, and the sweeper's delete for each resource type the plan
+  records; from those, every `self._client('svc').op` and `client.op` they reach in chalice/awsclient.py
+  (following calls between its methods, resolving waiters through botocore), mapped to IAM actions through
+  botocore's service models.
 - CloudFormation on infra/stage.json: it creates the resources with the caller's credentials, so for each
   resource the role needs what that type's handler calls. The handlers' permission lists come from the
   resource-provider schemas cfn-lint ships: the read handler in full (a resource is read back after every
@@ -24,6 +26,7 @@ Last, `chalice package` for dev and prod makes a SAM template that passes cfn-li
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import json
 import os
@@ -203,16 +206,114 @@ def class_methods(module: str, class_name: str) -> dict[str, ast.FunctionDef]:
     return {node.name: node for node in cls.body if isinstance(node, ast.FunctionDef)}
 
 
-def planned_calls(function: ast.FunctionDef) -> set[str]:
-    """The TypedAWSClient methods an instruction list names: `APICall(method_name='…')`."""
-    return {
-        keyword.value.value
-        for node in ast.walk(function)
-        if isinstance(node, ast.Call)
-        for keyword in node.keywords
-        if keyword.arg == "method_name" and isinstance(keyword.value, ast.Constant)
-        if isinstance(keyword.value.value, str)
-    }
+@dataclass
+class Planned:
+    """What one of chalice's instruction builders (a PlanStage `_plan_<kind>`, a ResourceSweeper `_delete_<type>`)
+    can put in a plan for one resource."""
+
+    calls: set[str] = field(default_factory=set)  # TypedAWSClient methods: `APICall(method_name='…')`
+    recorded: set[str] = field(default_factory=set)  # `Record…(resource_type='…')`: the sweeper deletes by these
+    asks_remote_state: bool = False  # `self._remote_state.resource_exists(resource)`
+
+
+_UNDECIDED = object()
+
+
+def _resource_attribute(node: ast.expr, resource: Any) -> Any:
+    """The value of `resource.<attribute>` in the source, for the resource being planned."""
+    if (
+        resource is not None
+        and isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "resource"
+        and hasattr(resource, node.attr)
+    ):
+        return getattr(resource, node.attr)
+    return _UNDECIDED
+
+
+def _decide(test: ast.expr, resource: Any) -> bool | None:
+    """An `if` test on the planned resource's own fields (`resource.x`, `resource.x is None`, `not …`) as it
+    comes out for this resource; None when it depends on anything else (remote state, variables)."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _decide(test.operand, resource)
+        return None if inner is None else not inner
+    if (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Is | ast.IsNot)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    ):
+        value = _resource_attribute(test.left, resource)
+        if value is _UNDECIDED:
+            return None
+        return (value is None) == isinstance(test.ops[0], ast.Is)
+    value = _resource_attribute(test, resource)
+    return None if value is _UNDECIDED else bool(value)
+
+
+def planned(methods: Mapping[str, ast.FunctionDef], name: str, resource: models.ManagedModel | None) -> Planned:
+    """The instructions `methods[name]` can produce for `resource`. Follows the class's own helpers
+    (`self._helper(resource, …)`, e.g. _plan_scheduledevent -> _create_cloudwatchevent); an `if` on the
+    resource's own fields takes the branch it takes for this resource (a REST API's custom domain, a
+    function's reserved concurrency), every other `if` both branches. `resource` None: decide nothing."""
+    result = Planned()
+    seen: set[tuple[str, int]] = set()
+
+    def constant_keyword(call: ast.Call, arg: str) -> str | None:
+        for keyword in call.keywords:
+            if keyword.arg == arg:
+                assert isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, str), (
+                    f"{name}: {arg}= is not a literal, not modelled"
+                )
+                return keyword.value.value
+        return None
+
+    def visit(node: ast.AST, bound: models.ManagedModel | None) -> None:
+        if isinstance(node, ast.If):
+            taken = _decide(node.test, bound)
+            visit(node.test, bound)
+            for branch in [node.body, node.orelse] if taken is None else [node.body if taken else node.orelse]:
+                for statement in branch:
+                    visit(statement, bound)
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            if (method := constant_keyword(node, "method_name")) is not None:
+                result.calls.add(method)
+            if isinstance(func, ast.Attribute) and func.attr.startswith("RecordResource"):
+                recorded = constant_keyword(node, "resource_type")
+                assert recorded is not None, f"{name}: {func.attr} without resource_type=, not modelled"
+                result.recorded.add(recorded)
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "resource_exists"
+                and isinstance(func.value, ast.Attribute)
+                and func.value.attr == "_remote_state"
+            ):
+                first = node.args[0] if node.args else None
+                assert bound is not None and isinstance(first, ast.Name) and first.id == "resource", (
+                    f"{name}: asks RemoteState about another resource than the one planned, not modelled"
+                )
+                result.asks_remote_state = True
+            if (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "self"
+                and func.attr in methods
+            ):
+                first = node.args[0] if node.args else None
+                helper_bound = bound if isinstance(first, ast.Name) and first.id == "resource" else None
+                if (func.attr, id(helper_bound)) not in seen:
+                    seen.add((func.attr, id(helper_bound)))
+                    visit(methods[func.attr], helper_bound)
+        for child in ast.iter_child_nodes(node):
+            visit(child, bound)
+
+    seen.add((name, id(resource)))
+    visit(methods[name], resource)
+    return result
 
 
 def direct_client_calls(function: ast.FunctionDef) -> set[str]:
@@ -236,36 +337,40 @@ def chalice_resources(stage: str) -> tuple[models.ManagedModel, ...]:
 
 
 def chalice_entry_points(stage: str) -> dict[str, str]:
-    """TypedAWSClient method -> the chalice function that uses it for one of this app's resources."""
-    sources = {
-        "PlanStage": class_methods("deploy/planner.py", "PlanStage"),
-        "RemoteState": class_methods("deploy/planner.py", "RemoteState"),
-        "ResourceSweeper": class_methods("deploy/sweeper.py", "ResourceSweeper"),
-        "Executor": class_methods("deploy/executor.py", "Executor"),
-    }
-    uses: list[tuple[str, str, Callable[[ast.FunctionDef], set[str]]]] = [
-        ("RemoteState", "resource_deployed_values", direct_client_calls),
-        ("RemoteState", "_dynamically_lookup_values", direct_client_calls),
-        ("Executor", "_do_builtinfunction", direct_client_calls),
-    ]
+    """TypedAWSClient method -> the chalice function that uses it for one of this app's resources.
+
+    For each resource: what PlanStage._plan_<kind> plans for it; RemoteState._resource_exists_<kind> if that
+    plan asks whether the resource exists (a scheduled event's does not: put_rule is idempotent); and the
+    ResourceSweeper._delete_<type> for each resource type the plan records in deployed.json (a scheduled
+    event is recorded as a `cloudwatch_event`), which is what `chalice delete` and a sweep run."""
+    planner = class_methods("deploy/planner.py", "PlanStage")
+    remote = class_methods("deploy/planner.py", "RemoteState")
+    sweeper = class_methods("deploy/sweeper.py", "ResourceSweeper")
+    executor = class_methods("deploy/executor.py", "Executor")
+    entries: dict[str, str] = {}
+
+    def use(methods: Iterable[str], where: str) -> None:
+        for method in methods:
+            entries.setdefault(method, where)
+
+    use(direct_client_calls(remote["resource_deployed_values"]), "RemoteState.resource_deployed_values")
+    use(direct_client_calls(remote["_dynamically_lookup_values"]), "RemoteState._dynamically_lookup_values")
+    use(direct_client_calls(executor["_do_builtinfunction"]), "Executor._do_builtinfunction")
+    unknown = "this analysis does not know that resource type"
     for resource in chalice_resources(stage):
         kind = type(resource).__name__.lower()
-        uses += [
-            ("PlanStage", f"_plan_{kind}", planned_calls),
-            ("RemoteState", f"_resource_exists_{kind}", direct_client_calls),
-            ("ResourceSweeper", f"_delete_{resource.resource_type}", planned_calls),
-        ]
-    entries: dict[str, str] = {}
-    for cls, name, find in uses:
-        assert name in sources[cls], f"chalice has no {cls}.{name}: this analysis does not know that resource type"
-        for method in find(sources[cls][name]):
-            entries.setdefault(method, f"{cls}.{name}")
-    # _plan_lambdafunction names both; a function's reserved_concurrency decides which one is planned.
-    functions = [r for r in chalice_resources(stage) if isinstance(r, models.LambdaFunction)]
-    if all(f.reserved_concurrency is None for f in functions):
-        del entries["put_function_concurrency"]
-    if all(f.reserved_concurrency is not None for f in functions):
-        del entries["delete_function_concurrency"]
+        plan_method = f"_plan_{kind}"
+        assert plan_method in planner, f"chalice has no PlanStage.{plan_method}: {unknown}"
+        plan = planned(planner, plan_method, resource)
+        use(plan.calls, f"PlanStage.{plan_method}")
+        if plan.asks_remote_state:
+            exists = f"_resource_exists_{kind}"
+            assert exists in remote, f"chalice has no RemoteState.{exists}: {unknown}"
+            use(direct_client_calls(remote[exists]), f"RemoteState.{exists}")
+        for recorded in sorted(plan.recorded):
+            delete = f"_delete_{recorded}"
+            assert delete in sweeper, f"chalice has no ResourceSweeper.{delete}: {unknown}"
+            use(planned(sweeper, delete, None).calls, f"ResourceSweeper.{delete}")
     return entries
 
 
@@ -354,6 +459,7 @@ def chalice_needs(stage: str) -> list[Need]:
     resources = chalice_resources(stage)
     roles = [r.role_name for r in resources if isinstance(r, models.ManagedIAMRole)]
     functions = [r.function_name for r in resources if isinstance(r, models.LambdaFunction)]
+    rules = [r.rule_name for r in resources if isinstance(r, models.CloudWatchEventBase)]
     assert roles and functions
     needs: list[Need] = []
     for call in sorted(client_calls(chalice_entry_points(stage))):
@@ -364,6 +470,11 @@ def chalice_needs(stage: str) -> list[Need]:
         elif call.service == "iam":
             assert "Role" in operation.name, f"{why}: not an operation on a role"
             needs += [Need(f"iam:{operation.name}", arn("iam", f"role/{r}", region=False), why=why) for r in roles]
+        elif call.service == "events":
+            # Rules on the default event bus: chalice names no EventBusName.
+            assert "rule-on-default-event-bus" in resource_types(f"events:{operation.name}"), why
+            assert rules, f"{why}: no rule in the app"
+            needs += [Need(f"events:{operation.name}", arn("events", f"rule/{r}"), why=why) for r in rules]
         elif call.service == "apigateway":
             # API Gateway's control plane is authorised by HTTP method on the request path.
             path = re.sub(r"\{\w+\}", "a1b2c3d4e5", operation.http["requestUri"].split("?")[0])
@@ -680,6 +791,11 @@ def test_removing_any_granted_action_denies_something_a_deploy_needs() -> None:
         ("cognito-idp:AdminInitiateAuth", arn("cognito-idp", "userpool/us-east-1_Other"), ()),
         ("cognito-idp:DeleteUserPool", arn("cognito-idp", "userpool/us-east-1_Other"), ((STACK_TAG, "crm-prod"),)),
         ("apigateway:POST", arn("apigateway", "/domainnames", account=False), ()),
+        ("events:PutTargets", arn("events", "rule/billing-nightly"), ()),
+        ("events:PutRule", arn("events", "rule/another-app-prod-cron"), ()),
+        ("events:DeleteRule", arn("events", "rule/AutoScalingManagedRule"), ()),
+        ("events:PutEvents", arn("events", "event-bus/default"), ()),
+        ("lambda:AddPermission", arn("lambda", "function:another-app-prod"), ()),
         ("apigateway:PATCH", arn("apigateway", "/account", account=False), ()),
         ("kms:Decrypt", "*", ()),
         ("sts:AssumeRole", "*", ()),
@@ -719,16 +835,67 @@ def test_the_chalice_analysis_finds_the_calls_of_a_deploy_and_a_delete() -> None
         ("apigateway", "PutRestApi"),
         ("apigateway", "CreateDeployment"),
         ("apigateway", "DeleteRestApi"),
+        ("events", "PutRule"),  # the schedule's rule: get_or_create_rule_arn
+        ("events", "PutTargets"),  # connect_rule_to_lambda
+        ("events", "RemoveTargets"),  # delete_rule (chalice delete)
+        ("events", "DeleteRule"),
     } <= calls
-    assert {service for service, _ in calls} == {"iam", "lambda", "apigateway"}
+    assert {service for service, _ in calls} == {"iam", "lambda", "apigateway", "events"}
+    # A rule's lambda:AddPermission (events.amazonaws.com) goes through the function's policy check first.
+    entries = chalice_entry_points("dev")
+    assert entries["add_permission_for_cloudwatch_event"] == "PlanStage._plan_scheduledevent"
+    assert entries["delete_rule"] == "ResourceSweeper._delete_cloudwatch_event"
+    permission = client_calls(["add_permission_for_cloudwatch_event"])
+    assert {(call.service, operation_of(call).name) for call in permission} == {
+        ("lambda", "GetPolicy"),
+        ("lambda", "AddPermission"),
+    }
 
 
-def test_the_app_is_one_rest_api_function_with_its_role() -> None:
-    # What chalice_needs was written for; a new kind of resource (schedule, queue, layer, domain) must be
-    # mapped there (the analysis also fails on a resource type it has no plan method for).
+def test_the_plan_analysis_takes_the_branches_a_resource_takes() -> None:
+    resources = chalice_resources("dev")
+    planner = class_methods("deploy/planner.py", "PlanStage")
+    [function, *_] = [r for r in resources if isinstance(r, models.LambdaFunction)]
+    assert function.reserved_concurrency is None
+    assert {"delete_function_concurrency", "put_function_concurrency"} & planned(
+        planner, "_plan_lambdafunction", function
+    ).calls == {"delete_function_concurrency"}
+    limited = dataclasses.replace(function, reserved_concurrency=5)
+    assert {"delete_function_concurrency", "put_function_concurrency"} & planned(
+        planner, "_plan_lambdafunction", limited
+    ).calls == {"put_function_concurrency"}
+    # A custom domain's helpers ask RemoteState about the domain, which the analysis does not model.
+    [api] = [r for r in resources if isinstance(r, models.RestAPI)]
+    assert api.domain_name is None
+    with pytest.raises(AssertionError, match="another resource"):
+        planned(planner, "_plan_restapi", dataclasses.replace(api, domain_name=object()))
+    # A schedule's plan is built by a helper, never asks whether the rule exists, and is recorded (and so
+    # swept) as a cloudwatch_event.
+    [schedule] = [r for r in resources if isinstance(r, models.ScheduledEvent)]
+    plan = planned(planner, "_plan_scheduledevent", schedule)
+    assert plan.calls == {"get_or_create_rule_arn", "connect_rule_to_lambda", "add_permission_for_cloudwatch_event"}
+    assert not plan.asks_remote_state
+    assert plan.recorded == {"cloudwatch_event"}
+
+
+def test_the_app_is_what_the_chalice_analysis_maps() -> None:
+    # What chalice_needs was written for: REST API, functions each with their own managed role, schedules.
+    # A new kind of resource (queue, layer, domain, log group) must be mapped there (the analysis also fails
+    # on a resource type it has no plan method for).
     for stage in STAGES:
-        kinds = sorted(type(resource).__name__ for resource in chalice_resources(stage))
-        assert kinds == ["LambdaFunction", "ManagedIAMRole", "RestAPI"], kinds
+        resources = chalice_resources(stage)
+        kinds = {type(resource).__name__ for resource in resources}
+        assert kinds == {"LambdaFunction", "ManagedIAMRole", "RestAPI", "ScheduledEvent"}, kinds
+        app = f"{CHALICE_CONFIG['app_name']}-{stage}"
+        functions = {r.function_name: r for r in resources if isinstance(r, models.LambdaFunction)}
+        assert set(functions) == {app, f"{app}-pull_vod_events"}
+        for function in functions.values():
+            assert isinstance(function.role, models.ManagedIAMRole), function.function_name
+            assert function.role.role_name.startswith(f"{app}-"), function.role.role_name
+        [schedule] = [r for r in resources if isinstance(r, models.ScheduledEvent)]
+        assert schedule.rule_name == f"{app}-pull_vod_events-event"
+        assert schedule.lambda_function.function_name == f"{app}-pull_vod_events"
+        assert schedule.schedule_expression == "rate(1 minute)"
 
 
 def test_the_unused_handler_actions_left_out_are_real_handler_actions() -> None:
@@ -774,12 +941,28 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 def test_chalice_package_makes_a_template_cfn_lint_passes(stage: str, packaged: Callable[[str], Path]) -> None:
     out = packaged(stage)
     sam = json.loads((out / "sam.json").read_text())
-    [function] = [r for r in sam["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
-    assert function["Properties"]["Environment"]["Variables"]["STAGE"] == stage
-    [role] = [r for r in sam["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    policy_file = ROOT / ".chalice" / CHALICE_CONFIG["stages"][stage]["iam_policy_file"]
-    [policy] = role["Properties"]["Policies"]
-    assert policy["PolicyDocument"] == json.loads(policy_file.read_text())
+    resources = sam["Resources"]
+    functions = {r["Properties"]["Handler"]: r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == {"app.app", "app.pull_vod_events"}
+    config = CHALICE_CONFIG["stages"][stage]
+    policy_file = ROOT / ".chalice" / config["iam_policy_file"]
+    roles = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+    function_roles = set()
+    for function in functions.values():
+        properties = function["Properties"]
+        assert properties["Environment"]["Variables"]["STAGE"] == stage
+        role_id, attribute = properties["Role"]["Fn::GetAtt"]
+        assert attribute == "Arn" and role_id in roles
+        function_roles.add(role_id)
+        [policy] = resources[role_id]["Properties"]["Policies"]
+        assert policy["PolicyDocument"] == json.loads(policy_file.read_text())
+    assert function_roles == roles  # a role of its own for each function
+    assert functions["app.app"]["Properties"]["Timeout"] == CHALICE_CONFIG["lambda_timeout"]
+    assert "Events" not in functions["app.app"]["Properties"]
+    scheduled = functions["app.pull_vod_events"]["Properties"]
+    assert scheduled["Timeout"] == config["lambda_functions"]["pull_vod_events"]["lambda_timeout"] == 60
+    [event] = scheduled["Events"].values()
+    assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
     result = subprocess.run(  # noqa: S603 - the linter from our own venv
         [str(cfn_lint), str(out / "sam.json")], capture_output=True, text=True, timeout=300

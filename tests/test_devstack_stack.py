@@ -275,13 +275,13 @@ def test_the_api_listens_with_a_deep_backlog_and_takes_a_64_way_burst(stack: Mak
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed (CI installs it)")
-def test_ten_web_sdk_uploads_are_all_attributed_with_no_api_restart(stack: MakeDev, tmp_path: Path) -> None:
+def web_sdk_uploads(stack: MakeDev, tmp_path: Path, count: int) -> None:
+    """What `make demo` does, `count` times in a row; each upload must end up in alice's videos."""
     assert NODE is not None
-    api_pid = stack.pid_of("api")
     token = local_token("alice")
     clip = tmp_path / "clip.mp4"
     file_ids: list[str] = []
-    for n in range(10):  # what `make demo` does, ten times in a row
+    for n in range(count):
         clip.write_bytes(os.urandom(3 * MiB))
         out: dict[str, Any] = run_harness(
             NODE, f"http://127.0.0.1:{stack.vod_port}", f"{stack.api}/", token, FILE=clip, CHUNK_SIZE=MiB
@@ -296,5 +296,27 @@ def test_ten_web_sdk_uploads_are_all_attributed_with_no_api_restart(stack: MakeD
             listed = {video["fileId"] for video in json.load(response)["videos"]}
         time.sleep(0.2)
     assert set(file_ids) <= listed, sorted(set(file_ids) - listed)
+
+
+def test_ten_web_sdk_uploads_are_all_attributed_with_no_api_restart(stack: MakeDev, tmp_path: Path) -> None:
+    api_pid = stack.pid_of("api")
+    web_sdk_uploads(stack, tmp_path, 10)
     assert stack.pid_of("api") == api_pid
     assert len(re.findall(RESTART_MESSAGE, stack.log())) == 0
+
+
+def test_make_dev_event_mode_pull_attributes_web_sdk_uploads_through_the_consumer(tmp_path: Path) -> None:
+    dev = MakeDev(tmp_path)
+    dev.env["EVENT_MODE"] = "pull"
+    try:
+        dev.start().wait_up()
+        assert "queues events; the PULL consumer" in dev.log()
+        consumer = [pid for pid, cmd in dev.descendants().items() if "-m devstack.pull" in cmd]
+        assert len(consumer) == 1
+        web_sdk_uploads(dev, tmp_path, 3)
+        assert "POST /vod/events" not in dev.log()  # attributed, and never pushed: pulled
+        dev.signal_group(signal.SIGTERM)
+        dev.wait()
+        assert dev.survivors() == {}
+    finally:
+        dev.cleanup()

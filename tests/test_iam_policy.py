@@ -11,12 +11,15 @@ botocore requests are recorded as they are sent (tests/aws_calls.py) and mapped 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import botocore.session
@@ -32,6 +35,7 @@ from devstack.token import local_stage_env
 from tests import vod_payloads as vod
 from tests.aws_calls import (
     APP_SOURCES,
+    FAKE_ACCOUNT,
     ROOT,
     AwsCall,
     CallRecorder,
@@ -45,14 +49,16 @@ from tests.aws_calls import (
     unused_grants,
     without_action,
 )
+from tests.test_pull_consumer import upload_through
+from vodlocal import Config, Handle, start
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
 STAGES = sorted(name for name, stage in CONFIG["stages"].items() if "iam_policy_file" in stage)
 
 # Handlers that are not API routes (schedules, queue/topic/bucket events, pure Lambdas, websockets,
-# authorizers) that the recording run exercises. Empty: the app has none. A new one fails
+# authorizers) that the recording run exercises. A new one fails
 # `test_every_non_route_handler_is_exercised` until the recording run calls it and it is listed here.
-EXERCISED_HANDLERS: frozenset[str] = frozenset()
+EXERCISED_HANDLERS: frozenset[str] = frozenset({"pull_vod_events"})
 
 SECRET_VALUES = {
     "VOD_SECRET_ID": "AKIDiamrecording0000000000000000000",
@@ -144,6 +150,57 @@ def _exercise(http: Any, key_file: str) -> None:
     expect(http.get(f"/videos/{FILE_ID}", headers=alice), 200)
 
 
+@contextlib.contextmanager
+def vod_queue(work: Path) -> Iterator[Handle]:
+    """vodlocal in PULL mode, knowing the recording's VOD key pair."""
+    handle = start(
+        Config(
+            port=0,
+            data_dir=work / "vodlocal",
+            secrets={SECRET_VALUES["VOD_SECRET_ID"]: SECRET_VALUES["VOD_SECRET_KEY"]},
+            mode="PULL",
+            pull_wait=0.3,
+        )
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+# What EventBridge sends a scheduled function.
+SCHEDULED_EVENT = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": FAKE_ACCOUNT,
+    "time": "2026-11-25T12:00:00Z",
+    "region": "us-east-1",
+    "resources": [f"arn:aws:events:us-east-1:{FAKE_ACCOUNT}:rule/vod-upload-backend-dev-pull_vod_events"],
+    "detail": {},
+}
+
+
+class ConsumerContext:
+    """The Lambda context of one consumer run: long enough for one pull and its confirm."""
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 11_000
+
+
+def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Handle, env: dict[str, str]) -> None:
+    """The scheduled PULL consumer applies a pulled NewFileUpload, as its own Lambda would."""
+    token = mint_local_token(load_or_create_local_key(key_file), LOCAL_ISSUER, "bob", None, 600)
+    upload_id = upload_through(vod, http, token)
+    with mock.patch.dict(os.environ, env):
+        result = chalice_app.handler_map["pull_vod_events"](SCHEDULED_EVENT, ConsumerContext())
+    assert result.get("attributed") == 1, result
+    status = http.get(f"/uploads/{upload_id}", headers={"Authorization": f"Bearer {token}"})
+    assert status.json_body["status"] == "completed"
+
+
 @pytest.fixture(scope="module")
 def recording(dynamodb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
     import app as application
@@ -177,10 +234,14 @@ def recording(dynamodb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) 
     (project / ".chalice" / "config.json").write_text(json.dumps(config))
 
     recorder = CallRecorder()
-    with recorder.installed(), recorder.watching_routes(application.app):
+    with recorder.installed(), recorder.watching_routes(application.app), vod_queue(work) as vod:
+        env.update(EVENT_MODE="pull", VOD_API_ENDPOINT=vod.url)
+        (project / ".chalice" / "config.json").write_text(json.dumps(config))
         container.reset()  # the app's clients are created (and hooked) on first use, inside
         try:
-            _exercise(Client(application.app, stage_name="test", project_dir=str(project)).http, key_file)
+            http = Client(application.app, stage_name="test", project_dir=str(project)).http
+            _exercise(http, key_file)
+            _exercise_pull_consumer(application.app, http, key_file, vod, env)
         finally:
             container.reset()
     yield Recording(list(recorder.calls), set(recorder.routes), list(recorder.unattributed), used)

@@ -1,0 +1,144 @@
+"""The PULL consumer: VOD keeps events until they are confirmed, so none is lost to a failure here.
+
+Each run pulls batches (PullEvents, at most 16, long-polled) until shortly before its deadline, applies
+each event through the event service, and confirms (ConfirmEvents) only the events whose effects are
+durably written, or that can never apply. An event that is not confirmed comes back after 30 s. One that
+keeps failing is counted per event in the table and, at the stage's limit, parked as a dead letter with
+its raw body, confirmed, and logged at ERROR: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chalicelib.errors import ServiceUnavailable
+from chalicelib.event_service import EventService, Outcome
+
+logger = logging.getLogger("vodupload")
+
+# A PullEvents call holds up to 5 s when the queue is empty (vod-protocol.md §3.2); leave that, plus the
+# confirm, before the deadline.
+PULL_HOLD_SECONDS = 5.0
+CONFIRM_SECONDS = 2.0
+
+
+class QueueUnavailable(Exception):
+    """PullEvents or ConfirmEvents failed."""
+
+
+@dataclass(frozen=True)
+class PulledEvent:
+    handle: str
+    body: bytes  # the event's JSON, as a pushed notification's body
+
+
+class EventQueue(Protocol):
+    def pull(self) -> list[PulledEvent]: ...
+
+    def confirm(self, handles: list[str]) -> None: ...
+
+
+class FailureStore(Protocol):
+    def count_failure(self, digest: str, event_type: str, body: str, error: str, now: int) -> int: ...
+
+    def park(self, digest: str, now: int) -> None: ...
+
+
+@dataclass
+class RunReport:
+    pulled: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    failed: int = 0  # left unconfirmed: VOD delivers them again
+    parked: int = 0
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class PullConsumer:
+    def __init__(
+        self,
+        queue: EventQueue,
+        events: EventService,
+        failures: FailureStore,
+        max_failures: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._queue = queue
+        self._events = events
+        self._failures = failures
+        self._max_failures = max_failures
+        self._clock = clock
+
+    def run(self, seconds: float) -> RunReport:
+        """Pull and apply until less than a pull and a confirm fit in `seconds`; stops early when a pull
+        finds the queue empty and no time is left for another."""
+        stop_at = time.monotonic() + seconds
+        report = RunReport()
+        while time.monotonic() + PULL_HOLD_SECONDS + CONFIRM_SECONDS < stop_at:
+            try:
+                batch = self._queue.pull()
+                report.pulled += len(batch)
+                done = [event.handle for event in batch if self._settle(event, report)]
+                if done:
+                    self._queue.confirm(done)
+            except QueueUnavailable as error:
+                # Unconfirmed events come back after 30 s; the next run starts over.
+                logger.error("VOD event queue unavailable, run ended", extra={"fields": {"reason": str(error)}})
+                break
+        return report
+
+    def _settle(self, event: PulledEvent, report: RunReport) -> bool:
+        """Apply one event; True when it may be confirmed (applied, or parked)."""
+        try:
+            outcome: Outcome = self._events.apply_pulled(event.body)
+        except ServiceUnavailable as error:
+            # Storage is down: counting the failure would fail too. VOD delivers the event again.
+            report.failed += 1
+            logger.warning("pulled event not applied, left for redelivery", extra={"fields": {"reason": str(error)}})
+            return False
+        except Exception as error:
+            return self._failed(event, error, report)
+        report.count(outcome.outcome)
+        return True
+
+    def _failed(self, event: PulledEvent, error: Exception, report: RunReport) -> bool:
+        digest = hashlib.sha256(event.body).hexdigest()
+        reason = f"{type(error).__name__}: {error}"
+        event_type = _event_type(event.body)
+        now = int(self._clock())
+        try:
+            failures = self._failures.count_failure(
+                digest, event_type, event.body.decode("utf-8", "replace"), reason, now
+            )
+            if failures < self._max_failures:
+                report.failed += 1
+                logger.warning(
+                    "pulled event failed", extra={"fields": {"event": digest, "failures": failures, "reason": reason}}
+                )
+                return False
+            self._failures.park(digest, now)
+        except ServiceUnavailable:
+            report.failed += 1
+            return False
+        report.parked += 1
+        logger.error(
+            "pulled event parked as a dead letter",
+            extra={"fields": {"event": digest, "eventType": event_type, "failures": failures, "reason": reason}},
+        )
+        return True
+
+
+def _event_type(body: bytes) -> str:
+    """For the log and the dead letter only: the event may not even be JSON."""
+    try:
+        value = json.loads(body).get("EventType")
+    except (ValueError, AttributeError):
+        return "unreadable"
+    return value[:64] if isinstance(value, str) else "unknown"

@@ -1,0 +1,79 @@
+"""The PULL consumer on this machine: `make dev EVENT_MODE=pull` runs it beside the API.
+
+`chalice local` does not run scheduled functions, so this process invokes the same handler the schedule
+invokes in Lambda (`app.pull_vod_events`, through chalice's handler map, with an EventBridge scheduled
+event), one run after another, in the local stage's environment plus `--override NAME=VALUE`s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from devstack.token import local_stage_env
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_SECONDS = 20.0
+ACCOUNT = "123456789012"
+
+
+def scheduled_event(rule: str = "vod-upload-backend-local-pull_vod_events") -> dict[str, Any]:
+    """What EventBridge sends a scheduled function."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:{ACCOUNT}:rule/{rule}"],
+        "detail": {},
+    }
+
+
+class RunContext:
+    """The Lambda context of one run: how long it may take."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self._seconds * 1000)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--override", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--run-seconds", type=float, default=RUN_SECONDS)
+    args = parser.parse_args(argv)
+    os.environ.update(local_stage_env())
+    os.environ.update(dict(item.partition("=")[::2] for item in args.override))
+    os.chdir(ROOT)  # the stage's relative paths (the local key) are the project's
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    import app
+
+    handler = app.app.handler_map["pull_vod_events"]
+    log = logging.getLogger("devstack.pull")
+    while not stop.is_set():
+        try:
+            handler(scheduled_event(), RunContext(args.run_seconds))
+        except Exception:
+            log.exception("devstack: a PULL consumer run failed; the next one starts in a second")
+            stop.wait(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Each route imports only what it uses (cold start): a fresh process, the real handler, an API Gateway event.
+
+The signing route must not import the notification parsers, the event service or Tencent's SDK; the
+callback must not import the token verifier (PyJWT, cryptography), the signing request models or the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from bench.cold_start import callback_event, create_upload_event
+from chalicelib import vod_signature
+from tests import vod_payloads as vod
+from tests.conftest import ROOT, TokenFactory, bearer
+
+PROBE = """
+import json, os, sys
+import app
+response = app.app(json.loads(os.environ["PROBE_EVENT"]), None)
+print(json.dumps({"status": response["statusCode"], "modules": sorted(sys.modules)}))
+"""
+
+
+def first_request(event: dict[str, Any], stage_env: dict[str, str]) -> tuple[int, set[str]]:
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**os.environ, **stage_env, "PROBE_EVENT": json.dumps(event)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer["status"], set(answer["modules"])
+
+
+def top_level(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_the_signing_route_imports_no_event_code_and_no_vod_sdk(
+    stage_env: dict[str, str], token_for: TokenFactory
+) -> None:
+    status, modules = first_request(create_upload_event(token_for("alice")), stage_env)
+    assert status == 201
+    assert not modules & {"chalicelib.vod_notification", "chalicelib.event_service", "chalicelib.pull_consumer"}
+    assert "tencentcloud" not in top_level(modules)
+    assert "jwt" in top_level(modules)  # the probe is real: this route verifies a token
+
+
+def test_the_callback_imports_no_token_verifier_no_signing_models_and_no_vod_sdk(
+    api: Any, stage_env: dict[str, str], token_for: TokenFactory
+) -> None:
+    created = api.post("/uploads", headers=bearer(token_for("alice")), body=b"{}").json_body
+    context = vod_signature.verify(created["signature"], stage_env["VOD_SECRET_KEY"]).params.options.sourceContext
+    body = json.dumps(vod.signed(vod.new_file_upload("5285890000000777", context), stage_env["VOD_SIGN_KEY"]))
+    status, modules = first_request(callback_event(stage_env["VOD_CALLBACK_TOKEN"], body), stage_env)
+    assert status == 200
+    assert not top_level(modules) & {"jwt", "cryptography", "tencentcloud"}
+    assert not modules & {"chalicelib.auth", "chalicelib.models", "chalicelib.pull_consumer"}
+    assert "chalicelib.vod_notification" in modules  # the probe is real: this route parsed the event
