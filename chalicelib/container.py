@@ -105,7 +105,14 @@ class Services:
             settings.vod_api_endpoint,
             settings.upload_policy.default.vod_sub_app_id,
         )
-        return PullConsumer(queue, self.events, self.repository, settings.pull_max_failures)
+        return PullConsumer(
+            queue,
+            self.events,
+            self.repository,
+            settings.pull_max_failures,
+            settings.request_deadline_seconds,
+            settings.pull_confirm_window_seconds,
+        )
 
     @cached_property
     def videos(self) -> VideoService:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.event_service import EventService, Outcome
 
@@ -56,6 +57,8 @@ class RunReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     failed: int = 0  # left unconfirmed: VOD delivers them again
     parked: int = 0
+    deferred: int = 0  # pulled too late in their batch to be confirmed in time: left for redelivery
+    unconfirmed: int = 0  # applied, but the confirm failed: their redelivery is a duplicate
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -68,36 +71,57 @@ class PullConsumer:
         events: EventService,
         failures: FailureStore,
         max_failures: int,
+        event_seconds: float = 3.5,
+        confirm_window_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`event_seconds` bounds one event's storage calls and their retries, as a request's deadline does;
+        `confirm_window_seconds` is how long VOD accepts a confirm after the pull."""
         self._queue = queue
         self._events = events
         self._failures = failures
         self._max_failures = max_failures
+        self._event_seconds = event_seconds
+        self._confirm_window = confirm_window_seconds
         self._clock = clock
 
     def run(self, seconds: float) -> RunReport:
-        """Pull and apply until less than a pull and a confirm fit in `seconds`; stops early when a pull
-        finds the queue empty and no time is left for another."""
+        """Pull and apply until less than a pull and a confirm fit in `seconds`.
+
+        Each event is confirmed as soon as it is applied: VOD refuses a confirm after its window (30 s), and
+        a batch of 16 slow events confirmed together could miss it and come back forever, ahead of every
+        newer event. Events of a batch that could no longer be confirmed in time are left for redelivery."""
         stop_at = time.monotonic() + seconds
         report = RunReport()
         while time.monotonic() + PULL_HOLD_SECONDS + CONFIRM_SECONDS < stop_at:
             try:
                 batch = self._queue.pull()
-                report.pulled += len(batch)
-                done = [event.handle for event in batch if self._settle(event, report)]
-                if done:
-                    self._queue.confirm(done)
             except QueueUnavailable as error:
-                # Unconfirmed events come back after 30 s; the next run starts over.
+                # Unconfirmed events come back after the window; the next run starts over.
                 logger.error("VOD event queue unavailable, run ended", extra={"fields": {"reason": str(error)}})
                 break
+            pulled_at = time.monotonic()
+            report.pulled += len(batch)
+            for event in batch:
+                if time.monotonic() - pulled_at > self._confirm_window - min(CONFIRM_SECONDS, self._confirm_window / 2):
+                    report.deferred += 1
+                    continue
+                if self._settle(event, report):
+                    self._confirm(event, report)
         return report
+
+    def _confirm(self, event: PulledEvent, report: RunReport) -> None:
+        try:
+            self._queue.confirm([event.handle])
+        except QueueUnavailable as error:  # applied all the same: its redelivery will be a duplicate
+            report.unconfirmed += 1
+            logger.warning("pulled event applied but not confirmed", extra={"fields": {"reason": str(error)}})
 
     def _settle(self, event: PulledEvent, report: RunReport) -> bool:
         """Apply one event; True when it may be confirmed (applied, or parked)."""
         try:
-            outcome: Outcome = self._events.apply_pulled(event.body)
+            with deadline.within(self._event_seconds):
+                outcome: Outcome = self._events.apply_pulled(event.body)
         except ServiceUnavailable as error:
             # Storage is down: counting the failure would fail too. VOD delivers the event again.
             report.failed += 1

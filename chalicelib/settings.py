@@ -55,6 +55,8 @@ class Settings(BaseModel):
     vod_api_endpoint: str | None = None
     # A pulled event that fails to apply this many times is parked as a dead letter and confirmed.
     pull_max_failures: int = Field(default=5, ge=1, le=100)
+    # How long VOD accepts a ConfirmEvents after the pull (30 s); vodlocal can be given a shorter one.
+    pull_confirm_window_seconds: float = Field(default=30.0, ge=1, le=300)
 
     # Every answer that waits on DynamoDB comes within this (VOD waits 5 s for a callback): a call is
     # retried only while another attempt of connect plus read timeout still fits.
