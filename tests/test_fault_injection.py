@@ -10,9 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from chalicelib import container
 from tests.conftest import ApiFactory, TokenFactory, bearer, with_policy
 from tests.fault_proxy import FaultProxy, Plan
 from tests.test_pull_consumer import upload_through
+from tests.vodlocal.conftest import apply_body, cos_client, ugc
 from vodlocal import Config, Handle, start
 
 UPLOADS = 200
@@ -110,3 +114,81 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     assert sum(len(uploads) for uploads in by_owner.values()) == UPLOADS
     assert outcomes["attributed"] == UPLOADS and set(proxy.faults) == set(FAULTS), figures
     assert container.services().repository.dead_letters() == [] and container.services().repository.reviews() == []
+
+
+# -- the same run in PUSH mode: what VOD's documented PUSH loses ------------------------------------------
+
+
+@pytest.fixture
+def faulty_dynamodb(stage_env: dict[str, str]) -> Iterator[FaultProxy]:
+    """The app's DynamoDB behind the fault proxy, from the start (the chalice_local fixture reads stage_env)."""
+    proxy = FaultProxy(stage_env["DYNAMODB_ENDPOINT_URL"], every_third_request(), slow_seconds=1.5)
+    real_endpoint = stage_env["DYNAMODB_ENDPOINT_URL"]
+    with_policy(stage_env, maxOpenIntents=UPLOADS, maxIntentsPerHour=UPLOADS, maxSignaturesPerIntent=5)
+    stage_env["DYNAMODB_ENDPOINT_URL"] = proxy.url
+    yield proxy
+    proxy.stop()
+    stage_env["DYNAMODB_ENDPOINT_URL"] = real_endpoint
+
+
+def call_until_answered(method: str, url: str, token: str, body: bytes | None = None) -> dict[str, Any]:
+    """What a client does with a 503 and its Retry-After: try again (at once here, to keep the run short)."""
+    for _ in range(20):
+        request = urllib.request.Request(url, data=body, method=method, headers=bearer(token))
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer: dict[str, Any] = json.load(response)
+                return answer
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                raise
+    raise AssertionError(f"{method} {url} kept answering 503")
+
+
+def test_the_same_run_in_push_mode_reports_what_it_loses(
+    faulty_dynamodb: FaultProxy, chalice_local: str, stage_env: dict[str, str], token_for: TokenFactory, tmp_path: Path
+) -> None:
+    vod = start(
+        Config(
+            port=0,
+            data_dir=tmp_path / "vodlocal-push",
+            secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
+            callback_url=f"{chalice_local}/vod/events/{stage_env['VOD_CALLBACK_TOKEN']}",
+            sign_key=stage_env["VOD_SIGN_KEY"],
+        )
+    )
+    tokens = {f"user{n}": token_for(f"user{n}") for n in range(USERS)}
+    made: dict[str, str] = {}
+    try:
+        for n in range(UPLOADS):
+            owner = f"user{n % USERS}"
+            made[push_upload(vod, chalice_local, tokens[owner], b"p%d" % n)] = owner
+        time.sleep(20)  # VOD's pushes, and its retries after a timeout, are over by now
+    finally:
+        vod.stop()
+    faulty_dynamodb.plan = lambda _number, _operation: None  # read the outcome without faults
+    by_owner = {
+        user: [v["uploadId"] for v in call_until_answered("GET", f"{chalice_local}/videos?limit=100", token)["videos"]]
+        for user, token in tokens.items()
+    }
+    attributed_once = sum(1 for upload_id, owner in made.items() if by_owner[owner].count(upload_id) == 1)
+    figures = {"uploads": UPLOADS, "attributedOnce": attributed_once, "lost": UPLOADS - attributed_once}
+    print(f"PUSH under faults: {json.dumps({**figures, 'faults': dict(faulty_dynamodb.faults)})}")
+    assert all(len(uploads) == len(set(uploads)) for uploads in by_owner.values())  # never twice, even in PUSH
+    assert figures["attributedOnce"] + figures["lost"] == UPLOADS
+
+
+def push_upload(vod: Handle, api_url: str, token: str, payload: bytes) -> str:
+    created = call_until_answered("POST", f"{api_url}/uploads", token, b'{"title": "pushed"}')
+    apply = ugc(vod, "ApplyUploadUGC", apply_body(created["signature"], len(payload)))
+    assert apply["code"] == 0, apply
+    data = apply["data"]
+    cert = data["tempCertificate"]
+    cos = cos_client(vod, data["storageRegionV5"], cert["secretId"], cert["secretKey"], cert["token"])
+    bucket = f"{data['storageBucket']}-{data['storageAppId']}"
+    cos.put_object(Bucket=bucket, Key=data["video"]["storagePath"][1:], Body=payload)
+    renewed = call_until_answered("POST", f"{api_url}/uploads/{created['uploadId']}/signature", token)
+    commit = ugc(vod, "CommitUploadUGC", {"signature": renewed["signature"], "vodSessionKey": data["vodSessionKey"]})
+    assert commit["code"] == 0, commit
+    upload_id: str = created["uploadId"]
+    return upload_id
