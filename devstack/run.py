@@ -255,6 +255,9 @@ def vodlocal_environment(env: dict[str, str]) -> dict[str, str]:
         "VODLOCAL_SIGN_KEY": env["VOD_SIGN_KEY"],
         "VODLOCAL_CALLBACK_URL": f"http://{HOST}:{API_PORT}/vod/events/{env['VOD_CALLBACK_TOKEN']}",
         "VODLOCAL_MODE": EVENT_MODE.upper(),
+        # Unlike VOD, which retries only a timeout: the dev loop restarts the API on every code change, and
+        # an upload made meanwhile must not lose its event to a refused connection.
+        "VODLOCAL_PUSH_RETRY_ON": "network",
     }
 
 

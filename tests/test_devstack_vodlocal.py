@@ -88,7 +88,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 def emulator(tmp_path: Path, url: str, backoff: tuple[float, ...]) -> Handle:
-    return start(Config(port=0, data_dir=tmp_path / "vodlocal", callback_url=url, push_backoff=backoff))
+    """vodlocal as `make dev` runs it: retrying a refused connection too (devstack/run.py)."""
+    return start(
+        Config(port=0, data_dir=tmp_path / "vodlocal", callback_url=url, push_backoff=backoff, push_retry_on="network")
+    )
 
 
 def test_push_retries_pause_after_a_refused_connection(tmp_path: Path, receiver: Receiver) -> None:

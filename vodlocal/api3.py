@@ -127,11 +127,14 @@ class Api3Service:
         handles = params.get("EventHandles")
         if not isinstance(handles, list) or not handles or len(handles) > MAX_PULL:
             raise ApiError("InvalidParameter", f"EventHandles must list 1..{MAX_PULL} handles")
-        bad = self.bus.confirm([str(h) for h in handles])
-        if bad:
+        refused = self.bus.confirm([str(h) for h in handles])
+        if refused:
+            # VOD: "past 30 s, a parameter error (4000)"; InvalidParameterValue is the one parameter error its SDKs
+            # list for ConfirmEvents. The message is vodlocal's own. No handle of the request is confirmed.
             raise ApiError(
-                "InvalidParameterValue.EventHandles",
-                f"unknown or expired event handles (confirm within {self.config.confirm_window:g} s): " + ",".join(bad),
+                "InvalidParameterValue",
+                "parameter error (4000): no EventHandle confirmed; "
+                + "; ".join(f"{handle} is {why}" for handle, why in refused.items()),
             )
         return {}
 

@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Literal
 
 EventMode = Literal["PUSH", "PULL"]
+# What makes a PUSH attempt worth a retry. "timeout" is VOD's documented rule (vod-protocol.md §3.1): only an
+# attempt with no reply within the timeout is retried. "network" also retries a refused or reset connection, an
+# undocumented convenience for a dev loop whose callback restarts.
+PushRetryOn = Literal["timeout", "network"]
+PUSH_RETRY_ON: tuple[PushRetryOn, ...] = ("timeout", "network")
 
 DEFAULT_APP_ID = 1500000001
 DEFAULT_REGION = "ap-guangzhou"
+EVENT_RETENTION = 4 * 86_400  # PullEvents: un-pulled events are kept up to 4 days (vod-protocol.md §3.2)
 
 
 @dataclass(frozen=True)
@@ -31,18 +37,30 @@ class Config:
     callback_url: str | None = None
     sign_key: str | None = None
     mode: EventMode = "PUSH"
+    # Fault injection (not VOD behaviour): every event delivered N times. PUSH POSTs it N times in a row; PULL
+    # queues a copy at the tail of the queue each time a copy is first pulled, with its own EventHandle.
     duplicate_deliveries: int = 1
     procedure_delay: float = 1.0
     public_base_url: str | None = None
     session_ttl: int = 86_400
     cert_ttl: int = 3600
+    # PULL (vod-protocol.md §3.2): confirm within 30 s or the event is pulled again; PullEvents holds up to 5 s;
+    # an event not confirmed within 4 days of its creation is dropped.
     confirm_window: float = 30.0
     pull_wait: float = 5.0
+    event_retention: float = EVENT_RETENTION
+    # PUSH (vod-protocol.md §3.1): 5 s per attempt, a reply with any status is a delivery, a timeout is retried
+    # twice (at most 3 sends).
     push_timeout: float = 5.0
     push_retries: int = 2
-    # Pause before retry n (the last value repeats), counted from the failed attempt's start: a connection
-    # refused by a restarting callback is retried a moment later, a 5 s timeout is retried at once.
+    push_retry_on: PushRetryOn = "timeout"
+    # Pause before retry n (the last value repeats), counted from the failed attempt's start. After a 5 s timeout
+    # it has already passed, so the retry goes out at once; it delays the retry of a faster failure only.
     push_backoff: tuple[float, ...] = (1.0, 2.0)
+    # Fault injection (not VOD behaviour): up to N events that are ready together are delivered in reverse order,
+    # in both modes. The first of a group waits up to ``reorder_hold`` seconds for the others; 1 = in order.
+    reorder_window: int = 1
+    reorder_hold: float = 1.0
 
 
 def parse_secrets(items: Sequence[str]) -> dict[str, str]:
@@ -103,7 +121,20 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--duplicate-deliveries",
         type=int,
         default=int(_env(env, "DUPLICATE_DELIVERIES", "1") or 1),
-        help="deliver every PUSH event N times [VODLOCAL_DUPLICATE_DELIVERIES]",
+        help="fault injection: deliver every event N times, PUSH or PULL [VODLOCAL_DUPLICATE_DELIVERIES]",
+    )
+    p.add_argument(
+        "--reorder-window",
+        type=int,
+        default=int(_env(env, "REORDER_WINDOW", "1") or 1),
+        help="fault injection: deliver up to N events ready together in reverse order, PUSH or PULL; "
+        "1 = in order [VODLOCAL_REORDER_WINDOW]",
+    )
+    p.add_argument(
+        "--reorder-hold",
+        type=float,
+        default=float(_env(env, "REORDER_HOLD", "1") or 1),
+        help="with --reorder-window: seconds the first event of a group waits for the others [VODLOCAL_REORDER_HOLD]",
     )
     p.add_argument(
         "--procedure-delay",
@@ -123,15 +154,46 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="PULL mode: seconds to confirm before redelivery [VODLOCAL_CONFIRM_WINDOW]",
     )
     p.add_argument(
+        "--event-retention",
+        type=float,
+        default=float(_env(env, "EVENT_RETENTION", str(EVENT_RETENTION)) or EVENT_RETENTION),
+        help="PULL mode: seconds an unconfirmed event is kept, from its creation (4 days) [VODLOCAL_EVENT_RETENTION]",
+    )
+    p.add_argument(
+        "--pull-wait",
+        type=float,
+        default=float(_env(env, "PULL_WAIT", "5") or 5),
+        help="PULL mode: seconds PullEvents holds when there is nothing to pull [VODLOCAL_PULL_WAIT]",
+    )
+    p.add_argument(
         "--cert-ttl",
         type=int,
         default=int(_env(env, "CERT_TTL", "3600") or 3600),
         help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
     )
     p.add_argument(
+        "--push-timeout",
+        type=float,
+        default=float(_env(env, "PUSH_TIMEOUT", "5") or 5),
+        help="PUSH: seconds to wait for the callback's reply [VODLOCAL_PUSH_TIMEOUT]",
+    )
+    p.add_argument(
+        "--push-retries",
+        type=int,
+        default=int(_env(env, "PUSH_RETRIES", "2") or 2),
+        help="PUSH: retries after a failed attempt [VODLOCAL_PUSH_RETRIES]",
+    )
+    p.add_argument(
+        "--push-retry-on",
+        choices=PUSH_RETRY_ON,
+        default=_env(env, "PUSH_RETRY_ON", "timeout"),
+        help="PUSH: what is retried: timeout (VOD's documented rule) or network (also a refused or reset "
+        "connection) [VODLOCAL_PUSH_RETRY_ON]",
+    )
+    p.add_argument(
         "--push-backoff",
         default=_env(env, "PUSH_BACKOFF", "1,2"),
-        help="PUSH: seconds before each retry, e.g. 1,2 [VODLOCAL_PUSH_BACKOFF]",
+        help="PUSH: seconds before each retry, from the failed attempt's start, e.g. 1,2 [VODLOCAL_PUSH_BACKOFF]",
     )
     return p
 
@@ -140,8 +202,18 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     env = os.environ if env is None else env
     args = build_parser(env).parse_args(argv)
     secrets = parse_secrets([_env(env, "SECRETS", "") or ""])
-    if args.duplicate_deliveries < 1:
-        raise SystemExit("--duplicate-deliveries must be >= 1")
+    for flag, ok in (
+        ("--duplicate-deliveries must be >= 1", args.duplicate_deliveries >= 1),
+        ("--reorder-window must be >= 1", args.reorder_window >= 1),
+        ("--reorder-hold must be >= 0", args.reorder_hold >= 0),
+        ("--event-retention must be > 0", args.event_retention > 0),
+        ("--pull-wait must be >= 0", args.pull_wait >= 0),
+        ("--push-timeout must be > 0", args.push_timeout > 0),
+        ("--push-retries must be >= 0", args.push_retries >= 0),
+        ("--push-retry-on must be timeout or network", args.push_retry_on in PUSH_RETRY_ON),
+    ):
+        if not ok:
+            raise SystemExit(flag)
     try:
         push_backoff = parse_backoff(args.push_backoff)
     except ValueError as exc:
@@ -160,6 +232,13 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         procedure_delay=args.procedure_delay,
         public_base_url=args.public_base_url,
         confirm_window=args.confirm_window,
+        pull_wait=args.pull_wait,
+        event_retention=args.event_retention,
         cert_ttl=args.cert_ttl,
+        push_timeout=args.push_timeout,
+        push_retries=args.push_retries,
+        push_retry_on=args.push_retry_on,
         push_backoff=push_backoff,
+        reorder_window=args.reorder_window,
+        reorder_hold=args.reorder_hold,
     )

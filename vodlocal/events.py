@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import queue
@@ -9,10 +11,9 @@ import secrets
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from tencentcloud.vod.v20180717 import models
 
@@ -25,6 +26,7 @@ from vodlocal.store import Store
 log = logging.getLogger("vodlocal.events")
 
 MAX_PULL = 16
+MAX_REPLY_BODY = 1 << 16  # of a PUSH reply: read (up to the timeout) and ignored, as VOD ignores it
 TRANSCODE_DEFINITION = 100010
 
 
@@ -118,6 +120,54 @@ def file_deleted(file_id: str) -> models.EventContent:
     return event
 
 
+class PushFailed(Exception):
+    """A PUSH attempt got no HTTP reply. ``timed_out``: none within the timeout (VOD retries that); otherwise
+    the connection failed (refused, reset, name not resolved, TLS, not HTTP), which VOD does not document."""
+
+    def __init__(self, reason: str, timed_out: bool) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out
+
+
+def post_json(url: str, data: bytes, timeout: float) -> int:
+    """POST ``data`` to ``url`` and return the reply's status, whatever it is: VOD ignores it.
+
+    ``timeout`` bounds connecting, sending and receiving the status line and headers together. The body is read
+    until the same deadline and ignored. Redirects are not followed, and no proxy is used."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PushFailed(f"not an http(s) URL: {parts.scheme or '(no scheme)'}://…", timed_out=False)
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no reply within {timeout:g} s")
+        return remaining
+
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        conn.connect()
+        sock = conn.sock  # kept: getresponse() may hand the socket over to the response and drop conn.sock
+        assert sock is not None
+        sock.settimeout(left())
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("POST", target, body=data, headers={"Content-Type": "application/json"})
+        sock.settimeout(left())
+        resp = conn.getresponse()
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            sock.settimeout(left())
+            resp.read(MAX_REPLY_BODY)
+        return resp.status
+    except TimeoutError as exc:
+        raise PushFailed(f"no reply within {timeout:g} s ({exc})", timed_out=True) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise PushFailed(repr(exc), timed_out=False) from None
+    finally:
+        conn.close()
+
+
 class EventBus:
     """Records every event the event config lets through, then delivers it as the config says: PUSH mode
     POSTs it to the NotificationUrl (signed with the SignKey), PULL mode queues it for PullEvents.
@@ -125,6 +175,8 @@ class EventBus:
     The config is read when an event is emitted (its switch, and PUSH or PULL) and again before each PUSH
     attempt (the URL and SignKey): a change made with ModifyEventConfig applies to the next send. A pending
     PUSH whose mode has meanwhile become PULL joins the PULL queue; one whose URL has been cleared is dropped.
+
+    Fault injection (``Config.duplicate_deliveries``, ``Config.reorder_window``) applies in both modes.
     """
 
     def __init__(self, store: Store, config: Config, event_config: EventConfigStore | None = None) -> None:
@@ -211,28 +263,56 @@ class EventBus:
     # --- PUSH --------------------------------------------------------------------------------------
     def _push_loop(self) -> None:
         while True:
-            item = self._outbox.get()
-            if item is None:
+            group = self._next_push_group()
+            if group is None:
                 return
-            seq, body = item
-            replied = stopped = False
-            for copy in range(self.config.duplicate_deliveries):
-                if self._closed:
+            if len(group) > 1:
+                log.info("reorder injection: pushing events %s in reverse order", [seq for seq, _ in group])
+            for seq, body in reversed(group):
+                if not self._push_event(seq, body):
                     return
-                outcome = self._deliver(seq, body, copy)
-                if outcome is None:  # the event config no longer PUSHes anywhere
-                    stopped = True
-                    break
-                replied = replied or outcome
-            if self._closed:  # possibly cut short: left unconfirmed, so redelivered after a restart
-                return
+
+    def _next_push_group(self) -> list[tuple[int, dict[str, Any]]] | None:
+        """The next event, and with ``reorder_window`` > 1 up to that many that are ready together: the first
+        waits up to ``reorder_hold`` seconds for the others. None when the bus closes (what was taken stays
+        undelivered in the database, and is pushed after a restart)."""
+        item = self._outbox.get()
+        if item is None:
+            return None
+        group = [item]
+        deadline = time.monotonic() + self.config.reorder_hold
+        while len(group) < self.config.reorder_window:
+            remaining = deadline - time.monotonic()
             try:
-                if stopped and not replied:
-                    self._reroute(seq)
-                else:
-                    self.store.execute("UPDATE events SET confirmed = 1 WHERE seq = ?", (seq,))
-            except sqlite3.ProgrammingError:  # closed while delivering: redelivered after a restart
-                return
+                item = self._outbox.get(timeout=remaining) if remaining > 0 else self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return None
+            group.append(item)
+        return group
+
+    def _push_event(self, seq: int, body: dict[str, Any]) -> bool:
+        """Deliver every copy of one event and record it as done; False when the bus closed meanwhile."""
+        replied = stopped = False
+        for copy in range(self.config.duplicate_deliveries):
+            if self._closed:
+                return False
+            outcome = self._deliver(seq, body, copy)
+            if outcome is None:  # the event config no longer PUSHes anywhere
+                stopped = True
+                break
+            replied = replied or outcome
+        if self._closed:  # possibly cut short: left unconfirmed, so redelivered after a restart
+            return False
+        try:
+            if stopped and not replied:
+                self._reroute(seq)
+            else:
+                self.store.execute("UPDATE events SET confirmed = 1 WHERE seq = ?", (seq,))
+        except sqlite3.ProgrammingError:  # closed while delivering: redelivered after a restart
+            return False
+        return True
 
     def _reroute(self, seq: int) -> None:
         """A PUSH event that can no longer be PUSHed: to the PULL queue in PULL mode, else dropped."""
@@ -245,8 +325,11 @@ class EventBus:
             log.warning("event #%d dropped: no NotificationUrl is configured", seq)
 
     def _deliver(self, seq: int, body: dict[str, Any], copy: int) -> bool | None:
-        """POST one copy, with retries. True once a reply came, False if every attempt failed, None if the
-        event config stopped PUSHing (PULL mode, or no URL) before an attempt."""
+        """POST one copy, retrying as VOD does. True once a reply came (any status), False if the event is lost,
+        None if the event config stopped PUSHing (PULL mode, or no URL) before an attempt.
+
+        An attempt fails when no reply comes within ``push_timeout``; it is then retried ``push_retries`` times.
+        A connection that fails outright (refused, reset, …) is retried only with ``push_retry_on="network"``."""
         backoff = self.config.push_backoff
         for attempt in range(1 + self.config.push_retries):
             target = self.event_config.current().push_target()  # re-read: ModifyEventConfig applies at once
@@ -260,28 +343,29 @@ class EventBus:
                 payload["T"] = expires
                 payload["Sign"] = callback_auth.sign(sign_key, expires)
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            request = urllib.request.Request(  # noqa: S310 - the configured callback URL
-                url,
-                data=data,
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
             record: dict[str, Any] = {"seq": seq, "copy": copy, "attempt": attempt, "url": url, "t": time.time()}
             try:
-                with urllib.request.urlopen(request, timeout=self.config.push_timeout) as resp:  # noqa: S310
-                    resp.read()
-                    record["status"] = resp.status
-            except urllib.error.HTTPError as exc:
-                record["status"] = exc.code  # VOD ignores the status code: a reply is a delivery
-            except (OSError, TimeoutError) as exc:
-                record["error"] = repr(exc)
+                record["status"] = post_json(url, data, self.config.push_timeout)
+            except PushFailed as failure:
+                record["error"] = str(failure)
+                record["timeout"] = failure.timed_out
             self.deliveries.append(record)
             if "status" in record:
-                return True
-            log.warning("push of event #%d failed (attempt %d): %s", seq, attempt + 1, record.get("error"))
-            if attempt < self.config.push_retries and backoff:
+                return True  # VOD ignores the status code and the body: a reply is a delivery
+            retried = record["timeout"] or self.config.push_retry_on == "network"
+            if not retried or attempt == self.config.push_retries:
+                log.warning(
+                    "event #%d lost after %d PUSH attempt(s): %s%s",
+                    seq,
+                    attempt + 1,
+                    record["error"],
+                    "" if retried else " (only a timeout is retried, as VOD documents; see --push-retry-on)",
+                )
+                return False
+            log.warning("push of event #%d failed (attempt %d), retrying: %s", seq, attempt + 1, record["error"])
+            if backoff:
                 # A refused connection fails at once: wait so that a restarting callback can take the retry.
-                # After a timeout the pause has already passed, and the retry goes out at once, as VOD's does.
+                # After a timeout the pause has already passed, and the retry goes out at once.
                 pause = backoff[min(attempt, len(backoff) - 1)] - (time.monotonic() - started)
                 if pause > 0 and self._closing.wait(pause):
                     return False
@@ -289,55 +373,102 @@ class EventBus:
 
     # --- PULL --------------------------------------------------------------------------------------
     def pull(self, wait: float | None = None) -> list[dict[str, Any]]:
+        """PullEvents: up to 16 events at once if any are due, else hold up to ``wait`` seconds for one."""
         deadline = time.monotonic() + (self.config.pull_wait if wait is None else wait)
         while True:
-            events = self._lease()
+            events, next_due = self._lease()
             if events or self._closed:
                 return events
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
+            pause = min(remaining, 0.5)
+            if next_due is not None:  # a redelivery or the end of a reorder hold: wake up for it
+                pause = min(pause, max(next_due - time.time(), 0.005))
             with self._ready:
-                self._ready.wait(min(remaining, 0.5))
+                self._ready.wait(pause)
 
-    def _lease(self) -> list[dict[str, Any]]:
+    def _lease(self) -> tuple[list[dict[str, Any]], float | None]:
+        """Hand out the due events with fresh handles; also the (wall clock) time the next one falls due, if any.
+
+        With ``reorder_window`` > 1, fewer due events than the window are held until the earliest has been due
+        for ``reorder_hold`` seconds, and each run of ``reorder_window`` events goes out reversed. With
+        ``duplicate_deliveries`` > 1, the first lease of a copy queues the next copy at the tail of the queue."""
         now = time.time()
+        config = self.config
         leased: list[dict[str, Any]] = []
         with self.store.transaction() as db:
+            self._expire(db, now)
             rows = db.execute(
-                "SELECT seq, body FROM events WHERE pull = 1 AND confirmed = 0 "
-                "AND (inflight_until IS NULL OR inflight_until < ?) ORDER BY seq LIMIT ?",
+                "SELECT seq, event_type, body, created, handle, inflight_until, copy FROM events "
+                "WHERE pull = 1 AND confirmed = 0 AND (inflight_until IS NULL OR inflight_until < ?) "
+                "ORDER BY seq LIMIT ?",
                 (now, MAX_PULL),
             ).fetchall()
-            for row in rows:
+            pending = db.execute(
+                "SELECT min(inflight_until) AS due FROM events "
+                "WHERE pull = 1 AND confirmed = 0 AND inflight_until >= ?",
+                (now,),
+            ).fetchone()
+            next_due: float | None = pending["due"] if pending else None
+            window = config.reorder_window
+            if window > 1 and 0 < len(rows) < window:
+                due_since = min(max(row["created"], row["inflight_until"] or 0.0) for row in rows)
+                held_until = due_since + config.reorder_hold
+                if now < held_until:
+                    return [], held_until if next_due is None else min(next_due, held_until)
+            groups = [rows[i : i + window] for i in range(0, len(rows), window)]
+            if window > 1 and any(len(group) > 1 for group in groups):
+                log.info("reorder injection: pulling events %s", [row["seq"] for g in groups for row in reversed(g)])
+            for row in (row for group in groups for row in reversed(group)):
                 handle = secrets.token_hex(16)
                 db.execute(
                     "UPDATE events SET handle = ?, inflight_until = ? WHERE seq = ?",
-                    (handle, now + self.config.confirm_window, row["seq"]),
+                    (handle, now + config.confirm_window, row["seq"]),
                 )
+                if row["handle"] is None and row["copy"] + 1 < config.duplicate_deliveries:
+                    db.execute(
+                        "INSERT INTO events (event_type, body, created, pull, confirmed, copy) VALUES (?,?,?,1,0,?)",
+                        (row["event_type"], row["body"], row["created"], row["copy"] + 1),
+                    )
+                    log.info("duplicate injection: event #%d queued again (copy %d)", row["seq"], row["copy"] + 1)
                 body = json.loads(row["body"])
                 body["EventHandle"] = handle
                 leased.append(body)
-        return leased
+        return leased, next_due
 
-    def confirm(self, handles: list[str]) -> list[str]:
-        """Confirm all handles or none; returns the handles that are unknown or past the window."""
+    def _expire(self, db: sqlite3.Connection, now: float) -> None:
+        """Drop the PULL events not confirmed within ``event_retention`` of their creation, pulled or not."""
+        dropped = db.execute(
+            "DELETE FROM events WHERE pull = 1 AND confirmed = 0 AND created < ?",
+            (now - self.config.event_retention,),
+        ).rowcount
+        if dropped:
+            retention = self.config.event_retention
+            log.warning("%d PULL event(s) dropped: not confirmed within %g s of being created", dropped, retention)
+
+    def confirm(self, handles: list[str]) -> dict[str, str]:
+        """ConfirmEvents: all handles or none. Returns why each refused handle was refused (empty: all confirmed)."""
         now = time.time()
+        refused: dict[str, str] = {}
         with self.store.transaction() as db:
-            bad = [
-                h
-                for h in handles
-                if db.execute(
-                    "SELECT 1 FROM events WHERE handle = ? AND confirmed = 0 AND inflight_until >= ?",
-                    (h, now),
-                ).fetchone()
-                is None
-            ]
-            if not bad:
+            self._expire(db, now)
+            for handle in handles:
+                row = db.execute("SELECT confirmed, inflight_until FROM events WHERE handle = ?", (handle,)).fetchone()
+                if row is None:
+                    refused[handle] = "unknown (never issued, replaced when its event was pulled again, or expired)"
+                elif row["confirmed"]:
+                    refused[handle] = "already confirmed"
+                elif row["inflight_until"] < now:
+                    refused[handle] = f"past its {self.config.confirm_window:g} s confirm window"
+            if not refused:
                 for handle in handles:
                     db.execute("UPDATE events SET confirmed = 1 WHERE handle = ?", (handle,))
-        return bad
+        return refused
 
     def pending_count(self) -> int:
-        row = self.store.one("SELECT count(*) AS n FROM events WHERE pull = 1 AND confirmed = 0")
+        """DescribeEventsState: events not yet confirmed, in flight or not (copies not queued yet excluded)."""
+        with self.store.transaction() as db:
+            self._expire(db, time.time())
+            row = db.execute("SELECT count(*) AS n FROM events WHERE pull = 1 AND confirmed = 0").fetchone()
         return int(row["n"]) if row else 0

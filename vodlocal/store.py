@@ -38,10 +38,13 @@ CREATE TABLE IF NOT EXISTS media (
     file_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_type TEXT NOT NULL, body TEXT NOT NULL, created REAL NOT NULL,
-    pull INTEGER NOT NULL, handle TEXT, inflight_until REAL, confirmed INTEGER NOT NULL DEFAULT 0);
+    pull INTEGER NOT NULL, handle TEXT, inflight_until REAL, confirmed INTEGER NOT NULL DEFAULT 0,
+    copy INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS event_config (
     id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL, source TEXT NOT NULL, updated REAL NOT NULL);
 """
+# Columns added after a table's first release: a data directory from an older vodlocal gets them on start.
+MIGRATIONS = {"events": {"copy": "INTEGER NOT NULL DEFAULT 0"}}
 
 CHUNK = 1 << 20
 
@@ -60,6 +63,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, columns in MIGRATIONS.items():
+            present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, spec in columns.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {spec}")
 
     # --- SQL -----------------------------------------------------------------------------------
     @contextmanager

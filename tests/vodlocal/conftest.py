@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ class CallbackReceiver:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.delay = 0.0
+        self.status = 200  # of every reply: VOD ignores it
         self.cond = threading.Condition()
         receiver = self
 
@@ -61,7 +63,7 @@ class CallbackReceiver:
                 with receiver.cond:
                     receiver.events.append(body)
                     receiver.cond.notify_all()
-                reply_json(self, 200, {"code": 0})
+                reply_json(self, receiver.status, {"code": 0})
 
         self._local = LocalServer(Handler)
         self.url = self._local.url + "/vod/events/test-token"
@@ -81,6 +83,22 @@ class CallbackReceiver:
 
     def stop(self) -> None:
         self._local.stop()
+
+
+def refusing_url() -> str:
+    """A callback URL on a port nothing listens on: every connection is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/vod/events/refused"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A callback URL whose server accepts connections (the kernel does) and never answers: every attempt times out."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/vod/events/silent"
 
 
 @pytest.fixture

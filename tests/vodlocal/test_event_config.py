@@ -4,7 +4,6 @@ config governing delivery: mode, NotificationUrl, SignKey and the event switches
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -16,7 +15,15 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.vod.v20180717 import models, vod_client
 
 from chalicelib import callback_auth
-from tests.vodlocal.conftest import SECRET_ID, SECRET_KEY, SIGN_KEY, CallbackReceiver, SigningStub, upload
+from tests.vodlocal.conftest import (
+    SECRET_ID,
+    SECRET_KEY,
+    SIGN_KEY,
+    CallbackReceiver,
+    SigningStub,
+    refusing_url,
+    upload,
+)
 from tests.vodlocal.test_api3 import client, confirm, pull
 from vodlocal import Config, Handle, start
 from vodlocal.config import from_args
@@ -292,11 +299,26 @@ def test_environment_seeds_the_config_as_make_dev_passes_it(
         assert emulator.app.event_config.current().sign_key == "EnvSignKey0123"
 
 
-def test_pending_push_joins_the_pull_queue_when_the_mode_changes(emu_config: Config, signing: SigningStub) -> None:
-    with socket.socket() as sock:  # a port nothing listens on: every PUSH attempt is refused
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/cb"
-    with start(replace(emu_config, callback_url=dead, push_backoff=(1.0,), pull_wait=0.3)) as emulator:
+def test_pending_push_joins_the_pull_queue_when_the_mode_changes(
+    emu_config: Config, signing: SigningStub, silent_url: str
+) -> None:
+    # A callback that never answers: the first attempt times out after 1 s, and its retry finds PULL mode.
+    with start(replace(emu_config, callback_url=silent_url, push_timeout=1.0, pull_wait=0.3)) as emulator:
+        vod = client(emulator)
+        file_id = upload(emulator, signing)["commit"]["fileId"]
+        modify(vod, Mode="PULL")  # while the first attempt waits for its reply
+        events = pull_until(vod, 1)
+        assert [(e.EventType, e.FileUploadEvent.FileId) for e in events] == [("NewFileUpload", file_id)]
+        # Only the timed-out first attempt: no retry goes out after the switch.
+        assert [d.get("timeout") for d in emulator.app.bus.deliveries] == [True]
+
+
+def test_pending_push_retry_after_a_refused_connection_joins_the_pull_queue(
+    emu_config: Config, signing: SigningStub
+) -> None:
+    # push_retry_on="network" (not VOD's documented rule) retries a refused connection after the 1 s backoff.
+    config = replace(emu_config, callback_url=refusing_url(), push_retry_on="network", push_backoff=(1.0,))
+    with start(replace(config, pull_wait=0.3)) as emulator:
         vod = client(emulator)
         file_id = upload(emulator, signing)["commit"]["fileId"]
         modify(vod, Mode="PULL")  # while the PUSH waits out its 1 s backoff
