@@ -22,8 +22,7 @@ import pytest
 from chalicelib import container
 from tests.conftest import ApiFactory, TokenFactory, bearer, with_policy
 from tests.fault_proxy import FaultProxy, Plan
-from tests.test_pull_consumer import upload_through
-from tests.vodlocal.conftest import apply_body, cos_client, ugc
+from tests.test_pull_consumer import Post, as_user, start_pull_vodlocal, upload_through
 from vodlocal import Config, Handle, start
 
 UPLOADS = 200
@@ -44,21 +43,9 @@ def every_third_request() -> Plan:
 
 
 @pytest.fixture
-def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handle]:
-    handle = start(
-        Config(
-            port=0,
-            data_dir=tmp_path / "vodlocal",
-            secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
-            mode="PULL",
-            pull_wait=0.3,
-            confirm_window=CONFIRM_WINDOW_SECONDS,
-        )
-    )
+def pull_vod(stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
+    handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", CONFIRM_WINDOW_SECONDS)
     with_policy(stage_env, maxOpenIntents=UPLOADS, maxIntentsPerHour=UPLOADS, maxSignaturesPerIntent=5)
-    stage_env.update(
-        EVENT_MODE="pull", VOD_API_ENDPOINT=handle.url, PULL_CONFIRM_WINDOW_SECONDS=str(CONFIRM_WINDOW_SECONDS)
-    )
     yield handle
     handle.stop()
 
@@ -72,10 +59,8 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
 ) -> None:
     api = api_factory()
     tokens = {f"user{n}": token_for(f"user{n}") for n in range(USERS)}
-    made = {
-        upload_through(pull_vod, api, tokens[f"user{n % USERS}"], b"v%d" % n): f"user{n % USERS}"
-        for n in range(UPLOADS)
-    }
+    owners = [f"user{n % USERS}" for n in range(UPLOADS)]
+    made = {upload_through(pull_vod, as_user(api, tokens[owner]), b"v%d" % n): owner for n, owner in enumerate(owners)}
     assert len(made) == UPLOADS
 
     # The consumer starts on a full queue, its DynamoDB behind the fault proxy.
@@ -162,7 +147,7 @@ def test_the_same_run_in_push_mode_reports_what_it_loses(
     try:
         for n in range(UPLOADS):
             owner = f"user{n % USERS}"
-            made[push_upload(vod, chalice_local, tokens[owner], b"p%d" % n)] = owner
+            made[upload_through(vod, over_http(chalice_local, tokens[owner]), b"p%d" % n)] = owner
         time.sleep(20)  # VOD's pushes, and its retries after a timeout, are over by now
     finally:
         vod.stop()
@@ -178,17 +163,5 @@ def test_the_same_run_in_push_mode_reports_what_it_loses(
     assert figures["attributedOnce"] + figures["lost"] == UPLOADS
 
 
-def push_upload(vod: Handle, api_url: str, token: str, payload: bytes) -> str:
-    created = call_until_answered("POST", f"{api_url}/uploads", token, b'{"title": "pushed"}')
-    apply = ugc(vod, "ApplyUploadUGC", apply_body(created["signature"], len(payload)))
-    assert apply["code"] == 0, apply
-    data = apply["data"]
-    cert = data["tempCertificate"]
-    cos = cos_client(vod, data["storageRegionV5"], cert["secretId"], cert["secretKey"], cert["token"])
-    bucket = f"{data['storageBucket']}-{data['storageAppId']}"
-    cos.put_object(Bucket=bucket, Key=data["video"]["storagePath"][1:], Body=payload)
-    renewed = call_until_answered("POST", f"{api_url}/uploads/{created['uploadId']}/signature", token)
-    commit = ugc(vod, "CommitUploadUGC", {"signature": renewed["signature"], "vodSessionKey": data["vodSessionKey"]})
-    assert commit["code"] == 0, commit
-    upload_id: str = created["uploadId"]
-    return upload_id
+def over_http(api_url: str, token: str) -> Post:
+    return lambda path, body: call_until_answered("POST", f"{api_url}{path}", token, body)

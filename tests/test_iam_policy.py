@@ -49,7 +49,7 @@ from tests.aws_calls import (
     unused_grants,
     without_action,
 )
-from tests.test_pull_consumer import upload_through
+from tests.test_pull_consumer import as_user, upload_through
 from vodlocal import Config, Handle, start
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
@@ -193,7 +193,7 @@ class ConsumerContext:
 def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Handle, env: dict[str, str]) -> None:
     """The scheduled PULL consumer applies a pulled NewFileUpload, as its own Lambda would."""
     token = mint_local_token(load_or_create_local_key(key_file), LOCAL_ISSUER, "bob", None, 600)
-    upload_id = upload_through(vod, http, token)
+    upload_id = upload_through(vod, as_user(http, token))
     with mock.patch.dict(os.environ, env):
         result = chalice_app.handler_map["pull_vod_events"](SCHEDULED_EVENT, ConsumerContext())
     assert result.get("attributed") == 1, result

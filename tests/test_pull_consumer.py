@@ -4,7 +4,7 @@ through the event service against the local DynamoDB, and confirms only what is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,23 +21,27 @@ from vodlocal import Config, Handle, start
 CONSUMER_SECONDS = 8.0  # one pull and its confirm fit, with the emulator's short long-poll
 
 
-@pytest.fixture
-def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handle]:
-    """vodlocal in PULL mode, knowing the stage's VOD key pair; the stage consumes from it."""
+def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_window: float) -> Handle:
+    """vodlocal in PULL mode, knowing the stage's VOD key pair, and the stage set to consume from it."""
     handle = start(
         Config(
             port=0,
-            data_dir=tmp_path / "vodlocal",
+            data_dir=data_dir,
             secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
             mode="PULL",
             pull_wait=0.3,
-            confirm_window=1.0,
+            confirm_window=confirm_window,
             procedure_delay=0.2,
         )
     )
-    stage_env.update(
-        EVENT_MODE="pull", VOD_API_ENDPOINT=handle.url, PULL_MAX_FAILURES="2", PULL_CONFIRM_WINDOW_SECONDS="1"
-    )
+    stage_env.update(EVENT_MODE="pull", VOD_API_ENDPOINT=handle.url, PULL_CONFIRM_WINDOW_SECONDS=str(confirm_window))
+    return handle
+
+
+@pytest.fixture
+def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handle]:
+    handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", confirm_window=1.0)
+    stage_env["PULL_MAX_FAILURES"] = "2"
     for name, value in stage_env.items():  # the consumer runs outside any request: as in its own Lambda
         monkeypatch.setenv(name, value)
     container.reset()
@@ -45,9 +49,13 @@ def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.Monk
     handle.stop()
 
 
-def upload_through(vod: Handle, api: Any, token: str, payload: bytes = b"pulled-video") -> str:
-    """What a client SDK does with our API: a signature to apply, another to commit. Returns the upload id."""
-    created = api.post("/uploads", headers=bearer(token), body=b'{"title": "pulled"}').json_body
+Post = Callable[[str, bytes], dict[str, Any]]  # (path, body) -> the JSON answer
+
+
+def upload_through(vod: Handle, post: Post, payload: bytes = b"pulled-video") -> str:
+    """What a client SDK does with our API (`post`, as a user): a signature to apply, another to commit.
+    Returns the upload id."""
+    created = post("/uploads", b'{"title": "pulled"}')
     apply = ugc(vod, "ApplyUploadUGC", apply_body(created["signature"], len(payload)))
     assert apply["code"] == 0, apply
     data = apply["data"]
@@ -56,11 +64,16 @@ def upload_through(vod: Handle, api: Any, token: str, payload: bytes = b"pulled-
     cos.put_object(
         Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["video"]["storagePath"][1:], Body=payload
     )
-    renewed = api.post(f"/uploads/{created['uploadId']}/signature", headers=bearer(token)).json_body
+    renewed = post(f"/uploads/{created['uploadId']}/signature", b"")
     commit = ugc(vod, "CommitUploadUGC", {"signature": renewed["signature"], "vodSessionKey": data["vodSessionKey"]})
     assert commit["code"] == 0, commit
     upload_id: str = created["uploadId"]
     return upload_id
+
+
+def as_user(api: Any, token: str) -> Post:
+    """`post` through the chalice test client."""
+    return lambda path, body: dict(api.post(path, headers=bearer(token), body=body).json_body)
 
 
 def attributed_file(api: Any, token: str, upload_id: str) -> str | None:
@@ -106,7 +119,7 @@ def test_pulled_uploads_are_attributed_once_and_confirmed(
 ) -> None:
     api = api_factory()
     tokens = {user: token_for(user) for user in ("alice", "bob")}
-    uploads = {user: upload_through(pull_vod, api, token) for user, token in tokens.items()}
+    uploads = {user: upload_through(pull_vod, as_user(api, token)) for user, token in tokens.items()}
     report = container.services().pull_consumer.run(CONSUMER_SECONDS)
     assert report.outcomes.get("attributed") == 2, report
     for user, upload_id in uploads.items():
@@ -119,7 +132,7 @@ def test_a_crash_before_the_confirm_redelivers_and_the_redelivery_applies_nothin
 ) -> None:
     api = api_factory()
     token = token_for("alice")
-    upload_id = upload_through(pull_vod, api, token)
+    upload_id = upload_through(pull_vod, as_user(api, token))
     queue = FaultyQueue(real_queue(stage_env), lose_confirms=1)
     report = consumer(queue).run(CONSUMER_SECONDS)
     # Applied, its confirm lost; delivered again after vodlocal's 1 s window, a duplicate, then confirmed.
