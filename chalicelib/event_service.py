@@ -72,9 +72,7 @@ class EventService:
     def receive(self, path_token: str, body: bytes) -> Outcome:
         secrets = self._secrets.get()
         callback_auth.check_path_token(path_token, secrets.callback_token)
-        if len(body) > self._max_body_bytes:
-            raise PayloadTooLarge(f"notification exceeds {self._max_body_bytes} bytes")
-        notification = vod_notification.parse(body)
+        notification = self._parse(body)
         now = int(self._clock())
         if secrets.sign_key is not None:
             callback_auth.check_sign(
@@ -87,10 +85,13 @@ class EventService:
     def apply_pulled(self, body: bytes) -> Outcome:
         """An event from PullEvents. The API call that fetched it authenticated VOD, so there is no path
         token or Sign to check; everything else is as for a pushed event."""
-        if len(body) > self._max_body_bytes:
-            raise PayloadTooLarge(f"event exceeds {self._max_body_bytes} bytes")
-        notification = vod_notification.parse(body)
+        notification = self._parse(body)
         return self._apply_logged(notification, self._secrets.get().context_tag_key, int(self._clock()))
+
+    def _parse(self, body: bytes) -> vod_notification.Notification:
+        if len(body) > self._max_body_bytes:
+            raise PayloadTooLarge(f"notification exceeds {self._max_body_bytes} bytes")
+        return vod_notification.parse(body)
 
     def _apply_logged(self, notification: vod_notification.Notification, tag_key: bytes, now: int) -> Outcome:
         try:

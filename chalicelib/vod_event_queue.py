@@ -23,13 +23,20 @@ DEFAULT_ENDPOINT = "https://vod.tencentcloudapi.com"
 REQUEST_TIMEOUT_SECONDS = 10
 
 
+def vod_api_client(
+    secret_id: str, secret_key: str, endpoint: str | None, timeout_seconds: float = REQUEST_TIMEOUT_SECONDS
+) -> vod_client.VodClient:
+    """An API 3.0 client for VOD, or for an emulator at `endpoint` (e.g. `http://127.0.0.1:8001`)."""
+    parts = urlsplit(endpoint or DEFAULT_ENDPOINT)
+    http = HttpProfile(protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=timeout_seconds)
+    return vod_client.VodClient(
+        credential.Credential(secret_id, secret_key), API_REGION, ClientProfile(httpProfile=http)
+    )
+
+
 class VodEventQueue:
     def __init__(self, secret_id: str, secret_key: str, endpoint: str | None, sub_app_id: int | None) -> None:
-        parts = urlsplit(endpoint or DEFAULT_ENDPOINT)
-        http = HttpProfile(protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=REQUEST_TIMEOUT_SECONDS)
-        self._client = vod_client.VodClient(
-            credential.Credential(secret_id, secret_key), API_REGION, ClientProfile(httpProfile=http)
-        )
+        self._client = vod_api_client(secret_id, secret_key, endpoint)
         self._sub_app_id = sub_app_id
 
     def pull(self) -> list[PulledEvent]:

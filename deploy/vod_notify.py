@@ -14,16 +14,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717 import models, vod_client
 
-# VOD is one service with a global endpoint; the SDK still wants a region for the request signature.
-API_REGION = "ap-guangzhou"
+from chalicelib.vod_event_queue import vod_api_client
+
 REQUEST_TIMEOUT_SECONDS = 15
 DISABLED = {"UploadMediaCompleteEventSwitch": "OFF", "DeleteMediaCompleteEventSwitch": "OFF"}
 
@@ -60,11 +56,7 @@ def wanted(api_url: str, callback_token: str, event_mode: str = "push") -> Event
 
 
 def client(secret_id: str, secret_key: str, environ: Mapping[str, str]) -> vod_client.VodClient:
-    endpoint = urlsplit(environ.get("VOD_API_ENDPOINT") or "https://vod.tencentcloudapi.com")
-    http = HttpProfile(protocol=endpoint.scheme, endpoint=endpoint.netloc, reqTimeout=REQUEST_TIMEOUT_SECONDS)
-    return vod_client.VodClient(
-        credential.Credential(secret_id, secret_key), API_REGION, ClientProfile(httpProfile=http)
-    )
+    return vod_api_client(secret_id, secret_key, environ.get("VOD_API_ENDPOINT"), REQUEST_TIMEOUT_SECONDS)
 
 
 def describe(vod: vod_client.VodClient, sub_app_id: int | None = None) -> EventConfig:

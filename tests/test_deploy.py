@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.credentials import ServiceSecrets
 from deploy import preflight, stack, vod_notify
+from deploy.deploy import aws_factory
 from deploy.stage import fed_environment, placeholders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,13 +67,7 @@ def run(
 
 
 def aws(environ: dict[str, str], service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=environ["AWS_ENDPOINT_URL"],
-        region_name=environ["AWS_REGION"],
-        aws_access_key_id=environ["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=environ["AWS_SECRET_ACCESS_KEY"],
-    )
+    return aws_factory(environ)(service)
 
 
 def nothing_deployed(environ: dict[str, str]) -> bool:

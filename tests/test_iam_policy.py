@@ -30,12 +30,12 @@ from chalice.test import Client
 from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
+from devstack.pull import RunContext, scheduled_event
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 from tests import vod_payloads as vod
 from tests.aws_calls import (
     APP_SOURCES,
-    FAKE_ACCOUNT,
     ROOT,
     AwsCall,
     CallRecorder,
@@ -168,34 +168,13 @@ def vod_queue(work: Path) -> Iterator[Handle]:
         handle.stop()
 
 
-# What EventBridge sends a scheduled function.
-SCHEDULED_EVENT = {
-    "version": "0",
-    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-    "detail-type": "Scheduled Event",
-    "source": "aws.events",
-    "account": FAKE_ACCOUNT,
-    "time": "2026-11-25T12:00:00Z",
-    "region": "us-east-1",
-    "resources": [f"arn:aws:events:us-east-1:{FAKE_ACCOUNT}:rule/vod-upload-backend-dev-pull_vod_events"],
-    "detail": {},
-}
-
-
-class ConsumerContext:
-    """The Lambda context of one consumer run: long enough for one pull and its confirm."""
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 11_000
-
-
 def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Handle, env: dict[str, str]) -> None:
     """The scheduled PULL consumer applies a pulled NewFileUpload, as its own Lambda would."""
     token = mint_local_token(load_or_create_local_key(key_file), LOCAL_ISSUER, "bob", None, 600)
     upload_id = upload_through(vod, as_user(http, token))
     with mock.patch.dict(os.environ, env):
-        result = chalice_app.handler_map["pull_vod_events"](SCHEDULED_EVENT, ConsumerContext())
+        # The context of one run: long enough for one pull and its confirm.
+        result = chalice_app.handler_map["pull_vod_events"](scheduled_event(), RunContext(11))
     assert result.get("attributed") == 1, result
     status = http.get(f"/uploads/{upload_id}", headers={"Authorization": f"Bearer {token}"})
     assert status.json_body["status"] == "completed"
