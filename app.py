@@ -253,10 +253,16 @@ def vod_event(token: str) -> Response:
     return Response(body={"code": 0, "outcome": outcome.outcome}, status_code=200)
 
 
-# The consumer's Lambda timeout (.chalice/config.json, lambda_functions.pull_vod_events), and the time it
-# leaves itself to log and return after its last pull and confirm.
+# The scheduled functions' Lambda timeouts (.chalice/config.json, lambda_functions), and the time each run
+# leaves itself to log and return after its last step.
 PULL_RUN_SECONDS = 60
-PULL_RUN_MARGIN_SECONDS = 3.0
+SWEEP_RUN_SECONDS = 120
+RUN_MARGIN_SECONDS = 3.0
+
+
+def _seconds_left(event: CloudWatchEvent, timeout_seconds: int) -> float:
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", lambda: timeout_seconds * 1000)()
+    return float(remaining_ms) / 1000 - RUN_MARGIN_SECONDS
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
@@ -265,8 +271,17 @@ def pull_vod_events(event: CloudWatchEvent) -> dict[str, Any]:
     schedule overlaps runs by design: events are confirmed only once applied, and applying is idempotent."""
     if services().settings.event_mode != "pull":
         return {"pulled": 0, "mode": "push"}
-    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", lambda: PULL_RUN_SECONDS * 1000)()
-    report = services().pull_consumer.run(remaining_ms / 1000 - PULL_RUN_MARGIN_SECONDS)
+    report = services().pull_consumer.run(_seconds_left(event, PULL_RUN_SECONDS))
     fields = {"pulled": report.pulled, "failed": report.failed, "parked": report.parked, **report.outcomes}
     logger.info("vod events pulled", extra={"fields": fields})
+    return fields
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
+    """The reconciliation sweep (chalicelib/sweep.py): expires intents no upload came for, and deletes (or,
+    by default, reports) old uploads nobody owns."""
+    report = services().sweep.run(_seconds_left(event, SWEEP_RUN_SECONDS))
+    fields = report.as_fields()
+    logger.log(logging.INFO if report.finished else logging.WARNING, "reconciliation sweep", extra={"fields": fields})
     return fields

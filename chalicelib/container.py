@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from chalicelib import aws
 
@@ -21,8 +21,12 @@ if TYPE_CHECKING:
     from chalicelib.pull_consumer import PullConsumer
     from chalicelib.repository import Repository
     from chalicelib.settings import Settings
+    from chalicelib.sweep import MediaLibrary, ReconciliationSweep
     from chalicelib.uploads import UploadService
     from chalicelib.videos import VideoService
+    from chalicelib.vod_api import VodApi
+
+Api = TypeVar("Api", bound="VodApi")
 
 
 class Services:
@@ -96,23 +100,41 @@ class Services:
     @cached_property
     def pull_consumer(self) -> PullConsumer:
         from chalicelib.pull_consumer import PullConsumer
-        from chalicelib.vod_event_queue import VodEventQueue
+        from chalicelib.vod_api import VodEventQueue
 
-        settings, secrets = self.settings, self.secrets.get()
-        queue = VodEventQueue(
-            secrets.vod_secret_id,
-            secrets.vod_secret_key,
-            settings.vod_api_endpoint,
-            settings.upload_policy.default.vod_sub_app_id,
-        )
+        settings = self.settings
         return PullConsumer(
-            queue,
+            self._vod_api(VodEventQueue),
             self.events,
             self.repository,
             settings.pull_max_failures,
             settings.request_deadline_seconds,
             settings.pull_confirm_window_seconds,
         )
+
+    @cached_property
+    def sweep(self) -> ReconciliationSweep:
+        from chalicelib.sweep import ReconciliationSweep
+
+        def media() -> MediaLibrary:
+            from chalicelib.vod_api import VodMediaLibrary
+
+            return self._vod_api(VodMediaLibrary)
+
+        settings = self.settings
+        return ReconciliationSweep(
+            self.repository,
+            media,
+            settings.delete_unattributed,
+            settings.delete_unattributed_after_seconds,
+            settings.request_deadline_seconds,
+        )
+
+    def _vod_api(self, api: type[Api]) -> Api:
+        """VOD's API 3.0 for the stage's application, with its key pair."""
+        settings, secrets = self.settings, self.secrets.get()
+        sub_app = settings.upload_policy.default.vod_sub_app_id
+        return api(secrets.vod_secret_id, secrets.vod_secret_key, settings.vod_api_endpoint, sub_app)
 
     @cached_property
     def videos(self) -> VideoService:

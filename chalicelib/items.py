@@ -1,7 +1,8 @@
 """The table's keys and items: how each domain object is stored (infra/stage.json defines the table).
 
 One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`). Items:
-  UPLOAD#<id>     / UPLOAD       upload intent and one-time signature ledger
+  UPLOAD#<id>     / UPLOAD       upload intent and one-time signature ledger; while open, in gsi1 under
+                                 OPEN#<shard> by the time it closes (the sweep's work list)
   USER#<sub>      / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
   USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
   VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed
@@ -16,6 +17,7 @@ Pure: values in DynamoDB's attribute-value form, no I/O.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,10 +31,14 @@ Item = dict[str, Any]
 Key = dict[str, Any]
 
 ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Repository._abandon)
-# Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
+EXPIRED = "expired"  # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
 DEAD_LETTER_PARTITION = "DEADLETTER"
+REVIEW_DELETED_PARTITION = "REVIEW#DELETED"
+# Open intents are spread over this many gsi1 partitions, so that no one index partition takes every
+# create and completion (DynamoDB's per-partition write limit); the sweep reads them all.
+OPEN_INTENT_SHARDS = 8
 
 logger = logging.getLogger("vodupload")
 
@@ -146,6 +152,19 @@ def video_sort_key(received_at: int, file_id: str) -> str:
     return f"{received_at:010d}#{file_id}"
 
 
+def open_intent_partitions() -> list[str]:
+    return [f"OPEN#{shard}" for shard in range(OPEN_INTENT_SHARDS)]
+
+
+def open_intent_partition(upload_id: str) -> str:
+    return f"OPEN#{zlib.crc32(upload_id.encode('ascii')) % OPEN_INTENT_SHARDS}"
+
+
+def sort_key_before(moment: int) -> str:
+    """The lowest gsi1sk of `moment`: every `video_sort_key` of an earlier time sorts below it."""
+    return f"{moment:010d}"
+
+
 def page_start(owner: str, after: PageKey) -> Key:
     """The ExclusiveStartKey of the owner's listing that continues after `after`."""
     return {"gsi1pk": owner_partition(owner), "gsi1sk": as_s(after.sort_key), **video_key(after.file_id)}
@@ -191,6 +210,8 @@ def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
         "metadata": as_opt_json(client.metadata),
         "fileId": as_opt_s(intent.file_id),
         "completedAt": as_opt_n(intent.completed_at),
+        "gsi1pk": as_s(open_intent_partition(intent.upload_id)),
+        "gsi1sk": as_s(video_sort_key(intent.closes_at, intent.upload_id)),
     }
 
 
@@ -200,7 +221,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
         upload_id=req_s(item, "pk").removeprefix("UPLOAD#"),
         owner=req_s(item, "owner"),
         tier=req_s(item, "tier"),
-        status="completed" if status == "completed" else "open",
+        status="completed" if status == "completed" else "expired" if status == EXPIRED else "open",
         created_at=req_n(item, "createdAt"),
         window_ends_at=req_n(item, "windowEndsAt"),
         expires_at=req_n(item, "ttl"),
@@ -322,6 +343,7 @@ def item_to_review(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "fileId": req_s(item, "pk").removeprefix("REVIEW#"),
         **{name: get_s(item, name) for name in ("kind", "reason", "uploadId", "intentOwner")},
+        "receivedAt": get_n(item, "receivedAt"),
     }
 
 

@@ -27,6 +27,8 @@ from chalicelib.events import ProcessingUpdate, UploadedFile
 from chalicelib.items import (
     ABANDONED,
     DEAD_LETTER_PARTITION,
+    EXPIRED,
+    REVIEW_DELETED_PARTITION,
     REVIEW_PARTITION,
     Item,
     as_n,
@@ -46,7 +48,9 @@ from chalicelib.items import (
     processing_entry,
     rate_key,
     review_item,
+    review_key,
     slot_ends,
+    sort_key_before,
     string_set,
     upload_key,
     video_key,
@@ -240,7 +244,9 @@ class Repository:
                 "Update": {
                     "TableName": self._table,
                     "Key": upload_key(intent.upload_id),
-                    "UpdateExpression": "SET #status = :abandoned, #ttl = if_not_exists(#ttl, :ttl)",
+                    "UpdateExpression": (
+                        "SET #status = :abandoned, #ttl = if_not_exists(#ttl, :ttl) REMOVE gsi1pk, gsi1sk"
+                    ),
                     "ConditionExpression": (
                         "attribute_not_exists(pk) OR (#status = :open AND size(signatureTokens) = :one"
                         " AND createdAt = :created)"
@@ -282,6 +288,49 @@ class Repository:
         sender.start()
         sender.join(_COMPENSATION_WAIT_SECONDS)
 
+    def expire_closed_intents(self, partition: str, now: int, limit: int) -> tuple[int, list[str]]:
+        """Close as expired up to `limit` intents of one open-intent partition whose last signature expired
+        before `now`, releasing their open slots: returns how many were looked at, and the ids expired. Each
+        one leaves the partition, expired or not (an intent completed meanwhile already had)."""
+        response = self._call(
+            "query",
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :open AND gsi1sk < :before",
+            ExpressionAttributeValues={":open": as_s(partition), ":before": as_s(sort_key_before(now))},
+            Limit=limit,
+        )
+        items = response.get("Items", [])
+        return len(items), [intent.upload_id for intent in map(item_to_intent, items) if self._expire(intent, now)]
+
+    def _expire(self, intent: UploadIntent, now: int) -> bool:
+        items: dict[str, Item] = {
+            "intent": {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": upload_key(intent.upload_id),
+                    "UpdateExpression": "SET #status = :expired, expiredAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ConditionExpression": "#status = :open",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": {
+                        ":expired": as_s(EXPIRED), ":open": as_s("open"), ":now": as_n(now),
+                    },
+                }
+            },
+            "open slot": self._release_slot_item(intent),
+        }  # fmt: skip
+
+        def settle(reasons: Reasons) -> bool:
+            if failed(reasons["intent"]):
+                raise CompletionLost(intent.upload_id)  # completed or abandoned since the index was read
+            return False
+
+        try:
+            self._commit(items, settle)
+        except CompletionLost:
+            return False
+        return True
+
     def open_slots(self, owner: str) -> list[str]:
         response = self._call("get_item", TableName=self._table, Key=limits_key(owner), ConsistentRead=True)
         return string_set(response.get("Item", {}), "openSlots")
@@ -300,14 +349,17 @@ class Repository:
                 "Update": {
                     "TableName": self._table,
                     "Key": upload_key(intent.upload_id),
-                    "UpdateExpression": "SET #status = :completed, fileId = :file, completedAt = :now",
-                    # Only an open intent completes: a concurrent copy of the same event finds it completed
-                    # and reports a duplicate, writing nothing.
-                    "ConditionExpression": "#owner = :owner AND #status = :open",
+                    "UpdateExpression": (
+                        "SET #status = :completed, fileId = :file, completedAt = :now REMOVE gsi1pk, gsi1sk"
+                    ),
+                    # Only an open (or expired: its event came late) intent completes: a concurrent copy of
+                    # the same event finds it completed and reports a duplicate, writing nothing.
+                    "ConditionExpression": "#owner = :owner AND #status IN (:open, :expired)",
                     "ExpressionAttributeNames": {"#status": "status", "#owner": "owner"},
                     "ExpressionAttributeValues": {
                         ":completed": as_s("completed"),
                         ":open": as_s("open"),
+                        ":expired": as_s(EXPIRED),
                         ":file": as_s(video.file_id),
                         ":owner": as_s(intent.owner),
                         ":now": as_n(now),
@@ -360,6 +412,29 @@ class Repository:
             Limit=limit,
         )
         return [item_to_review(item) for item in response.get("Items", [])]
+
+    def reviews_received_before(self, moment: int, limit: int) -> list[dict[str, Any]]:
+        """The oldest uploads kept for review that arrived before `moment`, oldest first."""
+        response = self._call(
+            "query",
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :review AND gsi1sk < :before",
+            ExpressionAttributeValues={":review": as_s(REVIEW_PARTITION), ":before": as_s(sort_key_before(moment))},
+            Limit=limit,
+        )
+        return [item_to_review(item) for item in response.get("Items", [])]
+
+    def mark_review_deleted(self, file_id: str, now: int) -> None:
+        """The upload was deleted from VOD: it leaves the review list, and its record stays as the trace."""
+        self._call(
+            "update_item",
+            TableName=self._table,
+            Key=review_key(file_id),
+            UpdateExpression="SET deletedFromVodAt = if_not_exists(deletedFromVodAt, :now), gsi1pk = :deleted",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": as_n(now), ":deleted": as_s(REVIEW_DELETED_PARTITION)},
+        )
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
         """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later

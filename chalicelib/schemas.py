@@ -45,7 +45,9 @@ class UploadIntent(_Body):
     """One expected upload: what the client declared and the terms its signatures are minted with."""
 
     uploadId: str  # noqa: N815
-    status: Literal["open", "completed"]
+    status: Literal["open", "completed", "expired"] = Field(
+        description="`expired`: no upload arrived before its last signature expired; a late one still completes it"
+    )
     createdAt: int = Field(description="Epoch seconds")  # noqa: N815
     uploadWindowEndsAt: int = Field(description="Signatures can be minted until then (epoch seconds)")  # noqa: N815
     procedure: str | None = Field(description="The VOD task flow run on the upload, chosen by the server")

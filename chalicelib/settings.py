@@ -58,6 +58,11 @@ class Settings(BaseModel):
     # How long VOD accepts a ConfirmEvents after the pull (30 s); vodlocal can be given a shorter one.
     pull_confirm_window_seconds: float = Field(default=30.0, ge=1, le=300)
 
+    # The hourly sweep deletes uploads nobody owns (kept for review) from VOD only with "delete", once they
+    # are this old; "dry-run" (the default) only reports them.
+    delete_unattributed: Literal["dry-run", "delete"] = "dry-run"
+    delete_unattributed_after_seconds: int = Field(default=7 * 86_400, ge=3600)
+
     # Every answer that waits on DynamoDB comes within this (VOD waits 5 s for a callback): a call is
     # retried only while another attempt of connect plus read timeout still fits.
     request_deadline_seconds: float = Field(default=3.5, gt=0, le=25)

@@ -29,7 +29,9 @@ from chalicelib.strict_json import dump_json
 
 RESUME_WINDOW_SECONDS = 86_400
 
-IntentStatus = Literal["open", "completed"]
+# "expired": no upload was seen by the time its last signature expired (the sweep closes it); an event
+# that was still on its way completes it all the same.
+IntentStatus = Literal["open", "completed", "expired"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,11 @@ class UploadIntent:
     def open_slot(self) -> str:
         """The entry this intent holds in its owner's open-intent set until completed or the window ends."""
         return f"{self.window_ends_at}#{self.upload_id}"
+
+    @property
+    def closes_at(self) -> int:
+        """When the last signature this intent can get expires: no upload can start with one after this."""
+        return self.window_ends_at + self.terms.ttl_seconds
 
 
 @dataclass(frozen=True)
@@ -211,7 +218,7 @@ def _why_not(current: UploadIntent | None, now: int) -> DomainError:
     """Why no signature could be counted for this intent (None: the caller has no such intent)."""
     if current is None:
         return NotFound("no such upload")
-    if current.status != "open":
+    if current.status == "completed":
         return Conflict("upload already completed")
     if current.signatures_minted >= current.max_signatures:
         return LimitExceeded(

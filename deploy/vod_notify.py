@@ -18,7 +18,7 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.vod.v20180717 import models, vod_client
 
-from chalicelib.vod_event_queue import vod_api_client
+from chalicelib.vod_api import vod_api_client
 
 REQUEST_TIMEOUT_SECONDS = 15
 DISABLED = {"UploadMediaCompleteEventSwitch": "OFF", "DeleteMediaCompleteEventSwitch": "OFF"}

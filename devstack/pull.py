@@ -1,13 +1,16 @@
-"""The PULL consumer on this machine: `make dev EVENT_MODE=pull` runs it beside the API.
+"""The scheduled functions on this machine: `make dev EVENT_MODE=pull` runs the PULL consumer beside the
+API, and `make sweep` runs the reconciliation sweep once.
 
 `chalice local` does not run scheduled functions, so this process invokes the same handler the schedule
-invokes in Lambda (`app.pull_vod_events`, through chalice's handler map, with an EventBridge scheduled
-event), one run after another, in the local stage's environment plus `--override NAME=VALUE`s.
+invokes in Lambda (`app.pull_vod_events` or `app.reconcile`, through chalice's handler map, with an
+EventBridge scheduled event), one run after another (or `--once`), in the local stage's environment plus
+`--override NAME=VALUE`s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -55,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--override", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--run-seconds", type=float, default=RUN_SECONDS)
+    parser.add_argument("--handler", choices=("pull_vod_events", "reconcile"), default="pull_vod_events")
+    parser.add_argument("--once", action="store_true", help="one run, its report printed as JSON")
     args = parser.parse_args(argv)
     os.environ.update(local_stage_env())
     os.environ.update(dict(item.partition("=")[::2] for item in args.override))
@@ -65,11 +70,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(signum, lambda *_: stop.set())
     import app
 
-    handler = app.app.handler_map["pull_vod_events"]
+    handler = app.app.handler_map[args.handler]
+    rule = f"vod-upload-backend-local-{args.handler}"
+    if args.once:
+        print(json.dumps(handler(scheduled_event(rule), RunContext(args.run_seconds))))
+        return
     log = logging.getLogger("devstack.pull")
     while not stop.is_set():
         try:
-            handler(scheduled_event(), RunContext(args.run_seconds))
+            handler(scheduled_event(rule), RunContext(args.run_seconds))
         except Exception:
             log.exception("devstack: a PULL consumer run failed; the next one starts in a second")
             stop.wait(1)

@@ -24,6 +24,7 @@ from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
+from vodlocal import Config, Handle, start
 
 
 @pytest.fixture(scope="session")
@@ -158,3 +159,34 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 # Every response of the app that a test gets through chalice's test client is checked against the
 # OpenAPI document (tests/openapi_recorder.py); a mismatch fails the test that got it.
 pytest_plugins = ["tests.openapi_recorder"]
+
+
+# -- VOD in PULL mode -----------------------------------------------------------------------------
+
+
+def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_window: float) -> Handle:
+    """vodlocal in PULL mode, knowing the stage's VOD key pair, and the stage set to consume from it."""
+    handle = start(
+        Config(
+            port=0,
+            data_dir=data_dir,
+            secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
+            mode="PULL",
+            pull_wait=0.3,
+            confirm_window=confirm_window,
+            procedure_delay=0.2,
+        )
+    )
+    stage_env.update(EVENT_MODE="pull", VOD_API_ENDPOINT=handle.url, PULL_CONFIRM_WINDOW_SECONDS=str(confirm_window))
+    return handle
+
+
+@pytest.fixture
+def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handle]:
+    handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", confirm_window=1.0)
+    stage_env["PULL_MAX_FAILURES"] = "2"
+    for name, value in stage_env.items():  # the consumer runs outside any request: as in its own Lambda
+        monkeypatch.setenv(name, value)
+    container.reset()
+    yield handle
+    handle.stop()

@@ -230,13 +230,15 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
         o["OutputKey"]: o["OutputValue"]
         for o in aws(emulated, "cloudformation").describe_stacks(StackName="vod-upload-dev")["Stacks"][0]["Outputs"]
     }
-    # The functions (the API, the PULL consumer) run with the stage's environment completed from the stack,
-    # nothing hand-edited.
+    # The functions (the API, the PULL consumer, the sweep) run with the stage's environment completed from
+    # the stack, nothing hand-edited.
     functions = {f["FunctionName"]: f for f in aws(emulated, "lambda").list_functions()["Functions"]}
-    assert set(functions) == {"vod-upload-backend-dev", "vod-upload-backend-dev-pull_vod_events"}
-    assert functions["vod-upload-backend-dev-pull_vod_events"]["Timeout"] == 60
+    scheduled = {"vod-upload-backend-dev-pull_vod_events": 60, "vod-upload-backend-dev-reconcile": 120}
+    assert set(functions) == {"vod-upload-backend-dev", *scheduled}
     env = functions["vod-upload-backend-dev"]["Environment"]["Variables"]
-    assert functions["vod-upload-backend-dev-pull_vod_events"]["Environment"]["Variables"] == env
+    for name, timeout in scheduled.items():
+        assert functions[name]["Timeout"] == timeout
+        assert functions[name]["Environment"]["Variables"] == env
     assert env["OIDC_ISSUER"] == f"https://cognito-idp.us-east-1.amazonaws.com/{outputs['UserPoolId']}"
     assert env["OIDC_AUDIENCE"] == outputs["UserPoolClientId"]
     assert env["TABLE_NAME"] == outputs["TableName"] and env["SECRET_NAME"] == outputs["SecretName"]

@@ -60,6 +60,8 @@ CFN_LINT_DATA = Path(cfnlint.__file__).parent / "data"
 
 REGION = "us-east-1"
 STAGES = ("dev", "prod")
+# The app's scheduled functions and their rates (app.py).
+SCHEDULES = {"pull_vod_events": "rate(1 minute)", "reconcile": "rate(1 hour)"}
 REPOSITORY = "example-org/vod-upload-backend"
 PARAMETERS = {
     **{name: spec.get("Default") for name, spec in TEMPLATE["Parameters"].items()},
@@ -871,7 +873,7 @@ def test_the_plan_analysis_takes_the_branches_a_resource_takes() -> None:
         planned(planner, "_plan_restapi", dataclasses.replace(api, domain_name=object()))
     # A schedule's plan is built by a helper, never asks whether the rule exists, and is recorded (and so
     # swept) as a cloudwatch_event.
-    [schedule] = [r for r in resources if isinstance(r, models.ScheduledEvent)]
+    [schedule, *_] = [r for r in resources if isinstance(r, models.ScheduledEvent)]
     plan = planned(planner, "_plan_scheduledevent", schedule)
     assert plan.calls == {"get_or_create_rule_arn", "connect_rule_to_lambda", "add_permission_for_cloudwatch_event"}
     assert not plan.asks_remote_state
@@ -888,14 +890,18 @@ def test_the_app_is_what_the_chalice_analysis_maps() -> None:
         assert kinds == {"LambdaFunction", "ManagedIAMRole", "RestAPI", "ScheduledEvent"}, kinds
         app = f"{CHALICE_CONFIG['app_name']}-{stage}"
         functions = {r.function_name: r for r in resources if isinstance(r, models.LambdaFunction)}
-        assert set(functions) == {app, f"{app}-pull_vod_events"}
+        assert set(functions) == {app, *(f"{app}-{handler}" for handler in SCHEDULES)}
         for function in functions.values():
             assert isinstance(function.role, models.ManagedIAMRole), function.function_name
             assert function.role.role_name.startswith(f"{app}-"), function.role.role_name
-        [schedule] = [r for r in resources if isinstance(r, models.ScheduledEvent)]
-        assert schedule.rule_name == f"{app}-pull_vod_events-event"
-        assert schedule.lambda_function.function_name == f"{app}-pull_vod_events"
-        assert schedule.schedule_expression == "rate(1 minute)"
+        schedules = {
+            r.rule_name: (r.lambda_function.function_name, r.schedule_expression)
+            for r in resources
+            if isinstance(r, models.ScheduledEvent)
+        }
+        assert schedules == {
+            f"{app}-{handler}-event": (f"{app}-{handler}", expression) for handler, expression in SCHEDULES.items()
+        }
 
 
 def test_the_unused_handler_actions_left_out_are_real_handler_actions() -> None:
@@ -943,7 +949,7 @@ def test_chalice_package_makes_a_template_cfn_lint_passes(stage: str, packaged: 
     sam = json.loads((out / "sam.json").read_text())
     resources = sam["Resources"]
     functions = {r["Properties"]["Handler"]: r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"app.app", "app.pull_vod_events"}
+    assert set(functions) == {"app.app", *(f"app.{handler}" for handler in SCHEDULES)}
     config = CHALICE_CONFIG["stages"][stage]
     policy_file = ROOT / ".chalice" / config["iam_policy_file"]
     roles = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
@@ -959,10 +965,11 @@ def test_chalice_package_makes_a_template_cfn_lint_passes(stage: str, packaged: 
     assert function_roles == roles  # a role of its own for each function
     assert functions["app.app"]["Properties"]["Timeout"] == CHALICE_CONFIG["lambda_timeout"]
     assert "Events" not in functions["app.app"]["Properties"]
-    scheduled = functions["app.pull_vod_events"]["Properties"]
-    assert scheduled["Timeout"] == config["lambda_functions"]["pull_vod_events"]["lambda_timeout"] == 60
-    [event] = scheduled["Events"].values()
-    assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+    for handler, expression in SCHEDULES.items():
+        scheduled = functions[f"app.{handler}"]["Properties"]
+        assert scheduled["Timeout"] == config["lambda_functions"][handler]["lambda_timeout"]
+        [event] = scheduled["Events"].values()
+        assert event == {"Type": "Schedule", "Properties": {"Schedule": expression}}
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
     result = subprocess.run(  # noqa: S603 - the linter from our own venv
         [str(cfn_lint), str(out / "sam.json")], capture_output=True, text=True, timeout=300

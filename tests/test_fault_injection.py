@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from chalicelib import container
-from tests.conftest import ApiFactory, TokenFactory, bearer, with_policy
+from tests.conftest import ApiFactory, TokenFactory, bearer, start_pull_vodlocal, with_policy
 from tests.fault_proxy import FaultProxy, Plan
-from tests.test_pull_consumer import Post, as_user, start_pull_vodlocal, upload_through
+from tests.test_pull_consumer import Post, as_user, upload_through
 from vodlocal import Config, Handle, start
 
 UPLOADS = 200

@@ -58,7 +58,7 @@ STAGES = sorted(name for name, stage in CONFIG["stages"].items() if "iam_policy_
 # Handlers that are not API routes (schedules, queue/topic/bucket events, pure Lambdas, websockets,
 # authorizers) that the recording run exercises. A new one fails
 # `test_every_non_route_handler_is_exercised` until the recording run calls it and it is listed here.
-EXERCISED_HANDLERS: frozenset[str] = frozenset({"pull_vod_events"})
+EXERCISED_HANDLERS: frozenset[str] = frozenset({"pull_vod_events", "reconcile"})
 
 SECRET_VALUES = {
     "VOD_SECRET_ID": "AKIDiamrecording0000000000000000000",
@@ -68,6 +68,7 @@ SECRET_VALUES = {
     "VOD_SIGN_KEY": "IamRecordingSignKey0123",
 }
 FILE_ID = "5285890784273533101"
+ORPHAN_FILE_ID = "5285890784273533103"
 
 
 def stage_resources(stage: str) -> StageResources:
@@ -136,7 +137,7 @@ def _exercise(http: Any, key_file: str) -> None:
     deliver(vod.new_file_upload(FILE_ID, context), "attributed")
     deliver(vod.new_file_upload(FILE_ID, context), "duplicate")
     deliver(vod.new_file_upload("5285890784273533102", context), "rejected")
-    deliver(vod.new_file_upload("5285890784273533103", "not-a-context"), "orphan")
+    deliver(vod.new_file_upload(ORPHAN_FILE_ID, "not-a-context"), "orphan")
     deliver(vod.procedure_state_changed(FILE_ID, "task-1", "FINISH", [(10, "SUCCESS")]), "updated")
     deliver(vod.procedure_state_changed(FILE_ID, "task-2", "FINISH", [(20, "SUCCESS")]), "updated")
     deliver(vod.procedure_state_changed(FILE_ID, "task-1", "PROCESSING", [(10, "PROCESSING")]), "stale")
@@ -180,6 +181,24 @@ def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Han
     assert status.json_body["status"] == "completed"
 
 
+def _exercise_sweep(chalice_app: Any, http: Any, key_file: str, seed: Any, table: str, env: dict[str, str]) -> None:
+    """The scheduled sweep expires an intent and deletes an old orphan. `seed` (not recorded) moves them back
+    in time in the index, as if hours had passed."""
+    token = mint_local_token(load_or_create_local_key(key_file), LOCAL_ISSUER, "carol", None, 600)
+    upload_id = http.post("/uploads", headers={"Authorization": f"Bearer {token}"}, body=b"{}").json_body["uploadId"]
+    for pk, sk in ((f"UPLOAD#{upload_id}", "UPLOAD"), (f"REVIEW#{ORPHAN_FILE_ID}", "REVIEW")):
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+        seed.update_item(
+            TableName=table, Key=key, UpdateExpression="SET gsi1sk = :past", ExpressionAttributeValues={
+                ":past": {"S": f"0000000001#{pk}"},
+            },
+        )  # fmt: skip
+    with mock.patch.dict(os.environ, {**env, "DELETE_UNATTRIBUTED": "delete"}):
+        container.reset()
+        result = chalice_app.handler_map["reconcile"](scheduled_event(), RunContext(30))
+    assert (result["expired"], result["deleted"], result["failed"]) == (1, 1, 0), result
+
+
 @pytest.fixture(scope="module")
 def recording(dynamodb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
     import app as application
@@ -188,7 +207,8 @@ def recording(dynamodb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) 
     suffix = uuid.uuid4().hex[:12]
     used = StageResources("recording", "recording", table=f"iam-{suffix}", secret=f"vod-upload/iam-{suffix}")
     # Set-up calls are made with clients created before the recorder is installed: they are not recorded.
-    ensure_table(local_client(dynamodb_endpoint), used.table)
+    seed = local_client(dynamodb_endpoint)
+    ensure_table(seed, used.table)
     boto3.client(
         "secretsmanager",
         endpoint_url=dynamodb_endpoint,  # moto's server answers every service
@@ -221,6 +241,7 @@ def recording(dynamodb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) 
             http = Client(application.app, stage_name="test", project_dir=str(project)).http
             _exercise(http, key_file)
             _exercise_pull_consumer(application.app, http, key_file, vod, env)
+            _exercise_sweep(application.app, http, key_file, seed, used.table, env)
         finally:
             container.reset()
     yield Recording(list(recorder.calls), set(recorder.routes), list(recorder.unattributed), used)

@@ -4,49 +4,18 @@ through the event service against the local DynamoDB, and confirms only what is 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from chalicelib import container
 from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable
-from chalicelib.vod_event_queue import VodEventQueue
+from chalicelib.vod_api import VodEventQueue
 from tests.conftest import ApiFactory, TokenFactory, bearer
 from tests.vodlocal.conftest import apply_body, cos_client, ugc
-from vodlocal import Config, Handle, start
+from vodlocal import Handle
 
 CONSUMER_SECONDS = 8.0  # one pull and its confirm fit, with the emulator's short long-poll
-
-
-def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_window: float) -> Handle:
-    """vodlocal in PULL mode, knowing the stage's VOD key pair, and the stage set to consume from it."""
-    handle = start(
-        Config(
-            port=0,
-            data_dir=data_dir,
-            secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
-            mode="PULL",
-            pull_wait=0.3,
-            confirm_window=confirm_window,
-            procedure_delay=0.2,
-        )
-    )
-    stage_env.update(EVENT_MODE="pull", VOD_API_ENDPOINT=handle.url, PULL_CONFIRM_WINDOW_SECONDS=str(confirm_window))
-    return handle
-
-
-@pytest.fixture
-def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handle]:
-    handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", confirm_window=1.0)
-    stage_env["PULL_MAX_FAILURES"] = "2"
-    for name, value in stage_env.items():  # the consumer runs outside any request: as in its own Lambda
-        monkeypatch.setenv(name, value)
-    container.reset()
-    yield handle
-    handle.stop()
 
 
 Post = Callable[[str, bytes], dict[str, Any]]  # (path, body) -> the JSON answer

@@ -1,11 +1,12 @@
-"""VOD's event queue (PULL mode) through API 3.0 with the official tencentcloud SDK.
+"""VOD's API 3.0 through the official tencentcloud SDK: the event queue (PULL mode) and media deletion.
 
-Imported only by the PULL consumer: the SDK takes about 100 ms to import, which the signing routes and
-the callback must not pay.
+Imported only by the scheduled functions (the PULL consumer, the reconciliation sweep) and the deploy:
+the SDK takes about 100 ms to import, which the signing routes and the callback must not pay.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from tencentcloud.common import credential
@@ -15,6 +16,9 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717 import models, vod_client
 
 from chalicelib.pull_consumer import PulledEvent, QueueUnavailable
+from chalicelib.sweep import DELETE_MEDIA_SECONDS, MediaGone, VodUnavailable
+
+T = TypeVar("T")
 
 # VOD is one global service; the SDK still wants a region for the request signature.
 API_REGION = "ap-guangzhou"
@@ -34,27 +38,49 @@ def vod_api_client(
     )
 
 
-class VodEventQueue:
+class VodApi:
+    """One VOD application (a sub-application when `sub_app_id` is set) through API 3.0."""
+
+    timeout_seconds: float = REQUEST_TIMEOUT_SECONDS
+
     def __init__(self, secret_id: str, secret_key: str, endpoint: str | None, sub_app_id: int | None) -> None:
-        self._client = vod_api_client(secret_id, secret_key, endpoint)
+        self._client = vod_api_client(secret_id, secret_key, endpoint, self.timeout_seconds)
         self._sub_app_id = sub_app_id
 
-    def pull(self) -> list[PulledEvent]:
-        request = models.PullEventsRequest()
+    def _in_app(self, request: T) -> T:
         if self._sub_app_id is not None:
-            request.SubAppId = self._sub_app_id
+            request.SubAppId = self._sub_app_id  # type: ignore[attr-defined]
+        return request
+
+
+class VodEventQueue(VodApi):
+    def pull(self) -> list[PulledEvent]:
         try:
-            events = self._client.PullEvents(request).EventSet or []
+            events = self._client.PullEvents(self._in_app(models.PullEventsRequest())).EventSet or []
         except TencentCloudSDKException as error:
             raise QueueUnavailable(f"PullEvents: {error.code}: {error.message}") from None
         return [PulledEvent(event.EventHandle, event.to_json_string().encode("utf-8")) for event in events]
 
     def confirm(self, handles: list[str]) -> None:
-        request = models.ConfirmEventsRequest()
+        request = self._in_app(models.ConfirmEventsRequest())
         request.EventHandles = handles
-        if self._sub_app_id is not None:
-            request.SubAppId = self._sub_app_id
         try:
             self._client.ConfirmEvents(request)
         except TencentCloudSDKException as error:
             raise QueueUnavailable(f"ConfirmEvents: {error.code}: {error.message}") from None
+
+
+class VodMediaLibrary(VodApi):
+    """Deletes uploads from VOD (DeleteMedia): the sweep's clean-up of uploads nobody owns."""
+
+    timeout_seconds = DELETE_MEDIA_SECONDS
+
+    def delete(self, file_id: str) -> None:
+        request = self._in_app(models.DeleteMediaRequest())
+        request.FileId = file_id
+        try:
+            self._client.DeleteMedia(request)
+        except TencentCloudSDKException as error:
+            if error.code == "ResourceNotFound.FileNotExist":
+                raise MediaGone(file_id) from None
+            raise VodUnavailable(f"DeleteMedia: {error.code}: {error.message}") from None

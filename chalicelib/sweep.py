@@ -1,0 +1,158 @@
+"""The reconciliation sweep: what no event will ever settle, settled on a schedule.
+
+- An intent whose last signature expired with no upload seen is closed as `expired`, and its open slot is
+  released if it is still held. A NewFileUpload that was still on its way (PULL keeps events for days)
+  completes it all the same.
+- Uploads kept for review (orphans, rejected) longer than the grace period are deleted from VOD with
+  DeleteMedia only when the stage enables it (`DELETE_UNATTRIBUTED=delete`); by default the sweep only
+  reports what it would delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from chalicelib import deadline
+from chalicelib.errors import ServiceUnavailable
+from chalicelib.items import open_intent_partitions
+
+logger = logging.getLogger("vodupload")
+
+# Intents read per query, and queries per partition in one run: a backlog larger than this is worked off
+# over the following runs.
+BATCH = 25
+MAX_BATCHES_PER_PARTITION = 40
+# Uploads checked for deletion in one run; the report names at most this many.
+DELETIONS_PER_RUN = 100
+# The longest one DeleteMedia call may take (the VOD client's timeout).
+DELETE_MEDIA_SECONDS = 5.0
+
+Deletion = Literal["dry-run", "delete"]
+
+
+class MediaGone(Exception):
+    """VOD has no such file (already deleted)."""
+
+
+class VodUnavailable(Exception):
+    """A VOD API call failed or timed out."""
+
+
+class MediaLibrary(Protocol):
+    def delete(self, file_id: str) -> None: ...
+
+
+class SweepStore(Protocol):
+    def expire_closed_intents(self, partition: str, now: int, limit: int) -> tuple[int, list[str]]: ...
+
+    def reviews_received_before(self, moment: int, limit: int) -> list[dict[str, object]]: ...
+
+    def mark_review_deleted(self, file_id: str, now: int) -> None: ...
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    deletion: Deletion = "dry-run"
+    # Uploads kept for review past the grace period: deleted from VOD, or (dry run) that would be.
+    due_for_deletion: list[str] = field(default_factory=list)
+    deleted: int = 0
+    failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
+    finished: bool = True  # False when the run stopped at its deadline with work left
+
+    def as_fields(self) -> dict[str, object]:
+        return {
+            "expired": self.expired, "deletion": self.deletion, "dueForDeletion": len(self.due_for_deletion),
+            "deleted": self.deleted, "failed": self.failed, "finished": self.finished,
+        }  # fmt: skip
+
+
+class ReconciliationSweep:
+    def __init__(
+        self,
+        store: SweepStore,
+        media: Callable[[], MediaLibrary],
+        deletion: Deletion,
+        grace_seconds: int,
+        step_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`media` is called only when a deletion is due (it builds the VOD client); `step_seconds` bounds
+        one storage step and its retries, as a request's deadline does."""
+        self._store = store
+        self._media = media
+        self._deletion = deletion
+        self._grace_seconds = grace_seconds
+        self._step_seconds = step_seconds
+        self._clock = clock
+
+    def run(self, seconds: float) -> SweepReport:
+        stop_at = time.monotonic() + seconds
+        now = int(self._clock())
+        report = SweepReport(deletion=self._deletion)
+        for partition in open_intent_partitions():
+            report.finished &= self._expire_partition(partition, now, stop_at, report)
+        report.finished &= self._delete_unattributed(now, stop_at, report)
+        return report
+
+    def _expire_partition(self, partition: str, now: int, stop_at: float, report: SweepReport) -> bool:
+        """Whether the partition holds no closed intent any more (as far as this run could tell)."""
+        for _ in range(MAX_BATCHES_PER_PARTITION):
+            if not self._time_for_a_step(stop_at):
+                return False
+            try:
+                with deadline.within(self._step_seconds):
+                    seen, expired = self._store.expire_closed_intents(partition, now, BATCH)
+            except ServiceUnavailable:
+                report.failed += 1
+                return False
+            report.expired += len(expired)
+            for upload_id in expired:
+                logger.info("upload intent expired", extra={"fields": {"uploadId": upload_id}})
+            # Every intent read leaves the partition, so the next query starts over; stop once nothing is left
+            # or nothing moved (the index may lag the table by a moment).
+            if seen < BATCH or not expired:
+                return True
+        return False
+
+    def _delete_unattributed(self, now: int, stop_at: float, report: SweepReport) -> bool:
+        try:
+            with deadline.within(self._step_seconds):
+                due = self._store.reviews_received_before(now - self._grace_seconds, DELETIONS_PER_RUN)
+        except ServiceUnavailable:
+            report.failed += 1
+            return False
+        report.due_for_deletion = [str(review["fileId"]) for review in due]
+        if self._deletion == "dry-run":
+            for review in due:
+                logger.info("would delete an unattributed upload from VOD (dry run)", extra={"fields": review})
+            return True
+        media = self._media() if due else None
+        for review in due:
+            if media is None or not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
+                return False
+            file_id = str(review["fileId"])
+            try:
+                media.delete(file_id)
+            except MediaGone:
+                pass  # deleted by someone else: only the record is left to update
+            except VodUnavailable as error:
+                logger.warning("DeleteMedia failed", extra={"fields": {"fileId": file_id, "failure": str(error)}})
+                report.failed += 1
+                return False  # VOD is failing: leave the rest for the next run
+            try:
+                with deadline.within(self._step_seconds):
+                    self._store.mark_review_deleted(file_id, now)
+            except ServiceUnavailable:
+                report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
+                return False
+            report.deleted += 1
+            logger.info("deleted an unattributed upload from VOD", extra={"fields": review})
+        return True
+
+    def _time_for_a_step(self, stop_at: float, vod_seconds: float = 0.0) -> bool:
+        return time.monotonic() + vod_seconds + self._step_seconds < stop_at
