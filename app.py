@@ -11,18 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response
 
-from chalicelib import deadline
+from chalicelib import deadline, observability
 from chalicelib.container import services
 from chalicelib.errors import DomainError, InvalidRequest
-from chalicelib.http import (
-    configure_logging,
-    error_response,
-    log_request,
-    logger,
-    parse_json_body,
-    reshape_framework_error,
-)
+from chalicelib.http import error_response, log_request, parse_json_body, reshape_framework_error
 from chalicelib.media import api_fields
+from chalicelib.observability import logger
 
 if TYPE_CHECKING:
     from chalicelib.identity import Principal
@@ -30,7 +24,14 @@ if TYPE_CHECKING:
     from chalicelib.videos import Video
 
 app = Chalice(app_name="vod-upload-backend")
-configure_logging()
+
+
+@app.middleware("all")
+def observe(event: Any, get_response: Any) -> Any:
+    """Every invocation, a route's or a schedule's: its log lines carry its request id and cold-start flag,
+    and its metrics are flushed as it ends."""
+    with observability.invocation(getattr(event, "lambda_context", None) or getattr(event, "context", None)):
+        return get_response(event)
 
 
 @app.middleware("http")
@@ -80,7 +81,7 @@ def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
                 status, body, headers = error_response(error)
                 return Response(body=body, status_code=status, headers=headers)
             except Exception:
-                logger.exception("unhandled error", extra={"fields": {"requestId": _request_id()}})
+                logger.exception("unhandled error", extra={"requestId": _request_id()})
                 return Response(
                     body={"error": "internal_error", "message": "internal error", "requestId": _request_id()},
                     status_code=500,
@@ -156,8 +157,9 @@ def _create_upload(principal: Principal) -> IssuedSignature:
     issued = services().uploads.create(principal, request.client_fields(), request.procedure)
     logger.info(
         "upload intent created",
-        extra={"fields": {"uploadId": issued.intent.upload_id, "owner": principal.subject, "tier": issued.intent.tier}},
+        extra={"uploadId": issued.intent.upload_id, "owner": principal.subject, "tier": issued.intent.tier},
     )
+    observability.count("SignaturesIssued")
     return issued
 
 
@@ -190,6 +192,7 @@ def create_upload(principal: Principal) -> Response:
 @api_route("/uploads/{upload_id}/signature", methods=["POST"], cors=True)
 def renew_signature(principal: Principal, upload_id: str) -> dict[str, Any]:
     issued = services().uploads.renew_signature(principal, upload_id)
+    observability.count("SignaturesIssued")
     return _signature_body(issued)
 
 
@@ -236,8 +239,9 @@ def vod_event(token: str) -> Response:
         logger.log(
             level,
             "vod event refused",
-            extra={"fields": {"outcome": "refused", "status": error.status, "reason": error.message}},
+            extra={"outcome": "refused", "status": error.status, "reason": error.message},
         )
+        observability.count("EventsRefused")
         raise
     fields = {
         "eventType": outcome.event_type,
@@ -249,7 +253,8 @@ def vod_event(token: str) -> Response:
     if outcome.reason:
         fields["reason"] = outcome.reason
     level = logging.WARNING if outcome.outcome in ("rejected", "orphan") else logging.INFO
-    logger.log(level, "vod event", extra={"fields": fields})
+    logger.log(level, "vod event", extra=fields)
+    observability.count_events({outcome.outcome: 1})
     return Response(body={"code": 0, "outcome": outcome.outcome}, status_code=200)
 
 
@@ -273,7 +278,13 @@ def pull_vod_events(event: CloudWatchEvent) -> dict[str, Any]:
         return {"pulled": 0, "mode": "push"}
     report = services().pull_consumer.run(_seconds_left(event, PULL_RUN_SECONDS))
     fields = {"pulled": report.pulled, "failed": report.failed, "parked": report.parked, **report.outcomes}
-    logger.info("vod events pulled", extra={"fields": fields})
+    logger.info("vod events pulled", extra=fields)
+    observability.count_events(report.outcomes)
+    observability.count("EventsFailed", report.failed)
+    observability.count("EventsParked", report.parked)
+    observability.count("ConsumerErrors", report.failed + report.queue_errors)
+    for lag in report.upload_lags:
+        observability.seconds("ConsumerLag", lag)
     return fields
 
 
@@ -283,5 +294,8 @@ def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
     by default, reports) old uploads nobody owns."""
     report = services().sweep.run(_seconds_left(event, SWEEP_RUN_SECONDS))
     fields = report.as_fields()
-    logger.log(logging.INFO if report.finished else logging.WARNING, "reconciliation sweep", extra={"fields": fields})
+    logger.log(logging.INFO if report.finished else logging.WARNING, "reconciliation sweep", extra=fields)
+    observability.count("IntentsExpired", report.expired)
+    observability.count("UnattributedDeleted", report.deleted)
+    observability.count("SweepErrors", report.failed)
     return fields

@@ -115,7 +115,7 @@ class SecretsManagerSecrets:
                 secrets = self._fetch()
             except ServiceUnavailable as exc:
                 self._failed_at = now
-                logger.error("service secrets unavailable", extra={"fields": {"cause": exc.message}})
+                logger.error("service secrets unavailable", extra={"cause": exc.message})
                 raise ServiceUnavailable(UNAVAILABLE) from None
             self._failed_at = None
             self._cached = (now, secrets)

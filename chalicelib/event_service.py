@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, Protocol, assert_never
 
 from chalicelib import callback_auth, source_context, vod_notification
@@ -34,6 +35,7 @@ class Outcome:
     file_id: str | None = None
     upload_id: str | None = None
     reason: str | None = None
+    uploaded_at: float | None = None  # attributed: when VOD created the file (its CreateTime), epoch seconds
 
 
 class EventStore(Protocol):
@@ -103,11 +105,9 @@ class EventService:
             logger.error(
                 "vod event not applied",
                 extra={
-                    "fields": {
-                        "eventType": notification.event_type,
-                        "fileId": getattr(event, "file_id", None) or ",".join(getattr(event, "file_ids", ())),
-                        "sourceContext": getattr(event, "source_context", None),
-                    }
+                    "eventType": notification.event_type,
+                    "fileId": getattr(event, "file_id", None) or ",".join(getattr(event, "file_ids", ())),
+                    "sourceContext": getattr(event, "source_context", None),
                 },
             )
             raise
@@ -155,5 +155,17 @@ class EventService:
                 reason = "file id already attributed to another user"
                 self._store.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
-            return Outcome(event_type, "attributed", uploaded.file_id, upload_id)
+            created = _epoch(uploaded.media.vod_create_time)
+            return Outcome(event_type, "attributed", uploaded.file_id, upload_id, uploaded_at=created)
         raise CompletionLost(f"upload {upload_id} kept changing under us")
+
+
+def _epoch(timestamp: str | None) -> float | None:
+    """VOD's ISO 8601 times (`2026-11-24T10:00:00Z`), as epoch seconds; None when absent or unreadable."""
+    if not timestamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -1,11 +1,9 @@
-"""The HTTP edge shared by all routes: body parsing, error shaping, structured request logs."""
+"""The HTTP edge shared by all routes: body parsing, error shaping, the request log line."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import sys
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,43 +18,6 @@ if TYPE_CHECKING:
 ModelT = TypeVar("ModelT", bound="BaseModel")
 
 logger = logging.getLogger("vodupload")
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line; structured fields come from `extra={"fields": {...}}`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time (Lambda and test capture both swap it)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def configure_logging(level: str = "INFO") -> None:
-    if any(isinstance(h, _StdoutHandler) for h in logger.handlers):
-        return
-    handler = _StdoutHandler()
-    handler.setFormatter(JsonLogFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
 
 
 # `text/plain` too: a browser's fetch() with a string body and no explicit header sends it.
@@ -122,13 +83,11 @@ def log_request(method: str, path: str, status: int, started: float, request_id:
     logger.info(
         "request",
         extra={
-            "fields": {
-                "method": method,
-                "path": path,
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 1),
-                "requestId": request_id,
-                **fields,
-            }
+            "method": method,
+            "path": path,
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+            "requestId": request_id,
+            **fields,
         },
     )

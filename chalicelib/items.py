@@ -104,7 +104,7 @@ def get_json(item: Mapping[str, Any], name: str) -> Any:
         return None
     value = load_stored_json(text, STORED_JSON_DEPTH)
     if value is None and text != "null":
-        logger.warning("stored JSON is unreadable and reads as null", extra={"fields": {"attribute": name}})
+        logger.warning("stored JSON is unreadable and reads as null", extra={"attribute": name})
     return value
 
 

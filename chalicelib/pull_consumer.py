@@ -59,6 +59,8 @@ class RunReport:
     parked: int = 0
     deferred: int = 0  # pulled too late in their batch to be confirmed in time: left for redelivery
     unconfirmed: int = 0  # applied, but the confirm failed: their redelivery is a duplicate
+    queue_errors: int = 0  # PullEvents calls that failed (the run ends at the first)
+    upload_lags: list[float] = field(default_factory=list)  # seconds from an upload's creation to its attribution
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -98,7 +100,8 @@ class PullConsumer:
                 batch = self._queue.pull()
             except QueueUnavailable as error:
                 # Unconfirmed events come back after the window; the next run starts over.
-                logger.error("VOD event queue unavailable, run ended", extra={"fields": {"reason": str(error)}})
+                logger.error("VOD event queue unavailable, run ended", extra={"reason": str(error)})
+                report.queue_errors += 1
                 break
             pulled_at = time.monotonic()
             report.pulled += len(batch)
@@ -115,7 +118,7 @@ class PullConsumer:
             self._queue.confirm([event.handle])
         except QueueUnavailable as error:  # applied all the same: its redelivery will be a duplicate
             report.unconfirmed += 1
-            logger.warning("pulled event applied but not confirmed", extra={"fields": {"reason": str(error)}})
+            logger.warning("pulled event applied but not confirmed", extra={"reason": str(error)})
 
     def _settle(self, event: PulledEvent, report: RunReport) -> bool:
         """Apply one event; True when it may be confirmed (applied, or parked)."""
@@ -125,11 +128,13 @@ class PullConsumer:
         except ServiceUnavailable as error:
             # Storage is down: counting the failure would fail too. VOD delivers the event again.
             report.failed += 1
-            logger.warning("pulled event not applied, left for redelivery", extra={"fields": {"reason": str(error)}})
+            logger.warning("pulled event not applied, left for redelivery", extra={"reason": str(error)})
             return False
         except Exception as error:
             return self._failed(event, error, report)
         report.count(outcome.outcome)
+        if outcome.uploaded_at is not None:
+            report.upload_lags.append(max(0.0, self._clock() - outcome.uploaded_at))
         return True
 
     def _failed(self, event: PulledEvent, error: Exception, report: RunReport) -> bool:
@@ -143,9 +148,7 @@ class PullConsumer:
             )
             if failures < self._max_failures:
                 report.failed += 1
-                logger.warning(
-                    "pulled event failed", extra={"fields": {"event": digest, "failures": failures, "reason": reason}}
-                )
+                logger.warning("pulled event failed", extra={"event": digest, "failures": failures, "reason": reason})
                 return False
             self._failures.park(digest, now)
         except ServiceUnavailable:
@@ -154,7 +157,7 @@ class PullConsumer:
         report.parked += 1
         logger.error(
             "pulled event parked as a dead letter",
-            extra={"fields": {"event": digest, "eventType": event_type, "failures": failures, "reason": reason}},
+            extra={"event": digest, "eventType": event_type, "failures": failures, "reason": reason},
         )
         return True
 

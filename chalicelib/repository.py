@@ -280,9 +280,9 @@ class Repository:
             try:
                 write()
             except Exception as exc:  # logged: nothing else can be done from here
-                logger.warning(f"{what}: failed", extra={"fields": {**fields, "failure": type(exc).__name__}})
+                logger.warning(f"{what}: failed", extra={**fields, "failure": type(exc).__name__})
             else:
-                logger.info(f"{what}: done", extra={"fields": fields})
+                logger.info(f"{what}: done", extra=fields)
 
         sender = threading.Thread(target=send, name="compensating-write", daemon=True)
         sender.start()
@@ -292,15 +292,7 @@ class Repository:
         """Close as expired up to `limit` intents of one open-intent partition whose last signature expired
         before `now`, releasing their open slots: returns how many were looked at, and the ids expired. Each
         one leaves the partition, expired or not (an intent completed meanwhile already had)."""
-        response = self._call(
-            "query",
-            TableName=self._table,
-            IndexName="gsi1",
-            KeyConditionExpression="gsi1pk = :open AND gsi1sk < :before",
-            ExpressionAttributeValues={":open": as_s(partition), ":before": as_s(sort_key_before(now))},
-            Limit=limit,
-        )
-        items = response.get("Items", [])
+        items = self._index_partition(partition, limit, before=now)
         return len(items), [intent.upload_id for intent in map(item_to_intent, items) if self._expire(intent, now)]
 
     def _expire(self, intent: UploadIntent, now: int) -> bool:
@@ -402,28 +394,11 @@ class Repository:
                 raise
 
     def reviews(self, limit: int = 100) -> list[dict[str, Any]]:
-        response = self._call(
-            "query",
-            TableName=self._table,
-            IndexName="gsi1",
-            KeyConditionExpression="gsi1pk = :review",
-            ExpressionAttributeValues={":review": as_s(REVIEW_PARTITION)},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [item_to_review(item) for item in response.get("Items", [])]
+        return [item_to_review(item) for item in self._index_partition(REVIEW_PARTITION, limit, newest_first=True)]
 
     def reviews_received_before(self, moment: int, limit: int) -> list[dict[str, Any]]:
         """The oldest uploads kept for review that arrived before `moment`, oldest first."""
-        response = self._call(
-            "query",
-            TableName=self._table,
-            IndexName="gsi1",
-            KeyConditionExpression="gsi1pk = :review AND gsi1sk < :before",
-            ExpressionAttributeValues={":review": as_s(REVIEW_PARTITION), ":before": as_s(sort_key_before(moment))},
-            Limit=limit,
-        )
-        return [item_to_review(item) for item in response.get("Items", [])]
+        return [item_to_review(item) for item in self._index_partition(REVIEW_PARTITION, limit, before=moment)]
 
     def mark_review_deleted(self, file_id: str, now: int) -> None:
         """The upload was deleted from VOD: it leaves the review list, and its record stays as the trace."""
@@ -518,16 +493,8 @@ class Repository:
         )  # fmt: skip
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        response = self._call(
-            "query",
-            TableName=self._table,
-            IndexName="gsi1",
-            KeyConditionExpression="gsi1pk = :dead",
-            ExpressionAttributeValues={":dead": as_s(DEAD_LETTER_PARTITION)},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [item_to_dead_letter(item) for item in response.get("Items", [])]
+        parked = self._index_partition(DEAD_LETTER_PARTITION, limit, newest_first=True)
+        return [item_to_dead_letter(item) for item in parked]
 
     def get_video(self, file_id: str) -> Video | None:
         response = self._call("get_item", TableName=self._table, Key=video_key(file_id))
@@ -553,6 +520,26 @@ class Repository:
         return videos, page_key(last) if last else None
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _index_partition(
+        self, partition: str, limit: int, before: int | None = None, newest_first: bool = False
+    ) -> list[Item]:
+        """Up to `limit` items of one gsi1 partition (sorted by `<time>#<id>`), only those of a time before
+        `before` when it is given."""
+        condition, values = "gsi1pk = :partition", {":partition": as_s(partition)}
+        if before is not None:
+            condition, values[":before"] = f"{condition} AND gsi1sk < :before", as_s(sort_key_before(before))
+        response = self._call(
+            "query",
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ScanIndexForward=not newest_first,
+            Limit=limit,
+        )
+        items: list[Item] = response.get("Items", [])
+        return items
 
     def _commit(
         self, items: Mapping[str, Item], settle: Callable[[Reasons], bool], unanswered: Callable[[], None] | None = None
@@ -602,7 +589,7 @@ class Repository:
         if attempt >= _CALL_ATTEMPTS or deadline.remaining() < pause + self._attempt_seconds:
             logger.warning(
                 "storage gave up",
-                extra={"fields": {"operation": operation, "failure": failure, "attempts": attempt}},
+                extra={"operation": operation, "failure": failure, "attempts": attempt},
             )
             raise ServiceUnavailable("storage is busy or slow to answer, retry", retry_after_seconds=2)
         self._sleep(pause)

@@ -112,7 +112,7 @@ class ReconciliationSweep:
                 return False
             report.expired += len(expired)
             for upload_id in expired:
-                logger.info("upload intent expired", extra={"fields": {"uploadId": upload_id}})
+                logger.info("upload intent expired", extra={"uploadId": upload_id})
             # Every intent read leaves the partition, so the next query starts over; stop once nothing is left
             # or nothing moved (the index may lag the table by a moment).
             if seen < BATCH or not expired:
@@ -129,7 +129,7 @@ class ReconciliationSweep:
         report.due_for_deletion = [str(review["fileId"]) for review in due]
         if self._deletion == "dry-run":
             for review in due:
-                logger.info("would delete an unattributed upload from VOD (dry run)", extra={"fields": review})
+                logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
             return True
         media = self._media() if due else None
         for review in due:
@@ -141,7 +141,7 @@ class ReconciliationSweep:
             except MediaGone:
                 pass  # deleted by someone else: only the record is left to update
             except VodUnavailable as error:
-                logger.warning("DeleteMedia failed", extra={"fields": {"fileId": file_id, "failure": str(error)}})
+                logger.warning("DeleteMedia failed", extra={"fileId": file_id, "failure": str(error)})
                 report.failed += 1
                 return False  # VOD is failing: leave the rest for the next run
             try:
@@ -151,7 +151,7 @@ class ReconciliationSweep:
                 report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
                 return False
             report.deleted += 1
-            logger.info("deleted an unattributed upload from VOD", extra={"fields": review})
+            logger.info("deleted an unattributed upload from VOD", extra=review)
         return True
 
     def _time_for_a_step(self, stop_at: float, vod_seconds: float = 0.0) -> bool:

@@ -117,7 +117,7 @@ def deploy(
     outcome = Outcome()
 
     issuer = stage.external_issuer(found.committed_env)
-    result = stack.apply(aws("cloudformation"), stage_name, issuer)
+    result = stack.apply(aws("cloudformation"), stage_name, issuer, environ.get("ALARM_TOPIC_ARN", ""))
     outcome.changes.append(f"stack {result.name}: {result.action}")
     outputs = result.outputs
     secrets_manager = aws("secretsmanager")

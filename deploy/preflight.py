@@ -64,6 +64,9 @@ def run(stage: str, environ: Mapping[str, str], aws: Any) -> Findings:
         found.problems.append(
             f"config: {name} in .chalice/config.json stage {stage} is a placeholder; set it or remove it"
         )
+    topic = environ.get("ALARM_TOPIC_ARN", "")
+    if not stack_module.alarm_topic_is_valid(topic):
+        found.problems.append(f"ALARM_TOPIC_ARN: {topic!r} is not an SNS topic ARN (arn:aws:sns:…)")
     if not _aws_identity(found, aws):
         return found  # nothing else can be checked without AWS
     _stack_state(found, stage, aws)

@@ -1,11 +1,12 @@
 """moto, extended so that the deploy can be rehearsed against it (docs/deploy-rehearsal.md).
 
-moto 5.2.5 silently skips three resource types of `infra/stage.json` in CloudFormation and still reports
+moto 5.2.5 silently skips four resource types of `infra/stage.json` in CloudFormation and still reports
 `CREATE_COMPLETE`; its API Gateway import refuses the Swagger 2.0 document `chalice deploy` sends. This
 module gives CloudFormation the missing types, built on moto's own Secrets Manager and Cognito backends so
 that the secret and the pool are real objects the deploy and the app then read and sign in against:
   - `AWS::SecretsManager::Secret`, including `GenerateSecretString` (as the template uses it);
   - `AWS::Cognito::UserPool` and `AWS::Cognito::UserPoolClient`;
+  - `AWS::CloudWatch::Alarm`, on moto's CloudWatch backend (moto has the API, not the resource type);
   - the table's TTL and point-in-time recovery, which moto's table model ignores;
 and lets API Gateway import what Chalice sends: a default `info.description`, the `swagger` key dropped
 (the rest is the same document), and CORS `OPTIONS` mock integrations without `uri`/`httpMethod`.
@@ -20,6 +21,7 @@ import json
 from typing import Any
 
 from moto.apigateway import models as apigateway
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.cognitoidp.models import cognitoidp_backends
 from moto.core.common_models import CloudFormationModel
 from moto.dynamodb.models import dynamodb_backends
@@ -189,6 +191,63 @@ class CfnUserPoolClient(CloudFormationModel):
 
 
 _create_table = Table.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+
+class CfnAlarm(CloudFormationModel):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.name  # `Ref` of an alarm is its name
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::CloudWatch::Alarm"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "AlarmName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **_: Any
+    ) -> CfnAlarm:
+        properties = cloudformation_json["Properties"]
+        cloudwatch_backends[account_id][region_name].put_metric_alarm(
+            name=resource_name,
+            namespace=properties["Namespace"],
+            metric_name=properties["MetricName"],
+            comparison_operator=properties["ComparisonOperator"],
+            evaluation_periods=int(properties["EvaluationPeriods"]),
+            datapoints_to_alarm=int(properties.get("DatapointsToAlarm", properties["EvaluationPeriods"])),
+            period=int(properties["Period"]),
+            threshold=float(properties["Threshold"]),
+            statistic=properties["Statistic"],
+            description=properties.get("AlarmDescription", ""),
+            dimensions=properties.get("Dimensions", []),
+            alarm_actions=properties.get("AlarmActions", []),
+            treat_missing_data=properties.get("TreatMissingData"),
+        )
+        return cls(resource_name)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: CfnAlarm,
+        new_resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+    ) -> CfnAlarm:
+        # PutMetricAlarm replaces the alarm of that name, as CloudFormation's update does.
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str
+    ) -> None:
+        cloudwatch_backends[account_id][region_name].delete_alarms([resource_name])
 
 
 def _create_table_with_ttl_and_pitr(

@@ -8,6 +8,7 @@ a failed first deploy leaves nothing behind; a failed update rolls back to the p
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,19 @@ def describe(cloudformation: Any, name: str) -> dict[str, Any] | None:
     return None if stack["StackStatus"] == "DELETE_COMPLETE" else stack
 
 
-def apply(cloudformation: Any, stage: str, oidc_issuer: str) -> StackResult:
+def alarm_topic_is_valid(topic_arn: str) -> bool:
+    """Whether the template's AlarmTopicArn accepts it (empty: no notification)."""
+    pattern = json.loads(TEMPLATE.read_text())["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    return re.fullmatch(pattern, topic_arn) is not None
+
+
+def apply(cloudformation: Any, stage: str, oidc_issuer: str, alarm_topic_arn: str = "") -> StackResult:
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "AppName", "ParameterValue": APP_NAME},
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "OidcIssuer", "ParameterValue": oidc_issuer},
+        {"ParameterKey": "AlarmTopicArn", "ParameterValue": alarm_topic_arn},
     ]
     body = TEMPLATE.read_text()
     if describe(cloudformation, name) is None:

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.update(dict(item.partition("=")[::2] for item in args.override))
     os.chdir(ROOT)  # the stage's relative paths (the local key) are the project's
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    stop = threading.Event()
+    # Stop at once, even mid-run, as a Lambda timing out does: what was not confirmed is delivered again.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: sys.exit(0))
     import app
 
     handler = app.app.handler_map[args.handler]
@@ -76,12 +76,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(handler(scheduled_event(rule), RunContext(args.run_seconds))))
         return
     log = logging.getLogger("devstack.pull")
-    while not stop.is_set():
+    while True:
         try:
             handler(scheduled_event(rule), RunContext(args.run_seconds))
         except Exception:
             log.exception("devstack: a PULL consumer run failed; the next one starts in a second")
-            stop.wait(1)
+            time.sleep(1)
 
 
 if __name__ == "__main__":

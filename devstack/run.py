@@ -318,6 +318,8 @@ class Stack:
 
     def stop(self, shutdown: Shutdown | None = None) -> None:
         with _deferred_signals(shutdown) as active:
+            # The consumer first: it would otherwise log the queue it is pulling from going away.
+            _stop([p for p in (self.consumer,) if p is not None], active)
             _stop(self.processes, active)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib import container
+from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
 from chalicelib.repository import Repository
@@ -24,6 +24,7 @@ from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
+from tests import vod_payloads as vod
 from vodlocal import Config, Handle, start
 
 
@@ -159,6 +160,47 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 # Every response of the app that a test gets through chalice's test client is checked against the
 # OpenAPI document (tests/openapi_recorder.py); a mismatch fails the test that got it.
 pytest_plugins = ["tests.openapi_recorder"]
+
+
+# -- the API and the callback, as a user and as VOD --------------------------------------------------
+
+
+class Stack:
+    def __init__(self, api: Any, env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table: str) -> None:
+        self.api, self.env, self.token_for, self.dynamodb, self.table = api, env, token_for, dynamodb, table
+
+    def create_upload(self, user: str = "alice", body: dict[str, Any] | None = None) -> tuple[str, str]:
+        response = self.api.post("/uploads", headers=bearer(self.token_for(user)), body=json.dumps(body or {}).encode())
+        assert response.status_code == 201, response.body
+        params = vod_signature.verify(response.json_body["signature"], self.env["VOD_SECRET_KEY"]).params
+        assert params.options.sourceContext is not None
+        return response.json_body["uploadId"], params.options.sourceContext
+
+    def deliver(
+        self,
+        body: dict[str, Any] | bytes,
+        *,
+        token: str | None = None,
+        sign: bool = True,
+        content_type: str = "text/plain",
+    ) -> Any:
+        if isinstance(body, dict):
+            body = json.dumps(vod.signed(body, self.env["VOD_SIGN_KEY"]) if sign else body).encode()
+        path = f"/vod/events/{token if token is not None else self.env['VOD_CALLBACK_TOKEN']}"
+        return self.api.post(path, headers={"Content-Type": content_type}, body=body)
+
+    def videos(self, user: str = "alice") -> list[dict[str, Any]]:
+        response = self.api.get("/videos", headers=bearer(self.token_for(user)))
+        assert response.status_code == 200, response.body
+        return list(response.json_body["videos"])
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self.dynamodb.scan(TableName=self.table)["Items"])
+
+
+@pytest.fixture
+def stack(api: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str) -> Stack:
+    return Stack(api, stage_env, token_for, dynamodb, table_name)
 
 
 # -- VOD in PULL mode -----------------------------------------------------------------------------

@@ -8,47 +8,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib import source_context, vod_signature
+from chalicelib import source_context
 from tests import vod_payloads as vod
-from tests.conftest import ApiFactory, TokenFactory, bearer, with_policy
-
-
-class Stack:
-    def __init__(self, api: Any, env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table: str) -> None:
-        self.api, self.env, self.token_for, self.dynamodb, self.table = api, env, token_for, dynamodb, table
-
-    def create_upload(self, user: str = "alice", body: dict[str, Any] | None = None) -> tuple[str, str]:
-        response = self.api.post("/uploads", headers=bearer(self.token_for(user)), body=json.dumps(body or {}).encode())
-        assert response.status_code == 201, response.body
-        params = vod_signature.verify(response.json_body["signature"], self.env["VOD_SECRET_KEY"]).params
-        assert params.options.sourceContext is not None
-        return response.json_body["uploadId"], params.options.sourceContext
-
-    def deliver(
-        self,
-        body: dict[str, Any] | bytes,
-        *,
-        token: str | None = None,
-        sign: bool = True,
-        content_type: str = "text/plain",
-    ) -> Any:
-        if isinstance(body, dict):
-            body = json.dumps(vod.signed(body, self.env["VOD_SIGN_KEY"]) if sign else body).encode()
-        path = f"/vod/events/{token if token is not None else self.env['VOD_CALLBACK_TOKEN']}"
-        return self.api.post(path, headers={"Content-Type": content_type}, body=body)
-
-    def videos(self, user: str = "alice") -> list[dict[str, Any]]:
-        response = self.api.get("/videos", headers=bearer(self.token_for(user)))
-        assert response.status_code == 200, response.body
-        return list(response.json_body["videos"])
-
-    def items(self) -> list[dict[str, Any]]:
-        return list(self.dynamodb.scan(TableName=self.table)["Items"])
-
-
-@pytest.fixture
-def stack(api: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str) -> Stack:
-    return Stack(api, stage_env, token_for, dynamodb, table_name)
+from tests.conftest import ApiFactory, Stack, TokenFactory, bearer, with_policy
 
 
 def test_new_file_upload_attributes_the_video_to_its_owner_only(stack: Stack) -> None:

@@ -110,6 +110,10 @@ def test_keys_vod_refuses_missing_credentials_and_region_are_each_one_line(
     wrong_admin = run("deploy", {**emulated, "VOD_ADMIN_SECRET_ID": "AKIDother", "VOD_ADMIN_SECRET_KEY": "x"}, tmp_path)
     [line] = preflight_lines(wrong_admin)
     assert line.startswith("preflight: VOD keys: VOD refuses the VOD_ADMIN key pair: VOD DescribeEventConfig: ")
+    wrong_topic = run("deploy", {**emulated, "ALARM_TOPIC_ARN": "my-pager"}, tmp_path)
+    assert preflight_lines(wrong_topic) == [
+        "preflight: ALARM_TOPIC_ARN: 'my-pager' is not an SNS topic ARN (arn:aws:sns:…)"
+    ]
 
     no_credentials = {k: v for k, v in emulated.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
     result = run("deploy", {**no_credentials, "AWS_REGION": "us-east-1"}, tmp_path)
@@ -266,11 +270,22 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     ]
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-prod") is None
 
-    second = run("deploy", {k: v for k, v in emulated.items() if k not in preflight.VOD_KEYS}, tmp_path / "second")
+    # The stage's alarms (parked events, consumer errors and failures) change state only, until a topic is given.
+    alarms = {a["AlarmName"]: a for a in aws(emulated, "cloudwatch").describe_alarms()["MetricAlarms"]}
+    names = {f"vod-upload-dev-{what}" for what in ("parked-events", "consumer-errors", "consumer-failures")}
+    assert set(alarms) == names and all(not alarm["AlarmActions"] for alarm in alarms.values())
+
+    topic = aws(emulated, "sns").create_topic(Name="vod-upload-pager")["TopicArn"]
+    without_keys = {k: v for k, v in emulated.items() if k not in preflight.VOD_KEYS}
+    second = run("deploy", {**without_keys, "ALARM_TOPIC_ARN": topic}, tmp_path / "second")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "VOD key pair stored" not in second.stdout and "VOD event config: unchanged" in second.stdout
-    assert "deploy: changed: stack vod-upload-dev: unchanged" in second.stdout
-    assert f"deploy: API URL {api_url}" in second.stdout
+    assert "deploy: changed: stack vod-upload-dev: updated" in second.stdout
+    alarms = {a["AlarmName"]: a for a in aws(emulated, "cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert set(alarms) == names and all(alarm["AlarmActions"] == [topic] for alarm in alarms.values())
+    third = run("deploy", {**without_keys, "ALARM_TOPIC_ARN": topic}, tmp_path / "second")
+    assert "deploy: changed: stack vod-upload-dev: unchanged" in third.stdout
+    assert f"deploy: API URL {api_url}" in third.stdout
     assert len(aws(emulated, "apigateway").get_rest_apis()["items"]) == 1
 
     gone = run("destroy", emulated, tmp_path / "third")
@@ -279,6 +294,7 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev") is None
     assert aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["TableStatus"] == "ACTIVE"
     assert not aws(emulated, "lambda").list_functions()["Functions"]
+    assert not aws(emulated, "cloudwatch").describe_alarms()["MetricAlarms"]
     assert not aws(emulated, "apigateway").get_rest_apis()["items"]
     assert vod_notify.describe(vod).upload_media_complete == "OFF"
     aws(emulated, "dynamodb").delete_table(TableName="vod-upload-dev")  # as the operator would, to start over

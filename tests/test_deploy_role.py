@@ -189,6 +189,12 @@ def stage_names(stage: str) -> dict[str, str]:
     }
 
 
+def alarm_arn(resource: Mapping[str, Any], stage: str) -> str:
+    """The alarm's ARN: its AlarmName is `${AppName}-${Stage}-<what>`."""
+    name = resource["Properties"]["AlarmName"]["Fn::Sub"].replace("${AppName}", PARAMETERS["AppName"])
+    return arn("cloudwatch", f"alarm:{name.replace('${Stage}', stage)}")
+
+
 STACK_TAG = "aws:ResourceTag/aws:cloudformation:stack-name"
 
 
@@ -566,6 +572,27 @@ PROPERTY_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
             (),
         ),
     },
+    "AWS::CloudWatch::Alarm": {
+        "": ("cloudwatch:PutMetricAlarm", "cloudwatch:TagResource", "cloudwatch:UntagResource"),
+        **dict.fromkeys(
+            (
+                "AlarmName",
+                "AlarmDescription",
+                "Namespace",
+                "MetricName",
+                "Dimensions",
+                "Statistic",
+                "Period",
+                "EvaluationPeriods",
+                "DatapointsToAlarm",
+                "Threshold",
+                "ComparisonOperator",
+                "TreatMissingData",
+                "AlarmActions",  # an SNS topic: PutMetricAlarm needs no permission on it
+            ),
+            (),
+        ),
+    },
 }
 # Delete-handler actions for what infra/stage.json does not use.
 UNUSED_DELETE_ACTIONS = {"secretsmanager:RemoveRegionsFromReplication": "the secret has no ReplicaRegions"}
@@ -575,6 +602,7 @@ SERVICE = {
     "AWS::S3::Bucket": ("s3", "bucket"),
     "AWS::Cognito::UserPool": ("cognito-idp", "user_pool"),
     "AWS::Cognito::UserPoolClient": ("cognito-idp", "user_pool"),
+    "AWS::CloudWatch::Alarm": ("cloudwatch", "alarm"),
 }
 
 
@@ -599,7 +627,7 @@ def cloudformation_needs(stage: str) -> list[Need]:
         mapped = {action for key in ("", *resource["Properties"]) for action in table[key]}
         assert mapped <= own(handlers["create"] | handlers["update"]), f"{kind}: not a handler action"
         for action in sorted(actions | mapped):
-            target = names[name] if resource_types(action) else "*"
+            target = (alarm_arn(resource, stage) if name == "alarm" else names[name]) if resource_types(action) else "*"
             needs.append(Need(action, target, tags_of(target, stage), f"CloudFormation, {logical_id} ({kind})"))
     return needs
 

@@ -25,9 +25,10 @@ print(json.dumps({"status": response["statusCode"], "modules": sorted(sys.module
 """
 
 
-def first_request(event: dict[str, Any], stage_env: dict[str, str]) -> tuple[int, set[str]]:
+def in_fresh_process(script: str, event: dict[str, Any], stage_env: dict[str, str]) -> str:
+    """Runs `script` in a new interpreter in the stage's environment, with `event` as PROBE_EVENT; its stdout."""
     result = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env={**os.environ, **stage_env, "PROBE_EVENT": json.dumps(event)},
         capture_output=True,
@@ -35,7 +36,11 @@ def first_request(event: dict[str, Any], stage_env: dict[str, str]) -> tuple[int
         timeout=60,
         check=True,
     )
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    return result.stdout
+
+
+def first_request(event: dict[str, Any], stage_env: dict[str, str]) -> tuple[int, set[str]]:
+    answer = json.loads(in_fresh_process(PROBE, event, stage_env).strip().splitlines()[-1])
     return answer["status"], set(answer["modules"])
 
 

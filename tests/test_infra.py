@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import observability
 from chalicelib.credentials import STAGE_KEY, ServiceSecrets, derive_from_stage_key
 from chalicelib.errors import ServiceUnavailable
 
@@ -46,6 +47,31 @@ def test_names_are_the_ones_the_stage_config_and_its_policy_use(stage: str) -> N
     assert substituted(resources["Secret"]["Properties"]["Name"], AppName=app_name, Stage=stage) == env["SECRET_NAME"]
     policy = (ROOT / ".chalice" / CHALICE["stages"][stage]["iam_policy_file"]).read_text()
     assert f"table/{env['TABLE_NAME']}" in policy and f"secret:{env['SECRET_NAME']}-" in policy
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_alarms_watch_the_metrics_the_app_emits_and_the_consumer_function(stage: str) -> None:
+    app_name = STAGE["Parameters"]["AppName"]["Default"]
+    alarms = {k: r["Properties"] for k, r in STAGE["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms) == {"ParkedEventsAlarm", "ConsumerErrorsAlarm", "ConsumerFailuresAlarm"}
+    app_source = (ROOT / "app.py").read_text()
+    for logical_id in ("ParkedEventsAlarm", "ConsumerErrorsAlarm"):
+        alarm = alarms[logical_id]
+        assert alarm["Namespace"] == observability.NAMESPACE
+        assert f'observability.count("{alarm["MetricName"]}"' in app_source, logical_id
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dimensions == {"stage": {"Ref": "Stage"}, "service": observability.SERVICE}
+    [function] = alarms["ConsumerFailuresAlarm"]["Dimensions"]
+    assert (
+        substituted(function["Value"], AppName=app_name, Stage=stage)
+        == f"{CHALICE['app_name']}-{stage}-pull_vod_events"
+    )
+    for alarm in alarms.values():
+        assert substituted(alarm["AlarmName"], AppName=app_name, Stage=stage).startswith(f"{app_name}-{stage}-")
+        assert alarm["AlarmActions"] == {
+            "Fn::If": ["NotifyOnAlarm", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+        assert alarm["TreatMissingData"] == "notBreaching"  # no events is not an incident
 
 
 def test_the_table_keeps_its_safeguards_and_the_user_pool_is_made_only_without_an_issuer() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,6 @@ from moto import mock_aws
 
 from chalicelib.credentials import EnvSecrets, SecretsManagerSecrets
 from chalicelib.errors import ServiceUnavailable
-from chalicelib.http import configure_logging
 from chalicelib.settings import Settings, SettingsError
 from deploy.stage import cognito_jwks_url, fed_environment, placeholders
 from devstack.token import local_stage_env
@@ -126,7 +126,7 @@ def test_secrets_manager_is_read_once_per_ttl(secretsmanager: Any) -> None:
     "content", ["not json", json.dumps(["a"]), json.dumps({"VOD_SECRET_ID": "AKIDx", "VOD_SECRET_KEY": "kkk"})]
 )
 def test_unusable_secret_is_a_generic_503_with_the_cause_logged(secretsmanager: Any, content: str, capfd: Any) -> None:
-    configure_logging()  # as the app does on import: this test must not depend on another having imported it
+    importlib.import_module("chalicelib.observability")  # configures the log, as the app's import does
     secretsmanager.create_secret(Name="vod-upload/dev", SecretString=content)
     provider = SecretsManagerSecrets(lambda: secretsmanager, "vod-upload/dev", ttl_seconds=300)
     with pytest.raises(ServiceUnavailable) as info:

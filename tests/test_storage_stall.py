@@ -1,6 +1,7 @@
 """A DynamoDB that stops answering (issue 7, finding 4): the API answers an honest 503 with Retry-After
 within 4 s, and the writes it gave up on, which the stalled endpoint applies later, leave no hidden
-open upload and count no extra signature.
+open upload and count no extra signature. In PULL mode, an event pulled during the stall is not confirmed,
+and VOD's redelivery applies it.
 
 The endpoint is our local DynamoDB, frozen: requests are accepted but only served after the thaw, in
 arrival order, like a real endpoint that commits after the client's timeout.
@@ -15,11 +16,14 @@ from typing import Any
 
 import pytest
 
+from chalicelib import container
 from chalicelib.items import limits_key, upload_key
 from devstack.dynamodb import DynamoDBServer
 from devstack.table import ensure_table, local_client
 from tests import vod_payloads as vod
 from tests.conftest import ApiFactory, TokenFactory, bearer
+from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, attributed_file, upload_through
+from vodlocal import Handle
 
 ANSWER_WITHIN_SECONDS = 4.0
 
@@ -120,3 +124,26 @@ def test_a_stalled_callback_answers_before_vod_gives_up_and_logs_what_it_did_not
     # The redelivery (VOD's own, or PULL's) attributes it exactly once.
     assert api.post(path, headers={"Content-Type": "application/json"}, body=event).json_body["outcome"] == "attributed"
     assert [v["fileId"] for v in api.get("/videos", headers=alice).json_body["videos"]] == ["f-stall"]
+
+
+def test_a_pulled_event_is_not_confirmed_while_storage_is_frozen_and_its_redelivery_applies(
+    stalling: tuple[DynamoDBServer, Any],
+    pull_vod: Handle,
+    api_factory: ApiFactory,
+    token_for: TokenFactory,
+    stage_env: dict[str, str],
+) -> None:
+    server, client = stalling
+    api, token = api_factory(), token_for("alice")
+    upload_id = upload_through(pull_vod, as_user(api, token))
+    with server.frozen():
+        report, elapsed = timed(lambda: container.services().pull_consumer.run(CONSUMER_SECONDS))
+    # Each delivery gave up within its deadline and was left unconfirmed: VOD keeps it and delivers it again.
+    assert report.pulled >= 1 and report.failed == report.pulled and report.outcomes == {}, report
+    assert elapsed < CONSUMER_SECONDS + ANSWER_WITHIN_SECONDS
+    settle(server, client, stage_env["TABLE_NAME"])
+    assert attributed_file(api, token, upload_id) is None
+    redelivered = container.services().pull_consumer.run(CONSUMER_SECONDS)
+    assert redelivered.outcomes == {"attributed": 1}, redelivered
+    assert attributed_file(api, token, upload_id) is not None
+    assert container.services().pull_consumer.run(CONSUMER_SECONDS).pulled == 0  # confirmed at last

@@ -20,8 +20,7 @@ from chalicelib.sweep import Deletion, MediaLibrary, ReconciliationSweep
 from chalicelib.vod_api import VodMediaLibrary, vod_api_client
 from devstack.pull import RunContext, scheduled_event
 from tests import vod_payloads as vod
-from tests.conftest import TokenFactory, bearer, with_policy
-from tests.test_api_events import Stack
+from tests.conftest import Stack, TokenFactory, bearer, with_policy
 from tests.test_pull_consumer import CONSUMER_SECONDS, upload_through
 from vodlocal import Handle
 

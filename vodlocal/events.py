@@ -375,9 +375,9 @@ class EventBus:
     def pull(self, wait: float | None = None) -> list[dict[str, Any]]:
         """PullEvents: up to 16 events at once if any are due, else hold up to ``wait`` seconds for one."""
         deadline = time.monotonic() + (self.config.pull_wait if wait is None else wait)
-        while True:
+        while not self._closed:  # checked before each lease: closing closes the store right after
             events, next_due = self._lease()
-            if events or self._closed:
+            if events:
                 return events
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -387,6 +387,7 @@ class EventBus:
                 pause = min(pause, max(next_due - time.time(), 0.005))
             with self._ready:
                 self._ready.wait(pause)
+        return []
 
     def _lease(self) -> tuple[list[dict[str, Any]], float | None]:
         """Hand out the due events with fresh handles; also the (wall clock) time the next one falls due, if any.
