@@ -24,6 +24,7 @@ from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
+from vodlocal import Config
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +154,18 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def vodlocal_for(api_url: str, stage_env: dict[str, str], data_dir: Path, **changes: Any) -> Config:
+    """vodlocal (in-process, any free port) pushing events to the API at `api_url` with the stage's keys."""
+    return Config(
+        port=0,
+        data_dir=data_dir,
+        secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
+        callback_url=f"{api_url}/vod/events/{stage_env['VOD_CALLBACK_TOKEN']}",
+        sign_key=stage_env["VOD_SIGN_KEY"],
+        **changes,
+    )
 
 
 # Every response of the app that a test gets through chalice's test client is checked against the

@@ -16,6 +16,8 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -226,6 +228,22 @@ class _Server(ThreadingHTTPServer):
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
+class _TlsServer(_Server):
+    """HTTPS, and plain HTTP on the same port. The SDK's COS layer takes the page's scheme (an http page's uploads
+    go to http://<bucket>.cos…), while its VOD calls are always https: a browser that sends all the SDK's hosts
+    to this one port reaches vodlocal both ways. The first byte tells them apart (22: a TLS handshake)."""
+
+    context: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # In the connection's own thread (ThreadingMixIn), so a client that sends nothing holds up no one else.
+        if request.recv(1, socket.MSG_PEEK) != b"\x16":
+            super().finish_request(request, client_address)
+            return
+        with self.context.wrap_socket(request, server_side=True) as secure:
+            super().finish_request(secure, client_address)
+
+
 @dataclass
 class Handle:
     """A running emulator (see ``start``)."""
@@ -270,9 +288,8 @@ def start(config: Config) -> Handle:
     tls: TlsFiles | None = None
     if config.tls_port is not None:
         tls = ensure_certificate(config.tls_dir, tuple({*REGION_ABBREVIATIONS, config.region}))
-        secure = _Server((config.host, config.tls_port), handler)
-        # The handshake happens in the request's own thread, so a client that never sends one blocks no one.
-        secure.socket = tls.server_context().wrap_socket(secure.socket, server_side=True, do_handshake_on_connect=False)
+        secure = _TlsServer((config.host, config.tls_port), handler)
+        secure.context = tls.server_context()
         servers.append(secure)
     port = int(servers[0].server_address[1])
     config = replace(config, port=port)
@@ -286,12 +303,4 @@ def start(config: Config) -> Handle:
         thread.start()
     url = f"http://{config.host}:{port}"
     log.info("vodlocal listening on %s (data dir %s, mode %s)", url, config.data_dir, app.event_config.current().mode)
-    handle = Handle(app, servers, threads, url, tls)
-    if tls is not None:
-        log.info(
-            "vodlocal HTTPS on port %s (certificate SPKI sha256 %s, CA %s)",
-            handle.tls_port,
-            tls.spki_sha256,
-            tls.ca_cert,
-        )
-    return handle
+    return Handle(app, servers, threads, url, tls)
