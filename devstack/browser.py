@@ -3,7 +3,7 @@
 `make browse` opens the page of a running `make dev` this way (`python -m devstack.browser`); the browser tests
 launch the same flags headless. Nothing is installed in the system: `--host-resolver-rules` maps the SDK's hosts
 to 127.0.0.1 for this browser only, and `--ignore-certificate-errors-spki-list` accepts vodlocal's generated
-certificate by its key's hash (Chromium honours that flag only with a `--user-data-dir`: always give one).
+certificate by its key's hash. A profile of its own (`--user-data-dir`) keeps both out of the user's everyday one.
 """
 
 from __future__ import annotations
