@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from devstack.browser import chromium_executable, local_stack_flags
 from devstack.web import LocalPage, WebServer
-from tests.conftest import ROOT, TokenFactory, _free_port, vodlocal_for
+from tests.conftest import ROOT, TokenFactory, _free_port, vodlocal_for, with_policy
 from tests.test_local_stack import call
 from vodlocal import Handle, start
 
@@ -43,8 +44,10 @@ def web_port() -> int:
 
 @pytest.fixture
 def stage_env(stage_env: dict[str, str], web_port: int) -> dict[str, str]:
-    """The API allows the page's origin, http://127.0.0.1:<port>, and no other."""
+    """The API allows the page's origin, http://127.0.0.1:<port>, and no other; uploads get a task flow, whose
+    status VOD reports after the upload."""
     stage_env["CORS_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{web_port}"
+    with_policy(stage_env, defaultProcedure="LongVideoPreset")
     return stage_env
 
 
@@ -71,8 +74,6 @@ def browser(vod: Handle, tmp_path: Path) -> Iterator[Any]:
     executable = chromium_executable()
     if executable is None:
         pytest.fail("Chromium is not installed: `make browser` (apt-get install chromium) or set CHROMIUM")
-    from playwright.sync_api import sync_playwright
-
     assert vod.tls is not None and vod.tls_port is not None
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -126,6 +127,11 @@ class Page:
         except Exception:
             pytest.fail(f"the upload never reached {state!r}; the page's console:\n" + "\n".join(self.console[-30:]))
 
+    def uploaded_file_id(self) -> str:
+        """The FileId the finished upload reports ("Uploaded: <name> (file <FileId>)")."""
+        text = str(self.hook("progress").text_content())
+        return text.split("(file ")[1].split(")")[0]
+
     def wait_for_video(self, file_id: str) -> Any:
         item = self.page.locator(f'[data-testid=video][data-file-id="{file_id}"]')
         item.wait_for()
@@ -168,6 +174,17 @@ def wait_for(condition: Callable[[], bool], page: Page) -> None:
     pytest.fail("the condition never held")
 
 
+def upload_slowly(browser: Any, site: WebServer, vod: Handle, path: Path, parts: int) -> Page:
+    """Alice's upload of `path` over a slow uplink, once vodlocal has stored `parts` of its parts."""
+    page = Page(browser, site.url)
+    slow_network(page)
+    page.sign_in("alice")
+    page.choose(path)
+    page.hook("upload").click()
+    wait_for(lambda: len(done_parts(vod)) >= parts, page)
+    return page
+
+
 @pytest.fixture
 def clip(tmp_path: Path) -> tuple[Path, bytes]:
     data = os.urandom(PARTS * MiB - 1000)
@@ -198,9 +215,8 @@ def test_upload_with_a_cover_is_listed_and_playable_for_its_owner_only(
     page.choose(tmp_path / "beach.mp4", tmp_path / "beach.jpg")
     page.hook("upload").click()
     page.wait_for_state("done")
-    text = str(page.hook("progress").text_content())
-    assert "Uploaded: beach.mp4" in text, text
-    file_id = text.split("(file ")[1].split(")")[0]
+    assert "Uploaded: beach.mp4" in str(page.hook("progress").text_content())
+    file_id = page.uploaded_file_id()
     item = page.wait_for_video(file_id)
     stored = video_of(chalice_local, token_for("alice"), file_id)
     assert stored["md5"] == md5_of(video) and md5_of(fetch(stored["coverUrl"])) == md5_of(cover)
@@ -208,7 +224,8 @@ def test_upload_with_a_cover_is_listed_and_playable_for_its_owner_only(
     assert item.locator("video").get_attribute("src") == stored["mediaUrl"]
     wait_for(lambda: any(r["path"].startswith("/_cos/") and r["method"] == "GET" for r in vod.requests()), page)
     assert md5_of(fetch(stored["mediaUrl"])) == md5_of(video)
-    assert "uploaded" in str(item.get_by_test_id("video-status").text_content())
+    # The page follows the processing status as VOD's ProcedureStateChanged reaches the backend.
+    expect(item.get_by_test_id("video-status")).to_have_text("processing: FINISH", timeout=WAIT_MS)
     # The browser's own CORS path: the SDK's COS requests were preflighted and answered by the bucket's rules.
     assert vod.requests("CORSPreflight") and all(r["status"] == 200 for r in vod.requests("CORSPreflight"))
     assert {r["host"] for r in vod.requests("ApplyUploadUGC")} == {"vod2.qcloud.com"}
@@ -226,12 +243,7 @@ def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
     site: WebServer, browser: Any, vod: Handle, chalice_local: str, token_for: TokenFactory, clip: tuple[Path, bytes]
 ) -> None:
     path, data = clip
-    page = Page(browser, site.url)
-    slow_network(page)
-    page.sign_in("alice")
-    page.choose(path)
-    page.hook("upload").click()
-    wait_for(lambda: len(done_parts(vod)) >= 2, page)
+    page = upload_slowly(browser, site, vod, path, parts=2)
     page.hook("pause").click()
     page.wait_for_state("paused")
     assert page.hook("resume").is_enabled()
@@ -257,8 +269,7 @@ def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
     assert len(done_parts(vod, reloaded_at)) == len(after_reload)
     assert len({part["query"]["uploadId"] for part in done_parts(vod)}) == 1
     assert [r["status"] for r in vod.requests("ListParts")[-1:]] == [200]
-    text = str(page.hook("progress").text_content())
-    file_id = text.split("(file ")[1].split(")")[0]
+    file_id = page.uploaded_file_id()
     page.wait_for_video(file_id)
     stored = video_of(chalice_local, token_for("alice"), file_id)
     assert stored["md5"] == md5_of(data)
@@ -270,13 +281,7 @@ def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
 
 
 def test_cancel_forgets_the_upload(site: WebServer, browser: Any, vod: Handle, clip: tuple[Path, bytes]) -> None:
-    path, _ = clip
-    page = Page(browser, site.url)
-    slow_network(page)
-    page.sign_in("alice")
-    page.choose(path)
-    page.hook("upload").click()
-    wait_for(lambda: len(done_parts(vod)) >= 1, page)
+    page = upload_slowly(browser, site, vod, clip[0], parts=1)
     assert any(key.startswith("webugc_") for key in page.local_storage())
     page.hook("cancel").click()
     page.wait_for_state("idle")
@@ -286,7 +291,7 @@ def test_cancel_forgets_the_upload(site: WebServer, browser: Any, vod: Handle, c
     assert page.hook("progress").get_attribute("data-percent") == "0"
     assert page.hook("upload").is_enabled() and not page.hook("pause").is_enabled()
     # Choosing the same file again offers no resume: the next upload starts afresh.
-    page.choose(path)
+    page.choose(clip[0])
     assert not page.hook("resumable").is_visible()
 
 
