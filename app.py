@@ -38,6 +38,11 @@ def observe(event: Any, get_response: Any) -> Any:
 def log_requests(event: Any, get_response: Any) -> Response:
     started = time.perf_counter()
     response: Response = reshape_framework_error(get_response(event))
+    origin = event.headers.get("origin")
+    # Only a browser sends an Origin (so /health and the callback never build the services for it); a preflight's
+    # view grants or refuses on its own.
+    if origin and event.method != "OPTIONS":
+        response.headers.update(services().cors.response_headers(origin))
     log_request(event.method, event.path, response.status_code, started, _request_id())
     return response
 
@@ -61,6 +66,8 @@ def _request_id() -> str:
 # The only routes that answer without a bearer token. Every other route verifies the token before its
 # view runs and passes the view the `Principal`: a route cannot be left open by forgetting a call.
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/vod/events/{token}"})
+# Paths no browser page calls: they get no preflight route, so no origin is ever granted them.
+NOT_FOR_BROWSERS = frozenset({"/vod/events/{token}"})
 
 
 def api_route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
@@ -168,7 +175,7 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.route("/openapi.json", methods=["GET"], cors=True)
+@app.route("/openapi.json", methods=["GET"])
 def openapi_json() -> dict[str, Any]:
     """The API contract (OpenAPI 3.1), generated from the request and response models. Like /health, it
     needs no service: it is served without building the container."""
@@ -182,21 +189,21 @@ def _openapi_document() -> dict[str, Any]:
     return openapi_document()
 
 
-@api_route("/uploads", methods=["POST"], cors=True)
+@api_route("/uploads", methods=["POST"])
 def create_upload(principal: Principal) -> Response:
     issued = _create_upload(principal)
     body = {**_signature_body(issued), "upload": _intent_body(issued.intent)}
     return Response(body=body, status_code=201, headers={"Location": f"/uploads/{issued.intent.upload_id}"})
 
 
-@api_route("/uploads/{upload_id}/signature", methods=["POST"], cors=True)
+@api_route("/uploads/{upload_id}/signature", methods=["POST"])
 def renew_signature(principal: Principal, upload_id: str) -> dict[str, Any]:
     issued = services().uploads.renew_signature(principal, upload_id)
     observability.count("SignaturesIssued")
     return _signature_body(issued)
 
 
-@api_route("/signature", methods=["POST"], cors=True)
+@api_route("/signature", methods=["POST"])
 def compat_signature(principal: Principal) -> Response:
     issued = _create_upload(principal)
     accept = _request().headers.get("accept", "")
@@ -205,14 +212,14 @@ def compat_signature(principal: Principal) -> Response:
     return Response(body=_signature_body(issued), status_code=200)
 
 
-@api_route("/uploads/{upload_id}", methods=["GET"], cors=True)
+@api_route("/uploads/{upload_id}", methods=["GET"])
 def get_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
     intent = services().uploads.get(principal, upload_id)
     video = services().videos.video_of(intent)
     return {**_intent_body(intent), "video": None if video is None else _video_body(video)}
 
 
-@api_route("/videos", methods=["GET"], cors=True)
+@api_route("/videos", methods=["GET"])
 def list_videos(principal: Principal) -> dict[str, Any]:
     query: Mapping[str, str] = _request().query_params or {}
     limit_text = query.get("limit", "20")
@@ -222,7 +229,7 @@ def list_videos(principal: Principal) -> dict[str, Any]:
     return {"videos": [_video_body(video) for video in page.videos], "nextCursor": page.next_cursor}
 
 
-@api_route("/videos/{file_id}", methods=["GET"], cors=True)
+@api_route("/videos/{file_id}", methods=["GET"])
 def get_video(principal: Principal, file_id: str) -> dict[str, Any]:
     return _video_body(services().videos.get(principal.subject, file_id))
 
@@ -256,6 +263,27 @@ def vod_event(token: str) -> Response:
     logger.log(level, "vod event", extra=fields)
     observability.count_events({outcome.outcome: 1})
     return Response(body={"code": 0, "outcome": outcome.outcome}, status_code=200)
+
+
+def preflight(**_path_parameters: str) -> Response:
+    """A browser's CORS preflight (no token: browsers never send one), granted by the stage's allowed origins."""
+    request = _request()
+    route_methods = app.routes[request.context["resourcePath"]]
+    try:
+        headers = services().cors.preflight(
+            request.headers.get("origin"),
+            request.headers.get("access-control-request-method"),
+            request.headers.get("access-control-request-headers"),
+            route_methods,
+        )
+    except DomainError as error:
+        status, body, error_headers = error_response(error)
+        return Response(body=body, status_code=status, headers=error_headers)
+    return Response(body="", status_code=204, headers=headers)
+
+
+for _path in sorted(set(app.routes) - NOT_FOR_BROWSERS):
+    app.route(_path, methods=["OPTIONS"], content_types=["*/*"])(preflight)
 
 
 # The scheduled functions' Lambda timeouts (.chalice/config.json, lambda_functions), and the time each run

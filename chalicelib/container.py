@@ -16,6 +16,7 @@ from chalicelib import aws
 
 if TYPE_CHECKING:
     from chalicelib.auth import TokenVerifier
+    from chalicelib.cors import CorsPolicy
     from chalicelib.credentials import SecretsProvider
     from chalicelib.event_service import EventService
     from chalicelib.pull_consumer import PullConsumer
@@ -48,6 +49,12 @@ class Services:
             settings.secret_name,
             settings.secrets_cache_seconds,
         )
+
+    @cached_property
+    def cors(self) -> CorsPolicy:
+        from chalicelib.cors import CorsPolicy
+
+        return CorsPolicy(self.settings.cors_allowed_origins)
 
     @cached_property
     def verifier(self) -> TokenVerifier:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -69,6 +70,23 @@ class Settings(BaseModel):
     dynamodb_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     dynamodb_read_timeout_seconds: float = Field(default=1.2, gt=0, le=10)
 
+    # Origins whose pages may call the API from a browser (CORS), e.g. "https://upload.example.com". Empty: no
+    # page may. "*" (any origin) is refused in prod.
+    cors_allowed_origins: tuple[str, ...] = ()
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _origins_from_list(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path or trailing slash)")
+        return value
+
     @field_validator("upload_policy", mode="before")
     @classmethod
     def _policy_from_json(cls, value: Any) -> Any:
@@ -80,6 +98,8 @@ class Settings(BaseModel):
             raise ValueError("SECRET_NAME is required when SECRETS_SOURCE=secretsmanager")
         if self.auth_mode == "oidc" and not (self.oidc_issuer and self.oidc_jwks_url and self.oidc_audience):
             raise ValueError("OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL are required when AUTH_MODE=oidc")
+        if self.stage == "prod" and "*" in self.cors_allowed_origins:
+            raise ValueError("CORS_ALLOWED_ORIGINS must name the origins in prod, not '*'")
         return self
 
     @classmethod

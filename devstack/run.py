@@ -1,7 +1,9 @@
-"""`make dev`: DynamoDB (8002), vodlocal (8001) and the API (8000, the `local` stage), wired together.
+"""`make dev`: DynamoDB (8002), vodlocal (8001, and HTTPS on 8004), the API (8000, the `local` stage) and the
+reference upload page (8003), wired together.
 
 Ports are fixed so that the README's curl examples work as written; `DEVSTACK_API_PORT`, `DEVSTACK_VOD_PORT`,
-`DEVSTACK_DYNAMODB_PORT` and `DEVSTACK_VODLOCAL_DIR` move a second stack (the tests) out of the way of one.
+`DEVSTACK_DYNAMODB_PORT`, `DEVSTACK_WEB_PORT`, `DEVSTACK_VOD_TLS_PORT`, `DEVSTACK_VODLOCAL_DIR` and
+`DEVSTACK_TLS_DIR` move a second stack (the tests) out of the way of one.
 
 The API is `devstack.api` (the app served as `chalice local --no-autoreload` serves it). This process
 restarts it when the app's code or config changes, and only then: it polls the mtimes of `WATCHED`, a few
@@ -33,7 +35,8 @@ from typing import Any
 
 from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
-from devstack.token import local_stage_env
+from devstack.token import local_signing_key, local_stage_env
+from devstack.web import LocalPage, WebServer
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -47,7 +50,12 @@ def _port(name: str, default: int) -> int:
 API_PORT = _port("DEVSTACK_API_PORT", 8000)
 VOD_PORT = _port("DEVSTACK_VOD_PORT", 8001)
 DYNAMODB_PORT = _port("DEVSTACK_DYNAMODB_PORT", 8002)
+WEB_PORT = _port("DEVSTACK_WEB_PORT", 8003)
+# vodlocal's HTTPS, for a browser sent there under the SDK's real host names (`make browse`, devstack/browser.py).
+VOD_TLS_PORT = _port("DEVSTACK_VOD_TLS_PORT", 8004)
 VODLOCAL_DIR = Path(os.environ.get("DEVSTACK_VODLOCAL_DIR") or ROOT / ".local" / "vodlocal")
+# The generated CA and certificate: kept, so that a browser set up with their hash stays set up.
+TLS_DIR = Path(os.environ.get("DEVSTACK_TLS_DIR") or ROOT / ".local" / "tls")
 STAGE = "local"
 # `make dev EVENT_MODE=pull`: vodlocal queues VOD's events and the PULL consumer (devstack/pull.py) applies them.
 EVENT_MODE = os.environ.get("EVENT_MODE") or "push"
@@ -244,6 +252,7 @@ def vodlocal_command() -> list[str]:
         sys.executable, "-m", "vodlocal",
         "--host", HOST, "--port", str(VOD_PORT),
         "--data-dir", str(VODLOCAL_DIR),
+        "--tls-port", str(VOD_TLS_PORT), "--tls-dir", str(TLS_DIR),
     ]  # fmt: skip
 
 
@@ -274,7 +283,7 @@ def configure_events(env: dict[str, str]) -> None:
 
 
 class Stack:
-    """DynamoDB and its table, vodlocal and the API, on their ports."""
+    """DynamoDB and its table, vodlocal, the API and the upload page, on their ports."""
 
     def __init__(self, env: dict[str, str], autoreload: bool = True) -> None:
         self.env = env
@@ -285,7 +294,12 @@ class Stack:
         self.overrides = {} if env.get("DYNAMODB_ENDPOINT_URL") == endpoint else {"DYNAMODB_ENDPOINT_URL": endpoint}
         if EVENT_MODE not in ("push", "pull"):
             raise SystemExit(f"EVENT_MODE must be push or pull, not {EVENT_MODE!r}")
-        self.overrides.update(EVENT_MODE=EVENT_MODE, VOD_API_ENDPOINT=f"http://{HOST}:{VOD_PORT}")
+        self.overrides.update(
+            EVENT_MODE=EVENT_MODE,
+            VOD_API_ENDPOINT=f"http://{HOST}:{VOD_PORT}",
+            CORS_ALLOWED_ORIGINS=",".join(web_origins()),
+        )
+        self.web: WebServer | None = None
         self.api = ApiServer(ROOT, STAGE, API_PORT, self.overrides, watch=autoreload)
 
     @property
@@ -293,7 +307,7 @@ class Stack:
         return [p for p in (self.dynamodb, self.vodlocal, self.consumer, self.api.process) if p is not None]
 
     def start(self, shutdown: Shutdown) -> None:
-        busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT) if not _port_free(port)]
+        busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT, WEB_PORT, VOD_TLS_PORT) if not _port_free(port)]
         if busy:
             raise SystemExit(f"ports {busy} on {HOST} are in use: stop whatever holds them (an earlier make dev?)")
         shutdown.check()
@@ -305,6 +319,8 @@ class Stack:
         _wait_for(f"http://{HOST}:{VOD_PORT}/", self.vodlocal, shutdown)
         configure_events(self.env)
         self.api.start(shutdown)
+        key_file, issuer = local_signing_key()
+        self.web = WebServer(LocalPage(self.api.url, key_file, issuer), HOST, WEB_PORT)
         if EVENT_MODE == "pull":
             overrides = [f"--override={name}={value}" for name, value in self.overrides.items()]
             self.consumer = _spawn([sys.executable, "-m", "devstack.pull", *overrides])
@@ -318,6 +334,8 @@ class Stack:
 
     def stop(self, shutdown: Shutdown | None = None) -> None:
         with _deferred_signals(shutdown) as active:
+            if self.web is not None:
+                self.web.stop()
             # The consumer first: it would otherwise log the queue it is pulling from going away.
             _stop([p for p in (self.consumer,) if p is not None], active)
             _stop(self.processes, active)
@@ -351,6 +369,11 @@ def local_stack(env: dict[str, str], autoreload: bool = True) -> Iterator[Stack]
         stack.stop()
 
 
+def web_origins() -> list[str]:
+    """The page's origins under `make dev`: the API allows these (and only these) to call it from a browser."""
+    return [f"http://{HOST}:{WEB_PORT}", f"http://localhost:{WEB_PORT}"]
+
+
 def local_token(user: str) -> str:
     output = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "devstack.token", user], cwd=ROOT, check=True, capture_output=True, text=True
@@ -372,6 +395,8 @@ def _banner(env: dict[str, str], token: str) -> str:
         f"  API        http://{HOST}:{API_PORT}   (stage {STAGE} as chalice local serves it; restarts on code changes)",
         f"  vodlocal   http://{HOST}:{VOD_PORT}   (VOD + COS emulator; {_event_flow()})",
         f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
+        f"  web page   http://{HOST}:{WEB_PORT}/   (the reference upload page; make browse opens it in Chromium, "
+        f"with the SDK's hosts sent to vodlocal's HTTPS on {VOD_TLS_PORT})",
         "",
         "Token for alice (make token USER=<name> for others):",
         f"  {token}",

@@ -20,16 +20,22 @@ def local_stage_env() -> dict[str, str]:
     return env
 
 
+def local_signing_key() -> tuple[Path, str]:
+    """Where the local stage's token signing key is kept (generated on first use), and the issuer it signs as."""
+    env = local_stage_env()
+    return CONFIG.parent.parent / env["LOCAL_JWT_KEY_FILE"], env.get("LOCAL_JWT_ISSUER", LOCAL_ISSUER)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("user")
     parser.add_argument("--group", action="append", default=[])
     parser.add_argument("--ttl", type=int, default=12 * 3600)
     args = parser.parse_args()
-    env = local_stage_env()
-    key = load_or_create_local_key(str(CONFIG.parent.parent / env["LOCAL_JWT_KEY_FILE"]))
+    key_file, issuer = local_signing_key()
+    key = load_or_create_local_key(str(key_file))
     print(f"# local token for user {args.user!r}, valid {args.ttl} s")
-    print(mint_local_token(key, env.get("LOCAL_JWT_ISSUER", LOCAL_ISSUER), args.user, args.group, args.ttl))
+    print(mint_local_token(key, issuer, args.user, args.group, args.ttl))
 
 
 if __name__ == "__main__":

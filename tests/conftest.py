@@ -157,6 +157,18 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def vodlocal_for(api_url: str, stage_env: dict[str, str], data_dir: Path, **changes: Any) -> Config:
+    """vodlocal (in-process, any free port) pushing events to the API at `api_url` with the stage's keys."""
+    return Config(
+        port=0,
+        data_dir=data_dir,
+        secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
+        callback_url=f"{api_url}/vod/events/{stage_env['VOD_CALLBACK_TOKEN']}",
+        sign_key=stage_env["VOD_SIGN_KEY"],
+        **changes,
+    )
+
+
 # Every response of the app that a test gets through chalice's test client is checked against the
 # OpenAPI document (tests/openapi_recorder.py); a mismatch fails the test that got it.
 pytest_plugins = ["tests.openapi_recorder"]

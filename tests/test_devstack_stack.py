@@ -74,7 +74,7 @@ class MakeDev:
     """`make dev` in its own session and process group; output to `log` (or to a pseudo-terminal)."""
 
     def __init__(self, workdir: Path, terminal: bool = False) -> None:
-        self.api_port, self.vod_port, self.dynamodb_port = free_ports(3)
+        self.api_port, self.vod_port, self.dynamodb_port, self.web_port, self.vod_tls_port = free_ports(5)
         self.workdir = workdir
         self.log_path = workdir / "make-dev.log"
         self.terminal = terminal
@@ -83,7 +83,10 @@ class MakeDev:
             "DEVSTACK_API_PORT": str(self.api_port),
             "DEVSTACK_VOD_PORT": str(self.vod_port),
             "DEVSTACK_DYNAMODB_PORT": str(self.dynamodb_port),
+            "DEVSTACK_WEB_PORT": str(self.web_port),
+            "DEVSTACK_VOD_TLS_PORT": str(self.vod_tls_port),
             "DEVSTACK_VODLOCAL_DIR": str(workdir / "vodlocal"),
+            "DEVSTACK_TLS_DIR": str(workdir / "tls"),
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.seen: dict[int, str] = {}  # every process of the stack seen while it ran: pid -> command line
@@ -95,7 +98,7 @@ class MakeDev:
 
     @property
     def ports(self) -> list[int]:
-        return [self.api_port, self.vod_port, self.dynamodb_port]
+        return [self.api_port, self.vod_port, self.dynamodb_port, self.web_port, self.vod_tls_port]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -237,6 +240,34 @@ def test_the_stack_is_dynamodb_vodlocal_and_the_api(stack: MakeDev) -> None:
     assert all(listening(port) for port in stack.ports)
     with urllib.request.urlopen(f"{stack.api}/health", timeout=5) as response:
         assert json.load(response) == {"status": "ok"}
+
+
+def test_the_upload_page_is_served_and_allowed_to_call_the_api(stack: MakeDev) -> None:
+    web = f"http://127.0.0.1:{stack.web_port}"
+    with urllib.request.urlopen(f"{web}/", timeout=5) as response:
+        assert b'data-testid="upload"' in response.read()
+    with urllib.request.urlopen(f"{web}/config.json", timeout=5) as response:
+        assert json.load(response)["api"] == stack.api
+    with urllib.request.urlopen(f"{web}/vendor/vod-js-sdk-v6.js", timeout=5) as response:
+        assert response.status == 200
+    preflight = urllib.request.Request(
+        f"{stack.api}/uploads",
+        method="OPTIONS",
+        headers={
+            "Origin": web,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    with urllib.request.urlopen(preflight, timeout=5) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == web
+    sign_in = urllib.request.Request(f"{web}/local/sign-in", data=b'{"user": "carol"}', method="POST")
+    with urllib.request.urlopen(sign_in, timeout=5) as response:
+        token = json.load(response)["token"]
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{stack.api}/videos", headers={"Authorization": f"Bearer {token}"}), timeout=5
+    ) as response:
+        assert json.load(response) == {"videos": [], "nextCursor": None}
 
 
 def test_no_secret_on_any_command_line(stack: MakeDev) -> None:

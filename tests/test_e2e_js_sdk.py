@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TokenFactory
+from tests.conftest import TokenFactory, vodlocal_for
 from tests.test_local_stack import call
-from vodlocal import Config, Handle, start
+from vodlocal import Handle, start
 from vodlocal.testing import run_harness
 
 NODE = shutil.which("node")
@@ -31,15 +31,7 @@ def md5_of(data: bytes) -> str:
 
 @pytest.fixture
 def vodlocal(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
-    handle = start(
-        Config(
-            port=0,
-            data_dir=tmp_path / "vodlocal",
-            secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
-            callback_url=f"{chalice_local}/vod/events/{stage_env['VOD_CALLBACK_TOKEN']}",
-            sign_key=stage_env["VOD_SIGN_KEY"],
-        )
-    )
+    handle = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal"))
     yield handle
     handle.stop()
 

@@ -15,8 +15,7 @@ import pytest
 
 from chalicelib.items import upload_key
 from tests import vod_payloads as vod
-from tests.conftest import TokenFactory, bearer
-from tests.test_api_events import Stack
+from tests.conftest import Stack, TokenFactory, bearer
 from tests.test_api_uploads import post
 
 # A JWT whose header names RS256 while the local stage's key is an EC key (the crypto layer raised

@@ -150,6 +150,25 @@ def _exercise(http: Any, key_file: str) -> None:
     expect(http.get(f"/videos?limit=1&cursor={page['nextCursor']}", headers=alice), 200)
     expect(http.get(f"/videos/{FILE_ID}", headers=alice), 200)
 
+    # Every browser route's preflight, as the local stage's page sends it (without a token).
+    page = local_stage_env()["CORS_ALLOWED_ORIGINS"].split(",")[0]
+    for path, method in (
+        ("/health", "GET"),
+        ("/openapi.json", "GET"),
+        ("/uploads", "POST"),
+        (f"/uploads/{upload_id}", "GET"),
+        (f"/uploads/{upload_id}/signature", "POST"),
+        ("/signature", "POST"),
+        ("/videos", "GET"),
+        (f"/videos/{FILE_ID}", "GET"),
+    ):
+        asked = {
+            "Origin": page,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization",
+        }
+        assert http.request("OPTIONS", path, headers=asked).status_code == 204, (path, method)
+
 
 @contextlib.contextmanager
 def vod_queue(work: Path) -> Iterator[Handle]:

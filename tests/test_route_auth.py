@@ -46,7 +46,7 @@ def test_every_protected_route_and_method_answers_401_and_reaches_no_storage(api
         for path, methods in sorted(application.app.routes.items()):
             if path in PUBLIC_PATHS:
                 continue
-            for method in sorted(methods):
+            for method in sorted(set(methods) - {"OPTIONS"}):  # a preflight never carries a token: test_cors.py
                 for headers in UNAUTHENTICATED:
                     response = api.request(
                         method, concrete(path), headers={"Content-Type": "application/json", **headers}, body=b"{}"

@@ -75,6 +75,9 @@ def test_cloud_stage_policies_are_scoped_to_their_table_and_secret() -> None:
         ({"UPLOAD_POLICY": json.dumps({"default": {"defaultProcedure": "X"}})}, "defaultProcedure"),
         ({"SECRETS_SOURCE": "secretsmanager"}, "SECRET_NAME"),
         ({"AUTH_MODE": "oidc"}, "OIDC_ISSUER"),
+        ({"CORS_ALLOWED_ORIGINS": "https://app.example.com/"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "app.example.com"}, "CORS_ALLOWED_ORIGINS"),
+        ({"STAGE": "prod", "CORS_ALLOWED_ORIGINS": "https://app.example.com, *"}, "CORS_ALLOWED_ORIGINS"),
     ],
 )
 def test_bad_stage_configuration_fails_fast_naming_the_setting(overrides: dict[str, str], variable: str) -> None:

@@ -27,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     mode = handle.app.event_config.current().mode  # the stored event config's, which may differ from --mode
     print(f"vodlocal: serving on {handle.url} (data dir {config.data_dir}, events {mode})", flush=True)
+    if handle.tls is not None:
+        print(
+            f"vodlocal: HTTPS on port {handle.tls_port}, certificate SPKI sha256 {handle.tls.spki_sha256}, "
+            f"CA {handle.tls.ca_cert}",
+            flush=True,
+        )
     while not stop.wait(0.5):
         pass
     handle.stop()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vodlocal.cors import DEFAULT_COS_CORS, CorsRule, parse_rules
+
 EventMode = Literal["PUSH", "PULL"]
 # What makes a PUSH attempt worth a retry. "timeout" is VOD's documented rule (vod-protocol.md §3.1): only an
 # attempt with no reply within the timeout is retried. "network" also retries a refused or reset connection, an
@@ -61,6 +63,12 @@ class Config:
     # in both modes. The first of a group waits up to ``reorder_hold`` seconds for the others; 1 = in order.
     reorder_window: int = 1
     reorder_hold: float = 1.0
+    # HTTPS beside HTTP, for a browser sent here under the real host names (vodlocal/tls.py): the port, and where
+    # the generated CA and certificate are kept. None: HTTP only.
+    tls_port: int | None = None
+    tls_dir: Path = Path(".local/tls")
+    # The VOD buckets' CORS configuration (vodlocal/cors.py).
+    cos_cors: tuple[CorsRule, ...] = DEFAULT_COS_CORS
 
 
 def parse_secrets(items: Sequence[str]) -> dict[str, str]:
@@ -195,6 +203,21 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "PUSH_BACKOFF", "1,2"),
         help="PUSH: seconds before each retry, from the failed attempt's start, e.g. 1,2 [VODLOCAL_PUSH_BACKOFF]",
     )
+    p.add_argument(
+        "--tls-port",
+        type=int,
+        default=int(_env(env, "TLS_PORT", "-1") or -1),
+        help="also serve HTTPS on this port (0 = any free port) with a generated certificate [VODLOCAL_TLS_PORT]",
+    )
+    p.add_argument(
+        "--tls-dir", default=_env(env, "TLS_DIR", ".local/tls"), help="the CA and certificate [VODLOCAL_TLS_DIR]"
+    )
+    p.add_argument(
+        "--cos-cors",
+        default=_env(env, "COS_CORS"),
+        help="the buckets' CORS rules, PutBucketCors's CORSRule list as JSON (default: any origin, ETag exposed) "
+        "[VODLOCAL_COS_CORS]",
+    )
     return p
 
 
@@ -218,6 +241,10 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         push_backoff = parse_backoff(args.push_backoff)
     except ValueError as exc:
         raise SystemExit(f"--push-backoff: {exc}") from None
+    try:
+        cos_cors = DEFAULT_COS_CORS if args.cos_cors is None else parse_rules(args.cos_cors)
+    except ValueError as exc:
+        raise SystemExit(f"--cos-cors: {exc}") from None
     return Config(
         host=args.host,
         port=args.port,
@@ -241,4 +268,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         push_backoff=push_backoff,
         reorder_window=args.reorder_window,
         reorder_hold=args.reorder_hold,
+        tls_port=None if args.tls_port < 0 else args.tls_port,
+        tls_dir=Path(args.tls_dir),
+        cos_cors=cos_cors,
     )

@@ -16,6 +16,8 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -23,14 +25,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from vodlocal import cors
 from vodlocal.api3 import Api3Service
 from vodlocal.config import Config
-from vodlocal.cos import CosService
+from vodlocal.cos import REGION_ABBREVIATIONS, CosService
 from vodlocal.eventconfig import EventConfig, EventConfigStore
 from vodlocal.events import EventBus
 from vodlocal.httpkit import BodyReader, MalformedBody, Request, Response
 from vodlocal.media import MediaRepository
 from vodlocal.store import Store
+from vodlocal.tls import TlsFiles, ensure_certificate
 from vodlocal.ugc import UgcService
 
 log = logging.getLogger("vodlocal")
@@ -40,10 +44,9 @@ API3_HOSTS = frozenset({"vod.tencentcloudapi.com", "vod.intl.tencentcloudapi.com
 REPORT_HOST = "vodreport.qcloud.com"
 BUCKET_HOST = re.compile(r"(?P<bucket>[a-z0-9-]+-\d+)\.cos\.(?P<region>[a-z0-9-]+)\.(?:myqcloud\.com|tencentcos\.cn)\Z")
 REGION_HOST = re.compile(r"cos\.[a-z0-9-]+\.(?:myqcloud\.com|tencentcos\.cn)\Z")
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "ETag, Content-Length, x-cos-request-id, Content-Range",
-}
+# The VOD hosts (UGC, API 3.0, reporter) answer any origin: the Web SDK calls them from every site. COS answers by
+# the buckets' CORS rules instead (vodlocal/cors.py).
+OPEN_CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 
 
 class App:
@@ -63,17 +66,28 @@ class App:
         self.request_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=50_000)
 
     def route(self, req: Request) -> Response:
-        host = req.host
+        bucket = BUCKET_HOST.match(req.host)
+        is_cos = bucket is not None or (req.host not in UGC_HOSTS and req.path.startswith("/_cos/"))
         if req.method == "OPTIONS":
+            if is_cos:
+                return cors.preflight(self.config.cos_cors, req)
             req.log["op"] = "CORS"
             return Response(
                 200,
                 {
+                    **OPEN_CORS_HEADERS,
                     "Access-Control-Allow-Methods": "GET, PUT, POST, DELETE, HEAD",
                     "Access-Control-Allow-Headers": req.header("access-control-request-headers", "*"),
                     "Access-Control-Max-Age": "600",
                 },
             )
+        resp = self._dispatch(req, bucket)
+        cors_headers = cors.actual_headers(self.config.cos_cors, req) if is_cos else OPEN_CORS_HEADERS
+        resp.headers = {**cors_headers, **resp.headers}
+        return resp
+
+    def _dispatch(self, req: Request, bucket: re.Match[str] | None) -> Response:
+        host = req.host
         if host in UGC_HOSTS:
             return self.ugc.handle(req) if req.path == "/v3/index.php" else Response(404)
         if host in API3_HOSTS or req.header("x-tc-action"):
@@ -82,7 +96,6 @@ class App:
             req.log["op"] = "Report"
             req.body.drain()
             return Response.json({"code": 0})
-        bucket = BUCKET_HOST.match(host)
         if bucket:
             return self.cos.handle(req, bucket["bucket"], req.path[1:], bucket["region"])
         if REGION_HOST.match(host):
@@ -184,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, resp: Response) -> None:
         try:
             self.send_response(resp.status)
-            headers = {**CORS_HEADERS, **resp.headers}
+            headers = dict(resp.headers)
             if resp.stream is None:
                 headers["Content-Length"] = str(len(resp.body))
             for name, value in headers.items():
@@ -210,27 +223,54 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that drops a TLS connection mid-handshake, or refuses the certificate, is not our error.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class _TlsServer(_Server):
+    """HTTPS, and plain HTTP on the same port. The SDK's COS layer takes the page's scheme (an http page's uploads
+    go to http://<bucket>.cos…), while its VOD calls are always https: a browser that sends all the SDK's hosts
+    to this one port reaches vodlocal both ways. The first byte tells them apart (22: a TLS handshake)."""
+
+    context: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # In the connection's own thread (ThreadingMixIn), so a client that sends nothing holds up no one else.
+        if request.recv(1, socket.MSG_PEEK) != b"\x16":
+            super().finish_request(request, client_address)
+            return
+        with self.context.wrap_socket(request, server_side=True) as secure:
+            super().finish_request(secure, client_address)
+
 
 @dataclass
 class Handle:
     """A running emulator (see ``start``)."""
 
     app: App
-    server: _Server
-    thread: threading.Thread
+    servers: list[_Server]
+    threads: list[threading.Thread]
     url: str
+    tls: TlsFiles | None = None  # with ``Config.tls_port``: the certificate served on ``tls_port``
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return int(self.servers[0].server_address[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        return int(self.servers[1].server_address[1]) if len(self.servers) > 1 else None
 
     def requests(self, op: str | None = None) -> list[dict[str, Any]]:
         return [r for r in list(self.app.request_log) if op is None or r.get("op") == op]
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join(timeout=5)
         self.app.close()
 
     def __enter__(self) -> Handle:
@@ -241,17 +281,26 @@ class Handle:
 
 
 def start(config: Config) -> Handle:
-    """Bind (port 0 = any free port), start serving in a background thread and return a handle."""
+    """Bind (port 0 = any free port), start serving in background threads and return a handle. With
+    ``tls_port``, HTTPS is served there too, by the same app, with a certificate from ``vodlocal.tls``."""
     handler: type[_Handler] = type("Handler", (_Handler,), {})
-    server = _Server((config.host, config.port), handler)
-    port = int(server.server_address[1])
+    servers = [_Server((config.host, config.port), handler)]
+    tls: TlsFiles | None = None
+    if config.tls_port is not None:
+        tls = ensure_certificate(config.tls_dir, tuple({*REGION_ABBREVIATIONS, config.region}))
+        secure = _TlsServer((config.host, config.tls_port), handler)
+        secure.context = tls.server_context()
+        servers.append(secure)
+    port = int(servers[0].server_address[1])
     config = replace(config, port=port)
     app = App(config)
     handler.app = app
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="vodlocal-http", daemon=True
-    )
-    thread.start()
+    threads = [
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="vodlocal-http", daemon=True)
+        for server in servers
+    ]
+    for thread in threads:
+        thread.start()
     url = f"http://{config.host}:{port}"
     log.info("vodlocal listening on %s (data dir %s, mode %s)", url, config.data_dir, app.event_config.current().mode)
-    return Handle(app, server, thread, url)
+    return Handle(app, servers, threads, url, tls)

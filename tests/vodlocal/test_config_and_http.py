@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import socket
+import ssl
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from vodlocal import Handle
+from vodlocal import Config, Handle, start
 from vodlocal.config import from_args, parse_secrets
 from vodlocal.cos import vod_bucket_name
 
@@ -34,24 +40,83 @@ def test_bad_secret_is_rejected() -> None:
         parse_secrets(["no-colon"])
 
 
-def test_cors_preflight_and_exposed_etag(emulator: Handle) -> None:
-    host = f"{vod_bucket_name('ap-guangzhou', 1500000001)}-1500000001.cos.ap-guangzhou.myqcloud.com"
-    pre = requests.options(
-        f"{emulator.url}/k?partNumber=1&uploadId=x",
+BUCKET_HOST = f"{vod_bucket_name('ap-guangzhou', 1500000001)}-1500000001.cos.ap-guangzhou.myqcloud.com"
+
+
+def cos_preflight(url: str, origin: str, method: str = "PUT") -> requests.Response:
+    """What a browser sends before the SDK's UploadPart (signed, with the temporary key's token)."""
+    return requests.options(
+        f"{url}/k?partNumber=1&uploadId=x",
         timeout=5,
         headers={
-            "Host": host,
-            "Origin": "http://localhost:3000",
-            "Access-Control-Request-Method": "PUT",
+            "Host": BUCKET_HOST,
+            "Origin": origin,
+            "Access-Control-Request-Method": method,
             "Access-Control-Request-Headers": "authorization,x-cos-security-token",
         },
     )
+
+
+def test_cors_preflight_and_exposed_etag(emulator: Handle) -> None:
+    pre = cos_preflight(emulator.url, "http://localhost:3000")
     assert pre.status_code == 200
-    assert pre.headers["Access-Control-Allow-Headers"] == "authorization,x-cos-security-token"
+    assert pre.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert pre.headers["Access-Control-Allow-Headers"] == "authorization, x-cos-security-token"
     assert "PUT" in pre.headers["Access-Control-Allow-Methods"]
-    missing = requests.get(f"{emulator.url}/nothing", headers={"Host": host}, timeout=5)
+    missing = requests.get(
+        f"{emulator.url}/nothing", headers={"Host": BUCKET_HOST, "Origin": "http://localhost:3000"}, timeout=5
+    )
     assert missing.status_code == 403 and "<Code>AccessDenied</Code>" in missing.text  # unsigned
     assert "ETag" in missing.headers["Access-Control-Expose-Headers"]
+    assert missing.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+def test_cos_cors_rules_are_configurable_like_put_bucket_cors(emu_config: Config) -> None:
+    rules = '[{"AllowedOrigins": ["https://*.example.com"], "AllowedMethods": ["PUT", "POST"], '
+    rules += '"AllowedHeaders": ["authorization", "x-cos-*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 60}]'
+    config = replace(emu_config, cos_cors=from_args([], {"VODLOCAL_COS_CORS": rules}).cos_cors)
+    with start(config) as emulator:
+        allowed = cos_preflight(emulator.url, "https://app.example.com")
+        assert allowed.status_code == 200 and allowed.headers["Access-Control-Max-Age"] == "60"
+        assert allowed.headers["Access-Control-Expose-Headers"] == "ETag"
+        # Multipart's POSTs (Initiate, Complete) are preflighted too.
+        assert cos_preflight(emulator.url, "https://app.example.com", "POST").status_code == 200
+        for origin, method in (("https://evil.test", "PUT"), ("https://app.example.com", "DELETE")):
+            refused = cos_preflight(emulator.url, origin, method)
+            assert refused.status_code == 403 and "<Code>AccessForbidden</Code>" in refused.text
+            assert "Access-Control-Allow-Origin" not in refused.headers
+        other = requests.get(
+            f"{emulator.url}/nothing", headers={"Host": BUCKET_HOST, "Origin": "https://evil.test"}, timeout=5
+        )
+        assert "Access-Control-Allow-Origin" not in other.headers
+    with pytest.raises(SystemExit, match="cos-cors"):
+        from_args([], {"VODLOCAL_COS_CORS": '[{"AllowedMethods": ["PUT"]}]'})
+
+
+def test_https_with_a_generated_certificate_for_the_sdk_hosts(emu_config: Config, tmp_path: Path) -> None:
+    config = replace(emu_config, tls_port=0, tls_dir=tmp_path / "tls")
+    with start(config) as emulator:
+        assert emulator.tls is not None and emulator.tls_port
+        context = ssl.create_default_context(cafile=str(emulator.tls.ca_cert))
+        for host in ("vod2.qcloud.com", BUCKET_HOST):
+            with (
+                socket.create_connection(("127.0.0.1", emulator.tls_port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                tls.sendall(f"OPTIONS / HTTP/1.1\r\nHost: {host}\r\nOrigin: http://127.0.0.1\r\n".encode())
+                tls.sendall(b"Access-Control-Request-Method: PUT\r\nConnection: close\r\n\r\n")
+                assert tls.recv(100).startswith(b"HTTP/1.1 200 ")
+                der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        spki = (
+            x509.load_der_x509_certificate(der)
+            .public_key()
+            .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        )
+        assert base64.b64encode(hashlib.sha256(spki).digest()).decode() == emulator.tls.spki_sha256
+    # The next start keeps the certificate, so a browser told its hash stays set up.
+    with start(config) as again:
+        assert again.tls is not None and again.tls.spki_sha256 == emulator.tls.spki_sha256
 
 
 def test_local_routes(emulator: Handle) -> None:

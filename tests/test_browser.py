@@ -1,0 +1,308 @@
+"""The reference upload page (web/) in a real headless Chromium (Debian's `chromium`, driven by Playwright),
+against the real local stack over HTTP: the API (`chalice local`), DynamoDB, the page's server
+(devstack/web.py) and vodlocal, which the unmodified Web SDK reaches over HTTPS under its own host names
+(devstack/browser.py). Nothing in the browser is stubbed: CORS preflights, file pickers, the SDK's browser
+code and its localStorage resume all run as they would for a user.
+
+A missing browser fails these tests (`make browser` installs it); it never skips them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from devstack.browser import chromium_executable, local_stack_flags
+from devstack.web import LocalPage, WebServer
+from tests.conftest import ROOT, TokenFactory, _free_port, vodlocal_for, with_policy
+from tests.test_local_stack import call
+from vodlocal import Handle, start
+
+MiB = 1 << 20
+PARTS = 10
+SCREENSHOT = ROOT / ".local" / "screenshots" / "upload-page.png"
+# Headless and fit for a container (no sandbox without user namespaces, no GPU).
+HEADLESS_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu"]
+WAIT_MS = 30_000
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.fixture
+def web_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def stage_env(stage_env: dict[str, str], web_port: int) -> dict[str, str]:
+    """The API allows the page's origin, http://127.0.0.1:<port>, and no other; uploads get a task flow, whose
+    status VOD reports after the upload."""
+    stage_env["CORS_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{web_port}"
+    with_policy(stage_env, defaultProcedure="LongVideoPreset")
+    return stage_env
+
+
+@pytest.fixture
+def vod(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
+    with start(
+        vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal", tls_port=0, tls_dir=tmp_path / "tls")
+    ) as h:
+        yield h
+
+
+@pytest.fixture
+def site(chalice_local: str, stage_env: dict[str, str], web_port: int, vod: Handle) -> Iterator[WebServer]:
+    # 1 MiB parts, one at a time: an upload of a few MiB has parts to pause, reload and count between.
+    page = LocalPage(
+        chalice_local, Path(stage_env["LOCAL_JWT_KEY_FILE"]), upload={"chunkSize": MiB, "chunkParallelLimit": 1}
+    )
+    with WebServer(page, port=web_port) as server:
+        yield server
+
+
+@pytest.fixture
+def browser(vod: Handle, tmp_path: Path) -> Iterator[Any]:
+    executable = chromium_executable()
+    if executable is None:
+        pytest.fail("Chromium is not installed: `make browser` (apt-get install chromium) or set CHROMIUM")
+    assert vod.tls is not None and vod.tls_port is not None
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh profile: no localStorage from another test
+            executable_path=executable,
+            headless=True,
+            args=[*HEADLESS_FLAGS, *local_stack_flags(vod.tls_port, vod.tls.spki_sha256)],
+            viewport={"width": 1000, "height": 900},
+        )
+        context.set_default_timeout(WAIT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+class Page:
+    """The upload page in the browser, by its data-testid hooks."""
+
+    def __init__(self, context: Any, url: str) -> None:
+        self.page = context.pages[0] if context.pages else context.new_page()
+        # What the page said, for a failing test's report.
+        self.console: list[str] = []
+        self.page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        self.page.on("pageerror", lambda error: self.console.append(f"uncaught: {error}"))
+        self.page.goto(url)
+
+    def hook(self, testid: str) -> Any:
+        return self.page.get_by_test_id(testid)
+
+    def sign_in(self, name: str) -> None:
+        self.hook("signin-name").fill(name)
+        self.hook("signin").click()
+        self.page.wait_for_function(
+            "n => document.querySelector('[data-testid=user]').textContent.includes(n)", arg=name
+        )
+
+    def sign_out(self) -> None:
+        self.page.get_by_role("button", name="Sign out").click()
+
+    def choose(self, video: Path, cover: Path | None = None) -> None:
+        self.hook("file").set_input_files(video)
+        if cover is not None:
+            self.hook("cover").set_input_files(cover)
+
+    def wait_for_state(self, state: str) -> None:
+        try:
+            self.page.wait_for_function(
+                "s => document.querySelector('[data-testid=progress]').dataset.state === s", arg=state
+            )
+        except Exception:
+            pytest.fail(f"the upload never reached {state!r}; the page's console:\n" + "\n".join(self.console[-30:]))
+
+    def uploaded_file_id(self) -> str:
+        """The FileId the finished upload reports ("Uploaded: <name> (file <FileId>)")."""
+        text = str(self.hook("progress").text_content())
+        return text.split("(file ")[1].split(")")[0]
+
+    def wait_for_video(self, file_id: str) -> Any:
+        item = self.page.locator(f'[data-testid=video][data-file-id="{file_id}"]')
+        item.wait_for()
+        return item
+
+    def local_storage(self) -> dict[str, str]:
+        stored: dict[str, str] = self.page.evaluate("() => Object.fromEntries(Object.entries(localStorage))")
+        return stored
+
+    def error(self) -> str:
+        self.hook("error").wait_for()
+        return str(self.hook("error").text_content())
+
+
+def slow_network(page: Page) -> None:
+    """A slow uplink (Chromium's own throttling, as DevTools applies it): parts take long enough to be
+    interrupted between."""
+    session = page.page.context.new_cdp_session(page.page)
+    session.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2 * MiB},
+    )
+
+
+def done_parts(vod: Handle, after: int = 0) -> list[dict[str, Any]]:
+    """UploadParts vodlocal stored (200), from the `after`-th request of its log on."""
+    return [r for r in vod.requests()[after:] if r.get("op") == "UploadPart" and r["status"] == 200]
+
+
+def part_numbers(parts: list[dict[str, Any]]) -> set[int]:
+    return {int(part["query"]["partNumber"]) for part in parts}
+
+
+def wait_for(condition: Callable[[], bool], page: Page) -> None:
+    """Polls a condition on the stack's side while the page runs (the browser's own clock paces it)."""
+    for _ in range(WAIT_MS // 50):
+        if condition():
+            return
+        page.page.wait_for_timeout(50)
+    pytest.fail("the condition never held")
+
+
+def upload_slowly(browser: Any, site: WebServer, vod: Handle, path: Path, parts: int) -> Page:
+    """Alice's upload of `path` over a slow uplink, once vodlocal has stored `parts` of its parts."""
+    page = Page(browser, site.url)
+    slow_network(page)
+    page.sign_in("alice")
+    page.choose(path)
+    page.hook("upload").click()
+    wait_for(lambda: len(done_parts(vod)) >= parts, page)
+    return page
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> tuple[Path, bytes]:
+    data = os.urandom(PARTS * MiB - 1000)
+    path = tmp_path / "holiday.mp4"
+    path.write_bytes(data)
+    return path, data
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
+
+
+def video_of(api: str, token: str, file_id: str) -> dict[str, Any]:
+    status, body = call("GET", f"{api}/videos/{file_id}", token=token)
+    assert status == 200, body
+    return dict(body)
+
+
+def test_upload_with_a_cover_is_listed_and_playable_for_its_owner_only(
+    site: WebServer, browser: Any, vod: Handle, chalice_local: str, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    video, cover = os.urandom(3 * MiB + 4321), os.urandom(30_000)
+    (tmp_path / "beach.mp4").write_bytes(video)
+    (tmp_path / "beach.jpg").write_bytes(cover)
+    page = Page(browser, site.url)
+    page.sign_in("alice")
+    page.choose(tmp_path / "beach.mp4", tmp_path / "beach.jpg")
+    page.hook("upload").click()
+    page.wait_for_state("done")
+    assert "Uploaded: beach.mp4" in str(page.hook("progress").text_content())
+    file_id = page.uploaded_file_id()
+    item = page.wait_for_video(file_id)
+    stored = video_of(chalice_local, token_for("alice"), file_id)
+    assert stored["md5"] == md5_of(video) and md5_of(fetch(stored["coverUrl"])) == md5_of(cover)
+    # The page plays the media URL: its <video> asked vodlocal for the stored bytes.
+    assert item.locator("video").get_attribute("src") == stored["mediaUrl"]
+    wait_for(lambda: any(r["path"].startswith("/_cos/") and r["method"] == "GET" for r in vod.requests()), page)
+    assert md5_of(fetch(stored["mediaUrl"])) == md5_of(video)
+    # The page follows the processing status as VOD's ProcedureStateChanged reaches the backend.
+    expect(item.get_by_test_id("video-status")).to_have_text("processing: FINISH", timeout=WAIT_MS)
+    # The browser's own CORS path: the SDK's COS requests were preflighted and answered by the bucket's rules.
+    assert vod.requests("CORSPreflight") and all(r["status"] == 200 for r in vod.requests("CORSPreflight"))
+    assert {r["host"] for r in vod.requests("ApplyUploadUGC")} == {"vod2.qcloud.com"}
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.sign_out()
+    page.sign_in("bob")
+    page.page.wait_for_function("() => !document.getElementById('no-videos').hidden")
+    assert page.page.locator("[data-testid=video]").count() == 0
+    assert call("GET", f"{chalice_local}/videos/{file_id}", token=token_for("bob"))[0] == 404
+
+
+def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
+    site: WebServer, browser: Any, vod: Handle, chalice_local: str, token_for: TokenFactory, clip: tuple[Path, bytes]
+) -> None:
+    path, data = clip
+    page = upload_slowly(browser, site, vod, path, parts=2)
+    page.hook("pause").click()
+    page.wait_for_state("paused")
+    assert page.hook("resume").is_enabled()
+    paused_at = len(vod.requests())
+    before_pause = part_numbers(done_parts(vod))
+    page.hook("resume").click()
+    wait_for(lambda: len(done_parts(vod, paused_at)) >= 2, page)
+    resumed = part_numbers(done_parts(vod, paused_at))
+    assert not resumed & before_pause, "a resume after a pause sent a part COS already had"
+
+    page.page.reload()
+    reloaded_at = len(vod.requests())
+    before_reload = part_numbers(done_parts(vod))
+    assert len(before_reload) < PARTS
+    slow_network(page)
+    page.choose(path)
+    assert page.hook("resumable").is_visible()  # the page knows this file's upload can resume
+    page.hook("upload").click()
+    page.wait_for_state("done")
+    after_reload = part_numbers(done_parts(vod, reloaded_at))
+    # Counted at vodlocal: exactly the parts COS did not have, each once, in the same multipart upload.
+    assert after_reload == set(range(1, PARTS + 1)) - before_reload, (before_reload, after_reload)
+    assert len(done_parts(vod, reloaded_at)) == len(after_reload)
+    assert len({part["query"]["uploadId"] for part in done_parts(vod)}) == 1
+    assert [r["status"] for r in vod.requests("ListParts")[-1:]] == [200]
+    file_id = page.uploaded_file_id()
+    page.wait_for_video(file_id)
+    stored = video_of(chalice_local, token_for("alice"), file_id)
+    assert stored["md5"] == md5_of(data)
+    # One intent from the first signature to the commit, across the pause and the reload: three applies and
+    # the commit, at least, were signed for it.
+    status, intent = call("GET", f"{chalice_local}/uploads/{stored['uploadId']}", token=token_for("alice"))
+    assert status == 200 and intent["status"] == "completed" and intent["signaturesMinted"] >= 4, intent
+    assert not any(key.startswith("webugc_") for key in page.local_storage())
+
+
+def test_cancel_forgets_the_upload(site: WebServer, browser: Any, vod: Handle, clip: tuple[Path, bytes]) -> None:
+    page = upload_slowly(browser, site, vod, clip[0], parts=1)
+    assert any(key.startswith("webugc_") for key in page.local_storage())
+    page.hook("cancel").click()
+    page.wait_for_state("idle")
+    stored = page.local_storage()
+    assert not any(key.startswith("webugc_") for key in stored), stored
+    assert json.loads(stored["vodupload.intents"]) == {}
+    assert page.hook("progress").get_attribute("data-percent") == "0"
+    assert page.hook("upload").is_enabled() and not page.hook("pause").is_enabled()
+    # Choosing the same file again offers no resume: the next upload starts afresh.
+    page.choose(clip[0])
+    assert not page.hook("resumable").is_visible()
+
+
+def test_a_page_on_a_disallowed_origin_is_refused(site: WebServer, browser: Any, vod: Handle, tmp_path: Path) -> None:
+    (tmp_path / "clip.mp4").write_bytes(os.urandom(1000))
+    # The same server under another origin (localhost rather than 127.0.0.1): the API allows only the first.
+    page = Page(browser, site.url.replace("127.0.0.1", "localhost"))
+    page.sign_in("mallory")  # the page's own server signs in: only the API is cross-origin
+    assert "Could not load your videos" in page.error()
+    page.choose(tmp_path / "clip.mp4")
+    page.hook("upload").click()
+    page.wait_for_state("failed")
+    assert "Upload failed" in page.error()
+    assert vod.requests("ApplyUploadUGC") == []

@@ -1,0 +1,321 @@
+// The reference upload page: sign in, upload a video (and a cover) with Tencent's Web SDK, list "My videos".
+// No build step: a browser runs this file as it is. The SDK (global TcVod) is loaded by index.html.
+
+const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
+const config = await (await fetch("config.json", { cache: "no-store" })).json();
+const API = config.api.replace(/\/+$/, "");
+
+// ---------------------------------------------------------------------------------------------- sign-in
+const TOKEN_KEY = "vodupload.token";
+let token = sessionStorage.getItem(TOKEN_KEY);
+
+function claimsOf(jwt) {
+  try {
+    const payload = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, "=")));
+  } catch {
+    return {};
+  }
+}
+
+const user = () => (token ? claimsOf(token).username || claimsOf(token).sub : null);
+
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// Cloud stages: the OIDC provider's sign-in page (Cognito's hosted UI, or any issuer with a discovery
+// document), authorization code with PKCE: a public client, so no secret lives in the page.
+const oidc = {
+  redirectUri: () => location.origin + location.pathname,
+  async endpoints() {
+    const r = await fetch(`${config.signIn.issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`);
+    if (!r.ok) throw new Error(`the sign-in provider's discovery document answered ${r.status}`);
+    return r.json();
+  },
+  async start() {
+    const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+    const state = base64url(crypto.getRandomValues(new Uint8Array(16)));
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+    sessionStorage.setItem("vodupload.pkce", JSON.stringify({ verifier, state }));
+    const url = new URL((await oidc.endpoints()).authorization_endpoint);
+    url.search = new URLSearchParams({
+      response_type: "code", client_id: config.signIn.clientId, redirect_uri: oidc.redirectUri(),
+      scope: config.signIn.scope || "openid", state, code_challenge: base64url(new Uint8Array(digest)),
+      code_challenge_method: "S256",
+    });
+    location.assign(url);
+  },
+  async finish() {
+    const params = new URLSearchParams(location.search);
+    if (!params.has("code")) return;
+    const saved = JSON.parse(sessionStorage.getItem("vodupload.pkce") || "null");
+    sessionStorage.removeItem("vodupload.pkce");
+    history.replaceState(null, "", oidc.redirectUri());
+    if (!saved || saved.state !== params.get("state")) throw new Error("sign-in answer does not match its request");
+    const r = await fetch((await oidc.endpoints()).token_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code", client_id: config.signIn.clientId, code: params.get("code"),
+        redirect_uri: oidc.redirectUri(), code_verifier: saved.verifier,
+      }),
+    });
+    const body = await r.json();
+    if (!r.ok) throw new Error(`sign-in failed: ${body.error || r.status}`);
+    // The API accepts a Cognito access token (its client_id is the audience) or a token whose aud is ours.
+    signedIn(body[config.signIn.tokenType || "access_token"]);
+  },
+};
+
+// The local stage (make dev only): "sign in as <name>", a token minted by the dev stack.
+async function localSignIn(name) {
+  const r = await fetch(config.signIn.url, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ user: name }),
+  });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.message);
+  signedIn(body.token);
+}
+
+function signedIn(newToken) {
+  token = newToken;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  render();
+}
+
+function signOut() {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  render();
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+// ----------------------------------------------------------------------------------------------- upload
+// getSignature, exactly as README.md tells app developers: every VOD request the SDK makes gets a fresh
+// one-time signature for the same upload intent.
+let uploadId;
+const getSignature = async () => {
+  const url = uploadId ? `${API}/uploads/${uploadId}/signature` : `${API}/uploads`;
+  const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.message);
+  uploadId = body.uploadId;
+  return body.signature;
+};
+
+const tcVod = new TcVod.default({ getSignature });
+let uploader = null;
+let speed = null; // {loaded, at, bytesPerSecond}
+
+// The SDK resumes an upload (after a pause, a closed tab or a reload) from localStorage, under a key made of
+// the files' names and sizes; this page keeps the upload's intent under the same name, so that the resumed
+// upload's signatures belong to the intent its first part was signed for.
+const sessionName = (file, cover) => `${file.name}_${file.size};` + (cover ? `${cover.name}_${cover.size};` : "");
+const INTENTS_KEY = "vodupload.intents";
+const intents = () => JSON.parse(localStorage.getItem(INTENTS_KEY) || "{}");
+
+function rememberIntent(name) {
+  localStorage.setItem(INTENTS_KEY, JSON.stringify({ ...intents(), [name]: { uploadId, user: user() } }));
+}
+
+async function forgetUpload(name) {
+  const { [name]: _, ...rest } = intents();
+  localStorage.setItem(INTENTS_KEY, JSON.stringify(rest));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-1", new TextEncoder().encode(name)));
+  localStorage.removeItem("webugc_" + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(""));
+}
+
+const chosen = () => ({ file: $("file").files[0], cover: $("cover").files[0] });
+
+function setButtons(state) {
+  const ready = Boolean(chosen().file);
+  $("upload").disabled = !(ready && (state === "idle" || state === "done" || state === "failed"));
+  $("pause").disabled = state !== "uploading";
+  $("resume").disabled = !(ready && state === "paused");
+  $("cancel").disabled = !(state === "uploading" || state === "paused");
+  $("file").disabled = $("cover").disabled = state === "uploading" || state === "paused";
+  $("progress").dataset.state = state;
+}
+
+const mib = (bytes) => (bytes / 1048576).toFixed(1);
+
+function showProgress(p) {
+  const now = performance.now();
+  if (!speed || p.loaded < speed.loaded) speed = { loaded: p.loaded, at: now, bytesPerSecond: 0 };
+  else if (now - speed.at >= 250) {
+    // Smoothed over the last samples, so that one fast or slow part does not swing the estimate.
+    const current = ((p.loaded - speed.loaded) * 1000) / (now - speed.at);
+    speed = { loaded: p.loaded, at: now, bytesPerSecond: speed.bytesPerSecond ? 0.6 * speed.bytesPerSecond + 0.4 * current : current };
+  }
+  const percent = Math.floor(p.percent * 100);
+  const eta = speed.bytesPerSecond > 0 ? Math.ceil((p.total - p.loaded) / speed.bytesPerSecond) : null;
+  $("progress").dataset.percent = String(percent);
+  $("progress").querySelector("progress").value = percent;
+  $("progress").querySelector(".progress-text").textContent =
+    `${percent}% · ${mib(p.loaded)} of ${mib(p.total)} MiB · ${mib(speed.bytesPerSecond)} MiB/s · ` +
+    (eta === null ? "estimating…" : `${eta} s left`);
+}
+
+function setStatus(text) {
+  $("progress").querySelector(".progress-text").textContent = text;
+}
+
+function startUpload() {
+  const { file, cover } = chosen();
+  const name = sessionName(file, cover);
+  const saved = intents()[name];
+  uploadId = saved && saved.user === user() ? saved.uploadId : undefined;
+  speed = null;
+  showError("");
+  setButtons("uploading");
+  uploader = tcVod.upload({ mediaFile: file, coverFile: cover, ...config.upload });
+  const current = uploader;
+  uploader.on("media_progress", (p) => {
+    if (uploadId) rememberIntent(name);
+    showProgress(p);
+  });
+  uploader.done().then(
+    async (result) => {
+      await forgetUpload(name);
+      setButtons("done");
+      setStatus(`Uploaded: ${file.name} (file ${result.fileId}). VOD reports it to the backend; it appears below.`);
+      refreshVideos();
+    },
+    (error) => {
+      if (uploader !== current) return;
+      setButtons("failed");
+      showError(`Upload failed: ${error.message || error}`);
+    },
+  );
+}
+
+// The SDK has no pause: cancelling keeps what it needs to resume (its localStorage entry, the parts in COS),
+// and resuming is a new upload of the same files, which sends only the parts COS does not have.
+function pause() {
+  uploader.cancel();
+  uploader = null;
+  setButtons("paused");
+  setStatus(`Paused at ${$("progress").dataset.percent}%.`);
+}
+
+async function cancel() {
+  if (uploader) uploader.cancel();
+  uploader = null;
+  const { file, cover } = chosen();
+  await forgetUpload(sessionName(file, cover));
+  uploadId = undefined;
+  $("progress").dataset.percent = "0";
+  $("progress").querySelector("progress").value = 0;
+  setButtons("idle");
+  setStatus("Cancelled.");
+}
+
+function filesChosen() {
+  const { file, cover } = chosen();
+  const saved = file && intents()[sessionName(file, cover)];
+  $("resumable").hidden = !(saved && saved.user === user());
+  $("resumable").textContent = "An earlier upload of this file was interrupted: Upload resumes it.";
+  setButtons("idle");
+}
+
+// ------------------------------------------------------------------------------------------- my videos
+function statusOf(video) {
+  if (!video.processing) return video.procedure ? "uploaded, waiting for processing" : "uploaded";
+  return `processing: ${video.processing.status}`;
+}
+
+function videoItem(video) {
+  const item = document.createElement("li");
+  item.dataset.testid = "video";
+  item.dataset.fileId = video.fileId;
+  const player = document.createElement("video");
+  player.controls = true;
+  player.preload = "metadata";
+  player.src = video.mediaUrl;
+  if (video.coverUrl) player.poster = video.coverUrl;
+  const title = document.createElement("div");
+  title.className = "title";
+  title.textContent = video.title || video.fileName || video.name || video.fileId;
+  const status = document.createElement("div");
+  status.className = "status";
+  status.dataset.testid = "video-status";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.textContent = `file ${video.fileId} · ${mib(video.size || 0)} MiB`;
+  item.append(player, title, status, meta);
+  return item;
+}
+
+async function refreshVideos() {
+  if (!token) return;
+  let body;
+  try {
+    const r = await fetch(`${API}/videos?limit=50`, { headers: { Authorization: `Bearer ${token}` } });
+    body = await r.json();
+    if (r.status === 401) return signOut();
+    if (!r.ok) throw new Error(body.message);
+  } catch (error) {
+    // A TypeError here is the browser refusing the answer: the API does not allow this page's origin (CORS).
+    showError(`Could not load your videos from ${API}: ${error.message}`);
+    return;
+  }
+  const list = $("videos");
+  const items = new Map([...list.children].map((item) => [item.dataset.fileId, item]));
+  // Update in place: replacing a <video> would stop it playing.
+  body.videos.forEach((video, index) => {
+    const item = items.get(video.fileId) || videoItem(video);
+    item.querySelector(".status").textContent = statusOf(video);
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+  });
+  const shown = new Set(body.videos.map((video) => video.fileId));
+  for (const [fileId, item] of items) if (!shown.has(fileId)) item.remove();
+  document.getElementById("no-videos").hidden = body.videos.length > 0;
+}
+
+// ---------------------------------------------------------------------------------------------- wiring
+function render() {
+  const name = user();
+  const local = config.signIn.mode === "local";
+  $("user").textContent = name ? `Signed in as ${name}` : "";
+  document.getElementById("signin-form").hidden = Boolean(name);
+  $("signin-name").hidden = !local;
+  $("signin").textContent = local ? "Sign in as" : "Sign in";
+  document.getElementById("signout").hidden = !name;
+  document.getElementById("upload-section").hidden = !name;
+  document.getElementById("videos-section").hidden = !name;
+  $("videos").replaceChildren();
+  if (name) refreshVideos();
+}
+
+document.getElementById("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("");
+  try {
+    if (config.signIn.mode === "local") await localSignIn($("signin-name").value.trim());
+    else await oidc.start();
+  } catch (error) {
+    showError(`Sign-in failed: ${error.message}`);
+  }
+});
+document.getElementById("signout").addEventListener("click", signOut);
+$("file").addEventListener("change", filesChosen);
+$("cover").addEventListener("change", filesChosen);
+$("upload").addEventListener("click", startUpload);
+$("pause").addEventListener("click", pause);
+$("resume").addEventListener("click", startUpload);
+$("cancel").addEventListener("click", cancel);
+// Processing status changes as VOD's events reach the backend: look again every few seconds.
+setInterval(() => document.visibilityState === "visible" && refreshVideos(), 3000);
+
+try {
+  if (config.signIn.mode === "oidc") await oidc.finish();
+} catch (error) {
+  showError(error.message);
+}
+render();
+setButtons("idle");
