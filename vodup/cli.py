@@ -102,8 +102,8 @@ def upload(api: ApiClient, args: argparse.Namespace) -> int:
         if bar is None:
             if progress.resumed:
                 print(
-                    f"vodup: resuming upload {signer.context()}: {progress.sent} of {progress.total} bytes "
-                    "already stored",
+                    f"vodup: resuming upload {signer.context()}: {progress.sent / MiB:.1f} MiB of "
+                    f"{progress.total / MiB:.1f} MiB already stored",
                     file=sys.stderr,
                 )
             bar = tqdm(
