@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import ROOT, TokenFactory, call, wait_for_video, with_policy
 from tests.test_vodup import MiB, fetch, md5_of
 from vodlocal import Handle
+from vodlocal.testing import LocalServer
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
 
@@ -75,10 +76,8 @@ class PartGate:
             def log_message(self, *_: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LocalServer(Handler)
+        self.url = self.server.url
 
     def admit(self) -> bool:
         """Whether this UploadPart goes on (now, or once released); False once the gate is closed."""
@@ -116,8 +115,7 @@ class PartGate:
 
     def close(self) -> None:
         self.release("closed")
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture
