@@ -69,7 +69,11 @@ def vod_error(action: str, code: int, message: str) -> VodError:
 
 
 class TransferError(VodupError):
-    """Storage (COS) refused a request, or kept failing after every retry."""
+    """Storage (COS) refused a request (``code`` is COS's error code), or kept failing after every retry."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class IntegrityError(VodupError):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -205,7 +206,8 @@ class Uploader:
             files["cover"] = self._local(cover, "cover")
         self._cancelled.clear()
         self._stopping.clear()
-        with requests.Session() as http:
+        # The files are opened before anything is asked of the API, so an unreadable one costs no upload intent.
+        with self._open(files) as fds, requests.Session() as http:
             ugc = UgcClient(self.get_signature, self.network, http, retry_delay=self.retry_delay)
             state, data, resumed = self._session(ugc, files)
             storage = Storage(
@@ -214,35 +216,32 @@ class Uploader:
                 self.network,
                 self.parallel,
             )
+            transfer = _Transfer(state, storage, fds, sum(f.size for f in files.values()), resumed, on_progress)
             try:
-                with self._open(files) as fds:
-                    total = sum(f.size for f in files.values())
-                    transfer = _Transfer(state, storage, fds, total, resumed, on_progress)
-                    try:
-                        self._transfer(transfer)
-                    except UploadCancelled:
-                        self._abort(transfer)
-                        raise
+                self._transfer(transfer)
+            except UploadCancelled:
+                self._abort(transfer)
+                raise
             finally:
                 storage.close()
             committed = ugc.call("CommitUploadUGC", {"vodSessionKey": state.session_key})
         self.states.drop(state)
-        context = self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
         return UploadResult(
             file_id=str(committed["fileId"]),
             media_url=str(committed["video"]["url"]),
             cover_url=str(committed["cover"]["url"]) if committed.get("cover") else None,
-            upload_id=context,
+            upload_id=self._signer_context(),
             resumed=resumed,
         )
+
+    def _signer_context(self) -> str | None:
+        return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
 
     @staticmethod
     def _local(path: str | Path, kind: str) -> LocalFile:
         target = Path(path)
         if not target.is_file():
             raise InputError(f"{kind} file {str(path)!r} does not exist or is not a regular file")
-        if not os.access(target, os.R_OK):
-            raise InputError(f"{kind} file {str(path)!r} is not readable")
         return LocalFile.of(target)
 
     @contextmanager
@@ -277,8 +276,7 @@ class Uploader:
         if region:
             body["storageRegion"] = region
         data = ugc.call("ApplyUploadUGC", body)
-        context = self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
-        state = UploadState(files, str(data["vodSessionKey"]), context)
+        state = UploadState(files, str(data["vodSessionKey"]), self._signer_context())
         state.transfers = {kind: FileState() for kind in files}
         self.states.save(state)
         return state, data, False
@@ -342,16 +340,26 @@ class Uploader:
         self.states.save(t.state)
 
     def _stored_parts(self, t: _Transfer, key: str, upload_id: str) -> dict[int, str] | None:
+        """The parts COS holds (number -> ETag), or None when it no longer knows the multipart upload."""
         stored: dict[int, str] = {}
         marker = 0
         while True:
             try:
-                client, _ = t.storage.client()
-                page = client.list_parts(Bucket=t.storage.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
-            except CosServiceError as exc:
-                if exc.get_error_code() == "NoSuchUpload":
+                page = self._cos(
+                    t,
+                    "ListParts",
+                    partial(
+                        CosS3Client.list_parts,
+                        Bucket=t.storage.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumberMarker=marker,
+                    ),
+                )
+            except TransferError as exc:
+                if exc.code == "NoSuchUpload":
                     return None
-                raise TransferError(f"COS ListParts: {exc.get_status_code()} {exc.get_error_code()}") from exc
+                raise
             listed = page.get("Part") or []
             for part in listed if isinstance(listed, list) else [listed]:
                 stored[int(part["PartNumber"])] = str(part["ETag"])
@@ -445,7 +453,7 @@ class Uploader:
                 if code in CREDENTIAL_ERRORS or expired:
                     t.storage.renew(generation)
                 elif status < 500 and code not in RETRYABLE_4XX:
-                    raise TransferError(f"COS {what}: {status} {code}: {exc.get_error_msg()}") from exc
+                    raise TransferError(f"COS {what}: {status} {code}: {exc.get_error_msg()}", code) from exc
             if self._cancelled.is_set() or self._stopping.is_set():
                 break
         raise TransferError(f"COS {what} failed after {attempt + 1} attempts: {failure}") from failure
