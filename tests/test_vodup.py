@@ -3,6 +3,7 @@ DynamoDB) signs, vodlocal stores and pushes NewFileUpload to our callback, and `
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import os
 import threading
@@ -25,6 +26,7 @@ from vodup import (
     SignatureExpired,
     UploadCancelled,
     Uploader,
+    UploadInterrupted,
 )
 
 MiB = 1 << 20
@@ -144,6 +146,32 @@ def test_cancel_from_another_thread_aborts_the_multipart_upload(
     assert len(vodlocal.requests("UploadPart")) == 1
     assert len(vodlocal.requests("AbortMultipartUpload")) == 1 and not vodlocal.requests("CommitUploadUGC")
     assert not list((tmp_path / "state").iterdir())  # a cancelled upload is not resumed
+
+
+def test_ctrl_c_while_paused_keeps_the_stored_parts_for_a_resume(
+    chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    source = os.urandom(4 * MiB)
+    (tmp_path / "clip.mp4").write_bytes(source)
+    alice = token_for("alice")
+    up = uploader(ApiSigner(ApiClient(chalice_local, alice)), vodlocal, tmp_path, parallel=1)
+
+    def interrupt_when_paused(progress: Progress) -> None:
+        if progress.sent:
+            up.pause()
+            threading.Thread(target=_thread.interrupt_main).start()  # Ctrl-C, to the thread running upload()
+
+    with pytest.raises(UploadInterrupted) as paused:
+        up.upload(tmp_path / "clip.mp4", on_progress=interrupt_when_paused)
+    assert (paused.value.sent, paused.value.total) == (MiB, len(source))
+
+    progress: list[Progress] = []
+    result = uploader(ApiSigner(ApiClient(chalice_local, alice)), vodlocal, tmp_path).upload(
+        tmp_path / "clip.mp4", on_progress=progress.append
+    )
+    assert result.resumed and progress[0] == Progress(MiB, len(source), resumed=True)
+    assert len(vodlocal.requests("UploadPart")) == 4
+    assert md5_of(fetch(wait_for_video(chalice_local, alice, result.file_id)["mediaUrl"])) == md5_of(source)
 
 
 def test_vod_error_codes_become_clear_exceptions(

@@ -305,15 +305,14 @@ class Uploader:
             futures: list[Future[None]] = [pool.submit(self._send_part, t, *part) for part in parts]
             for future in as_completed(futures):
                 future.result()
-        except KeyboardInterrupt:
+        except BaseException as exc:
             self._stopping.set()
+            self._running.set()  # paused workers must wake up to see the stop
             pool.shutdown(wait=True, cancel_futures=True)  # the parts in flight finish and are recorded
-            raise UploadInterrupted(t.sent, t.total) from None
-        except BaseException:
-            self._stopping.set()
+            if isinstance(exc, KeyboardInterrupt):
+                raise UploadInterrupted(t.sent, t.total) from None
             raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()
         for kind, plan in t.state.transfers.items():
             if not plan.done:
                 self._complete(t, kind)
