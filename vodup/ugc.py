@@ -60,8 +60,8 @@ class UgcClient:
         self._host = 0
 
     def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The ``data`` of a successful answer. Retries network errors, 5xx answers and the codes a new
-        signature cures, with back-off; raises the last failure as a ``VodError`` (or ``requests`` error)."""
+        """The ``data`` of a successful answer. Retries network errors, HTTP errors and the codes a new signature
+        cures, with back-off, as the Web SDK does (4 attempts); raises the last failure as a ``VodError``."""
         failure: Exception | None = None
         for attempt in range(self.attempts):
             if attempt:
@@ -73,8 +73,6 @@ class UgcClient:
                 response = self.session.post(
                     url, params={"Action": action}, json=signed, proxies=self.network.proxies, timeout=10
                 )
-                if response.status_code >= 500:
-                    raise requests.HTTPError(f"{action}: HTTP {response.status_code}", response=response)
                 response.raise_for_status()
                 payload = response.json()
             except (requests.RequestException, ValueError) as exc:
@@ -102,10 +100,11 @@ class UgcClient:
             return None
         if len(regions) < 2:
             return None
-        with ThreadPoolExecutor(len(regions)) as pool:
-            probes = {pool.submit(self._probe, str(r["domain"])): str(r["region"]) for r in regions}
-            done, _ = wait(probes, return_when=FIRST_COMPLETED)
-            return probes[next(iter(done))]
+        pool = ThreadPoolExecutor(len(regions))
+        probes = {pool.submit(self._probe, str(r["domain"])): str(r["region"]) for r in regions}
+        done, _ = wait(probes, return_when=FIRST_COMPLETED)
+        pool.shutdown(wait=False)  # the slower probes settle on their own; the upload need not wait for them
+        return probes[next(iter(done))]
 
     def _probe(self, domain: str) -> None:
         try:

@@ -38,8 +38,9 @@ MIN_PART_SIZE = MiB  # COS refuses smaller parts, except the last (vodlocal/READ
 MAX_PARTS = 10_000
 # The Web SDK renews the temporary credentials once 90 % of their lifetime has passed (vod-js-sdk.md §1.5).
 RENEW_AT = 0.9
-# COS errors that the temporary credentials cause, and that new ones (a re-apply) cure.
-CREDENTIAL_ERRORS = frozenset({"ExpiredToken", "InvalidAccessKeyId", "RequestTimeTooSkewed", "InvalidToken"})
+# COS errors that expired temporary credentials cause, and that new ones (a re-apply) cure; so does an
+# AccessDenied saying "expired". A skewed clock is not cured by them: the SDK signs with the local time.
+CREDENTIAL_ERRORS = frozenset({"ExpiredToken", "InvalidAccessKeyId"})
 # 4xx codes worth another attempt: the bytes were damaged on the way, or arrived too slowly.
 RETRYABLE_4XX = frozenset({"BadDigest", "RequestTimeout", "SlowDown"})
 # VOD's videoName/coverName may not hold these (vod-js-sdk.md §1.2).
@@ -201,6 +202,9 @@ class Uploader:
     def upload(
         self, path: str | Path, cover: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
     ) -> UploadResult:
+        """Uploads ``path`` (and ``cover``), resuming the interrupted upload of the very same files if there is one.
+        ``on_progress`` is called from the part threads, one call at a time: once when the transfer starts (with the
+        bytes a resume finds stored), then after each stored part."""
         files = {"video": self._local(path, "video")}
         if cover is not None:
             files["cover"] = self._local(cover, "cover")
