@@ -202,7 +202,7 @@ def test_ctrl_c_pauses_kill_9_loses_only_parts_in_flight_and_a_rerun_resumes_the
     third = run(*args, env=vodup_env(chalice_local, alice, vodlocal.url, state_dir))
     assert third.returncode == 0, third.stderr
     resuming = f"resuming upload {state['signer_context']}: {paused + 2:.1f} MiB of {len(source) / MiB:.1f} MiB"
-    assert resuming in third.stderr
+    assert resuming in third.stderr and "B/s" in third.stderr  # the progress bar, with its rate
     assert len(vodlocal.requests("UploadPart")) - sent_before == total_parts - paused - 2
     numbers = [r["partNumber"] for r in vodlocal.requests("UploadPart")]
     assert sorted(numbers) == list(range(1, total_parts + 1)), "a part was sent twice"
@@ -217,6 +217,8 @@ def test_ctrl_c_pauses_kill_9_loses_only_parts_in_flight_and_a_rerun_resumes_the
 
     listed = run("videos", "--json", env=vodup_env(chalice_local, alice, vodlocal.url, state_dir))
     assert [v["fileId"] for v in json.loads(listed.stdout)] == [result["fileId"]]
+    listed = run("videos", env=vodup_env(chalice_local, alice, vodlocal.url, state_dir))
+    assert listed.stdout.split("\t")[:2] == [result["fileId"], "long"]
     listed = run("videos", "--json", env=vodup_env(chalice_local, token_for("bob"), vodlocal.url, state_dir))
     assert json.loads(listed.stdout) == []
 
