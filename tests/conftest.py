@@ -8,6 +8,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,6 +170,39 @@ def vodlocal_for(api_url: str, stage_env: dict[str, str], data_dir: Path, **chan
         sign_key=stage_env["VOD_SIGN_KEY"],
         **changes,
     )
+
+
+def call(
+    method: str, url: str, body: Any = None, token: str | None = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@pytest.fixture
+def vodlocal(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
+    """The whole local stack: `chalice local`, the local DynamoDB endpoint and vodlocal wired to its callback."""
+    handle = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal"))
+    yield handle
+    handle.stop()
+
+
+def wait_for_video(api: str, token: str, file_id: str, timeout: float = 15) -> dict[str, Any]:
+    """`GET /videos/{fileId}` once the pushed NewFileUpload has attributed it to the token's user."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = call("GET", f"{api}/videos/{file_id}", token=token)
+        if status == 200:
+            return dict(body)
+        time.sleep(0.1)
+    pytest.fail(f"video {file_id} was never attributed")
 
 
 # Every response of the app that a test gets through chalice's test client is checked against the

@@ -7,17 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TokenFactory, vodlocal_for
-from tests.test_local_stack import call
-from vodlocal import Handle, start
+from tests.conftest import TokenFactory, call, wait_for_video
+from vodlocal import Handle
 from vodlocal.testing import run_harness
 
 NODE = shutil.which("node")
@@ -29,13 +26,6 @@ def md5_of(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-@pytest.fixture
-def vodlocal(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
-    handle = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal"))
-    yield handle
-    handle.stop()
-
-
 class Client:
     def __init__(self, api: str, emulator: str, token: str, workdir: Path) -> None:
         self.api, self.emulator, self.token, self.workdir = api, emulator, token, workdir
@@ -44,14 +34,8 @@ class Client:
         assert NODE is not None
         return run_harness(NODE, self.emulator, f"{self.api}/", self.token, **env)
 
-    def wait_for_video(self, file_id: str, timeout: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, body = call("GET", f"{self.api}/videos/{file_id}", token=self.token)
-            if status == 200:
-                return dict(body)
-            time.sleep(0.1)
-        pytest.fail(f"video {file_id} was never attributed")
+    def wait_for_video(self, file_id: str) -> dict[str, Any]:
+        return wait_for_video(self.api, self.token, file_id)
 
 
 @pytest.fixture

@@ -5,27 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
-from typing import Any
 
 from chalicelib import vod_signature
 from tests import vod_payloads as vod
-from tests.conftest import TokenFactory
-
-
-def call(
-    method: str, url: str, body: Any = None, token: str | None = None, content_type: str = "application/json"
-) -> tuple[int, Any]:
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+from tests.conftest import TokenFactory, call
 
 
 def test_upload_to_video_through_the_local_stack(

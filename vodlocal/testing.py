@@ -106,27 +106,36 @@ class SigningStub:
             self._server.stop()
 
 
-def run_harness(
-    node: str, emulator_url: str, signing_url: str, auth_token: str, timeout: float = 120, **env: str | int | Path
-) -> dict[str, Any]:
-    """Run the JS SDK harness once and return its JSON result line."""
-    full_env = {
+def harness_env(emulator_url: str, signing_url: str, auth_token: str, **env: str | int | Path) -> dict[str, str]:
+    """The JS SDK harness's environment (its header lists the variables)."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "EMU": emulator_url,
         "SIGNING_URL": signing_url,
         "AUTH_TOKEN": auth_token,
         **{k: str(v) for k, v in env.items()},
     }
+
+
+def harness_result(stdout: str, stderr: str, returncode: int | None) -> dict[str, Any]:
+    """The harness's JSON result line."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"harness printed no JSON (rc={returncode}):\n{stdout}\n{stderr}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def run_harness(
+    node: str, emulator_url: str, signing_url: str, auth_token: str, timeout: float = 120, **env: str | int | Path
+) -> dict[str, Any]:
+    """Run the JS SDK harness once and return its JSON result line."""
     proc = subprocess.run(  # noqa: S603 - our own harness
         [node, str(HARNESS)],
-        env=full_env,
+        env=harness_env(emulator_url, signing_url, auth_token, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"harness printed no JSON (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return harness_result(proc.stdout, proc.stderr, proc.returncode)

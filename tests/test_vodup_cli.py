@@ -1,0 +1,260 @@
+"""The `vodup` command in real subprocesses against the whole local stack: Ctrl-C pauses, `kill -9` loses only the
+parts in flight, a re-run resumes the same upload session sending only the missing parts; errors are one line."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ROOT, TokenFactory, call, wait_for_video, with_policy
+from tests.test_vodup import MiB, fetch, md5_of
+from vodlocal import Handle
+from vodlocal.testing import LocalServer
+
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
+
+
+class PartGate:
+    """An HTTP proxy in front of vodlocal (what `--emulator` points at) that forwards everything, except that
+    UploadParts beyond `allowed` are held: the client is then stuck mid-upload, with a known set of parts stored.
+    `release()` forwards the held ones; `close()` drops them (their client is dead)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.allowed = 1 << 30
+        self.forwarded = 0
+        self.held = 0
+        self.state = "hold"
+        self.cond = threading.Condition()
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PUT" and "partNumber=" in self.path and not gate.admit():
+                    self.close_connection = True
+                    return
+                status, headers, payload = gate.forward(self.command, self.path, body, dict(self.headers))
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in HOP_BY_HOP | {"content-length"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self.do_any()
+
+            def do_HEAD(self) -> None:
+                self.do_any()
+
+            def do_PUT(self) -> None:
+                self.do_any()
+
+            def do_POST(self) -> None:
+                self.do_any()
+
+            def do_DELETE(self) -> None:
+                self.do_any()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = LocalServer(Handler)
+        self.url = self.server.url
+
+    def admit(self) -> bool:
+        """Whether this UploadPart goes on (now, or once released); False once the gate is closed."""
+        with self.cond:
+            if self.forwarded >= self.allowed:
+                self.held += 1
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.state != "hold")
+                if self.state == "closed":
+                    return False
+            self.forwarded += 1
+            return True
+
+    def hold_after(self, parts: int) -> None:
+        with self.cond:
+            self.allowed, self.held, self.state = self.forwarded + parts, 0, "hold"
+
+    def wait_held(self, timeout: float = 30) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.held > 0, timeout), "no UploadPart reached the gate"
+
+    def release(self, state: str = "open") -> None:
+        with self.cond:
+            self.state = state
+            self.cond.notify_all()
+
+    def forward(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        connection = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=30)
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self.release("closed")
+        self.server.stop()
+
+
+@pytest.fixture
+def gate(vodlocal: Handle) -> Iterator[PartGate]:
+    proxy = PartGate(vodlocal.url)
+    yield proxy
+    proxy.close()
+
+
+def vodup_env(api: str, token: str, emulator: str, state_dir: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "VODUP_API": api,
+        "VODUP_TOKEN": token,
+        "VODUP_EMULATOR": emulator,
+        "VODUP_STATE_DIR": str(state_dir),
+    }
+
+
+def vodup(*args: str) -> list[str]:
+    """The console script `make install` put next to this interpreter."""
+    return [str(Path(sys.executable).with_name("vodup")), *args]
+
+
+def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 - our own command
+        vodup(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command
+        vodup(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def stored_parts(state_dir: Path) -> dict[str, Any]:
+    [state_file] = state_dir.glob("*.json")
+    state: dict[str, Any] = json.loads(state_file.read_text())
+    return state
+
+
+def wait_recorded(state_dir: Path, parts: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(stored_parts(state_dir)["transfers"]["video"]["parts"]) < parts:
+        assert time.monotonic() < deadline, "the stored parts were never recorded"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_pauses_kill_9_loses_only_parts_in_flight_and_a_rerun_resumes_the_same_session(
+    chalice_local: str, vodlocal: Handle, gate: PartGate, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    total_parts = 12
+    source = os.urandom(total_parts * MiB - 100)
+    (tmp_path / "long.mp4").write_bytes(source)
+    alice, state_dir = token_for("alice"), tmp_path / "state"
+    args = ("upload", str(tmp_path / "long.mp4"), "--title", "long", "--part-size", "1", "--parallel", "2", "--json")
+    through_gate = vodup_env(chalice_local, alice, gate.url, state_dir)
+
+    # 1. Ctrl-C while parts are in flight: they finish, are recorded, and the command says how to resume.
+    gate.hold_after(3)
+    first = start(*args, env=through_gate)
+    gate.wait_held()
+    first.send_signal(signal.SIGINT)
+    gate.release()
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    assert err.splitlines()[-1].startswith("vodup: paused at ") and "run the same command again" in err
+    paused = len(stored_parts(state_dir)["transfers"]["video"]["parts"])
+    assert paused == gate.forwarded >= 4
+
+    # 2. kill -9 with two more parts stored and two held in flight: only those are lost.
+    gate.hold_after(2)
+    second = start(*args, env=through_gate)
+    gate.wait_held()
+    wait_recorded(state_dir, paused + 2)
+    second.kill()
+    second.wait(timeout=10)
+    state = stored_parts(state_dir)
+    assert len(state["transfers"]["video"]["parts"]) == gate.forwarded == paused + 2
+
+    # 3. The same command again resumes: the same intent and session, only the missing parts.
+    sent_before = len(vodlocal.requests("UploadPart"))
+    third = run(*args, env=vodup_env(chalice_local, alice, vodlocal.url, state_dir))
+    assert third.returncode == 0, third.stderr
+    resuming = f"resuming upload {state['signer_context']}: {paused + 2:.1f} MiB of {len(source) / MiB:.1f} MiB"
+    assert resuming in third.stderr and "B/s" in third.stderr  # the progress bar, with its rate
+    assert len(vodlocal.requests("UploadPart")) - sent_before == total_parts - paused - 2
+    numbers = [r["partNumber"] for r in vodlocal.requests("UploadPart")]
+    assert sorted(numbers) == list(range(1, total_parts + 1)), "a part was sent twice"
+    assert len(vodlocal.requests("InitiateMultipartUpload")) == 1
+    assert len(vodlocal.requests("ApplyUploadUGC")) == 3  # the new session, then one re-apply per resume
+    result = json.loads(third.stdout)
+    assert set(result) == {"fileId", "mediaUrl", "coverUrl", "uploadId"}
+    assert result["uploadId"] == state["signer_context"] and result["coverUrl"] is None
+    video = wait_for_video(chalice_local, alice, result["fileId"])
+    assert video["title"] == "long" and md5_of(fetch(video["mediaUrl"])) == md5_of(source)
+    assert not list(state_dir.iterdir())
+
+    listed = run("videos", "--json", env=vodup_env(chalice_local, alice, vodlocal.url, state_dir))
+    assert [v["fileId"] for v in json.loads(listed.stdout)] == [result["fileId"]]
+    listed = run("videos", env=vodup_env(chalice_local, alice, vodlocal.url, state_dir))
+    assert listed.stdout.split("\t")[:2] == [result["fileId"], "long"]
+    listed = run("videos", "--json", env=vodup_env(chalice_local, token_for("bob"), vodlocal.url, state_dir))
+    assert json.loads(listed.stdout) == []
+
+
+@pytest.fixture
+def one_intent_per_hour(stage_env: dict[str, str]) -> None:
+    with_policy(stage_env, maxIntentsPerHour=1)
+
+
+def test_a_zero_byte_file_then_bad_input_is_one_line_and_a_non_zero_exit(
+    one_intent_per_hour: None, chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    alice = token_for("alice")
+    env = vodup_env(chalice_local, alice, vodlocal.url, tmp_path / "state")
+    empty = run("upload", str(tmp_path / "empty.mp4"), "--json", env=env)
+    assert empty.returncode == 0, empty.stderr
+    video = wait_for_video(chalice_local, alice, json.loads(empty.stdout)["fileId"])
+    assert video["size"] == 0 and fetch(video["mediaUrl"]) == b"" and video["md5"] == md5_of(b"")
+    assert len(vodlocal.requests("PutObject")) == 1 and not vodlocal.requests("UploadPart")
+
+    bad_token = vodup_env(chalice_local, "not-a-token", vodlocal.url, tmp_path / "state")
+    no_api = {k: v for k, v in env.items() if k != "VODUP_API"}
+    cases = {
+        # the second intent of the hour, over the policy's one
+        "limit reached": (("upload", str(tmp_path / "empty.mp4")), env, 1),
+        "401 unauthorized": (("upload", str(tmp_path / "empty.mp4")), bad_token, 1),
+        "token was refused": (("videos",), bad_token, 1),
+        "does not exist": (("upload", str(tmp_path / "missing.mp4")), env, 1),
+        "cover file": (("upload", str(tmp_path / "empty.mp4"), "--cover", str(tmp_path)), env, 1),
+        "--api and --token": (("videos",), no_api, 2),
+        "invalid int value": (("upload", "x.mp4", "--parallel", "many"), env, 2),
+        "part_size must be at least": (("upload", str(tmp_path / "empty.mp4"), "--part-size", "0"), env, 1),
+    }
+    for expected, (args, case_env, status) in cases.items():
+        out = run(*args, env=case_env)
+        assert (out.returncode, out.stdout) == (status, ""), (expected, out)
+        assert len(out.stderr.splitlines()) == 1 and expected in out.stderr, (expected, out.stderr)
+    assert call("GET", f"{chalice_local}/videos", token=alice)[1]["videos"] == [video]

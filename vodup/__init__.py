@@ -1,0 +1,48 @@
+"""vodup: upload to Tencent Cloud VOD from Python with signatures from a signing server (client upload, UGC).
+
+from vodup import ApiClient, ApiSigner, Uploader
+signer = ApiSigner(ApiClient("https://api.example.com", token), {"title": "My clip"})
+result = Uploader(signer).upload("clip.mp4", cover="cover.jpg")
+"""
+
+from vodup.api import ApiClient, ApiSigner
+from vodup.errors import (
+    ApiError,
+    DuplicateSignature,
+    FileNotUploaded,
+    InputError,
+    IntegrityError,
+    InvalidSignature,
+    SessionExpired,
+    SignatureExpired,
+    TransferError,
+    UploadCancelled,
+    UploadInterrupted,
+    VodError,
+    VodupError,
+)
+from vodup.ugc import Network
+from vodup.uploader import Progress, ResumableSigner, Uploader, UploadResult
+
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "ApiSigner",
+    "DuplicateSignature",
+    "FileNotUploaded",
+    "InputError",
+    "IntegrityError",
+    "InvalidSignature",
+    "Network",
+    "Progress",
+    "ResumableSigner",
+    "SessionExpired",
+    "SignatureExpired",
+    "TransferError",
+    "UploadCancelled",
+    "UploadInterrupted",
+    "UploadResult",
+    "Uploader",
+    "VodError",
+    "VodupError",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from vodup.cli import main
+
+sys.exit(main())

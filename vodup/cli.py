@@ -1,0 +1,151 @@
+"""The ``vodup`` command: ``vodup upload FILE …`` and ``vodup videos``. Every failure is one line on stderr and
+a non-zero exit status, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tqdm import tqdm
+
+from vodup.api import ApiClient, ApiSigner
+from vodup.errors import UploadInterrupted, VodupError
+from vodup.ugc import Network
+from vodup.uploader import MiB, Progress, Uploader
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"vodup: {message} (see vodup --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = _Parser(prog="vodup", description="Upload videos to Tencent Cloud VOD through our signing API.")
+    common = _Parser(add_help=False)
+    common.add_argument("--api", default=env.get("VODUP_API"), help="the signing API's base URL [VODUP_API]")
+    common.add_argument("--token", default=env.get("VODUP_TOKEN"), help="your bearer token [VODUP_TOKEN]")
+    common.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    upload = commands.add_parser("upload", parents=[common], help="upload a video, resuming an interrupted upload")
+    upload.add_argument("file", type=Path, help="the video file")
+    upload.add_argument("--cover", type=Path, help="a cover image")
+    upload.add_argument("--title", help="the video's title")
+    upload.add_argument("--procedure", help="a VOD task flow your plan allows")
+    upload.add_argument("--part-size", type=int, default=8, metavar="MIB", help="COS part size in MiB (default 8)")
+    upload.add_argument("--parallel", type=int, default=6, help="parts in flight (default 6)")
+    upload.add_argument(
+        "--state-dir", type=Path, default=env.get("VODUP_STATE_DIR"), help="where resume state lives [VODUP_STATE_DIR]"
+    )
+    upload.add_argument(
+        "--emulator",
+        default=env.get("VODUP_EMULATOR"),
+        help="send VOD and COS traffic over HTTP through this local emulator (vodlocal) [VODUP_EMULATOR]",
+    )
+
+    commands.add_parser("videos", parents=[common], help="list your videos, newest first")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.api or not args.token:
+        parser.error("--api and --token (or VODUP_API and VODUP_TOKEN) are required")
+    try:
+        api = ApiClient(args.api, args.token)
+        if args.command == "videos":
+            return list_videos(api, args.json)
+        return upload(api, args)
+    except UploadInterrupted as paused:
+        percent = 100 * paused.sent // paused.total if paused.total else 0
+        print(f"vodup: paused at {percent}%; run the same command again within 24 h to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("vodup: interrupted; run the same command again within 24 h to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (VodupError, ValueError) as exc:
+        print(f"vodup: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def upload(api: ApiClient, args: argparse.Namespace) -> int:
+    intent: dict[str, Any] = {"fileName": args.file.name, "withCover": args.cover is not None}
+    if args.title:
+        intent["title"] = args.title
+    if args.procedure:
+        intent["procedure"] = args.procedure
+    if args.file.is_file():
+        intent["fileSize"] = args.file.stat().st_size
+    signer = ApiSigner(api, intent)
+    uploader = Uploader(
+        signer,
+        part_size=args.part_size * MiB,
+        parallel=args.parallel,
+        state_dir=args.state_dir,
+        network=Network(emulator=args.emulator),
+    )
+    bar: tqdm[Any] | None = None
+
+    def on_progress(progress: Progress) -> None:
+        nonlocal bar
+        if bar is None:
+            if progress.resumed:
+                print(
+                    f"vodup: resuming upload {signer.context()}: {progress.sent / MiB:.1f} MiB of "
+                    f"{progress.total / MiB:.1f} MiB already stored",
+                    file=sys.stderr,
+                )
+            bar = tqdm(
+                total=progress.total,
+                initial=progress.sent,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=args.file.name,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        else:
+            bar.update(progress.sent - bar.n)
+
+    try:
+        result = uploader.upload(args.file, args.cover, on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        line = {
+            "fileId": result.file_id,
+            "mediaUrl": result.media_url,
+            "coverUrl": result.cover_url,
+            "uploadId": result.upload_id,
+        }
+        print(json.dumps(line))
+    else:
+        print(f"uploaded {args.file.name}: fileId {result.file_id}\n  media {result.media_url}")
+        if result.cover_url:
+            print(f"  cover {result.cover_url}")
+    return 0
+
+
+def list_videos(api: ApiClient, as_json: bool) -> int:
+    videos = list(api.videos())
+    if as_json:
+        print(json.dumps(videos))
+        return 0
+    for video in videos:
+        print(f"{video['fileId']}\t{video.get('title') or '-'}\t{video.get('size')} B\t{video.get('mediaUrl')}")
+    if not videos:
+        print("no videos yet", file=sys.stderr)
+    return 0

@@ -1,0 +1,476 @@
+"""``Uploader``: one video (and optionally its cover) to VOD with a signature source, as the Web SDK does it
+(vod-protocol.md §4), plus what the Web SDK lacks: resume after a crash from a local state file, pause, and a
+cancel that aborts the multipart uploads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import requests
+from qcloud_cos import CosConfig, CosS3Client
+from qcloud_cos.cos_exception import CosClientError, CosServiceError
+
+from vodup.errors import (
+    InputError,
+    IntegrityError,
+    SessionExpired,
+    TransferError,
+    UploadCancelled,
+    UploadInterrupted,
+)
+from vodup.state import FileState, LocalFile, StateStore, UploadState
+from vodup.ugc import GetSignature, Network, UgcClient, backoff
+
+MiB = 1 << 20
+MIN_PART_SIZE = MiB  # COS refuses smaller parts, except the last (vodlocal/README.md, COS)
+MAX_PARTS = 10_000
+# The Web SDK renews the temporary credentials once 90 % of their lifetime has passed (vod-js-sdk.md §1.5).
+RENEW_AT = 0.9
+# COS errors that expired temporary credentials cause, and that new ones (a re-apply) cure; so does an
+# AccessDenied saying "expired". A skewed clock is not cured by them: the SDK signs with the local time.
+CREDENTIAL_ERRORS = frozenset({"ExpiredToken", "InvalidAccessKeyId"})
+# 4xx codes worth another attempt: the bytes were damaged on the way, or arrived too slowly.
+RETRYABLE_4XX = frozenset({"BadDigest", "RequestTimeout", "SlowDown"})
+# VOD's videoName/coverName may not hold these (vod-js-sdk.md §1.2).
+_BAD_NAME_CHARS = str.maketrans({c: "_" for c in '\\/:*?"<>|'})
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    sent: int  # bytes stored so far, video and cover together
+    total: int
+    resumed: bool  # this upload continues an interrupted one
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    file_id: str
+    media_url: str
+    cover_url: str | None
+    upload_id: str | None  # the signer's context (our API's upload intent) when it has one
+    resumed: bool
+
+
+@runtime_checkable
+class ResumableSigner(Protocol):
+    """A ``get_signature`` that signs for something (an upload intent): a resumed upload must keep signing for
+    the same one, since VOD's session keeps the first signature's ``sourceContext``."""
+
+    def context(self) -> str | None: ...
+
+    def resume(self, context: str) -> None: ...
+
+
+def media_fields(kind: str, local: LocalFile) -> dict[str, Any]:
+    """ApplyUploadUGC's ``<kind>Name``/``<kind>Type``/``<kind>Size``: the name without its extension, the lower-case
+    extension, the size (vod-js-sdk.md §1.4)."""
+    stem, dot, ext = Path(local.path).name.rpartition(".")
+    name = (stem if dot else ext).translate(_BAD_NAME_CHARS)[:128] or kind
+    return {f"{kind}Name": name, f"{kind}Type": ext.lower() if dot else "", f"{kind}Size": local.size}
+
+
+class Storage:
+    """The COS target of an upload session, with temporary credentials renewed (a re-apply with the session key)
+    before they expire, or when COS says they did."""
+
+    def __init__(self, data: dict[str, Any], reapply: Callable[[], dict[str, Any]], network: Network, parallel: int):
+        self._reapply = reapply
+        self._network = network
+        # Our own pool, sized to the parallelism: the SDK's shared default holds 10 connections.
+        self._http = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=max(parallel, 2))
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
+        self._lock = threading.Lock()
+        self.generation = 0
+        self._use(data)
+
+    def _use(self, data: dict[str, Any]) -> None:
+        cert = data["tempCertificate"]
+        self.bucket = f"{data['storageBucket']}-{data['storageAppId']}"
+        self.keys = {kind: data[kind]["storagePath"].lstrip("/") for kind in ("video", "cover") if data.get(kind)}
+        lifetime = max(int(cert["expiredTime"]) - int(data["timestamp"]), 0)
+        self._renew_at = time.monotonic() + RENEW_AT * lifetime
+        config = CosConfig(
+            Region=data["storageRegionV5"],
+            SecretId=cert["secretId"],
+            SecretKey=cert["secretKey"],
+            Token=cert["token"],
+            Scheme=self._network.scheme,
+            Proxies=self._network.proxies,
+            Timeout=self._network.timeout,
+        )
+        # Retries are ours (with back-off and credential renewal), so the SDK makes one attempt.
+        self._client = CosS3Client(config, retry=0, session=self._http)
+        self.generation += 1
+
+    def client(self) -> tuple[CosS3Client, int]:
+        with self._lock:
+            if time.monotonic() >= self._renew_at:
+                self._use(self._reapply())
+            return self._client, self.generation
+
+    def renew(self, generation: int) -> None:
+        """New credentials, unless another thread already renewed those of ``generation``: each renewal spends
+        a signature, and the API caps them per upload."""
+        with self._lock:
+            if generation == self.generation:
+                self._use(self._reapply())
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass
+class _Transfer:
+    """One ``upload()`` call's moving parts."""
+
+    state: UploadState
+    storage: Storage
+    fds: dict[str, int]
+    total: int
+    resumed: bool
+    on_progress: Callable[[Progress], None] | None
+    sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self, size: int) -> None:
+        with self.lock:
+            self.sent += size
+            if self.on_progress is not None:
+                self.on_progress(Progress(self.sent, self.total, self.resumed))
+
+
+class Uploader:
+    """Uploads with signatures from ``get_signature`` (any callable returning a VOD upload signature; it is called
+    once per VOD request, so one-time signatures work). ``pause``, ``resume`` and ``cancel`` may be called from any
+    thread while ``upload`` runs; a pause lets the parts in flight finish and starts no new one."""
+
+    def __init__(
+        self,
+        get_signature: GetSignature,
+        *,
+        part_size: int = 8 * MiB,
+        parallel: int = 6,
+        retries: int = 5,
+        retry_delay: float = 1.0,
+        state_dir: Path | None = None,
+        network: Network | None = None,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (COS's minimum)")
+        if parallel < 1 or retries < 0:
+            raise ValueError("parallel must be >= 1 and retries >= 0")
+        self.get_signature = get_signature
+        self.part_size = part_size
+        self.parallel = parallel
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.states = StateStore(state_dir)
+        self.network = network or Network()
+        self._running = threading.Event()
+        self._running.set()
+        self._cancelled = threading.Event()
+        self._stopping = threading.Event()
+
+    # --- control, from any thread --------------------------------------------------------------------
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._running.set()
+
+    # --- the upload ----------------------------------------------------------------------------------
+    def upload(
+        self, path: str | Path, cover: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
+    ) -> UploadResult:
+        """Uploads ``path`` (and ``cover``), resuming the interrupted upload of the very same files if there is one.
+        ``on_progress`` is called from the part threads, one call at a time: once when the transfer starts (with the
+        bytes a resume finds stored), then after each stored part."""
+        files = {"video": self._local(path, "video")}
+        if cover is not None:
+            files["cover"] = self._local(cover, "cover")
+        self._cancelled.clear()
+        self._stopping.clear()
+        # The files are opened before anything is asked of the API, so an unreadable one costs no upload intent.
+        with self._open(files) as fds, requests.Session() as http:
+            ugc = UgcClient(self.get_signature, self.network, http, retry_delay=self.retry_delay)
+            state, data, resumed = self._session(ugc, files)
+            storage = Storage(
+                data,
+                lambda: ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}),
+                self.network,
+                self.parallel,
+            )
+            transfer = _Transfer(state, storage, fds, sum(f.size for f in files.values()), resumed, on_progress)
+            try:
+                self._transfer(transfer)
+            except UploadCancelled:
+                self._abort(transfer)
+                raise
+            finally:
+                storage.close()
+            committed = ugc.call("CommitUploadUGC", {"vodSessionKey": state.session_key})
+        self.states.drop(state)
+        return UploadResult(
+            file_id=str(committed["fileId"]),
+            media_url=str(committed["video"]["url"]),
+            cover_url=str(committed["cover"]["url"]) if committed.get("cover") else None,
+            upload_id=self._signer_context(),
+            resumed=resumed,
+        )
+
+    def _signer_context(self) -> str | None:
+        return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
+
+    @staticmethod
+    def _local(path: str | Path, kind: str) -> LocalFile:
+        target = Path(path)
+        if not target.is_file():
+            raise InputError(f"{kind} file {str(path)!r} does not exist or is not a regular file")
+        return LocalFile.of(target)
+
+    @contextmanager
+    def _open(self, files: dict[str, LocalFile]) -> Iterator[dict[str, int]]:
+        fds: dict[str, int] = {}
+        try:
+            for kind, local in files.items():
+                try:
+                    fds[kind] = os.open(local.path, os.O_RDONLY)
+                except OSError as exc:
+                    raise InputError(f"{kind} file {local.path!r} cannot be read: {exc.strerror}") from exc
+            yield fds
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _session(self, ugc: UgcClient, files: dict[str, LocalFile]) -> tuple[UploadState, dict[str, Any], bool]:
+        """The interrupted session of these very files (same path, size, mtime), re-applied for fresh credentials,
+        or a new one. A session VOD no longer knows is dropped, like the Web SDK does."""
+        state = self.states.load(files)
+        if state is not None:
+            if state.signer_context and isinstance(self.get_signature, ResumableSigner):
+                self.get_signature.resume(state.signer_context)
+            try:
+                return state, ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}), True
+            except SessionExpired:
+                self.states.drop(state)
+        body: dict[str, Any] = {}
+        for kind, local in files.items():
+            body.update(media_fields(kind, local))
+        region = ugc.prepare_region()
+        if region:
+            body["storageRegion"] = region
+        data = ugc.call("ApplyUploadUGC", body)
+        state = UploadState(files, str(data["vodSessionKey"]), self._signer_context())
+        state.transfers = {kind: FileState() for kind in files}
+        self.states.save(state)
+        return state, data, False
+
+    def _transfer(self, t: _Transfer) -> None:
+        parts: list[tuple[str, int, int, int]] = []  # (kind, number, offset, length)
+        for kind, local in t.state.files.items():
+            plan = t.state.transfers[kind]
+            if plan.done:
+                t.sent += local.size
+                continue
+            if local.size == 0:
+                self._put_empty(t, kind)
+                continue
+            self._start_multipart(t, kind, local.size)
+            for number in range(1, math.ceil(local.size / plan.part_size) + 1):
+                offset = (number - 1) * plan.part_size
+                length = min(plan.part_size, local.size - offset)
+                if number in plan.parts:
+                    t.sent += length
+                else:
+                    parts.append((kind, number, offset, length))
+        t.advance(0)
+        pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="vodup-part")
+        try:
+            futures: list[Future[None]] = [pool.submit(self._send_part, t, *part) for part in parts]
+            for future in as_completed(futures):
+                future.result()
+        except BaseException as exc:
+            self._stopping.set()
+            self._running.set()  # paused workers must wake up to see the stop
+            pool.shutdown(wait=True, cancel_futures=True)  # the parts in flight finish and are recorded
+            if isinstance(exc, KeyboardInterrupt):
+                raise UploadInterrupted(t.sent, t.total) from None
+            raise
+        pool.shutdown()
+        for kind, plan in t.state.transfers.items():
+            if not plan.done:
+                self._complete(t, kind)
+
+    def _start_multipart(self, t: _Transfer, kind: str, size: int) -> None:
+        """Keeps the parts COS still has with the ETags we recorded; starts a new multipart upload when COS no
+        longer knows ours."""
+        plan = t.state.transfers[kind]
+        key = t.storage.keys[kind]
+        if plan.upload_id is not None:
+            stored = self._stored_parts(t, key, plan.upload_id)
+            if stored is None:
+                plan.upload_id = None
+            else:
+                plan.parts = {n: etag for n, etag in plan.parts.items() if stored.get(n) == etag}
+        if plan.upload_id is None:
+            plan.part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
+            created = self._cos(
+                t,
+                f"InitiateMultipartUpload ({kind})",
+                lambda c: c.create_multipart_upload(Bucket=t.storage.bucket, Key=key),
+            )
+            plan.upload_id, plan.parts = str(created["UploadId"]), {}
+        self.states.save(t.state)
+
+    def _stored_parts(self, t: _Transfer, key: str, upload_id: str) -> dict[int, str] | None:
+        """The parts COS holds (number -> ETag), or None when it no longer knows the multipart upload."""
+        stored: dict[int, str] = {}
+        marker = 0
+        while True:
+            try:
+                page = self._cos(
+                    t,
+                    "ListParts",
+                    partial(
+                        CosS3Client.list_parts,
+                        Bucket=t.storage.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumberMarker=marker,
+                    ),
+                )
+            except TransferError as exc:
+                if exc.code == "NoSuchUpload":
+                    return None
+                raise
+            listed = page.get("Part") or []
+            for part in listed if isinstance(listed, list) else [listed]:
+                stored[int(part["PartNumber"])] = str(part["ETag"])
+            if str(page.get("IsTruncated")).lower() != "true":
+                return stored
+            marker = int(page["NextPartNumberMarker"])
+
+    def _send_part(self, t: _Transfer, kind: str, number: int, offset: int, length: int) -> None:
+        self._running.wait()
+        if self._cancelled.is_set():
+            raise UploadCancelled("upload cancelled")
+        if self._stopping.is_set():
+            return
+        data = os.pread(t.fds[kind], length, offset)
+        if len(data) != length:
+            raise InputError(f"{kind} file {t.state.files[kind].path!r} changed while it was being uploaded")
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        plan = t.state.transfers[kind]
+        answer = self._cos(
+            t,
+            f"UploadPart {number} ({kind})",
+            lambda c: c.upload_part(
+                Bucket=t.storage.bucket,
+                Key=t.storage.keys[kind],
+                Body=data,
+                PartNumber=number,
+                UploadId=plan.upload_id,
+                ContentMD5=base64.b64encode(md5).decode(),
+            ),
+        )
+        etag = str({k.lower(): v for k, v in answer.items()}.get("etag", ""))
+        if etag.strip('"') != md5.hex():
+            raise IntegrityError(f"COS stored part {number} of the {kind} with ETag {etag}, expected MD5 {md5.hex()}")
+        self.states.record_part(t.state, kind, number, etag)
+        t.advance(length)
+
+    def _complete(self, t: _Transfer, kind: str) -> None:
+        plan = t.state.transfers[kind]
+        parts = sorted(plan.parts.items())
+        answer = self._cos(
+            t,
+            f"CompleteMultipartUpload ({kind})",
+            lambda c: c.complete_multipart_upload(
+                Bucket=t.storage.bucket,
+                Key=t.storage.keys[kind],
+                UploadId=plan.upload_id,
+                MultipartUpload={"Part": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
+            ),
+        )
+        # A multipart object's ETag is the MD5 of its parts' MD5s and their count: it proves COS joined the
+        # parts we verified, in our order.
+        joined = b"".join(bytes.fromhex(etag.strip('"')) for _, etag in parts)
+        expected = f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        if str(answer.get("ETag", "")).strip('"') != expected:
+            raise IntegrityError(f"COS completed the {kind} with ETag {answer.get('ETag')}, expected {expected}")
+        plan.done = True
+        self.states.save(t.state)
+
+    def _put_empty(self, t: _Transfer, kind: str) -> None:
+        # The Web SDK's 0-byte path: one PutObject, no multipart (vod-js-sdk.md §1.5).
+        empty_md5 = hashlib.md5(b"", usedforsecurity=False)
+        self._cos(
+            t,
+            f"PutObject ({kind})",
+            lambda c: c.put_object(
+                Bucket=t.storage.bucket,
+                Key=t.storage.keys[kind],
+                Body=b"",
+                ContentMD5=base64.b64encode(empty_md5.digest()).decode(),
+            ),
+        )
+        t.state.transfers[kind].done = True
+        self.states.save(t.state)
+
+    def _cos(self, t: _Transfer, what: str, call: Callable[[CosS3Client], T]) -> T:
+        """``call`` with the current credentials, retried with back-off on network errors, 5xx and the 4xx that a
+        retry (or, for credential errors, a renewal) cures."""
+        failure: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(backoff(attempt - 1, self.retry_delay))
+            client, generation = t.storage.client()
+            try:
+                return call(client)
+            except CosClientError as exc:
+                failure = exc
+            except CosServiceError as exc:
+                status, code = exc.get_status_code(), exc.get_error_code()
+                failure = exc
+                expired = code == "AccessDenied" and "expired" in str(exc.get_error_msg()).lower()
+                if code in CREDENTIAL_ERRORS or expired:
+                    t.storage.renew(generation)
+                elif status < 500 and code not in RETRYABLE_4XX:
+                    raise TransferError(f"COS {what}: {status} {code}: {exc.get_error_msg()}", code) from exc
+            if self._cancelled.is_set() or self._stopping.is_set():
+                break
+        raise TransferError(f"COS {what} failed after {attempt + 1} attempts: {failure}") from failure
+
+    def _abort(self, t: _Transfer) -> None:
+        """Cancel: abort every multipart upload of the session so COS frees its parts, and forget the state."""
+        for kind, plan in t.state.transfers.items():
+            if plan.upload_id is not None and not plan.done:
+                self._abort_one(t, t.storage.keys[kind], plan.upload_id)
+        self.states.drop(t.state)
+
+    def _abort_one(self, t: _Transfer, key: str, upload_id: str) -> None:
+        try:
+            client, _ = t.storage.client()
+            client.abort_multipart_upload(Bucket=t.storage.bucket, Key=key, UploadId=upload_id)
+        except (CosServiceError, CosClientError):
+            pass  # already gone (completed, aborted, expired by COS), or unreachable: COS expires it in the end
