@@ -21,8 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from devstack.browser import chromium_executable, local_stack_flags
 from devstack.web import LocalPage, WebServer
-from tests.conftest import ROOT, TokenFactory, _free_port, vodlocal_for, with_policy
-from tests.test_local_stack import call
+from tests.conftest import ROOT, TokenFactory, _free_port, call, vodlocal_for, with_policy
 from vodlocal import Handle, start
 
 MiB = 1 << 20
