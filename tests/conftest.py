@@ -119,7 +119,7 @@ def bearer(token: str) -> dict[str, str]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -141,7 +141,7 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """A copy of the app served on a free port with this test's stage environment, by `devstack.api`: what
     `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog."""
     project = app_project_copy(tmp_path / "project", stage_env)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "devstack.api", "--project-dir", str(project), "--stage", "test", "--port", str(port)],
         cwd=ROOT,

@@ -21,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from devstack.browser import chromium_executable, local_stack_flags
 from devstack.web import LocalPage, WebServer
-from tests.conftest import ROOT, TokenFactory, _free_port, call, vodlocal_for, with_policy
+from tests.conftest import ROOT, TokenFactory, call, free_port, vodlocal_for, with_policy
 from vodlocal import Handle, start
 
 MiB = 1 << 20
@@ -38,7 +38,7 @@ def md5_of(data: bytes) -> str:
 
 @pytest.fixture
 def web_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devstack.run import ApiServer, CodeWatcher, Shutdown
-from tests.conftest import ROOT, _free_port, app_project_copy
+from tests.conftest import ROOT, app_project_copy, free_port
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def project(stage_env: dict[str, str], tmp_path: Path) -> Path:
 
 @pytest.fixture
 def api(project: Path) -> Iterator[ApiServer]:
-    server = ApiServer(project, "test", _free_port())
+    server = ApiServer(project, "test", free_port())
     server.start(Shutdown())
     yield server
     server.stop()
