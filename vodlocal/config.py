@@ -18,6 +18,11 @@ EventMode = Literal["PUSH", "PULL"]
 # undocumented convenience for a dev loop whose callback restarts.
 PushRetryOn = Literal["timeout", "network"]
 PUSH_RETRY_ON: tuple[PushRetryOn, ...] = ("timeout", "network")
+# Which requests spend a oneTimeValid=1 signature (neither is documented by Tencent; vodlocal/README.md).
+# "session": the Apply that opens an upload session spends it, and it stays good for that session only (its
+# Apply retries, a resume, its Commit): what Tencent's mobile SDKs need. "strict": every request spends it.
+OneTimeRule = Literal["session", "strict"]
+ONE_TIME_RULES: tuple[OneTimeRule, ...] = ("session", "strict")
 
 DEFAULT_APP_ID = 1500000001
 DEFAULT_REGION = "ap-guangzhou"
@@ -44,6 +49,7 @@ class Config:
     public_base_url: str | None = None
     session_ttl: int = 86_400
     cert_ttl: int = 3600
+    one_time_signatures: OneTimeRule = "session"
     # PULL (vod-protocol.md §3.2): confirm within 30 s or the event is pulled again; PullEvents holds up to 5 s;
     # an event not confirmed within 4 days of its creation is dropped.
     confirm_window: float = 30.0
@@ -172,6 +178,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
     )
     p.add_argument(
+        "--one-time-signatures",
+        choices=ONE_TIME_RULES,
+        default=_env(env, "ONE_TIME_SIGNATURES", "session"),
+        help="which requests spend a oneTimeValid=1 signature: session (the Apply opening a session; its retries, "
+        "resume and Commit reuse it) or strict (every request) [VODLOCAL_ONE_TIME_SIGNATURES]",
+    )
+    p.add_argument(
         "--push-timeout",
         type=float,
         default=float(_env(env, "PUSH_TIMEOUT", "5") or 5),
@@ -211,6 +224,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         ("--push-timeout must be > 0", args.push_timeout > 0),
         ("--push-retries must be >= 0", args.push_retries >= 0),
         ("--push-retry-on must be timeout or network", args.push_retry_on in PUSH_RETRY_ON),
+        ("--one-time-signatures must be session or strict", args.one_time_signatures in ONE_TIME_RULES),
     ):
         if not ok:
             raise SystemExit(flag)
@@ -235,6 +249,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         pull_wait=args.pull_wait,
         event_retention=args.event_retention,
         cert_ttl=args.cert_ttl,
+        one_time_signatures=args.one_time_signatures,
         push_timeout=args.push_timeout,
         push_retries=args.push_retries,
         push_retry_on=args.push_retry_on,
