@@ -108,6 +108,15 @@ def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return value if value not in (None, "") else default
 
 
+def _add_choice(
+    p: argparse.ArgumentParser, env: Mapping[str, str], flag: str, choices: Sequence[str], help: str
+) -> None:
+    """A flag with fixed values, the first the default, which VODLOCAL_<FLAG> can set too. argparse checks only
+    a value given as a flag: `from_args` checks one from the environment."""
+    name = flag.removeprefix("--").replace("-", "_").upper()
+    p.add_argument(flag, choices=choices, default=_env(env, name, choices[0]), help=f"{help} [VODLOCAL_{name}]")
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vodlocal", description="Local Tencent VOD + COS emulator.")
     p.add_argument("--host", default=_env(env, "HOST", "127.0.0.1"), help="bind address [VODLOCAL_HOST]")
@@ -177,12 +186,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(env, "CERT_TTL", "3600") or 3600),
         help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
     )
-    p.add_argument(
+    _add_choice(
+        p,
+        env,
         "--one-time-signatures",
-        choices=ONE_TIME_RULES,
-        default=_env(env, "ONE_TIME_SIGNATURES", "session"),
-        help="which requests spend a oneTimeValid=1 signature: session (the Apply opening a session; its retries, "
-        "resume and Commit reuse it) or strict (every request) [VODLOCAL_ONE_TIME_SIGNATURES]",
+        ONE_TIME_RULES,
+        "which requests spend a oneTimeValid=1 signature: session (the Apply opening a session; its retries, "
+        "resume and Commit reuse it) or strict (every request)",
     )
     p.add_argument(
         "--push-timeout",
@@ -196,12 +206,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(env, "PUSH_RETRIES", "2") or 2),
         help="PUSH: retries after a failed attempt [VODLOCAL_PUSH_RETRIES]",
     )
-    p.add_argument(
+    _add_choice(
+        p,
+        env,
         "--push-retry-on",
-        choices=PUSH_RETRY_ON,
-        default=_env(env, "PUSH_RETRY_ON", "timeout"),
-        help="PUSH: what is retried: timeout (VOD's documented rule) or network (also a refused or reset "
-        "connection) [VODLOCAL_PUSH_RETRY_ON]",
+        PUSH_RETRY_ON,
+        "PUSH: what is retried: timeout (VOD's documented rule) or network (also a refused or reset connection)",
     )
     p.add_argument(
         "--push-backoff",
