@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 from qcloud_cos import CosServiceError
 
+from chalicelib.policy import ClientKind
 from tests.test_pull_consumer import Post
 from tests.vodlocal.conftest import MiB, cos_client, ugc
 from vodlocal import Handle
 
 HOSTS = ("vod2.qcloud.com", "vod2.qcloud.com", "vod2.dnsv1.com", "vod2.dnsv1.com")  # Apply/Commit: 2 + 2 tries
 WX_ATTEMPTS = 4  # vod-wx-sdk-v2: an Apply and up to 3 retries, each with a new signature; likewise Commit
-ClientKind = Literal["android", "ios", "miniprogram"]
 
 
 class LostAnswer(Exception):

@@ -5,11 +5,12 @@ consumer: each upload ends attributed to its user exactly once."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from chalicelib import container
+from chalicelib.policy import ClientKind
 from tests.conftest import ApiFactory, TokenFactory, bearer
 from tests.mobile_clients import Media, Network, SigningApi, TXUGCPublish, VodWxUploader
 from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, attributed_file
@@ -25,7 +26,7 @@ class App:
     def __init__(self, api: Any, token: str) -> None:
         self.api, self.token = api, token
 
-    def signing(self, client: Any, body: dict[str, Any] | None = None) -> SigningApi:
+    def signing(self, client: ClientKind, body: dict[str, Any] | None = None) -> SigningApi:
         return SigningApi(as_user(self.api, self.token), client, body or {"title": "phone clip"})
 
     def attributed(self, signing: SigningApi, file_id: str | None, **outcomes: int) -> None:
@@ -48,7 +49,9 @@ def actions(network: Network) -> list[str]:
 
 
 @pytest.mark.parametrize("platform", ["android", "ios"])
-def test_one_signature_goes_to_prepare_apply_and_commit(pull_vod: Handle, app: App, platform: Any) -> None:
+def test_one_signature_goes_to_prepare_apply_and_commit(
+    pull_vod: Handle, app: App, platform: Literal["android", "ios"]
+) -> None:
     network = Network(pull_vod)
     signing = app.signing(platform)
     result = TXUGCPublish(network, platform).publish_video(signing.signature(), VIDEO)
@@ -66,7 +69,7 @@ def test_an_apply_and_a_commit_resent_after_lost_answers_make_one_upload(pull_vo
     applies = [body for action, body in network.sent if action == "ApplyUploadUGC"]
     assert len(applies) == 2 and applies[0] == applies[1]  # the same request, the same signature
     assert len(network.signatures("CommitUploadUGC")) == 3
-    assert pull_vod.app.store.one("SELECT count(*) AS n FROM sessions")["n"] == 1  # the retry got its session
+    assert len(pull_vod.app.store.query("SELECT session_key FROM sessions")) == 1  # the retry got its session
     app.attributed(signing, result.video_id)
 
 
