@@ -130,6 +130,7 @@ def _intent_body(intent: UploadIntent) -> dict[str, Any]:
         "contentType": client.content_type,
         "withCover": client.with_cover,
         "metadata": client.metadata,
+        "client": client.client,
         "signaturesMinted": intent.signatures_minted,
         "fileId": intent.file_id,
     }

@@ -19,13 +19,16 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.events import ProcessingUpdate, UploadedFile
 from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
 from chalicelib.uploads import ClientFields, SignatureTerms, UploadIntent
 from chalicelib.videos import PageKey, Video
+
+if TYPE_CHECKING:
+    from chalicelib.policy import ClientKind
 
 Item = dict[str, Any]
 Key = dict[str, Any]
@@ -208,6 +211,7 @@ def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
         "contentType": as_opt_s(client.content_type),
         "withCover": {"BOOL": client.with_cover},
         "metadata": as_opt_json(client.metadata),
+        "client": as_opt_s(client.client),
         "fileId": as_opt_s(intent.file_id),
         "completedAt": as_opt_n(intent.completed_at),
         "gsi1pk": as_s(open_intent_partition(intent.upload_id)),
@@ -242,6 +246,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
             content_type=get_s(item, "contentType"),
             with_cover=bool(item.get("withCover", {}).get("BOOL")),
             metadata=get_json(item, "metadata"),
+            client=cast("ClientKind | None", get_s(item, "client")),
         ),
         signatures_minted=len(string_set(item, "signatureTokens")),
         max_signatures=req_n(item, "maxSignatures"),

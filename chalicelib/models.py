@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from chalicelib.policy import ClientKind
 from chalicelib.uploads import ClientFields
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -25,6 +26,7 @@ class CreateUploadRequest(BaseModel):
     withCover: bool = False  # noqa: N815
     procedure: ProcedureName | None = None
     metadata: dict[str, Any] | None = None
+    client: ClientKind | None = None
 
     def client_fields(self) -> ClientFields:
         return ClientFields(
@@ -34,4 +36,5 @@ class CreateUploadRequest(BaseModel):
             content_type=self.contentType,
             with_cover=self.withCover,
             metadata=self.metadata,
+            client=self.client,
         )

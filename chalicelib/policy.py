@@ -1,18 +1,28 @@
 """Server-side upload policy: what a user's signatures may contain and how many they may get.
 
 The client never chooses `procedure`, `classId`, `storageRegion`, `vodSubAppId`, one-time use or
-signature lifetime; it may only pick one of its tier's allowed procedures by name.
+signature lifetime; it may only pick one of its tier's allowed procedures by name, and declare which
+upload SDK it is (`ClientKind`), which selects among the lifetimes its tier grants every client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chalicelib.errors import InvalidRequest
 from chalicelib.vod_signature import MAX_VALIDITY_SECONDS
+
+# The upload SDK a client declares on POST /uploads (README, "Wiring Tencent's upload SDKs").
+ClientKind = Literal["web", "android", "ios", "miniprogram"]
+Lifetime = Annotated[int, Field(ge=1, le=MAX_VALIDITY_SECONDS)]
+# Tencent's Android and iOS SDKs send one signature to Prepare, Apply and Commit, and the mini-program SDK
+# commits with its Apply's: the Commit comes after the whole file is sent, so the signature must outlive the
+# upload (the default upload window).
+WHOLE_UPLOAD_SECONDS = 6 * 3600
+MOBILE_LIFETIMES: dict[ClientKind, int] = dict.fromkeys(("android", "ios", "miniprogram"), WHOLE_UPLOAD_SECONDS)
 
 
 class Tier(BaseModel):
@@ -29,6 +39,11 @@ class Tier(BaseModel):
     task_priority: int = Field(default=0, ge=-10, le=10, alias="taskPriority")
     task_notify_mode: Literal["Finish", "Change", "None"] = Field(default="Finish", alias="taskNotifyMode")
     signature_ttl_seconds: int = Field(default=900, ge=1, le=MAX_VALIDITY_SECONDS, alias="signatureTtlSeconds")
+    # Overrides signatureTtlSeconds for a client that declares this kind.
+    signature_ttl_by_client: dict[ClientKind, Lifetime] = Field(
+        default_factory=lambda: dict(MOBILE_LIFETIMES),
+        alias="signatureTtlByClient",
+    )
     upload_window_seconds: int = Field(default=6 * 3600, ge=1, le=MAX_VALIDITY_SECONDS, alias="uploadWindowSeconds")
     max_open_intents: int = Field(default=5, ge=1, alias="maxOpenIntents")
     max_intents_per_hour: int = Field(default=30, ge=1, alias="maxIntentsPerHour")
@@ -40,6 +55,11 @@ class Tier(BaseModel):
         if self.default_procedure is not None and self.default_procedure not in self.procedures:
             raise ValueError("defaultProcedure must be one of procedures")
         return self
+
+    def signature_ttl_for(self, client: ClientKind | None) -> int:
+        if client is None:
+            return self.signature_ttl_seconds
+        return self.signature_ttl_by_client.get(client, self.signature_ttl_seconds)
 
     def choose_procedure(self, requested: str | None) -> str | None:
         if requested is None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalicelib.policy import ClientKind
+
 
 def _drop_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
@@ -59,6 +61,9 @@ class UploadIntent(_Body):
     contentType: str | None  # noqa: N815
     withCover: bool  # noqa: N815
     metadata: dict[str, Any] | None = Field(description="As the client sent it; copied to the video")
+    client: ClientKind | None = Field(
+        description="The upload SDK the client declared (not verified): it selects the signature lifetime"
+    )
     signaturesMinted: int = Field(ge=1)  # noqa: N815
     fileId: str | None = Field(description="The uploaded VOD file once `status` is `completed`, else null")  # noqa: N815
 

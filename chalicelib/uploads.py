@@ -24,7 +24,7 @@ from chalicelib.errors import (
     SignatureRefused,
 )
 from chalicelib.identity import Principal
-from chalicelib.policy import Tier, UploadPolicy
+from chalicelib.policy import ClientKind, Tier, UploadPolicy
 from chalicelib.strict_json import dump_json
 
 RESUME_WINDOW_SECONDS = 86_400
@@ -70,6 +70,7 @@ class ClientFields:
     content_type: str | None = None
     with_cover: bool = False
     metadata: dict[str, Any] | None = None
+    client: ClientKind | None = None  # the upload SDK the client declared: not verified, chooses a lifetime
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class UploadService:
         self._check_client_fields(client, tier)
         now = int(self._clock())
         window_ends_at = now + tier.upload_window_seconds
+        ttl_seconds = tier.signature_ttl_for(client.client)
         intent = UploadIntent(
             upload_id=source_context.new_upload_id(),
             owner=principal.subject,
@@ -151,7 +153,7 @@ class UploadService:
             status="open",
             created_at=now,
             window_ends_at=window_ends_at,
-            expires_at=window_ends_at + tier.signature_ttl_seconds + RESUME_WINDOW_SECONDS,
+            expires_at=window_ends_at + ttl_seconds + RESUME_WINDOW_SECONDS,
             terms=SignatureTerms(
                 procedure=tier.choose_procedure(procedure),
                 class_id=tier.class_id,
@@ -160,7 +162,7 @@ class UploadService:
                 one_time=tier.one_time_signatures,
                 task_priority=tier.task_priority,
                 task_notify_mode=tier.task_notify_mode,
-                ttl_seconds=tier.signature_ttl_seconds,
+                ttl_seconds=ttl_seconds,
             ),
             client=client,
             signatures_minted=1,

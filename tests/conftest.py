@@ -254,8 +254,9 @@ def stack(api: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb
 # -- VOD in PULL mode -----------------------------------------------------------------------------
 
 
-def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_window: float) -> Handle:
-    """vodlocal in PULL mode, knowing the stage's VOD key pair, and the stage set to consume from it."""
+def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_window: float, **config: Any) -> Handle:
+    """vodlocal in PULL mode, knowing the stage's VOD key pair, and the stage set to consume from it; `config`:
+    other `vodlocal.Config` fields."""
     handle = start(
         Config(
             port=0,
@@ -265,6 +266,7 @@ def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_windo
             pull_wait=0.3,
             confirm_window=confirm_window,
             procedure_delay=0.2,
+            **config,
         )
     )
     stage_env.update(EVENT_MODE="pull", VOD_API_ENDPOINT=handle.url, PULL_CONFIRM_WINDOW_SECONDS=str(confirm_window))
@@ -272,8 +274,12 @@ def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_windo
 
 
 @pytest.fixture
-def pull_vod(stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handle]:
-    handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", confirm_window=1.0)
+def pull_vod(
+    request: pytest.FixtureRequest, stage_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Handle]:
+    """Parametrize it indirectly with a dict of `vodlocal.Config` fields to change the emulator's."""
+    overrides = getattr(request, "param", {})
+    handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", confirm_window=1.0, **overrides)
     stage_env["PULL_MAX_FAILURES"] = "2"
     for name, value in stage_env.items():  # the consumer runs outside any request: as in its own Lambda
         monkeypatch.setenv(name, value)

@@ -60,6 +60,24 @@ def test_allowed_procedure_is_signed_with_session_context(
     assert options.sessionContext == options.sourceContext
 
 
+def test_a_declared_client_kind_selects_its_tiers_signature_lifetime(
+    api_factory: ApiFactory, token_for: TokenFactory, stage_env: dict[str, str]
+) -> None:
+    with_policy(stage_env, signatureTtlSeconds=600, signatureTtlByClient={"android": 7200})
+    api, alice = api_factory(), token_for("alice")
+    lifetimes = {}
+    for client in ("android", "ios", "web", None):
+        created = post(api, "/uploads", alice, {} if client is None else {"client": client}).json_body
+        renewed = post(api, f"/uploads/{created['uploadId']}/signature", alice).json_body
+        signatures = (created["signature"], renewed["signature"])
+        lifetimes[client] = {
+            vod_signature.verify(sig, stage_env["VOD_SECRET_KEY"]).params.validity_seconds for sig in signatures
+        }
+        assert created["upload"]["client"] == client
+    # A tier that names the map replaces it whole: iOS falls back to signatureTtlSeconds here.
+    assert lifetimes == {"android": {7200}, "ios": {600}, "web": {600}, None: {600}}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
@@ -73,6 +91,7 @@ def test_allowed_procedure_is_signed_with_session_context(
         ({"fileName": "../etc/passwd"}, 400, "fileName"),
         ({"contentType": "not a type"}, 400, "contentType"),
         ({"withCover": "yes"}, 400, "withCover"),
+        ({"client": "symbian"}, 400, "client"),
         ({"metadata": {"blob": "x" * 5000}}, 400, "metadata"),
         ({"metadata": [1, 2]}, 400, "metadata"),
         (b"{not json", 400, "body"),

@@ -184,9 +184,11 @@ def test_vod_error_codes_become_clear_exceptions(
         uploader(lambda: late.sign("late")["signature"], vodlocal, tmp_path).upload(tmp_path / "clip.mp4")
     assert expired.value.code == 10010 and "signature expired" in str(expired.value)
 
-    # A get_signature that hands out one one-time signature again and again.
+    # A get_signature that hands out one one-time signature again and again: vodlocal lets it serve the session
+    # its Apply opened (as Tencent's mobile SDKs need, vodlocal/README.md), and refuses it for a second upload.
     signer = ApiSigner(ApiClient(chalice_local, token_for("alice")))
     first = signer()
+    uploader(lambda: first, vodlocal, tmp_path).upload(tmp_path / "clip.mp4")
     with pytest.raises(DuplicateSignature) as reused:
         uploader(lambda: first, vodlocal, tmp_path).upload(tmp_path / "clip.mp4")
     assert reused.value.code == 10004 and "fresh one on every call" in str(reused.value)

@@ -20,6 +20,11 @@ EventMode = Literal["PUSH", "PULL"]
 # undocumented convenience for a dev loop whose callback restarts.
 PushRetryOn = Literal["timeout", "network"]
 PUSH_RETRY_ON: tuple[PushRetryOn, ...] = ("timeout", "network")
+# Which requests spend a oneTimeValid=1 signature (neither is documented by Tencent; vodlocal/README.md).
+# "session": the Apply that opens an upload session spends it, and it stays good for that session only (its
+# Apply retries, a resume, its Commit): what Tencent's mobile SDKs need. "strict": every request spends it.
+OneTimeRule = Literal["session", "strict"]
+ONE_TIME_RULES: tuple[OneTimeRule, ...] = ("session", "strict")
 
 DEFAULT_APP_ID = 1500000001
 DEFAULT_REGION = "ap-guangzhou"
@@ -46,6 +51,7 @@ class Config:
     public_base_url: str | None = None
     session_ttl: int = 86_400
     cert_ttl: int = 3600
+    one_time_signatures: OneTimeRule = "session"
     # PULL (vod-protocol.md §3.2): confirm within 30 s or the event is pulled again; PullEvents holds up to 5 s;
     # an event not confirmed within 4 days of its creation is dropped.
     confirm_window: float = 30.0
@@ -108,6 +114,15 @@ class _RemovedSecretFlag(argparse.Action):
 def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     value = env.get(f"VODLOCAL_{name}")
     return value if value not in (None, "") else default
+
+
+def _add_choice(
+    p: argparse.ArgumentParser, env: Mapping[str, str], flag: str, choices: Sequence[str], help: str
+) -> None:
+    """A flag with fixed values, the first the default, which VODLOCAL_<FLAG> can set too. argparse checks only
+    a value given as a flag: `from_args` checks one from the environment."""
+    name = flag.removeprefix("--").replace("-", "_").upper()
+    p.add_argument(flag, choices=choices, default=_env(env, name, choices[0]), help=f"{help} [VODLOCAL_{name}]")
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -179,6 +194,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(env, "CERT_TTL", "3600") or 3600),
         help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
     )
+    _add_choice(
+        p,
+        env,
+        "--one-time-signatures",
+        ONE_TIME_RULES,
+        "which requests spend a oneTimeValid=1 signature: session (the Apply opening a session; its retries, "
+        "resume and Commit reuse it) or strict (every request)",
+    )
     p.add_argument(
         "--push-timeout",
         type=float,
@@ -191,12 +214,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(_env(env, "PUSH_RETRIES", "2") or 2),
         help="PUSH: retries after a failed attempt [VODLOCAL_PUSH_RETRIES]",
     )
-    p.add_argument(
+    _add_choice(
+        p,
+        env,
         "--push-retry-on",
-        choices=PUSH_RETRY_ON,
-        default=_env(env, "PUSH_RETRY_ON", "timeout"),
-        help="PUSH: what is retried: timeout (VOD's documented rule) or network (also a refused or reset "
-        "connection) [VODLOCAL_PUSH_RETRY_ON]",
+        PUSH_RETRY_ON,
+        "PUSH: what is retried: timeout (VOD's documented rule) or network (also a refused or reset connection)",
     )
     p.add_argument(
         "--push-backoff",
@@ -234,6 +257,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         ("--push-timeout must be > 0", args.push_timeout > 0),
         ("--push-retries must be >= 0", args.push_retries >= 0),
         ("--push-retry-on must be timeout or network", args.push_retry_on in PUSH_RETRY_ON),
+        ("--one-time-signatures must be session or strict", args.one_time_signatures in ONE_TIME_RULES),
     ):
         if not ok:
             raise SystemExit(flag)
@@ -262,6 +286,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         pull_wait=args.pull_wait,
         event_retention=args.event_retention,
         cert_ttl=args.cert_ttl,
+        one_time_signatures=args.one_time_signatures,
         push_timeout=args.push_timeout,
         push_retries=args.push_retries,
         push_retry_on=args.push_retry_on,

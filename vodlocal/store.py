@@ -21,7 +21,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_key TEXT PRIMARY KEY, data TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS used_signatures (
-    mac TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+    mac TEXT PRIMARY KEY, expires INTEGER NOT NULL, session_key TEXT, fingerprint TEXT);
 CREATE TABLE IF NOT EXISTS credentials (
     secret_id TEXT PRIMARY KEY, secret_key TEXT NOT NULL, token TEXT NOT NULL, expires INTEGER NOT NULL,
     bucket TEXT NOT NULL, prefix TEXT NOT NULL);
@@ -44,7 +44,12 @@ CREATE TABLE IF NOT EXISTS event_config (
     id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL, source TEXT NOT NULL, updated REAL NOT NULL);
 """
 # Columns added after a table's first release: a data directory from an older vodlocal gets them on start.
-MIGRATIONS = {"events": {"copy": "INTEGER NOT NULL DEFAULT 0"}}
+MIGRATIONS = {
+    "events": {"copy": "INTEGER NOT NULL DEFAULT 0"},
+    # The session a one-time signature serves, and the file fields of the Apply that opened it (NULL: spent
+    # by any request, the strict rule).
+    "used_signatures": {"session_key": "TEXT", "fingerprint": "TEXT"},
+}
 
 CHUNK = 1 << 20
 

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from chalicelib import vod_signature
@@ -38,6 +38,20 @@ CODE_SIGNATURE_EXPIRED = 10010
 
 CLOCK_SKEW = 600
 _BAD_NAME = re.compile(r'[\\/:*?"<>|]')
+# What makes two Applies "the same Apply" for the session rule: the file they declare.
+_FILE_FIELDS = ("videoName", "videoType", "videoSize", "coverName", "coverType", "coverSize", "fileId")
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A verified signature: its parameters, and its MAC (hex), which names it in ``used_signatures``."""
+
+    params: vod_signature.SignatureParams
+    mac: str
+
+    @property
+    def one_time(self) -> bool:
+        return self.params.options.oneTimeValid == 1
 
 
 class UgcError(Exception):
@@ -45,6 +59,10 @@ class UgcError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _duplicate() -> UgcError:
+    return UgcError(CODE_DUPLICATE_SIGNATURE, "duplicate vod signature")
 
 
 def envelope(code: int, message: str, data: dict[str, Any] | None = None) -> Response:
@@ -84,9 +102,9 @@ class UgcService:
             body = req.json()
             if not isinstance(body, dict):
                 raise UgcError(CODE_INVALID_REQUEST, "ugc upload | invalid request: body must be a JSON object")
-            params = self.check_signature(body.get("signature"))
-            req.log["secretId"] = params.secretId
-            return envelope(0, "", handler(body, params))
+            signed = self.check_signature(body.get("signature"))
+            req.log["secretId"] = signed.params.secretId
+            return envelope(0, "", handler(body, signed))
         except UgcError as exc:
             req.log["code"] = exc.code
             return envelope(exc.code, exc.message)
@@ -95,7 +113,7 @@ class UgcService:
             return envelope(CODE_INVALID_REQUEST, f"ugc upload | invalid request: {exc}")
 
     # --- signature -----------------------------------------------------------------------------------
-    def check_signature(self, signature: object) -> vod_signature.SignatureParams:
+    def check_signature(self, signature: object) -> Signed:
         if not isinstance(signature, str) or not signature:
             raise UgcError(CODE_INVALID_SIGNATURE, "ugc upload | invalid signature: missing")
         try:
@@ -112,38 +130,60 @@ class UgcService:
             raise UgcError(CODE_SIGNATURE_EXPIRED, "ugc upload | signature expired")
         if params.currentTimeStamp > now + CLOCK_SKEW:
             raise UgcError(CODE_INVALID_SIGNATURE, "ugc upload | invalid signature: currentTimeStamp in the future")
-        if params.options.oneTimeValid == 1:
+        signed = Signed(params, parsed.mac.hex())
+        if signed.one_time:
             self.store.execute("DELETE FROM used_signatures WHERE expires < ?", (now,))
-            try:
-                self.store.execute("INSERT INTO used_signatures VALUES (?, ?)", (parsed.mac.hex(), params.expireTime))
-            except sqlite3.IntegrityError as exc:
-                raise UgcError(CODE_DUPLICATE_SIGNATURE, "duplicate vod signature") from exc
-        return params
+            if self.config.one_time_signatures == "strict":
+                try:
+                    self.store.execute(
+                        "INSERT INTO used_signatures (mac, expires) VALUES (?, ?)", (signed.mac, params.expireTime)
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise _duplicate() from exc
+        return signed
+
+    def _claim(self, signed: Signed, session_key: str, fingerprint: str | None) -> sqlite3.Row | None:
+        """Under the session rule, bind a one-time signature to `session_key` unless it already serves a
+        session; the row that won (this claim's or an earlier one's), or None when nothing is bound. The
+        primary key arbitrates: of two claims at once, exactly one is stored."""
+        if not signed.one_time or self.config.one_time_signatures != "session":
+            return None
+        self.store.execute(
+            "INSERT OR IGNORE INTO used_signatures (mac, expires, session_key, fingerprint) VALUES (?, ?, ?, ?)",
+            (signed.mac, signed.params.expireTime, session_key, fingerprint),
+        )
+        return self.store.one("SELECT session_key, fingerprint FROM used_signatures WHERE mac = ?", (signed.mac,))
+
+    def _serves(self, signed: Signed, session: dict[str, Any]) -> None:
+        """Resume and Commit: a fresh signature joins the session, one that already serves it is reused."""
+        won = self._claim(signed, session["sessionKey"], None)
+        if won is not None and won["session_key"] != session["sessionKey"]:
+            raise _duplicate()
 
     # --- actions -------------------------------------------------------------------------------------
-    def prepare(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
-        region = params.options.storageRegion or self.config.region
+    def prepare(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
+        region = signed.params.options.storageRegion or self.config.region
         # A single entry: the Web SDK only races when there are two or more.
         probe = {"region": region, "domain": f"cos.{region}.myqcloud.com"}
         return {"appId": self.config.app_id, "cosRegionList": [probe]}
 
-    def apply(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
         if body.get("vodSessionKey"):
             session = self._session(str(body["vodSessionKey"]))
-        elif body.get("fileId"):
-            session = self._new_cover_session(body, params)
+            self._serves(signed, session)
         else:
-            session = self._new_session(body, params)
+            session = self._open_session(body, signed)
         return self._apply_data(session)
 
-    def commit(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
+    def commit(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
         key = str(body.get("vodSessionKey") or "")
         stripe = int.from_bytes(hashlib.sha1(key.encode(), usedforsecurity=False).digest()[:4], "big")
         with self._commit_locks[stripe % len(self._commit_locks)]:
-            return self._commit(key)
+            session = self._session(key, allow_committed=True)
+            self._serves(signed, session)
+            return self._commit(session)
 
-    def _commit(self, key: str) -> dict[str, Any]:
-        session = self._session(key, allow_committed=True)
+    def _commit(self, session: dict[str, Any]) -> dict[str, Any]:
         if session.get("committed"):
             return dict(session["committed"])
         bucket = session["bucket"]
@@ -176,6 +216,29 @@ class UgcService:
         return data
 
     # --- sessions ------------------------------------------------------------------------------------
+    def _open_session(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
+        """A new upload (or cover replacement) session. The store's transaction makes the claim and the
+        session one step, so an Apply that loses the claim finds the winner's session in place."""
+        build = self._new_cover_session if body.get("fileId") else self._new_session
+        session = build(body, signed.params)
+        fingerprint = json.dumps([body.get(name) for name in _FILE_FIELDS])
+        with self.store.transaction():
+            won = self._claim(signed, session["sessionKey"], fingerprint)
+            if won is not None and won["session_key"] != session["sessionKey"]:
+                # The same Apply again (the SDK resending after a lost answer) gets the session it opened; any
+                # other use of the signature is a replay, and so is one after that session was committed.
+                if won["fingerprint"] != fingerprint:
+                    raise _duplicate()
+                opened = self._session(won["session_key"], allow_committed=True)
+                if opened.get("committed"):
+                    raise _duplicate()
+                return opened
+            self.store.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?)",
+                (session["sessionKey"], json.dumps(session), session["created"]),
+            )
+        return session
+
     def _new_session(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
         video = self._file_spec(body, "video") if "videoType" in body or "videoSize" in body else None
         cover = self._file_spec(body, "cover") if "coverType" in body or "coverSize" in body else None
@@ -185,7 +248,7 @@ class UgcService:
         bucket_name = self.bucket_name(region)
         file_id = "52858907" + "".join(secrets.choice("0123456789") for _ in range(11))
         directory = f"{bucket_name}/{secrets.token_hex(4)}{file_id}"
-        return self._save_session(params, "new", file_id, region, bucket_name, directory, video, cover, body)
+        return self._session_record(params, "new", file_id, region, bucket_name, directory, video, cover, body)
 
     def _new_cover_session(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
         media = self.media.get(str(body["fileId"]))
@@ -194,11 +257,11 @@ class UgcService:
         cover = self._file_spec(body, "cover")
         directory = media.video_key.rsplit("/", 1)[0]
         bucket_name = media.bucket.rsplit("-", 1)[0]
-        return self._save_session(
+        return self._session_record(
             params, "cover", media.file_id, media.storage_region, bucket_name, directory, None, cover, body
         )
 
-    def _save_session(
+    def _session_record(
         self,
         params: vod_signature.SignatureParams,
         mode: str,
@@ -214,7 +277,7 @@ class UgcService:
             if spec is not None:
                 spec["key"] = f"{directory}/{secrets.token_urlsafe(9).replace('-', 'x').replace('_', 'y')}"
                 spec["key"] += f".{spec['type']}" if spec["type"] else ""
-        session = {
+        return {
             "sessionKey": secrets.token_urlsafe(32),
             "mode": mode,
             "fileId": file_id,
@@ -230,10 +293,6 @@ class UgcService:
             "created": time.time(),
             "committed": None,
         }
-        self.store.execute(
-            "INSERT INTO sessions VALUES (?, ?, ?)", (session["sessionKey"], json.dumps(session), session["created"])
-        )
-        return session
 
     def _session(self, key: str, allow_committed: bool = False) -> dict[str, Any]:
         row = self.store.one("SELECT data FROM sessions WHERE session_key = ?", (key,))

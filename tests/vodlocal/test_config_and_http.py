@@ -35,6 +35,15 @@ def test_flags_win_over_environment() -> None:
     assert (config.host, config.port, config.app_id, config.mode) == ("127.0.0.1", 8001, 1500000001, "PUSH")
 
 
+def test_one_time_signature_rule_from_flag_or_environment() -> None:
+    assert from_args([], {}).one_time_signatures == "session"
+    assert from_args([], {"VODLOCAL_ONE_TIME_SIGNATURES": "strict"}).one_time_signatures == "strict"
+    flagged = from_args(["--one-time-signatures", "session"], {"VODLOCAL_ONE_TIME_SIGNATURES": "strict"})
+    assert flagged.one_time_signatures == "session"
+    with pytest.raises(SystemExit, match="session or strict"):
+        from_args([], {"VODLOCAL_ONE_TIME_SIGNATURES": "apply"})
+
+
 def test_bad_secret_is_rejected() -> None:
     with pytest.raises(ValueError, match="ID:KEY"):
         parse_secrets(["no-colon"])

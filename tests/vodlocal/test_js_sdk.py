@@ -168,14 +168,17 @@ def test_resume_after_emulator_restart(
     _cancel_then_resume(restartable, True, signing, callbacks, tmp_path)
 
 
-def test_reused_one_time_signature_is_rejected(emulator: Handle, signing: SigningStub, tmp_path: Path) -> None:
+def test_reused_one_time_signature_is_rejected_under_the_strict_rule(
+    emu_config: Config, signing: SigningStub, tmp_path: Path
+) -> None:
     source = make_file(tmp_path / "dup.mp4", 1000)
-    out = run_harness(emulator, signing, FILE=source, REUSE_SIGNATURE=1, RACE=0)
-    assert not out["ok"]
-    assert out["error"]["message"] == "duplicate vod signature", out
-    # First use (Apply) succeeds; every Commit attempt then replays the consumed signature.
-    assert [r.get("code") for r in emulator.requests() if r.get("op") == "ApplyUploadUGC"] == [None]
-    assert [r.get("code") for r in emulator.requests() if r.get("op") == "CommitUploadUGC"] == [10004] * 4
+    with start(replace(emu_config, one_time_signatures="strict")) as emulator:
+        out = run_harness(emulator, signing, FILE=source, REUSE_SIGNATURE=1, RACE=0)
+        assert not out["ok"]
+        assert out["error"]["message"] == "duplicate vod signature", out
+        # First use (Apply) succeeds; every Commit attempt then replays the consumed signature.
+        assert [r.get("code") for r in emulator.requests() if r.get("op") == "ApplyUploadUGC"] == [None]
+        assert [r.get("code") for r in emulator.requests() if r.get("op") == "CommitUploadUGC"] == [10004] * 4
 
 
 def test_expired_signature_surfaces_code_10010(emulator: Handle, signing: SigningStub, tmp_path: Path) -> None:

@@ -79,13 +79,54 @@ def test_ninety_day_cap_accepts_exactly_ninety_days(emulator: Handle) -> None:
     assert reply["code"] == 0, reply
 
 
-def test_one_time_signature_single_use_and_reusable_default(emulator: Handle) -> None:
-    once = raw_signature(now_pairs(oneTimeValid=1))
-    assert ugc(emulator, "ApplyUploadUGC", apply_body(once, 1))["code"] == 0
-    again = ugc(emulator, "ApplyUploadUGC", apply_body(once, 1))
-    assert (again["code"], again["message"]) == (10004, "duplicate vod signature")
+def test_one_time_signature_serves_the_session_it_opened(emulator: Handle, signing: SigningStub) -> None:
+    once = signing.sign(signing.new_upload())["signature"]
+    assert ugc(emulator, "PrepareUploadUGC", {"signature": once})["code"] == 0  # Prepare does not spend it
+    opened = ugc(emulator, "ApplyUploadUGC", apply_body(once, 3))["data"]
+    key = opened["vodSessionKey"]
+    # The same Apply again (an SDK retry after a lost answer) gets the same session; any other is a replay.
+    assert ugc(emulator, "ApplyUploadUGC", apply_body(once, 3))["data"]["vodSessionKey"] == key
+    replay = ugc(emulator, "ApplyUploadUGC", apply_body(once, 4))
+    assert (replay["code"], replay["message"]) == (10004, "duplicate vod signature")
+    # A fresh signature joins the session on resume, and cannot open another one after that.
+    fresh = signing.sign("u")["signature"]
+    assert ugc(emulator, "ApplyUploadUGC", {"signature": fresh, "vodSessionKey": key})["code"] == 0
+    assert ugc(emulator, "ApplyUploadUGC", apply_body(fresh, 3))["code"] == 10004
+    other = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign("u")["signature"], 3))["data"]
+    assert (
+        ugc(emulator, "ApplyUploadUGC", {"signature": once, "vodSessionKey": other["vodSessionKey"]})["code"] == 10004
+    )
+    client = cos_client(emulator, opened["storageRegionV5"], SECRET_ID, SECRET_KEY)
+    client.put_object(
+        Bucket=f"{opened['storageBucket']}-{opened['storageAppId']}",
+        Key=opened["video"]["storagePath"][1:],
+        Body=b"abc",
+    )
+    commit_other = ugc(emulator, "CommitUploadUGC", {"signature": once, "vodSessionKey": other["vodSessionKey"]})
+    assert commit_other["code"] == 10004
+    assert ugc(emulator, "CommitUploadUGC", {"signature": once, "vodSessionKey": key})["code"] == 0
+    assert ugc(emulator, "ApplyUploadUGC", apply_body(once, 3))["code"] == 10004  # a replay after the commit
     reusable = raw_signature(now_pairs())
     assert all(ugc(emulator, "ApplyUploadUGC", apply_body(reusable, 1))["code"] == 0 for _ in range(3))
+
+
+def test_strict_rule_spends_a_one_time_signature_on_every_request(emu_config: Config, signing: SigningStub) -> None:
+    with start(replace(emu_config, one_time_signatures="strict")) as emulator:
+        once = signing.sign(signing.new_upload())["signature"]
+        assert ugc(emulator, "PrepareUploadUGC", {"signature": once})["code"] == 0
+        again = ugc(emulator, "ApplyUploadUGC", apply_body(once, 3))
+        assert (again["code"], again["message"]) == (10004, "duplicate vod signature")
+
+
+def test_concurrent_applies_with_one_signature_open_one_session(emulator: Handle, signing: SigningStub) -> None:
+    once = signing.sign(signing.new_upload())["signature"]
+    sizes = [3, 5] * 4  # two different uploads, each sent four times at once
+    with ThreadPoolExecutor(len(sizes)) as pool:
+        replies = list(pool.map(lambda size: ugc(emulator, "ApplyUploadUGC", apply_body(once, size)), sizes))
+    codes = {size: {r["code"] for s, r in zip(sizes, replies, strict=True) if s == size} for size in set(sizes)}
+    assert sorted(map(sorted, codes.values())) == [[0], [10004]], codes
+    assert len({r["data"]["vodSessionKey"] for r in replies if r["code"] == 0}) == 1
+    assert len(emulator.app.store.query("SELECT session_key FROM sessions")) == 1
 
 
 def test_apply_response_fields_and_resume(emulator: Handle, signing: SigningStub) -> None:
@@ -218,7 +259,7 @@ def test_state_survives_restart(restartable: Callable[[], Handle], signing: Sign
         {"signature": signing.sign("c")["signature"], "vodSessionKey": done["apply"]["vodSessionKey"]},
     )
     assert again["data"]["fileId"] == done["commit"]["fileId"]
-    assert ugc(emulator, "ApplyUploadUGC", apply_body(once, 1))["code"] == 10004  # still remembered as used
+    assert ugc(emulator, "ApplyUploadUGC", apply_body(once, 2))["code"] == 10004  # still remembered as used
 
 
 def test_undelivered_push_resumes_after_restart(
