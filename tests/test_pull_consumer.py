@@ -12,7 +12,7 @@ from chalicelib import container
 from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable
 from chalicelib.vod_api import VodEventQueue
 from tests.conftest import ApiFactory, TokenFactory, bearer
-from tests.vodlocal.conftest import apply_body, cos_client, ugc
+from tests.vodlocal.conftest import apply_and_store, ugc
 from vodlocal import Handle
 
 CONSUMER_SECONDS = 8.0  # one pull and its confirm fit, with the emulator's short long-poll
@@ -25,14 +25,7 @@ def upload_through(vod: Handle, post: Post, payload: bytes = b"pulled-video") ->
     """What a client SDK does with our API (`post`, as a user): a signature to apply, another to commit.
     Returns the upload id."""
     created = post("/uploads", b'{"title": "pulled"}')
-    apply = ugc(vod, "ApplyUploadUGC", apply_body(created["signature"], len(payload)))
-    assert apply["code"] == 0, apply
-    data = apply["data"]
-    cert = data["tempCertificate"]
-    cos = cos_client(vod, data["storageRegionV5"], cert["secretId"], cert["secretKey"], cert["token"])
-    cos.put_object(
-        Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["video"]["storagePath"][1:], Body=payload
-    )
+    data = apply_and_store(vod, created["signature"], payload)
     renewed = post(f"/uploads/{created['uploadId']}/signature", b"")
     commit = ugc(vod, "CommitUploadUGC", {"signature": renewed["signature"], "vodSessionKey": data["vodSessionKey"]})
     assert commit["code"] == 0, commit

@@ -116,13 +116,28 @@ def _env(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return value if value not in (None, "") else default
 
 
+def _env_name(flag: str) -> str:
+    """`--push-retry-on` -> `PUSH_RETRY_ON`, the flag's VODLOCAL_ variable without the prefix."""
+    return flag.removeprefix("--").replace("-", "_").upper()
+
+
 def _add_choice(
     p: argparse.ArgumentParser, env: Mapping[str, str], flag: str, choices: Sequence[str], help: str
 ) -> None:
     """A flag with fixed values, the first the default, which VODLOCAL_<FLAG> can set too. argparse checks only
     a value given as a flag: `from_args` checks one from the environment."""
-    name = flag.removeprefix("--").replace("-", "_").upper()
+    name = _env_name(flag)
     p.add_argument(flag, choices=choices, default=_env(env, name, choices[0]), help=f"{help} [VODLOCAL_{name}]")
+
+
+def _add_number(
+    p: argparse.ArgumentParser, env: Mapping[str, str], flag: str, kind: type[float], default: float, help: str
+) -> None:
+    """A number flag (`kind` int or float) whose default VODLOCAL_<FLAG> can set; its bounds are checked in
+    `from_args`."""
+    name = _env_name(flag)
+    value = kind(_env(env, name, str(default)) or default)
+    p.add_argument(flag, type=kind, default=value, help=f"{help} [VODLOCAL_{name}]")
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -140,60 +155,40 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=["PUSH", "PULL"], default=_env(env, "MODE", "PUSH"), help="initial event mode [VODLOCAL_MODE]"
     )
-    p.add_argument(
-        "--duplicate-deliveries",
-        type=int,
-        default=int(_env(env, "DUPLICATE_DELIVERIES", "1") or 1),
-        help="fault injection: deliver every event N times, PUSH or PULL [VODLOCAL_DUPLICATE_DELIVERIES]",
-    )
-    p.add_argument(
+    _add_number(p, env, "--duplicate-deliveries", int, 1, "fault injection: deliver every event N times, PUSH or PULL")
+    _add_number(
+        p,
+        env,
         "--reorder-window",
-        type=int,
-        default=int(_env(env, "REORDER_WINDOW", "1") or 1),
-        help="fault injection: deliver up to N events ready together in reverse order, PUSH or PULL; "
-        "1 = in order [VODLOCAL_REORDER_WINDOW]",
+        int,
+        1,
+        "fault injection: deliver up to N events ready together in reverse order, PUSH or PULL; 1 = in order",
     )
-    p.add_argument(
+    _add_number(
+        p,
+        env,
         "--reorder-hold",
-        type=float,
-        default=float(_env(env, "REORDER_HOLD", "1") or 1),
-        help="with --reorder-window: seconds the first event of a group waits for the others [VODLOCAL_REORDER_HOLD]",
+        float,
+        1,
+        "with --reorder-window: seconds the first event of a group waits for the others",
     )
-    p.add_argument(
-        "--procedure-delay",
-        type=float,
-        default=float(_env(env, "PROCEDURE_DELAY", "1") or 1),
-        help="seconds before a simulated task flow reports [VODLOCAL_PROCEDURE_DELAY]",
-    )
+    _add_number(p, env, "--procedure-delay", float, 1, "seconds before a simulated task flow reports")
     p.add_argument(
         "--public-base-url",
         default=_env(env, "PUBLIC_BASE_URL"),
         help="base of MediaUrl/CoverUrl (default: the server's own URL) [VODLOCAL_PUBLIC_BASE_URL]",
     )
-    p.add_argument(
-        "--confirm-window",
-        type=float,
-        default=float(_env(env, "CONFIRM_WINDOW", "30") or 30),
-        help="PULL mode: seconds to confirm before redelivery [VODLOCAL_CONFIRM_WINDOW]",
-    )
-    p.add_argument(
+    _add_number(p, env, "--confirm-window", float, 30, "PULL mode: seconds to confirm before redelivery")
+    _add_number(
+        p,
+        env,
         "--event-retention",
-        type=float,
-        default=float(_env(env, "EVENT_RETENTION", str(EVENT_RETENTION)) or EVENT_RETENTION),
-        help="PULL mode: seconds an unconfirmed event is kept, from its creation (4 days) [VODLOCAL_EVENT_RETENTION]",
+        float,
+        EVENT_RETENTION,
+        "PULL mode: seconds an unconfirmed event is kept, from its creation (4 days)",
     )
-    p.add_argument(
-        "--pull-wait",
-        type=float,
-        default=float(_env(env, "PULL_WAIT", "5") or 5),
-        help="PULL mode: seconds PullEvents holds when there is nothing to pull [VODLOCAL_PULL_WAIT]",
-    )
-    p.add_argument(
-        "--cert-ttl",
-        type=int,
-        default=int(_env(env, "CERT_TTL", "3600") or 3600),
-        help="lifetime of issued COS temporary credentials [VODLOCAL_CERT_TTL]",
-    )
+    _add_number(p, env, "--pull-wait", float, 5, "PULL mode: seconds PullEvents holds when there is nothing to pull")
+    _add_number(p, env, "--cert-ttl", int, 3600, "lifetime of issued COS temporary credentials")
     _add_choice(
         p,
         env,
@@ -202,18 +197,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "which requests spend a oneTimeValid=1 signature: session (the Apply opening a session; its retries, "
         "resume and Commit reuse it) or strict (every request)",
     )
-    p.add_argument(
-        "--push-timeout",
-        type=float,
-        default=float(_env(env, "PUSH_TIMEOUT", "5") or 5),
-        help="PUSH: seconds to wait for the callback's reply [VODLOCAL_PUSH_TIMEOUT]",
-    )
-    p.add_argument(
-        "--push-retries",
-        type=int,
-        default=int(_env(env, "PUSH_RETRIES", "2") or 2),
-        help="PUSH: retries after a failed attempt [VODLOCAL_PUSH_RETRIES]",
-    )
+    _add_number(p, env, "--push-timeout", float, 5, "PUSH: seconds to wait for the callback's reply")
+    _add_number(p, env, "--push-retries", int, 2, "PUSH: retries after a failed attempt")
     _add_choice(
         p,
         env,
@@ -226,11 +211,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env(env, "PUSH_BACKOFF", "1,2"),
         help="PUSH: seconds before each retry, from the failed attempt's start, e.g. 1,2 [VODLOCAL_PUSH_BACKOFF]",
     )
-    p.add_argument(
-        "--tls-port",
-        type=int,
-        default=int(_env(env, "TLS_PORT", "-1") or -1),
-        help="also serve HTTPS on this port (0 = any free port) with a generated certificate [VODLOCAL_TLS_PORT]",
+    _add_number(
+        p, env, "--tls-port", int, -1, "also serve HTTPS on this port (0 = any free port) with a generated certificate"
     )
     p.add_argument(
         "--tls-dir", default=_env(env, "TLS_DIR", ".local/tls"), help="the CA and certificate [VODLOCAL_TLS_DIR]"

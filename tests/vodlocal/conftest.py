@@ -199,15 +199,22 @@ def apply_body(signature: str, size: int, name: str = "clip", ext: str = "mp4") 
     return {"signature": signature, "videoName": name, "videoType": ext, "videoSize": size, "uploadFromWeb": True}
 
 
-def upload(emulator: Handle, signing: SigningStub, payload: bytes = b"video-bytes") -> dict[str, Any]:
-    apply = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(signing.new_upload())["signature"], len(payload)))
+def apply_and_store(emulator: Handle, signature: str, payload: bytes) -> dict[str, Any]:
+    """ApplyUploadUGC for a video of `payload`, then the video put to COS with the session's credentials; the
+    Apply's data (its vodSessionKey is what Commit needs)."""
+    apply = ugc(emulator, "ApplyUploadUGC", apply_body(signature, len(payload)))
     assert apply["code"] == 0, apply
-    data = apply["data"]
+    data: dict[str, Any] = apply["data"]
     cert = data["tempCertificate"]
     client = cos_client(emulator, data["storageRegionV5"], cert["secretId"], cert["secretKey"], cert["token"])
     client.put_object(
         Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["video"]["storagePath"][1:], Body=payload
     )
+    return data
+
+
+def upload(emulator: Handle, signing: SigningStub, payload: bytes = b"video-bytes") -> dict[str, Any]:
+    data = apply_and_store(emulator, signing.sign(signing.new_upload())["signature"], payload)
     commit = ugc(
         emulator,
         "CommitUploadUGC",

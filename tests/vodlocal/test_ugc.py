@@ -21,6 +21,7 @@ from tests.vodlocal.conftest import (
     SIGN_KEY,
     CallbackReceiver,
     SigningStub,
+    apply_and_store,
     apply_body,
     cos_client,
     ugc,
@@ -277,11 +278,7 @@ def test_undelivered_push_resumes_after_restart(
 def test_concurrent_commits_create_the_media_once(
     emulator: Handle, signing: SigningStub, callbacks: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(signing.new_upload())["signature"], 3))["data"]
-    client = cos_client(emulator, data["storageRegionV5"], SECRET_ID, SECRET_KEY)
-    client.put_object(
-        Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["video"]["storagePath"][1:], Body=b"abc"
-    )
+    data = apply_and_store(emulator, signing.sign(signing.new_upload())["signature"], b"abc")
     service = emulator.app.ugc
     create_media = service._create_media
 
