@@ -65,6 +65,17 @@ def _duplicate() -> UgcError:
     return UgcError(CODE_DUPLICATE_SIGNATURE, "duplicate vod signature")
 
 
+def _not_its_own(field: str, owner: str) -> UgcError:
+    # Inferred: Tencent documents no code for a signature of another intent; "invalid signature" is the
+    # closest refusal it is known to send, and 10002 is vodlocal's code for it.
+    return UgcError(CODE_INVALID_SIGNATURE, f"ugc upload | invalid signature: its {field} is not the {owner}'s")
+
+
+def _same_context(signed: str | None, owner: str | None) -> bool:
+    # The owner's sourceContext may carry a MAC of its own (ours does): compared in constant time.
+    return hmac.compare_digest((signed or "").encode(), (owner or "").encode())
+
+
 def envelope(code: int, message: str, data: dict[str, Any] | None = None) -> Response:
     return Response.json({"code": code, "message": message, "data": data if data is not None else {}})
 
@@ -155,7 +166,14 @@ class UgcService:
         return self.store.one("SELECT session_key, fingerprint FROM used_signatures WHERE mac = ?", (signed.mac,))
 
     def _serves(self, signed: Signed, session: dict[str, Any]) -> None:
-        """Resume and Commit: a fresh signature joins the session, one that already serves it is reused."""
+        """Resume and Commit: only a signature of the session's own intent (the `sourceContext` and sub-app of
+        the signature that opened it) serves it, so a session key seen elsewhere is of no use with another
+        signature. Of those, a fresh one joins the session, one that already serves it is reused."""
+        opened = session["options"]
+        if not _same_context(signed.params.options.sourceContext, opened.get("sourceContext")):
+            raise _not_its_own("sourceContext", "session")
+        if self._application(signed.params.options.vodSubAppId) != self._application(opened.get("vodSubAppId")):
+            raise _not_its_own("vodSubAppId", "session")
         won = self._claim(signed, session["sessionKey"], None)
         if won is not None and won["session_key"] != session["sessionKey"]:
             raise _duplicate()
@@ -254,6 +272,9 @@ class UgcService:
         media = self.media.get(str(body["fileId"]))
         if media is None:
             raise UgcError(CODE_FILE_NOT_FOUND, "ugc upload | fileId does not exist")
+        # A FileId is public (it is in the media URL): only the file's own intent replaces its cover.
+        if not _same_context(params.options.sourceContext, media.source_context):
+            raise _not_its_own("sourceContext", "file")
         cover = self._file_spec(body, "cover")
         directory = media.video_key.rsplit("/", 1)[0]
         bucket_name = media.bucket.rsplit("-", 1)[0]
@@ -368,6 +389,10 @@ class UgcService:
         )
         self.media.save(media)
         return media
+
+    def _application(self, sub_app_id: int | None) -> int:
+        """The application a `vodSubAppId` names: none, 0 and the account's AppId all name the primary one."""
+        return sub_app_id or self.config.app_id
 
     def object_url(self, bucket: str, key: str) -> str:
         return f"{self.public_base_url()}/_cos/{bucket}/{key}"

@@ -214,11 +214,13 @@ def apply_and_store(emulator: Handle, signature: str, payload: bytes) -> dict[st
 
 
 def upload(emulator: Handle, signing: SigningStub, payload: bytes = b"video-bytes") -> dict[str, Any]:
-    data = apply_and_store(emulator, signing.sign(signing.new_upload())["signature"], payload)
+    """A new intent's upload, committed with a second signature of that intent (as the Web SDK does)."""
+    intent = signing.new_upload()
+    data = apply_and_store(emulator, signing.sign(intent)["signature"], payload)
     commit = ugc(
         emulator,
         "CommitUploadUGC",
-        {"signature": signing.sign("c")["signature"], "vodSessionKey": data["vodSessionKey"]},
+        {"signature": signing.sign(intent)["signature"], "vodSessionKey": data["vodSessionKey"]},
     )
     assert commit["code"] == 0, commit
-    return {"apply": data, "commit": commit["data"]}
+    return {"intent": intent, "apply": data, "commit": commit["data"]}

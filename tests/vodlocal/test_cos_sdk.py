@@ -24,9 +24,10 @@ MiB = 1 << 20
 
 
 def apply(emulator: Handle, signing: SigningStub, size: int = 0) -> dict[str, Any]:
-    reply = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(signing.new_upload())["signature"], size))
+    intent = signing.new_upload()
+    reply = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(intent)["signature"], size))
     assert reply["code"] == 0, reply
-    data: dict[str, Any] = reply["data"]
+    data: dict[str, Any] = {**reply["data"], "intent": intent}
     data["bucket"] = f"{data['storageBucket']}-{data['storageAppId']}"
     data["key"] = data["video"]["storagePath"].lstrip("/")
     return data
@@ -89,7 +90,7 @@ def test_multipart_round_trip_and_commit(emulator: Handle, signing: SigningStub)
     commit = ugc(
         emulator,
         "CommitUploadUGC",
-        {"signature": signing.sign("x")["signature"], "vodSessionKey": data["vodSessionKey"]},
+        {"signature": signing.sign(data["intent"])["signature"], "vodSessionKey": data["vodSessionKey"]},
     )
     assert commit["code"] == 0, commit
     got = requests.get(commit["data"]["video"]["url"], timeout=10).content

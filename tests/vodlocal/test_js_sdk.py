@@ -109,7 +109,8 @@ def test_cover_replacement_keeps_file_id(
     first = run_harness(emulator, signing, FILE=source)
     assert first["ok"], first
     cover = make_file(tmp_path / "new-cover.png", 5000)
-    out = run_harness(emulator, signing, FILE_ID=first["result"]["fileId"], COVER=cover)
+    # The file's own intent signs the replacement: a cover is replaced only with the file's sourceContext.
+    out = run_harness(emulator, signing, FILE_ID=first["result"]["fileId"], COVER=cover, UPLOAD_ID=first["uploadId"])
     assert out["ok"], out
     assert out["result"]["fileId"] == first["result"]["fileId"]
     assert stored_md5(out["result"]["cover"]["url"]) == md5_file(cover)

@@ -81,7 +81,8 @@ def test_ninety_day_cap_accepts_exactly_ninety_days(emulator: Handle) -> None:
 
 
 def test_one_time_signature_serves_the_session_it_opened(emulator: Handle, signing: SigningStub) -> None:
-    once = signing.sign(signing.new_upload())["signature"]
+    intent = signing.new_upload()
+    once = signing.sign(intent)["signature"]
     assert ugc(emulator, "PrepareUploadUGC", {"signature": once})["code"] == 0  # Prepare does not spend it
     opened = ugc(emulator, "ApplyUploadUGC", apply_body(once, 3))["data"]
     key = opened["vodSessionKey"]
@@ -90,10 +91,10 @@ def test_one_time_signature_serves_the_session_it_opened(emulator: Handle, signi
     replay = ugc(emulator, "ApplyUploadUGC", apply_body(once, 4))
     assert (replay["code"], replay["message"]) == (10004, "duplicate vod signature")
     # A fresh signature joins the session on resume, and cannot open another one after that.
-    fresh = signing.sign("u")["signature"]
+    fresh = signing.sign(intent)["signature"]
     assert ugc(emulator, "ApplyUploadUGC", {"signature": fresh, "vodSessionKey": key})["code"] == 0
     assert ugc(emulator, "ApplyUploadUGC", apply_body(fresh, 3))["code"] == 10004
-    other = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign("u")["signature"], 3))["data"]
+    other = ugc(emulator, "ApplyUploadUGC", apply_body(signing.sign(intent)["signature"], 3))["data"]
     assert (
         ugc(emulator, "ApplyUploadUGC", {"signature": once, "vodSessionKey": other["vodSessionKey"]})["code"] == 10004
     )
@@ -128,6 +129,87 @@ def test_concurrent_applies_with_one_signature_open_one_session(emulator: Handle
     assert sorted(map(sorted, codes.values())) == [[0], [10004]], codes
     assert len({r["data"]["vodSessionKey"] for r in replies if r["code"] == 0}) == 1
     assert len(emulator.app.store.query("SELECT session_key FROM sessions")) == 1
+
+
+def refused_as_not_its_own(reply: dict[str, Any], field: str, owner: str) -> None:
+    """The refusal of a signature of another intent: code 10002, nothing in `data` (no credentials)."""
+    assert (reply["code"], reply["data"]) == (10002, {}), reply
+    assert reply["message"] == f"ugc upload | invalid signature: its {field} is not the {owner}'s"
+
+
+def test_a_session_is_served_only_by_signatures_of_its_own_intent(
+    emulator: Handle, signing: SigningStub, callbacks: CallbackReceiver
+) -> None:
+    alice = signing.new_upload()
+    key = apply_and_store(emulator, signing.sign(alice)["signature"], b"alice's video")["vodSessionKey"]
+    # Another intent's signature (another user's, or the same user's next upload) and Alice's session key,
+    # which is readable where her client keeps it: no credentials for her paths, no commit of her session.
+    bob = signing.sign(signing.new_upload())["signature"]
+    for action in ("ApplyUploadUGC", "CommitUploadUGC"):
+        refused_as_not_its_own(
+            ugc(emulator, action, {"signature": bob, "vodSessionKey": key}), "sourceContext", "session"
+        )
+    assert emulator.app.store.query("SELECT file_id FROM media") == []
+    # The refusals did not spend Bob's one-time signature: it still opens his own upload.
+    assert ugc(emulator, "ApplyUploadUGC", apply_body(bob, 3))["code"] == 0
+    # Alice's own intent, with fresh signatures, resumes and commits her session.
+    assert (
+        ugc(emulator, "ApplyUploadUGC", {"signature": signing.sign(alice)["signature"], "vodSessionKey": key})["code"]
+        == 0
+    )
+    commit = ugc(emulator, "CommitUploadUGC", {"signature": signing.sign(alice)["signature"], "vodSessionKey": key})
+    assert commit["code"] == 0, commit
+    event = callbacks.wait(lambda evs: len(evs) >= 1)[0]["FileUploadEvent"]
+    assert event["MediaBasicInfo"]["SourceInfo"]["SourceContext"] == alice
+    assert event["MetaData"]["Md5"] == hashlib.md5(b"alice's video", usedforsecurity=False).hexdigest()
+    # Once committed, the session's answer is still Alice's only.
+    late = ugc(emulator, "CommitUploadUGC", {"signature": signing.sign("bob")["signature"], "vodSessionKey": key})
+    refused_as_not_its_own(late, "sourceContext", "session")
+
+
+def test_a_session_is_served_only_in_its_own_sub_application(emulator: Handle, signing: SigningStub) -> None:
+    intent = signing.new_upload()
+
+    def signed(sub_app: int | None) -> str:
+        signing.options = {"oneTimeValid": 1} if sub_app is None else {"oneTimeValid": 1, "vodSubAppId": sub_app}
+        return str(signing.sign(intent)["signature"])
+
+    key = apply_and_store(emulator, signed(1500000077), b"abc")["vodSessionKey"]
+    for other in (1500000078, 0, None, 1500000001):  # another sub-application, and the primary one
+        for action in ("ApplyUploadUGC", "CommitUploadUGC"):
+            reply = ugc(emulator, action, {"signature": signed(other), "vodSessionKey": key})
+            refused_as_not_its_own(reply, "vodSubAppId", "session")
+    assert ugc(emulator, "ApplyUploadUGC", {"signature": signed(1500000077), "vodSessionKey": key})["code"] == 0
+    # The primary application has three documented names: no vodSubAppId, 0 and the account's AppId.
+    primary = apply_and_store(emulator, signed(None), b"abc")["vodSessionKey"]
+    assert ugc(emulator, "ApplyUploadUGC", {"signature": signed(0), "vodSessionKey": primary})["code"] == 0
+    assert ugc(emulator, "CommitUploadUGC", {"signature": signed(1500000001), "vodSessionKey": primary})["code"] == 0
+
+
+def test_a_cover_is_replaced_only_with_the_files_own_source_context(emulator: Handle, signing: SigningStub) -> None:
+    done = upload(emulator, signing)
+    file_id = done["commit"]["fileId"]
+    before = emulator.app.media.get(file_id)
+    assert before is not None
+    # The FileId is public (it is in the media URL); a signature of another intent cannot replace its cover.
+    cover = {"fileId": file_id, "coverName": "poster", "coverType": "jpg", "coverSize": 5, "uploadFromWeb": True}
+    stranger = ugc(emulator, "ApplyUploadUGC", {"signature": signing.sign(signing.new_upload())["signature"], **cover})
+    refused_as_not_its_own(stranger, "sourceContext", "file")
+    assert emulator.app.media.get(file_id) == before
+    # The file's own intent can.
+    data = ugc(emulator, "ApplyUploadUGC", {"signature": signing.sign(done["intent"])["signature"], **cover})["data"]
+    cert = data["tempCertificate"]
+    client = cos_client(emulator, data["storageRegionV5"], cert["secretId"], cert["secretKey"], cert["token"])
+    client.put_object(
+        Bucket=f"{data['storageBucket']}-{data['storageAppId']}", Key=data["cover"]["storagePath"][1:], Body=b"cover"
+    )
+    commit = ugc(
+        emulator,
+        "CommitUploadUGC",
+        {"signature": signing.sign(done["intent"])["signature"], "vodSessionKey": data["vodSessionKey"]},
+    )
+    assert commit["code"] == 0 and commit["data"]["fileId"] == file_id, commit
+    assert requests.get(commit["data"]["cover"]["url"], timeout=10).content == b"cover"
 
 
 def test_apply_response_fields_and_resume(emulator: Handle, signing: SigningStub) -> None:
@@ -172,7 +254,7 @@ def test_commit_requires_uploaded_bytes_and_is_idempotent(
     again = ugc(
         emulator,
         "CommitUploadUGC",
-        {"signature": signing.sign("u")["signature"], "vodSessionKey": done["apply"]["vodSessionKey"]},
+        {"signature": signing.sign(done["intent"])["signature"], "vodSessionKey": done["apply"]["vodSessionKey"]},
     )
     assert again["data"] == done["commit"]
     callbacks.wait(lambda evs: any(e.get("EventType") == "NewFileUpload" for e in evs))
@@ -257,7 +339,7 @@ def test_state_survives_restart(restartable: Callable[[], Handle], signing: Sign
     again = ugc(
         emulator,
         "CommitUploadUGC",
-        {"signature": signing.sign("c")["signature"], "vodSessionKey": done["apply"]["vodSessionKey"]},
+        {"signature": signing.sign(done["intent"])["signature"], "vodSessionKey": done["apply"]["vodSessionKey"]},
     )
     assert again["data"]["fileId"] == done["commit"]["fileId"]
     assert ugc(emulator, "ApplyUploadUGC", apply_body(once, 2))["code"] == 10004  # still remembered as used
@@ -278,7 +360,8 @@ def test_undelivered_push_resumes_after_restart(
 def test_concurrent_commits_create_the_media_once(
     emulator: Handle, signing: SigningStub, callbacks: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = apply_and_store(emulator, signing.sign(signing.new_upload())["signature"], b"abc")
+    intent = signing.new_upload()
+    data = apply_and_store(emulator, signing.sign(intent)["signature"], b"abc")
     service = emulator.app.ugc
     create_media = service._create_media
 
@@ -287,7 +370,9 @@ def test_concurrent_commits_create_the_media_once(
         return create_media(*args)
 
     monkeypatch.setattr(service, "_create_media", slow_create_media)
-    bodies = [{"signature": signing.sign("u")["signature"], "vodSessionKey": data["vodSessionKey"]} for _ in range(4)]
+    bodies = [
+        {"signature": signing.sign(intent)["signature"], "vodSessionKey": data["vodSessionKey"]} for _ in range(4)
+    ]
     with ThreadPoolExecutor(len(bodies)) as pool:
         replies = list(pool.map(lambda body: ugc(emulator, "CommitUploadUGC", body), bodies))
     assert all(r["code"] == 0 for r in replies), replies
