@@ -14,7 +14,7 @@ from chalicelib.policy import ClientKind
 from tests.conftest import ApiFactory, TokenFactory, bearer
 from tests.mobile_clients import Media, Network, SigningApi, TXUGCPublish, VodWxUploader
 from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, attributed_file
-from tests.vodlocal.conftest import MiB
+from tests.vodlocal.conftest import MiB, apply_and_store, ugc
 from vodlocal import Handle
 
 VIDEO = Media(os.urandom(2 * MiB + 1000))  # three parts of the SDK's 1 MiB
@@ -89,6 +89,59 @@ def test_cancel_then_resume_with_a_new_signature_and_the_stored_session_key(pull
     assert len(pull_vod.requests("UploadPart")) - sent_before == 2  # COS kept the first part
     assert len(pull_vod.requests("InitiateMultipartUpload")) == 1 and sdk.prefs == {}
     app.attributed(signing, result.video_id)
+
+
+def test_a_stored_session_resumes_only_with_a_signature_of_its_own_intent(pull_vod: Handle, app: App) -> None:
+    network = Network(pull_vod)
+    sdk = TXUGCPublish(network, cancel_after_parts=1)
+    first = app.signing("android")
+    assert sdk.publish_video(first.signature(), VIDEO).code == 1017
+    [record] = sdk.prefs.values()
+    # Wired wrong: a new intent for the same video. The SDK sends its stored session key with that intent's
+    # signature; VOD refuses it and the SDK drops its resume record, so the next publish starts over.
+    second = app.signing("android")
+    assert sdk.publish_video(second.signature(), VIDEO).code == 1001
+    assert network.sent[-1] == ("ApplyUploadUGC", {**network.sent[-1][1], "vodSessionKey": record["vodSessionKey"]})
+    assert [r.get("code") for r in pull_vod.requests("ApplyUploadUGC")] == [None, 10002] and sdk.prefs == {}
+    result = sdk.publish_video(second.signature(), VIDEO)
+    assert result.code == 0, result
+    app.attributed(second, result.video_id)
+    assert first.upload_id is not None and attributed_file(app.api, app.token, first.upload_id) is None
+
+
+def test_another_users_session_key_gets_no_credentials_with_your_signature(
+    pull_vod: Handle, app: App, token_for: TokenFactory
+) -> None:
+    alice = app.signing("android")
+    alice_sdk = TXUGCPublish(Network(pull_vod), cancel_after_parts=1)
+    assert alice_sdk.publish_video(alice.signature(), VIDEO).code == 1017
+    [record] = alice_sdk.prefs.values()
+    # Bob reads Alice's session key (it is in her app's storage, her browser's, vodup's state file) and
+    # plants it as his SDK's resume record for his own video: his bytes must not land in her session.
+    bob = App(app.api, token_for("bob"))
+    bobs_video = Media(os.urandom(5000), name="bob")
+    planted = {"vodSessionKey": record["vodSessionKey"], "expiredTime": record["expiredTime"]}
+    bob_sdk = TXUGCPublish(Network(pull_vod), prefs={bobs_video.key: planted})
+    assert bob_sdk.publish_video(bob.signing("android").signature(), bobs_video).code == 1001
+    assert [r.get("code") for r in pull_vod.requests("ApplyUploadUGC")] == [None, 10002]
+    # Alice resumes with her own intent: her video, attributed to her; Bob has none.
+    result = alice_sdk.publish_video(alice.signature(), VIDEO)
+    assert result.code == 0, result
+    app.attributed(alice, result.video_id)
+    assert bob.api.get("/videos", headers=bearer(bob.token)).json_body["videos"] == []
+
+
+def test_another_users_session_key_commits_nothing_with_your_signature(
+    pull_vod: Handle, app: App, token_for: TokenFactory
+) -> None:
+    alice = app.signing("android")
+    data = apply_and_store(pull_vod, alice.signature(), VIDEO.video)  # her bytes are in COS, not yet committed
+    bobs = App(app.api, token_for("bob")).signing("android").signature()
+    refused = ugc(pull_vod, "CommitUploadUGC", {"signature": bobs, "vodSessionKey": data["vodSessionKey"]})
+    assert refused["code"] == 10002 and not pull_vod.app.store.query("SELECT file_id FROM media"), refused
+    commit = ugc(pull_vod, "CommitUploadUGC", {"signature": alice.signature(), "vodSessionKey": data["vodSessionKey"]})
+    assert commit["code"] == 0, commit
+    app.attributed(alice, commit["data"]["fileId"])
 
 
 def test_a_cover_is_uploaded_with_the_video(pull_vod: Handle, app: App) -> None:
