@@ -118,6 +118,23 @@ class Page:
         if cover is not None:
             self.hook("cover").set_input_files(cover)
 
+    def start_upload(self) -> str:
+        """Clicks Upload; the id of the intent the page opens for it (its `POST /uploads`)."""
+        with self.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/uploads")) as opened:
+            self.hook("upload").click()
+        return str(opened.value.json()["uploadId"])
+
+    def controls(self) -> dict[str, Any]:
+        """The upload section's state: which controls are enabled, the files chosen, the progress shown."""
+        progress = self.hook("progress")
+        return {
+            "state": progress.get_attribute("data-state"),
+            "percent": progress.get_attribute("data-percent"),
+            "bar": progress.locator("progress").evaluate("bar => bar.value"),
+            "files": self.hook("file").evaluate("input => input.files.length"),
+            **{testid: self.hook(testid).is_enabled() for testid in ("file", "upload", "pause", "resume", "cancel")},
+        }
+
     def wait_for_state(self, state: str) -> None:
         try:
             self.page.wait_for_function(
@@ -305,3 +322,74 @@ def test_a_page_on_a_disallowed_origin_is_refused(site: WebServer, browser: Any,
     page.wait_for_state("failed")
     assert "Upload failed" in page.error()
     assert vod.requests("ApplyUploadUGC") == []
+
+
+@pytest.mark.parametrize("alice_leaves", ["signing out", "closing the tab"])
+def test_on_a_shared_browser_the_next_user_uploads_into_their_own_account(
+    alice_leaves: str,
+    site: WebServer,
+    browser: Any,
+    vod: Handle,
+    chalice_local: str,
+    token_for: TokenFactory,
+    clip: tuple[Path, bytes],
+    tmp_path: Path,
+) -> None:
+    """Alice pauses an upload and leaves; Bob, in the same browser, uploads other bytes under the same file
+    name and size, which the SDK keys its resume state by. Bob's upload is Bob's, from its first signature to
+    the video; Alice's paused intent stays hers, and nothing of hers is offered to Bob. Signing out forgets
+    Alice's resume state; a closed tab leaves it in localStorage, for Alice alone."""
+    alice_path, alice_data = clip
+    bob_data = os.urandom(len(alice_data))
+    bob_path = tmp_path / "bob" / alice_path.name
+    bob_path.parent.mkdir()
+    bob_path.write_bytes(bob_data)
+    page = Page(browser, site.url)
+    slow_network(page)
+    page.sign_in("alice")
+    page.choose(alice_path)
+    alice_intent = page.start_upload()
+    wait_for(lambda: len(done_parts(vod)) >= 2, page)
+    page.hook("pause").click()
+    page.wait_for_state("paused")
+    assert any(key.startswith("webugc_") for key in page.local_storage())
+
+    if alice_leaves == "signing out":
+        page.sign_out()
+        page.hook("signin-name").wait_for()
+        # Nothing of Alice's upload is left on screen or to resume.
+        assert page.controls() == {
+            "state": "idle",
+            "percent": "0",
+            "bar": 0,
+            "files": 0,
+            **{"file": True, "upload": False, "pause": False, "resume": False, "cancel": False},
+        }
+        stored = page.local_storage()
+        assert not any(key.startswith(("webugc_", "cos_sdk_")) for key in stored), stored
+        assert "alice" not in json.loads(stored.get("vodupload.intents", "{}"))
+    else:
+        page.page.close()  # the token was the tab's (sessionStorage); localStorage stays
+        page = Page(browser, site.url)
+
+    page.sign_in("bob")
+    page.choose(bob_path)
+    assert not page.hook("resumable").is_visible()
+    bob_intent = page.start_upload()
+    page.wait_for_state("done")
+    file_id = page.uploaded_file_id()
+    page.wait_for_video(file_id)  # listed for Bob
+
+    alice, bob = token_for("alice"), token_for("bob")
+    stored_video = video_of(chalice_local, bob, file_id)
+    assert (stored_video["md5"], stored_video["uploadId"]) == (md5_of(bob_data), bob_intent), stored_video
+    assert call("GET", f"{chalice_local}/videos/{file_id}", token=alice)[0] == 404
+    assert call("GET", f"{chalice_local}/videos", token=alice)[1]["videos"] == []
+    status, intent = call("GET", f"{chalice_local}/uploads/{bob_intent}", token=bob)
+    assert status == 200 and (intent["status"], intent["fileId"]) == ("completed", file_id), intent
+    status, intent = call("GET", f"{chalice_local}/uploads/{alice_intent}", token=alice)
+    assert status == 200 and (intent["status"], intent["fileId"]) == ("open", None), intent
+    kept = json.loads(page.local_storage()["vodupload.intents"])
+    assert "bob" not in kept
+    if alice_leaves == "closing the tab":
+        assert kept["alice"][f"{alice_path.name}_{len(alice_data)};"]["uploadId"] == alice_intent
