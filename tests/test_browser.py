@@ -118,6 +118,23 @@ class Page:
         if cover is not None:
             self.hook("cover").set_input_files(cover)
 
+    def start_upload(self) -> str:
+        """Clicks Upload; the id of the intent the page opens for it (its `POST /uploads`)."""
+        with self.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/uploads")) as opened:
+            self.hook("upload").click()
+        return str(opened.value.json()["uploadId"])
+
+    def controls(self) -> dict[str, Any]:
+        """The upload section's state: which controls are enabled, the files chosen, the progress shown."""
+        progress = self.hook("progress")
+        return {
+            "state": progress.get_attribute("data-state"),
+            "percent": progress.get_attribute("data-percent"),
+            "bar": progress.locator("progress").evaluate("bar => bar.value"),
+            "files": self.hook("file").evaluate("input => input.files.length"),
+            **{testid: self.hook(testid).is_enabled() for testid in ("file", "upload", "pause", "resume", "cancel")},
+        }
+
     def wait_for_state(self, state: str) -> None:
         try:
             self.page.wait_for_function(
@@ -173,15 +190,22 @@ def wait_for(condition: Callable[[], bool], page: Page) -> None:
     pytest.fail("the condition never held")
 
 
-def upload_slowly(browser: Any, site: WebServer, vod: Handle, path: Path, parts: int) -> Page:
-    """Alice's upload of `path` over a slow uplink, once vodlocal has stored `parts` of its parts."""
+def upload_slowly(browser: Any, site: WebServer, vod: Handle, user: str, path: Path, parts: int) -> tuple[Page, str]:
+    """`user` signs in and uploads `path` over a slow uplink: the page once vodlocal has stored `parts` of the
+    upload's parts, and the intent the page opened for it."""
+    started = len(vod.requests())
     page = Page(browser, site.url)
     slow_network(page)
-    page.sign_in("alice")
+    page.sign_in(user)
     page.choose(path)
-    page.hook("upload").click()
-    wait_for(lambda: len(done_parts(vod)) >= parts, page)
-    return page
+    intent = page.start_upload()
+    wait_for(lambda: len(done_parts(vod, started)) >= parts, page)
+    return page, intent
+
+
+def pause(page: Page) -> None:
+    page.hook("pause").click()
+    page.wait_for_state("paused")
 
 
 @pytest.fixture
@@ -242,9 +266,8 @@ def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
     site: WebServer, browser: Any, vod: Handle, chalice_local: str, token_for: TokenFactory, clip: tuple[Path, bytes]
 ) -> None:
     path, data = clip
-    page = upload_slowly(browser, site, vod, path, parts=2)
-    page.hook("pause").click()
-    page.wait_for_state("paused")
+    page, _ = upload_slowly(browser, site, vod, "alice", path, parts=2)
+    pause(page)
     assert page.hook("resume").is_enabled()
     paused_at = len(vod.requests())
     before_pause = part_numbers(done_parts(vod))
@@ -280,7 +303,7 @@ def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
 
 
 def test_cancel_forgets_the_upload(site: WebServer, browser: Any, vod: Handle, clip: tuple[Path, bytes]) -> None:
-    page = upload_slowly(browser, site, vod, clip[0], parts=1)
+    page, _ = upload_slowly(browser, site, vod, "alice", clip[0], parts=1)
     assert any(key.startswith("webugc_") for key in page.local_storage())
     page.hook("cancel").click()
     page.wait_for_state("idle")
@@ -305,3 +328,138 @@ def test_a_page_on_a_disallowed_origin_is_refused(site: WebServer, browser: Any,
     page.wait_for_state("failed")
     assert "Upload failed" in page.error()
     assert vod.requests("ApplyUploadUGC") == []
+
+
+@pytest.fixture
+def same_name_and_size(clip: tuple[Path, bytes], tmp_path: Path) -> tuple[Path, bytes]:
+    """Other bytes under the clip's file name and size: the SDK's resume key is the same."""
+    data = os.urandom(len(clip[1]))
+    path = tmp_path / "other" / clip[0].name
+    path.parent.mkdir()
+    path.write_bytes(data)
+    return path, data
+
+
+def assert_lands_with_its_uploader(
+    api: str,
+    token_for: TokenFactory,
+    file_id: str,
+    *,
+    uploader: str,
+    data: bytes,
+    intent: str,
+    other: str,
+    others_intent: str,
+) -> None:
+    """The video `file_id` is `uploader`'s, of `data`, and completed `uploader`'s `intent`; the `other` user
+    has no video, and their intent is still open."""
+    mine, theirs = token_for(uploader), token_for(other)
+    video = video_of(api, mine, file_id)
+    assert (video["md5"], video["uploadId"]) == (md5_of(data), intent), video
+    assert call("GET", f"{api}/videos/{file_id}", token=theirs)[0] == 404
+    assert call("GET", f"{api}/videos", token=theirs)[1]["videos"] == []
+    status, body = call("GET", f"{api}/uploads/{intent}", token=mine)
+    assert status == 200 and (body["status"], body["fileId"]) == ("completed", file_id), body
+    status, body = call("GET", f"{api}/uploads/{others_intent}", token=theirs)
+    assert status == 200 and (body["status"], body["fileId"]) == ("open", None), body
+
+
+@pytest.mark.parametrize("alice_leaves", ["signing out", "closing the tab"])
+def test_on_a_shared_browser_the_next_user_uploads_into_their_own_account(
+    alice_leaves: str,
+    site: WebServer,
+    browser: Any,
+    vod: Handle,
+    chalice_local: str,
+    token_for: TokenFactory,
+    clip: tuple[Path, bytes],
+    same_name_and_size: tuple[Path, bytes],
+) -> None:
+    """Alice pauses an upload and leaves; Bob, in the same browser, uploads other bytes under the same file
+    name and size, which the SDK keys its resume state by. Bob's upload is Bob's, from its first signature to
+    the video; Alice's paused intent stays hers, and nothing of hers is offered to Bob. Signing out forgets
+    Alice's resume state; a closed tab leaves it in localStorage, for Alice alone."""
+    (alice_path, alice_data), (bob_path, bob_data) = clip, same_name_and_size
+    page, alice_intent = upload_slowly(browser, site, vod, "alice", alice_path, parts=2)
+    pause(page)
+    assert any(key.startswith("webugc_") for key in page.local_storage())
+
+    if alice_leaves == "signing out":
+        page.sign_out()
+        page.hook("signin-name").wait_for()
+        # Nothing of Alice's upload is left on screen or to resume.
+        assert page.controls() == {
+            "state": "idle",
+            "percent": "0",
+            "bar": 0,
+            "files": 0,
+            **{"file": True, "upload": False, "pause": False, "resume": False, "cancel": False},
+        }
+        stored = page.local_storage()
+        assert not any(key.startswith(("webugc_", "cos_sdk_")) for key in stored), stored
+        assert "alice" not in json.loads(stored.get("vodupload.intents", "{}"))
+    else:
+        page.page.close()  # the token was the tab's (sessionStorage); localStorage stays
+        page = Page(browser, site.url)
+
+    page.sign_in("bob")
+    page.choose(bob_path)
+    assert not page.hook("resumable").is_visible()
+    bob_intent = page.start_upload()
+    page.wait_for_state("done")
+    file_id = page.uploaded_file_id()
+    page.wait_for_video(file_id)  # listed for Bob
+    assert_lands_with_its_uploader(
+        chalice_local,
+        token_for,
+        file_id,
+        uploader="bob",
+        data=bob_data,
+        intent=bob_intent,
+        other="alice",
+        others_intent=alice_intent,
+    )
+    kept = json.loads(page.local_storage()["vodupload.intents"])
+    assert "bob" not in kept
+    if alice_leaves == "closing the tab":
+        assert kept["alice"][f"{alice_path.name}_{len(alice_data)};"]["uploadId"] == alice_intent
+
+
+def test_a_resumed_upload_signs_only_for_the_intent_that_opened_its_session(
+    site: WebServer,
+    browser: Any,
+    vod: Handle,
+    chalice_local: str,
+    token_for: TokenFactory,
+    clip: tuple[Path, bytes],
+    same_name_and_size: tuple[Path, bytes],
+) -> None:
+    """Alice, then Bob, pause an upload of the same file name and size and close the tab: the SDK's one session
+    under that name and size is now Bob's. Alice comes back and resumes her intent: in a session of its own,
+    never in Bob's with her intent's signatures."""
+    (alice_path, alice_data), (bob_path, _) = clip, same_name_and_size
+    page, alice_intent = upload_slowly(browser, site, vod, "alice", alice_path, parts=2)
+    pause(page)
+    page.page.close()
+    page, bob_intent = upload_slowly(browser, site, vod, "bob", bob_path, parts=2)
+    pause(page)
+    page.page.close()
+
+    page = Page(browser, site.url)
+    page.sign_in("alice")
+    page.choose(alice_path)
+    assert page.hook("resumable").is_visible()  # her intent, still open
+    page.hook("upload").click()
+    page.wait_for_state("done")
+    file_id = page.uploaded_file_id()
+    page.wait_for_video(file_id)
+    assert_lands_with_its_uploader(
+        chalice_local,
+        token_for,
+        file_id,
+        uploader="alice",
+        data=alice_data,
+        intent=alice_intent,
+        other="bob",
+        others_intent=bob_intent,
+    )

@@ -84,10 +84,23 @@ function signedIn(newToken) {
   render();
 }
 
-function signOut() {
+// The session ended (signed out, or the API no longer accepts the token): the page keeps nothing of it on
+// screen, and the upload in progress stops.
+function endSession() {
+  clearUploadForm();
   token = null;
   sessionStorage.removeItem(TOKEN_KEY);
   render();
+}
+
+// Signing out also forgets what this user could resume, so that a shared browser offers nothing of theirs to
+// the next user. A session that merely expired keeps it for the same user's next sign-in (no one else's
+// upload resumes it, see startUpload).
+async function signOut() {
+  const leaving = user();
+  if (current) stopUpload(current); // first: a stopped upload records nothing more
+  await forgetUploadsOf(leaving);
+  endSession();
 }
 
 function showError(message) {
@@ -96,38 +109,78 @@ function showError(message) {
 }
 
 // ----------------------------------------------------------------------------------------------- upload
-// getSignature, exactly as README.md tells app developers: every VOD request the SDK makes gets a fresh
-// one-time signature for the same upload intent.
-let uploadId;
-const getSignature = async () => {
-  const url = uploadId ? `${API}/uploads/${uploadId}/signature` : `${API}/uploads`;
-  const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${token}` } });
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.message);
-  uploadId = body.uploadId;
-  return body.signature;
-};
+// getSignature, as README.md tells app developers: every VOD request the SDK makes gets a fresh one-time
+// signature for the same upload intent. One per upload, holding that upload's intent and its user's token, so
+// that no other upload, user or intent ever signs for it. A stopped upload (paused, cancelled, signed out) gets
+// no more signatures: the SDK may still be mid-request when its task is cancelled.
+function signerFor(upload) {
+  const bearer = token;
+  return async () => {
+    if (upload.stopped) throw new Error("the upload was stopped");
+    const url = upload.uploadId ? `${API}/uploads/${upload.uploadId}/signature` : `${API}/uploads`;
+    const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${bearer}` } });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.message);
+    if (upload.stopped) throw new Error("the upload was stopped");
+    if (!upload.uploadId) {
+      upload.uploadId = body.uploadId;
+      rememberIntent(upload);
+    }
+    return body.signature;
+  };
+}
 
-const tcVod = new TcVod.default({ getSignature });
-let uploader = null;
+const tcVod = new TcVod.default({}); // each upload brings its own getSignature
+let current = null; // the upload on screen: {user, name, uploadId, vodSessionKey, uploader, stopped}
 let speed = null; // {loaded, at, bytesPerSecond}
 
 // The SDK resumes an upload (after a pause, a closed tab or a reload) from localStorage, under a key made of
-// the files' names and sizes; this page keeps the upload's intent under the same name, so that the resumed
-// upload's signatures belong to the intent its first part was signed for.
+// the files' names and sizes only: whoever chooses files of the same names and sizes next, in this browser,
+// would resume that session with signatures of their own. So the page keeps, per user and under the same
+// name, the intent each upload is signed for and the SDK session it opened, and lets the SDK resume a session
+// only for the user whose intent opened it.
 const sessionName = (file, cover) => `${file.name}_${file.size};` + (cover ? `${cover.name}_${cover.size};` : "");
-const INTENTS_KEY = "vodupload.intents";
-const intents = () => JSON.parse(localStorage.getItem(INTENTS_KEY) || "{}");
+const INTENTS_KEY = "vodupload.intents"; // {<user>: {<session name>: {uploadId, vodSessionKey}}}
+const allIntents = () => JSON.parse(localStorage.getItem(INTENTS_KEY) || "{}");
+const intentsOf = (userName) => allIntents()[userName] || {};
 
-function rememberIntent(name) {
-  localStorage.setItem(INTENTS_KEY, JSON.stringify({ ...intents(), [name]: { uploadId, user: user() } }));
+function saveIntentsOf(userName, intents) {
+  const { [userName]: _, ...others } = allIntents();
+  const kept = Object.keys(intents).length ? { ...others, [userName]: intents } : others;
+  localStorage.setItem(INTENTS_KEY, JSON.stringify(kept));
 }
 
-async function forgetUpload(name) {
-  const { [name]: _, ...rest } = intents();
-  localStorage.setItem(INTENTS_KEY, JSON.stringify(rest));
+function rememberIntent(upload) {
+  const { uploadId, vodSessionKey } = upload;
+  saveIntentsOf(upload.user, { ...intentsOf(upload.user), [upload.name]: { uploadId, vodSessionKey } });
+}
+
+// The session the SDK has opened (after its first Apply), kept with the intent it was signed for.
+function rememberSession(upload) {
+  const opened = upload.uploader && upload.uploader.vodSessionKey;
+  if (!opened || opened === upload.vodSessionKey) return;
+  upload.vodSessionKey = opened;
+  rememberIntent(upload);
+}
+
+// Where the SDK keeps a session to resume ("webugc_" + sha1 of the session name).
+async function sdkSessionKey(name) {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-1", new TextEncoder().encode(name)));
-  localStorage.removeItem("webugc_" + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(""));
+  return "webugc_" + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function forgetUpload(upload) {
+  const { [upload.name]: _, ...rest } = intentsOf(upload.user);
+  saveIntentsOf(upload.user, rest);
+  localStorage.removeItem(await sdkSessionKey(upload.name));
+}
+
+// Signing out leaves nothing to resume for whoever uses this browser next: the user's intents, the SDK
+// sessions they opened, and COS's cache of multipart uploads (which only serves resuming).
+async function forgetUploadsOf(userName) {
+  for (const session of Object.keys(intentsOf(userName))) localStorage.removeItem(await sdkSessionKey(session));
+  saveIntentsOf(userName, {});
+  localStorage.removeItem("cos_sdk_upload_cache");
 }
 
 const chosen = () => ({ file: $("file").files[0], cover: $("cover").files[0] });
@@ -149,8 +202,8 @@ function showProgress(p) {
   if (!speed || p.loaded < speed.loaded) speed = { loaded: p.loaded, at: now, bytesPerSecond: 0 };
   else if (now - speed.at >= 250) {
     // Smoothed over the last samples, so that one fast or slow part does not swing the estimate.
-    const current = ((p.loaded - speed.loaded) * 1000) / (now - speed.at);
-    speed = { loaded: p.loaded, at: now, bytesPerSecond: speed.bytesPerSecond ? 0.6 * speed.bytesPerSecond + 0.4 * current : current };
+    const latest = ((p.loaded - speed.loaded) * 1000) / (now - speed.at);
+    speed = { loaded: p.loaded, at: now, bytesPerSecond: speed.bytesPerSecond ? 0.6 * speed.bytesPerSecond + 0.4 * latest : latest };
   }
   const percent = Math.floor(p.percent * 100);
   const eta = speed.bytesPerSecond > 0 ? Math.ceil((p.total - p.loaded) / speed.bytesPerSecond) : null;
@@ -165,60 +218,85 @@ function setStatus(text) {
   $("progress").querySelector(".progress-text").textContent = text;
 }
 
-function startUpload() {
+async function startUpload() {
   const { file, cover } = chosen();
-  const name = sessionName(file, cover);
-  const saved = intents()[name];
-  uploadId = saved && saved.user === user() ? saved.uploadId : undefined;
+  const upload = { user: user(), name: sessionName(file, cover), uploader: null, stopped: false };
+  const saved = intentsOf(upload.user)[upload.name];
+  Object.assign(upload, saved);
+  if (current) stopUpload(current);
+  current = upload;
   speed = null;
   showError("");
   setButtons("uploading");
-  uploader = tcVod.upload({ mediaFile: file, coverFile: cover, ...config.upload });
-  const current = uploader;
-  uploader.on("media_progress", (p) => {
-    if (uploadId) rememberIntent(name);
+  // The SDK would resume any session stored under these names and sizes, whoever opened it: it may resume only
+  // the one this user's intent opened. Any other is dropped, and the SDK opens a new one for this intent.
+  const sdkKey = await sdkSessionKey(upload.name);
+  if (!saved || localStorage.getItem(sdkKey) !== saved.vodSessionKey) localStorage.removeItem(sdkKey);
+  if (upload.stopped) return; // paused, cancelled or signed out meanwhile
+  upload.uploader = tcVod.upload({ mediaFile: file, coverFile: cover, ...config.upload, getSignature: signerFor(upload) });
+  upload.uploader.on("media_progress", (p) => {
+    if (upload.stopped) return;
+    rememberSession(upload);
     showProgress(p);
   });
-  uploader.done().then(
+  upload.uploader.done().then(
     async (result) => {
-      await forgetUpload(name);
+      await forgetUpload(upload);
+      if (upload.stopped) return;
       setButtons("done");
       setStatus(`Uploaded: ${file.name} (file ${result.fileId}). VOD reports it to the backend; it appears below.`);
       refreshVideos();
     },
     (error) => {
-      if (uploader !== current) return;
+      if (upload.stopped) return;
       setButtons("failed");
       showError(`Upload failed: ${error.message || error}`);
     },
   );
 }
 
+function stopUpload(upload) {
+  upload.stopped = true;
+  if (upload.uploader) upload.uploader.cancel();
+}
+
 // The SDK has no pause: cancelling keeps what it needs to resume (its localStorage entry, the parts in COS),
 // and resuming is a new upload of the same files, which sends only the parts COS does not have.
 function pause() {
-  uploader.cancel();
-  uploader = null;
+  rememberSession(current);
+  stopUpload(current);
   setButtons("paused");
   setStatus(`Paused at ${$("progress").dataset.percent}%.`);
 }
 
 async function cancel() {
-  if (uploader) uploader.cancel();
-  uploader = null;
-  const { file, cover } = chosen();
-  await forgetUpload(sessionName(file, cover));
-  uploadId = undefined;
-  $("progress").dataset.percent = "0";
-  $("progress").querySelector("progress").value = 0;
+  const upload = current;
+  current = null;
+  stopUpload(upload);
+  await forgetUpload(upload);
+  resetProgress();
   setButtons("idle");
   setStatus("Cancelled.");
 }
 
+function resetProgress() {
+  $("progress").dataset.percent = "0";
+  $("progress").querySelector("progress").value = 0;
+  setStatus("");
+}
+
+function clearUploadForm() {
+  if (current) stopUpload(current);
+  current = null;
+  $("file").value = $("cover").value = "";
+  $("resumable").hidden = true;
+  resetProgress();
+  setButtons("idle");
+}
+
 function filesChosen() {
   const { file, cover } = chosen();
-  const saved = file && intents()[sessionName(file, cover)];
-  $("resumable").hidden = !(saved && saved.user === user());
+  $("resumable").hidden = !(file && intentsOf(user())[sessionName(file, cover)]);
   $("resumable").textContent = "An earlier upload of this file was interrupted: Upload resumes it.";
   setButtons("idle");
 }
@@ -257,7 +335,7 @@ async function refreshVideos() {
   try {
     const r = await fetch(`${API}/videos?limit=50`, { headers: { Authorization: `Bearer ${token}` } });
     body = await r.json();
-    if (r.status === 401) return signOut();
+    if (r.status === 401) return endSession();
     if (!r.ok) throw new Error(body.message);
   } catch (error) {
     // A TypeError here is the browser refusing the answer: the API does not allow this page's origin (CORS).
