@@ -208,6 +208,7 @@ class Uploader:
         files = {"video": self._local(path, "video")}
         if cover is not None:
             files["cover"] = self._local(cover, "cover")
+        self.states.open()
         self._cancelled.clear()
         self._stopping.clear()
         # The files are opened before anything is asked of the API, so an unreadable one costs no upload intent.
@@ -241,6 +242,12 @@ class Uploader:
     def _signer_context(self) -> str | None:
         return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
 
+    def _signs_for(self, state: UploadState) -> bool:
+        """Whether ``get_signature`` can sign a resume of ``state``'s session: VOD keeps the ``sourceContext`` of
+        the signature that opened it, so a resume signs for the stored intent (a ``ResumableSigner`` resumed to
+        it), never for a fresh one; a session opened without an intent is resumed only without one."""
+        return (state.signer_context is not None) == isinstance(self.get_signature, ResumableSigner)
+
     @staticmethod
     def _local(path: str | Path, kind: str) -> LocalFile:
         target = Path(path)
@@ -266,8 +273,11 @@ class Uploader:
         """The interrupted session of these very files (same path, size, mtime), re-applied for fresh credentials,
         or a new one. A session VOD no longer knows is dropped, like the Web SDK does."""
         state = self.states.load(files)
+        if state is not None and not self._signs_for(state):
+            self.states.drop(state)
+            state = None
         if state is not None:
-            if state.signer_context and isinstance(self.get_signature, ResumableSigner):
+            if state.signer_context is not None and isinstance(self.get_signature, ResumableSigner):
                 self.get_signature.resume(state.signer_context)
             try:
                 return state, ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}), True
