@@ -245,6 +245,46 @@ def test_a_renewal_is_asked_for_the_quoted_checked_id_only(fake_api: FakeApi) ->
     assert fake_api.seen == [("POST", "/uploads/TsexyznXASq48mK-vMik2A/signature")]
 
 
+UPLOAD_ID = "TsexyznXASq48mK-vMik2A"
+VOD = "http://vod2.qcloud.com/v3/index.php"  # what the command asks its emulator (the fake) for, as a proxy
+GOOD_APPLY = {
+    "vodSessionKey": "session-key",
+    "storageBucket": "bucket",
+    "storageAppId": 1500000001,
+    "storageRegionV5": "ap-guangzhou",
+    "timestamp": 1795538487,
+    "tempCertificate": {"secretId": "id", "secretKey": "key", "token": "token", "expiredTime": 1795539387},
+    "video": {"storagePath": "/video/clip.mp4"},
+}
+
+
+@pytest.mark.parametrize(
+    ("applied", "expected"),
+    [
+        ({"vodSessionKey": "session-key"}, "storageBucket: Field required"),
+        ({**GOOD_APPLY, "storageRegionV5": "evil.example/#"}, "storageRegionV5: String should match pattern"),
+        ({**GOOD_APPLY, "storageAppId": "1500000001"}, "storageAppId: Input should be a valid integer"),
+        ({**GOOD_APPLY, "video": None}, "no storage path for the video"),
+    ],
+    ids=["missing", "region-into-the-host", "string-app-id", "no-video-path"],
+)
+def test_a_malformed_vod_answer_is_one_line_and_no_byte_is_sent(
+    fake_api: FakeApi, tmp_path: Path, applied: dict[str, object], expected: str
+) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x" * 1000)
+    fake_api.routes["POST", "/uploads"] = lambda h: reply_json(h, 201, {"uploadId": UPLOAD_ID, "signature": "c2ln"})
+    fake_api.routes["POST", f"/uploads/{UPLOAD_ID}/signature"] = lambda h: reply_json(h, 200, {"signature": "c2ln"})
+
+    def vod(handler: BaseHTTPRequestHandler) -> None:
+        prepare = handler.path.endswith("Action=PrepareUploadUGC")
+        reply_json(handler, 200, {"code": 0, "data": {"cosRegionList": []} if prepare else applied})
+
+    fake_api.routes["POST", VOD] = vod
+    done, _ = vodup(fake_api, "upload", str(tmp_path / "clip.mp4"), "--state-dir", str(tmp_path / "state"))
+    assert_one_line_error(done, f"VOD ApplyUploadUGC failed with code -1: unexpected answer: {expected}")
+    assert [path for _, path in fake_api.seen][-1] == f"{VOD}?Action=ApplyUploadUGC"  # nothing went to COS
+
+
 @pytest.mark.parametrize("layout", ["file", "under-a-file"])
 def test_a_state_dir_that_is_not_a_directory_is_one_line_before_any_request(
     fake_api: FakeApi, tmp_path: Path, layout: str

@@ -6,21 +6,17 @@ against a strict pattern (and quoted) before it goes into a URL."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Iterator
-from email.message import Message
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from vodup.errors import ApiError, one_line
+from vodup.transport import ExchangeFailed, Reply, exchange
 
 # A 503 means storage did not answer in time and nothing changed (README, API): worth a few retries.
 UNAVAILABLE_RETRIES = 3
@@ -89,32 +85,6 @@ def _shown(text: str) -> str:
     return repr(one_line(text, 80))
 
 
-class _Deadline:
-    """Shuts the connection down when the call's time is up. A timeout per socket read cannot do it: a server
-    sending one byte every few seconds never lets a single read time out."""
-
-    def __init__(self, sock: socket.socket, seconds: float) -> None:
-        self._sock = sock.dup()  # shutdown acts on the connection, also once TLS has taken over ``sock``
-        self._lock = threading.Lock()
-        self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the peer
-
-    def close(self) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._sock.close()
-
-
 class ApiClient:
     """``deadline``: seconds for a whole call, retries included; ``max_answer_bytes``: the largest answer read;
     ``max_pages``: the most pages ``videos()`` follows."""
@@ -130,7 +100,7 @@ class ApiClient:
     ) -> None:
         try:
             url = urlsplit(base_url)
-            port = url.port
+            url.port  # noqa: B018 - raises ValueError for a port that is not one
         except ValueError as exc:
             raise ApiError(0, "bad_url", f"the API URL {_shown(base_url)} is not a URL: {exc}") from exc
         if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment or url.username:
@@ -138,10 +108,6 @@ class ApiClient:
         if deadline <= 0 or max_answer_bytes <= 0 or max_pages <= 0:
             raise ValueError("deadline, max_answer_bytes and max_pages must be positive")
         self.base_url = base_url.rstrip("/")
-        self._tls = ssl.create_default_context() if url.scheme == "https" else None
-        self._host = url.hostname
-        self._port = port or (443 if self._tls else 80)
-        self._prefix = url.path.rstrip("/")
         self.token = token
         self.deadline = deadline
         self.max_answer_bytes = max_answer_bytes
@@ -191,80 +157,43 @@ class ApiClient:
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
         """The JSON of a 2xx answer; an ``ApiError`` for anything else, within ``deadline`` seconds."""
         ends = time.monotonic() + self.deadline
-        target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
+        url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": "vodup"}
         payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
         for attempt in range(UNAVAILABLE_RETRIES + 1):
-            status, reason, headers, data = self._exchange(method, target, payload, ends)
-            if status == 503 and attempt < UNAVAILABLE_RETRIES:
-                pause = _retry_after(headers.get("Retry-After"))
+            try:
+                reply = exchange(method, url, ends=ends, max_bytes=self.max_answer_bytes, headers=headers, body=payload)
+            except ExchangeFailed as exc:
+                if exc.kind == "deadline":
+                    late = f"the API at {self.base_url} gave no complete answer within {self.deadline:g} s"
+                    raise ApiError(0, exc.kind, late) from None
+                raise ApiError(0, exc.kind, f"API {method} {path}: {exc}") from None
+            if reply.status == 503 and attempt < UNAVAILABLE_RETRIES:
+                pause = _retry_after(reply.headers.get("Retry-After"))
                 if time.monotonic() + pause < ends:
                     time.sleep(pause)
                     continue
-            if 200 <= status < 300:
+            if 200 <= reply.status < 300:
                 try:
-                    return _json(data)
+                    return reply.json()
                 except ValueError:
-                    raise ApiError(0, "bad_answer", f"API {method} {path}: answered {status} without JSON") from None
-            raise self._error(method, path, status, reason, data)
+                    raise ApiError(
+                        0, "bad_answer", f"API {method} {path}: answered {reply.status} without JSON"
+                    ) from None
+            raise self._error(method, path, reply)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _exchange(
-        self, method: str, target: str, payload: bytes | None, ends: float
-    ) -> tuple[int, str, Message, bytes]:
-        remaining = ends - time.monotonic()
-        if remaining <= 0:
-            raise self._late()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": "vodup"}
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        deadline: _Deadline | None = None
-        connection: http.client.HTTPConnection | None = None
-        try:
-            raw = socket.create_connection((self._host, self._port), timeout=remaining)
-            deadline = _Deadline(raw, ends - time.monotonic())
-            if self._tls is None:
-                connection = http.client.HTTPConnection(self._host, self._port)
-                connection.sock = raw
-            else:
-                connection = http.client.HTTPSConnection(self._host, self._port, context=self._tls)
-                connection.sock = self._tls.wrap_socket(raw, server_hostname=self._host)
-            connection.request(method, target, body=payload, headers=headers)
-            response = connection.getresponse()
-            declared = response.getheader("Content-Length") or ""
-            if declared.isdigit() and int(declared) > self.max_answer_bytes:
-                raise self._too_large()
-            data = response.read(self.max_answer_bytes + 1)
-            if deadline.expired:
-                raise self._late()
-            if len(data) > self.max_answer_bytes:
-                raise self._too_large()
-            return response.status, response.reason, response.msg, data
-        except (OSError, http.client.HTTPException) as exc:
-            if (deadline is not None and deadline.expired) or isinstance(exc, TimeoutError):
-                raise self._late() from None
-            raise ApiError(0, "unreachable", f"the API at {self.base_url} did not answer: {exc}") from None
-        finally:
-            if deadline is not None:
-                deadline.close()
-            if connection is not None:
-                connection.close()
-
-    def _late(self) -> ApiError:
-        return ApiError(0, "deadline", f"the API at {self.base_url} gave no complete answer within {self.deadline:g} s")
-
-    def _too_large(self) -> ApiError:
-        return ApiError(
-            0, "too_large", f"the API at {self.base_url} sent an answer over {self.max_answer_bytes} bytes; not read"
-        )
-
     @staticmethod
-    def _error(method: str, path: str, status: int, reason: str, data: bytes) -> ApiError:
+    def _error(method: str, path: str, reply: Reply) -> ApiError:
+        status = reply.status
         try:
-            body = _json(data)
+            body = reply.json()
         except ValueError:
             body = {}
         fields = {k: v for k, v in body.items() if isinstance(v, str) and v} if isinstance(body, dict) else {}
-        error = fields.get("error") or reason or "error"
+        error = fields.get("error") or reply.reason or "error"
         what = {401: "the token was refused (missing, invalid or expired)", 404: "not found, or not yours"}.get(
             status, fields.get("message") or error
         )
@@ -273,13 +202,6 @@ class ApiClient:
         if status == 429:
             what = f"limit reached ({fields.get('limit') or error}); retry after {retry_after} s"
         return ApiError(status, error, one_line(f"API {method} {path}: {status} {error}: {what}"), retry_after)
-
-
-def _json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except RecursionError:  # nested deeper than the parser goes
-        raise ValueError("JSON nested too deeply") from None
 
 
 def _retry_after(header: str | None) -> float:
