@@ -22,8 +22,7 @@ import pytest
 
 from tests.conftest import ROOT
 from vodlocal.testing import LocalServer, reply_json
-from vodup import ApiClient, ApiError, ApiSigner
-from vodup.errors import StateError
+from vodup import ApiClient, ApiError, ApiSigner, StateError
 from vodup.state import FileState, LocalFile, StateStore, UploadState
 
 MiB = 1 << 20
