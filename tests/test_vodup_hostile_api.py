@@ -303,6 +303,20 @@ def upload_state(tmp_path: Path) -> UploadState:
     return UploadState(files, "session-key-secret", "TsexyznXASq48mK-vMik2A", transfers={"video": FileState()})
 
 
+def test_a_state_file_naming_a_hostile_upload_id_is_not_resumed(fake_api: FakeApi, tmp_path: Path) -> None:
+    state = upload_state(tmp_path)
+    state.signer_context = "../videos?limit=1#"  # the state file edited, or planted
+    store = StateStore(tmp_path / "state")
+    store.open()
+    store.save(state)
+    fake_api.routes["POST", "/uploads"] = raw_json(201, b"{}")
+    done, _ = vodup(fake_api, "upload", str(tmp_path / "clip.mp4"), "--state-dir", str(tmp_path / "state"))
+    assert_one_line_error(done, "unexpected answer: uploadId: Field required")
+    # The upload started over, on a new intent; the stored id never went into a URL, and the state is gone.
+    assert fake_api.seen == [("POST", "/uploads")]
+    assert not list((tmp_path / "state").iterdir())
+
+
 def test_the_state_is_private_and_read_back_whole(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     directory.mkdir(mode=0o755)  # as an older vodup left it

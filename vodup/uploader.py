@@ -30,6 +30,7 @@ from vodup.errors import (
     UploadCancelled,
     UploadInterrupted,
     VodError,
+    VodupError,
 )
 from vodup.state import FileState, LocalFile, StateStore, UploadState
 from vodup.ugc import Applied, Committed, GetSignature, Network, UgcClient, backoff
@@ -251,11 +252,20 @@ class Uploader:
     def _signer_context(self) -> str | None:
         return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
 
-    def _signs_for(self, state: UploadState) -> bool:
-        """Whether ``get_signature`` can sign a resume of ``state``'s session: VOD keeps the ``sourceContext`` of
-        the signature that opened it, so a resume signs for the stored intent (a ``ResumableSigner`` resumed to
-        it), never for a fresh one; a session opened without an intent is resumed only without one."""
-        return (state.signer_context is not None) == isinstance(self.get_signature, ResumableSigner)
+    def _resumed_signer(self, state: UploadState) -> bool:
+        """Whether ``get_signature`` now signs for ``state``'s session: VOD keeps the ``sourceContext`` of the
+        signature that opened it, so a resume signs for the stored intent (a ``ResumableSigner`` resumed to it),
+        never for a fresh one; a session opened without an intent is resumed only without one. A context the
+        signer refuses (a state file edited by hand) is not resumed either."""
+        if not isinstance(self.get_signature, ResumableSigner):
+            return state.signer_context is None
+        if state.signer_context is None:
+            return False
+        try:
+            self.get_signature.resume(state.signer_context)
+        except VodupError:
+            return False
+        return True
 
     @staticmethod
     def _local(path: str | Path, kind: str) -> LocalFile:
@@ -282,12 +292,10 @@ class Uploader:
         """The interrupted session of these very files (same path, size, mtime), re-applied for fresh credentials,
         or a new one. A session VOD no longer knows is dropped, like the Web SDK does."""
         state = self.states.load(files)
-        if state is not None and not self._signs_for(state):
+        if state is not None and not self._resumed_signer(state):
             self.states.drop(state)
             state = None
         if state is not None:
-            if state.signer_context is not None and isinstance(self.get_signature, ResumableSigner):
-                self.get_signature.resume(state.signer_context)
             try:
                 return state, ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied), True
             except SessionExpired:
