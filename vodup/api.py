@@ -73,6 +73,12 @@ class VideoPage(_Answer):
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 
+def unexpected(exc: ValidationError, whole: str) -> str:
+    """The first thing wrong with an answer, on one line, without echoing what the server sent."""
+    first = exc.errors()[0]
+    return f"unexpected answer: {'.'.join(str(part) for part in first['loc']) or whole}: {first['msg']}"
+
+
 def checked_id(value: str, what: str = "uploadId") -> str:
     """``value`` if it is an id that may go into a URL path; an ``ApiError`` otherwise."""
     if not re.fullmatch(ID_PATTERN, value):
@@ -148,11 +154,7 @@ class ApiClient:
         try:
             return model.model_validate(self.request(method, path, body, **params))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "the body"
-            raise ApiError(
-                0, "bad_answer", f"API {method} {path}: unexpected answer: {where}: {first['msg']}"
-            ) from None
+            raise ApiError(0, "bad_answer", f"API {method} {path}: {unexpected(exc, 'the body')}") from None
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
         """The JSON of a 2xx answer; an ``ApiError`` for anything else, within ``deadline`` seconds."""

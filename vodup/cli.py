@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vodup: {message} (see vodup --help)\n")
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     seconds = float(text)
     if not 0 < seconds < math.inf:
         raise ValueError(text)
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print the result as one JSON line")
     common.add_argument(
         "--deadline",
-        type=_seconds,
+        type=seconds,
         default=env.get("VODUP_DEADLINE", str(DEFAULT_DEADLINE)),
         metavar="SECONDS",
         help=f"the most one call to the API may take, retries included (default {DEFAULT_DEADLINE:g}) [VODUP_DEADLINE]",

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import requests
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from vodup.api import FileId
+from vodup.api import FileId, unexpected
 from vodup.errors import DuplicateSignature, SignatureExpired, VodError, one_line, vod_error
 from vodup.transport import ExchangeFailed, exchange
 
@@ -158,9 +158,7 @@ class UgcClient:
                 try:
                     return answer.model_validate(envelope.data or {})
                 except ValidationError as exc:
-                    first = exc.errors()[0]
-                    where = ".".join(str(part) for part in first["loc"]) or "data"
-                    raise VodError(action, -1, f"unexpected answer: {where}: {first['msg']}") from None
+                    raise VodError(action, -1, unexpected(exc, "data")) from None
             failure = vod_error(action, envelope.code, one_line(envelope.message, 200))
             if not isinstance(failure, RETRY_WITH_NEW_SIGNATURE):
                 raise failure
