@@ -7,6 +7,8 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
   VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
+                                 until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
+                                 a user's video, so the file was kept)
   STATS#events    / <EventType>  count of ignored event types
   EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its raw body; once
                                  parked (a dead letter), in gsi1 under DEADLETTER
@@ -39,6 +41,7 @@ STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
 DEAD_LETTER_PARTITION = "DEADLETTER"
 REVIEW_DELETED_PARTITION = "REVIEW#DELETED"
+REVIEW_OWNED_PARTITION = "REVIEW#OWNED"
 # Open intents are spread over this many gsi1 partitions, so that no one index partition takes every
 # create and completion (DynamoDB's per-partition write limit); the sweep reads them all.
 OPEN_INTENT_SHARDS = 8

@@ -29,6 +29,7 @@ from chalicelib.items import (
     DEAD_LETTER_PARTITION,
     EXPIRED,
     REVIEW_DELETED_PARTITION,
+    REVIEW_OWNED_PARTITION,
     REVIEW_PARTITION,
     Item,
     as_n,
@@ -402,14 +403,36 @@ class Repository:
 
     def mark_review_deleted(self, file_id: str, now: int) -> None:
         """The upload was deleted from VOD: it leaves the review list, and its record stays as the trace."""
+        assignments = "deletedFromVodAt = if_not_exists(deletedFromVodAt, :now)"
+        self._close_review(file_id, REVIEW_DELETED_PARTITION, assignments, {":now": as_n(now)})
+
+    def mark_review_owned(self, file_id: str, owner: str, now: int) -> None:
+        """The reviewed upload's FileId is attributed to `owner`, so its file stays in VOD: the item leaves the
+        review list, and its record stays with who owns the file."""
+        assignments = "keptOwnedAt = if_not_exists(keptOwnedAt, :now), ownedBy = :owner"
+        self._close_review(file_id, REVIEW_OWNED_PARTITION, assignments, {":now": as_n(now), ":owner": as_s(owner)})
+
+    def _close_review(self, file_id: str, partition: str, assignments: str, values: dict[str, Any]) -> None:
         self._call(
             "update_item",
             TableName=self._table,
             Key=review_key(file_id),
-            UpdateExpression="SET deletedFromVodAt = if_not_exists(deletedFromVodAt, :now), gsi1pk = :deleted",
+            UpdateExpression=f"SET {assignments}, gsi1pk = :closed",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":now": as_n(now), ":deleted": as_s(REVIEW_DELETED_PARTITION)},
+            ExpressionAttributeValues={**values, ":closed": as_s(partition)},
         )
+
+    def file_owner(self, file_id: str) -> str | None:
+        """Whom a FileId is attributed to, if anyone (a consistent read: the sweep deletes only what nobody owns)."""
+        response = self._call(
+            "get_item",
+            TableName=self._table,
+            Key=video_key(file_id),
+            ConsistentRead=True,
+            ProjectionExpression="#owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+        )
+        return get_s(response.get("Item", {}), "owner")
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
         """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later
