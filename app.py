@@ -326,5 +326,6 @@ def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
     logger.log(logging.INFO if report.finished else logging.WARNING, "reconciliation sweep", extra=fields)
     observability.count("IntentsExpired", report.expired)
     observability.count("UnattributedDeleted", report.deleted)
+    observability.count("ReviewsKeptOwned", len(report.kept_owned))
     observability.count("SweepErrors", report.failed)
     return fields

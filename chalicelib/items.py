@@ -5,8 +5,11 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
                                  OPEN#<shard> by the time it closes (the sweep's work list)
   USER#<sub>      / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
   USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
-  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed
+  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed; `processing`: its
+                                 task flows' snapshots by TaskId, bounded (see MAX_TASK_FLOWS)
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
+                                 until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
+                                 a user's video, so the file was kept)
   STATS#events    / <EventType>  count of ignored event types
   EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its size and body (the
                                  first FAILED_EVENT_BODY_BYTES); once parked (a dead letter), in gsi1 under
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from chalicelib.events import ProcessingUpdate, UploadedFile
+from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
 from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
 from chalicelib.uploads import ClientFields, SignatureTerms, UploadIntent
@@ -35,7 +39,8 @@ Item = dict[str, Any]
 Key = dict[str, Any]
 
 ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Repository._abandon)
-EXPIRED = "expired"  # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
+EXPIRED = "expired"
+# Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
 DEAD_LETTER_PARTITION = "DEADLETTER"
@@ -43,11 +48,23 @@ DEAD_LETTER_PARTITION = "DEADLETTER"
 # DynamoDB's 400 KB item limit whatever the event's size.
 FAILED_EVENT_BODY_BYTES = 64 * 1024
 REVIEW_DELETED_PARTITION = "REVIEW#DELETED"
+REVIEW_OWNED_PARTITION = "REVIEW#OWNED"
 # Open intents are spread over this many gsi1 partitions, so that no one index partition takes every
 # create and completion (DynamoDB's per-partition write limit); the sweep reads them all.
 OPEN_INTENT_SHARDS = 8
 
 logger = logging.getLogger("vodupload")
+
+# What a video keeps of VOD's task flows (ProcedureStateChanged), so that however many updates come, its
+# item stays far below DynamoDB's 400 KB: the snapshots of at most MAX_TASK_FLOWS flows (the most recently
+# updated, and the upload's own), each at most MAX_SNAPSHOT_BYTES of JSON (see `stored_snapshot`).
+MAX_TASK_FLOWS = 8
+MAX_SNAPSHOT_BYTES = 24 * 1024
+MAX_OUTPUTS_PER_KIND = 10
+_MAX_MESSAGE = 256
+_MAX_LABEL = 64
+_MAX_URL = 2048
+_MAX_DETAIL_BYTES = 1024
 
 # -- values -------------------------------------------------------------------------------------------
 
@@ -313,19 +330,66 @@ def item_to_video(item: Mapping[str, Any]) -> Video | None:
 
 def processing_entry(update: ProcessingUpdate, now: int) -> dict[str, Any]:
     """A task flow's snapshot as kept in the video's `processing` map under its TaskId."""
-    snapshot = {
+    snapshot = as_s(dump_json(stored_snapshot(update)))
+    return {"M": {"rank": as_n(update.rank), "snapshot": snapshot, "updatedAt": as_n(now)}}
+
+
+def stored_snapshot(update: ProcessingUpdate) -> dict[str, Any]:
+    """What is kept of a task flow's snapshot: the fields the API returns, each bounded; of each kind of output
+    the last MAX_OUTPUTS_PER_KIND VOD lists; and within MAX_SNAPSHOT_BYTES of JSON, the review results VOD
+    lists first, then the outputs it lists last. The fields outside the two lists fit far below that bound,
+    whatever they hold, so every snapshot does."""
+    head: dict[str, Any] = {
         "taskId": update.task_id,
         "status": update.status,
         "errCode": update.err_code,
-        "message": update.message,
-        "tasks": [
-            {"type": o.kind, "status": o.status, "errCode": o.err_code, "url": o.url, "definition": o.definition,
-             **({"detail": o.detail} if o.detail else {})}
-            for o in update.outputs
-        ],
-        "review": list(update.review),
-    }  # fmt: skip
-    return {"M": {"rank": as_n(update.rank), "snapshot": as_opt_json(snapshot), "updatedAt": as_n(now)}}
+        "message": update.message and update.message[:_MAX_MESSAGE],
+        "tasks": [],
+        "review": [],
+    }
+    budget = MAX_SNAPSHOT_BYTES - len(dump_json(head))
+    review = _leading_within(list(update.review), budget)
+    budget -= sum(map(_cost_in_a_list, review))
+    outputs = [_stored_output(output) for output in _last_of_each_kind(update.outputs)]
+    tasks = _leading_within(outputs[::-1], budget)[::-1]
+    return {**head, "tasks": tasks, "review": review}
+
+
+def _last_of_each_kind(outputs: tuple[TaskOutput, ...]) -> list[TaskOutput]:
+    left = Counter(output.kind for output in outputs)
+    kept = []
+    for output in outputs:
+        left[output.kind] -= 1
+        if left[output.kind] < MAX_OUTPUTS_PER_KIND:
+            kept.append(output)
+    return kept
+
+
+def _stored_output(output: TaskOutput) -> dict[str, Any]:
+    detail = {name: value for name, value in output.detail.items() if len(dump_json(value)) <= _MAX_DETAIL_BYTES}
+    return {
+        "type": output.kind[:_MAX_LABEL],
+        "status": output.status[:_MAX_LABEL],
+        "errCode": output.err_code,
+        "url": output.url if output.url and len(output.url) <= _MAX_URL else None,  # a cut URL is no URL
+        "definition": output.definition,
+        **({"detail": detail} if detail else {}),
+    }
+
+
+def _leading_within(entries: list[Any], budget: int) -> list[Any]:
+    """The longest run of `entries` from the first whose JSON, as list members, takes at most `budget` bytes."""
+    kept: list[Any] = []
+    for entry in entries:
+        budget -= _cost_in_a_list(entry)
+        if budget < 0:
+            break
+        kept.append(entry)
+    return kept
+
+
+def _cost_in_a_list(entry: Any) -> int:
+    return len(dump_json(entry)) + 1  # and a comma
 
 
 # -- uploads kept for review --------------------------------------------------------------------------

@@ -28,7 +28,9 @@ from chalicelib.items import (
     ABANDONED,
     DEAD_LETTER_PARTITION,
     EXPIRED,
+    MAX_TASK_FLOWS,
     REVIEW_DELETED_PARTITION,
+    REVIEW_OWNED_PARTITION,
     REVIEW_PARTITION,
     Item,
     as_n,
@@ -403,19 +405,43 @@ class Repository:
 
     def mark_review_deleted(self, file_id: str, now: int) -> None:
         """The upload was deleted from VOD: it leaves the review list, and its record stays as the trace."""
+        assignments = "deletedFromVodAt = if_not_exists(deletedFromVodAt, :now)"
+        self._close_review(file_id, REVIEW_DELETED_PARTITION, assignments, {":now": as_n(now)})
+
+    def mark_review_owned(self, file_id: str, owner: str, now: int) -> None:
+        """The reviewed upload's FileId is attributed to `owner`, so its file stays in VOD: the item leaves the
+        review list, and its record stays with who owns the file."""
+        assignments = "keptOwnedAt = if_not_exists(keptOwnedAt, :now), ownedBy = :owner"
+        self._close_review(file_id, REVIEW_OWNED_PARTITION, assignments, {":now": as_n(now), ":owner": as_s(owner)})
+
+    def _close_review(self, file_id: str, partition: str, assignments: str, values: dict[str, Any]) -> None:
         self._call(
             "update_item",
             TableName=self._table,
             Key=review_key(file_id),
-            UpdateExpression="SET deletedFromVodAt = if_not_exists(deletedFromVodAt, :now), gsi1pk = :deleted",
+            UpdateExpression=f"SET {assignments}, gsi1pk = :closed",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":now": as_n(now), ":deleted": as_s(REVIEW_DELETED_PARTITION)},
+            ExpressionAttributeValues={**values, ":closed": as_s(partition)},
         )
+
+    def file_owner(self, file_id: str) -> str | None:
+        """Whom a FileId is attributed to, if anyone (a consistent read: the sweep deletes only what nobody owns)."""
+        response = self._call(
+            "get_item",
+            TableName=self._table,
+            Key=video_key(file_id),
+            ConsistentRead=True,
+            ProjectionExpression="#owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+        )
+        return get_s(response.get("Item", {}), "owner")
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
         """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later
         snapshot of the same task is already there. Each task flow is ordered on its own, so the final
-        record does not depend on the order in which snapshots of several flows arrive."""
+        record does not depend on the order in which snapshots of several flows arrive. The map holds at most
+        MAX_TASK_FLOWS flows: a new one takes the place of the least recently updated (never of the upload's
+        own flow), so that no number of flows takes the item past DynamoDB's size limit."""
         entry = processing_entry(update, now)
 
         def attempt() -> bool | _Again:
@@ -423,26 +449,49 @@ class Repository:
                 Key=video_key(update.file_id),
                 UpdateExpression="SET processing.#task = :entry",
                 ConditionExpression=(
-                    "attribute_exists(processing) AND "
-                    "(attribute_not_exists(processing.#task) OR processing.#task.#rank <= :rank)"
+                    "attribute_exists(processing) AND (processing.#task.#rank <= :rank OR "
+                    "(attribute_not_exists(processing.#task) AND size(processing) < :flows))"
                 ),
                 ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
-                ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank)},
+                ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank), ":flows": as_n(MAX_TASK_FLOWS)},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             if old is None:
                 return True
-            if "processing" in old:
+            if "processing" not in old:
+                created = self._conditional_update(  # first snapshot for this file: create the map
+                    Key=video_key(update.file_id),
+                    UpdateExpression="SET processing = :tasks",
+                    ConditionExpression="attribute_not_exists(processing)",
+                    ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
+                )
+                return True if created is None else AGAIN
+            if update.task_id in old["processing"]["M"]:
                 return False  # a later snapshot of this task is already stored
-            created = self._conditional_update(  # first snapshot for this file: create the map
-                Key=video_key(update.file_id),
-                UpdateExpression="SET processing = :tasks",
-                ConditionExpression="attribute_not_exists(processing)",
-                ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
-            )
-            return True if created is None else AGAIN
+            return self._replace_oldest_flows(update, entry, old)
 
-        return self._until_settled("UpdateItem", "processing map created concurrently", attempt)
+        return self._until_settled("UpdateItem", "processing map changed concurrently", attempt)
+
+    def _replace_oldest_flows(self, update: ProcessingUpdate, entry: dict[str, Any], video: Item) -> bool | _Again:
+        """Put a new task flow's entry in a full `processing` map in place of the least recently updated
+        flows (AGAIN if the map changed since it was read)."""
+        flows = video["processing"]["M"]
+        own = get_s(video, "procedureTaskId")
+        updated_at = {task: flow["M"]["updatedAt"] for task, flow in flows.items() if task != own}
+        oldest = sorted(updated_at, key=lambda task: (int(updated_at[task]["N"]), task))
+        removed = oldest[: len(flows) - MAX_TASK_FLOWS + 1]
+        paths = [f"processing.#old{i}" for i in range(len(removed))]
+        unchanged = " AND ".join(f"{path}.#at = :at{i}" for i, path in enumerate(paths))
+        replaced = self._conditional_update(
+            Key=video_key(update.file_id),
+            UpdateExpression=f"REMOVE {', '.join(paths)} SET processing.#task = :entry",
+            ConditionExpression=f"size(processing) = :count AND attribute_not_exists(processing.#task) AND {unchanged}",
+            ExpressionAttributeNames={"#task": update.task_id, "#at": "updatedAt"}
+            | {f"#old{i}": task for i, task in enumerate(removed)},
+            ExpressionAttributeValues={":entry": entry, ":count": as_n(len(flows))}
+            | {f":at{i}": updated_at[task] for i, task in enumerate(removed)},
+        )
+        return True if replaced is None else AGAIN
 
     def mark_deleted(self, file_id: str, now: int) -> None:
         self._call(

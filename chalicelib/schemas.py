@@ -103,7 +103,7 @@ class ProcessingSnapshot(_Body):
     status: str = _omittable("`PROCESSING` or `FINISH`")
     errCode: int | None = _omittable("The task flow's error code")  # noqa: N815
     message: str | None = _omittable("The task flow's error message")
-    tasks: list[ProcessingTask] = _omittable("The sub-tasks, as reported")
+    tasks: list[ProcessingTask] = _omittable("The sub-tasks as reported: the last 10 of each type, within 24 KB")
     review: list[ReviewResult] = _omittable("Content-review results, as reported")
 
 
@@ -122,7 +122,7 @@ class _VideoRecord(_Body):
         description="The upload's own task flow (its `procedureTaskId`) if reported, else the most advanced one"
     )
     processingTasks: list[ProcessingSnapshot] = Field(  # noqa: N815
-        description="Every task flow reported for the file, by task id"
+        description="The task flows kept for the file (at most 8: the upload's own and the latest), by task id"
     )
 
 

@@ -6,6 +6,11 @@
 - Uploads kept for review (orphans, rejected) longer than the grace period are deleted from VOD with
   DeleteMedia only when the stage enables it (`DELETE_UNATTRIBUTED=delete`); by default the sweep only
   reports what it would delete.
+- Only what nobody owns is deleted: a review item is kept for its *event* (a rejected second NewFileUpload
+  of a FileId, say), not its file, which may be a user's video. Just before each deletion (and in a dry
+  run) the sweep reads whether the FileId is attributed; if it is, the review item is closed as `owned`
+  (in either mode: that deletes nothing) and the file is left alone. An attribution landing between that
+  read and DeleteMedia is not excluded; none is expected for a file already weeks under review.
 """
 
 from __future__ import annotations
@@ -53,21 +58,28 @@ class SweepStore(Protocol):
 
     def mark_review_deleted(self, file_id: str, now: int) -> None: ...
 
+    def file_owner(self, file_id: str) -> str | None: ...
+
+    def mark_review_owned(self, file_id: str, owner: str, now: int) -> None: ...
+
 
 @dataclass
 class SweepReport:
     expired: int = 0
     deletion: Deletion = "dry-run"
-    # Uploads kept for review past the grace period: deleted from VOD, or (dry run) that would be.
+    # Uploads kept for review past the grace period that nobody owns: deleted from VOD, or (dry run) that
+    # would be.
     due_for_deletion: list[str] = field(default_factory=list)
     deleted: int = 0
+    kept_owned: list[str] = field(default_factory=list)  # reviewed FileIds found attributed: closed, not deleted
     failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
     finished: bool = True  # False when the run stopped at its deadline with work left
 
     def as_fields(self) -> dict[str, object]:
         return {
             "expired": self.expired, "deletion": self.deletion, "dueForDeletion": len(self.due_for_deletion),
-            "deleted": self.deleted, "failed": self.failed, "finished": self.finished,
+            "deleted": self.deleted, "keptOwned": len(self.kept_owned), "failed": self.failed,
+            "finished": self.finished,
         }  # fmt: skip
 
 
@@ -126,32 +138,56 @@ class ReconciliationSweep:
         except ServiceUnavailable:
             report.failed += 1
             return False
-        report.due_for_deletion = [str(review["fileId"]) for review in due]
-        if self._deletion == "dry-run":
-            for review in due:
-                logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
-            return True
-        media = self._media() if due else None
+        media: MediaLibrary | None = None
         for review in due:
-            if media is None or not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
+            if not self._time_for_a_step(stop_at, 0.0 if self._deletion == "dry-run" else DELETE_MEDIA_SECONDS):
                 return False
             file_id = str(review["fileId"])
             try:
-                media.delete(file_id)
-            except MediaGone:
-                pass  # deleted by someone else: only the record is left to update
-            except VodUnavailable as error:
-                logger.warning("DeleteMedia failed", extra={"fileId": file_id, "failure": str(error)})
-                report.failed += 1
-                return False  # VOD is failing: leave the rest for the next run
-            try:
                 with deadline.within(self._step_seconds):
-                    self._store.mark_review_deleted(file_id, now)
+                    owned = self._close_if_owned(file_id, now, review)
             except ServiceUnavailable:
-                report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
+                report.failed += 1
                 return False
-            report.deleted += 1
+            if owned:
+                report.kept_owned.append(file_id)
+                continue
+            report.due_for_deletion.append(file_id)
+            if self._deletion == "dry-run":
+                logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
+                continue
+            media = media or self._media()
+            if not self._delete(media, file_id, now, report):
+                return False
             logger.info("deleted an unattributed upload from VOD", extra=review)
+        return True
+
+    def _close_if_owned(self, file_id: str, now: int, review: dict[str, object]) -> bool:
+        """Whether the reviewed FileId is attributed to someone; if so its review item is closed, as `owned`."""
+        owner = self._store.file_owner(file_id)
+        if owner is None:
+            return False
+        self._store.mark_review_owned(file_id, owner, now)
+        logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
+        return True
+
+    def _delete(self, media: MediaLibrary, file_id: str, now: int, report: SweepReport) -> bool:
+        """DeleteMedia, then the record; False when the run should stop (the rest waits for the next run)."""
+        try:
+            media.delete(file_id)
+        except MediaGone:
+            pass  # deleted by someone else: only the record is left to update
+        except VodUnavailable as error:
+            logger.warning("DeleteMedia failed", extra={"fileId": file_id, "failure": str(error)})
+            report.failed += 1
+            return False  # VOD is failing: leave the rest for the next run
+        try:
+            with deadline.within(self._step_seconds):
+                self._store.mark_review_deleted(file_id, now)
+        except ServiceUnavailable:
+            report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
+            return False
+        report.deleted += 1
         return True
 
     def _time_for_a_step(self, stop_at: float, vod_seconds: float = 0.0) -> bool:

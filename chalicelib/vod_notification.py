@@ -27,6 +27,9 @@ MAX_DELETED_FILE_IDS = 100
 # numbers cannot hold NaN, infinities or more than 38 digits.
 _MAX_MEASURE = 1e18
 _EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}\Z")
+# VOD's names, URLs and ids are far shorter; a longer one is not VOD's to keep (and a video item must stay
+# far below DynamoDB's 400 KB).
+MAX_TEXT = 2048
 _OUTPUT_DETAILS = ("Size", "Duration", "Width", "Height", "PicInfoSet")
 _MAX_DETAIL_DEPTH = 4
 
@@ -59,6 +62,11 @@ class SourceInfo(_Vod):
     source_context: str | None = Field(default=None, alias="SourceContext")
 
 
+def _bounded_text(value: Any) -> Any:
+    """A text longer than MAX_TEXT is dropped, not fatal: the upload must still be attributed."""
+    return None if isinstance(value, str) and len(value) > MAX_TEXT else value
+
+
 class MediaBasicInfo(_Vod):
     name: str | None = Field(default=None, alias="Name")
     create_time: str | None = Field(default=None, alias="CreateTime")
@@ -69,6 +77,10 @@ class MediaBasicInfo(_Vod):
     storage_region: str | None = Field(default=None, alias="StorageRegion")
     source_info: SourceInfo | None = Field(default=None, alias="SourceInfo")
 
+    _texts = field_validator(
+        "name", "create_time", "cover_url", "media_type", "media_url", "storage_region", mode="before"
+    )(_bounded_text)
+
 
 class FileUploadTask(_Vod):
     file_id: str = Field(alias="FileId", min_length=1, max_length=64)
@@ -76,6 +88,8 @@ class FileUploadTask(_Vod):
     procedure_task_id: str | None = Field(default=None, alias="ProcedureTaskId")
     review_task_id: str | None = Field(default=None, alias="ReviewAudioVideoTaskId")
     meta_data: MetaData | None = Field(default=None, alias="MetaData")
+
+    _texts = field_validator("procedure_task_id", mode="before")(_bounded_text)
 
 
 class SubTask(_Vod):
@@ -256,7 +270,7 @@ def _review(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _parse_v2(event_type: str, data: dict[str, Any]) -> Event:
     def text(key: str) -> str | None:
-        value = data.get(key)
+        value = _bounded_text(data.get(key))
         return value if isinstance(value, str) and value else None
 
     def file_id() -> str | None:

@@ -4,7 +4,7 @@ Serving requests one by one makes condition checks and transactions atomic, as t
 DynamoDB; moto's default threaded server (and moto in-process under threads) does not give that.
 All `DynamoDBServer`s of a process share moto's state, so they also take turns with each other.
 
-`patch_moto()` (applied by `DynamoDBServer`, process-wide) changes three things in moto 5.2.5:
+`patch_moto()` (applied by `DynamoDBServer`, process-wide) changes four things in moto 5.2.5:
 
 - TransactWriteItems: moto deep-copies every table a transaction names, to roll back a cancelled
   one, so each transaction costs time and memory in proportion to the table. The replacement keeps
@@ -15,6 +15,11 @@ All `DynamoDBServer`s of a process share moto's state, so they also take turns w
   `instances_tracked`, for its dashboard), so every Item written, overwritten, updated (UpdateItem
   copies the old item) or copied stayed alive forever. DynamoDB's models are no longer registered.
 - TransactWriteItems' ClientRequestToken, which moto ignores: see `ClientRequestTokens`.
+- The 400 KB item limit, as DynamoDB applies it (see `item_size`): moto checked only a put's item and a
+  top-level SET, by its own count, so nested updates (`SET m.k = :v`) grew an item without limit. Now a
+  PutItem or UpdateItem whose resulting item is larger is refused with DynamoDB's ValidationException
+  (the UpdateItem leaves the item as it was), and in TransactWriteItems such an item cancels the
+  transaction with a `ValidationError` reason.
 
 It checks the moto internals it relies on and refuses to start without them; it warns on a moto
 version other than the one it was written against.
@@ -25,6 +30,7 @@ version other than the one it was written against.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
 import hashlib
@@ -34,7 +40,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import moto
@@ -45,6 +51,8 @@ from moto.dynamodb.exceptions import (
     ERROR_TYPE_PREFIX,
     ConditionalCheckFailed,
     DynamodbException,
+    ItemSizeTooLarge,
+    ItemSizeToUpdateTooLarge,
     MockValidationException,
     MultipleTransactionsException,
     TooManyTransactionsException,
@@ -52,7 +60,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import DomainDispatcherApplication, create_backend_app  # type: ignore[attr-defined]
@@ -134,6 +142,52 @@ def _items_digest(transact_items: Any) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
+# -- item size -----------------------------------------------------------------------------------
+
+# DynamoDB's largest item: 400 KB, in the binary units its size limits use (1 KB = 1024 bytes).
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def item_size(attributes: Mapping[str, Any]) -> int:
+    """An item's size (wire form: `{"name": {"S": "..."}, ...}`) by DynamoDB's documented rules ("DynamoDB
+    item sizes and formats"): each attribute name's UTF-8 bytes plus its value's size."""
+    return sum(len(name.encode("utf-8")) + attribute_value_size(value) for name, value in attributes.items())
+
+
+def attribute_value_size(value: Mapping[str, Any]) -> int:
+    """A string counts its UTF-8 bytes, a binary its raw bytes, a null or a Boolean 1 byte, a set the sizes
+    of its members; a list or map 3 bytes plus 1 byte per element plus the elements (and a map's keys)."""
+    ((kind, content),) = value.items()
+    if kind == "S":
+        return len(content.encode("utf-8"))
+    if kind == "N":
+        return number_size(content)
+    if kind == "B":
+        return _binary_size(content)
+    if kind in ("NULL", "BOOL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        member = kind[0]
+        return sum(attribute_value_size({member: element}) for element in content)
+    if kind == "L":
+        return 3 + sum(1 + attribute_value_size(element) for element in content)
+    if kind == "M":
+        return 3 + sum(len(key.encode("utf-8")) + 1 + attribute_value_size(element) for key, element in content.items())
+    raise ValueError(f"not an attribute value type: {kind}")
+
+
+def number_size(text: str) -> int:
+    """DynamoDB gives a number's size only "approximately": 1 byte per two significant digits, plus 1. This
+    errs high: one more digit for aligning the pairs on the decimal point, one more byte for a sign."""
+    mantissa = text.strip().lower().split("e")[0]
+    digits = mantissa.lstrip("+-").replace(".", "").strip("0")
+    return 1 + (len(digits) + 2) // 2 + (1 if mantissa.startswith("-") else 0)
+
+
+def _binary_size(content: str | bytes) -> int:
+    return len(content) if isinstance(content, bytes) else len(base64.b64decode(content))
+
+
 # -- the patches ---------------------------------------------------------------------------------
 
 _moto_transact_write_items_response = DynamoHandler.transact_write_items
@@ -161,16 +215,64 @@ def _transact_write_items_response(self: DynamoHandler) -> ActionResult:
     return result
 
 
+_moto_put_item = DynamoDBBackend.put_item
+_moto_update_item = DynamoDBBackend.update_item
+
+
+def _put_item(self: DynamoDBBackend, table_name: str, item_attrs: dict[str, Any], *args: Any, **kwargs: Any) -> Item:
+    """DynamoDBBackend.put_item, refusing an item over DynamoDB's size limit (PutItem, BatchWriteItem, and a
+    transaction's Put)."""
+    if item_size(item_attrs) > MAX_ITEM_BYTES:
+        raise ItemSizeTooLarge()
+    return _moto_put_item(self, table_name, item_attrs, *args, **kwargs)
+
+
+def _update_item(self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Item:
+    """DynamoDBBackend.update_item, refusing an update whose resulting item is over DynamoDB's size limit:
+    moto updates the stored item in place, so the item as it was is put back."""
+    table = self.get_table(table_name)
+    try:
+        hash_key, range_key = self.get_keys_value(table, key)
+    except MockValidationException:
+        return _moto_update_item(self, table_name, key, *args, **kwargs)  # moto answers a bad key its own way
+    before = copy.deepcopy(table.get_item(hash_key, range_key))
+    stream = _StreamMark.of(table)
+    item = _moto_update_item(self, table_name, key, *args, **kwargs)
+    if item_size(item.to_json()["Attributes"]) > MAX_ITEM_BYTES:
+        _put_back(table, hash_key, range_key, before)
+        stream.drop_new_records()
+        raise ItemSizeToUpdateTooLarge()
+    return item
+
+
+class _StreamMark:
+    """Where a table's stream records ended, so that records of a write that is undone can be dropped."""
+
+    def __init__(self, shard: StreamShard | None) -> None:
+        self._shard = shard
+        self._records = shard.items if shard is not None else []
+        self._length = len(self._records)
+
+    @classmethod
+    def of(cls, table: Table) -> _StreamMark:
+        return cls(table.stream_shard)
+
+    def drop_new_records(self) -> None:
+        if self._shard is not None and self._shard.items is self._records:  # (moto replaces the list when it
+            del self._records[self._length :]  # hands records to Lambda)
+
+
 _Undo = tuple[Table, DynamoType, DynamoType | None, Item | None]
 
 
 def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
-    """moto 5.2.5's DynamoDBBackend.transact_write_items, line for line, except the rollback: instead
-    of deep copies of whole tables, `undo` holds a copy of each item before the transaction writes it."""
+    """moto 5.2.5's DynamoDBBackend.transact_write_items, line for line, except the rollback (instead
+    of deep copies of whole tables, `undo` holds a copy of each item before the transaction writes it)
+    and an item over the size limit, which cancels the transaction as in DynamoDB."""
     if len(transact_items) > 100:
         raise TooManyTransactionsException()
     undo: list[_Undo] = []
-    streams: dict[int, tuple[StreamShard, list[Any], int]] = {}  # id(table) -> shard, its records, length before
+    streams: dict[int, _StreamMark] = {}  # id(table) -> where its stream ended before the transaction
 
     target_items: set[tuple[str, str]] = set()
 
@@ -213,9 +315,7 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
                     table = self.get_table(table_name)
                     hash_key, range_key = self.get_keys_value(table, key)
                     undo.append((table, hash_key, range_key, copy.deepcopy(current)))
-                    shard = table.stream_shard
-                    if shard is not None and id(table) not in streams:
-                        streams[id(table)] = (shard, shard.items, len(shard.items))
+                    streams.setdefault(id(table), _StreamMark.of(table))
 
                 if condition_expression is not None:
                     condition_op = get_filter_expression(
@@ -252,6 +352,8 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
                         expression_attribute_values=expression_attribute_values,
                     )
                 errors.append((None, None, None))
+            except (ItemSizeTooLarge, ItemSizeToUpdateTooLarge) as e:  # (added) as DynamoDB: the item's reason
+                errors.append(("ValidationError", e.exception_msg, None))
             except (MultipleTransactionsException, MockValidationException):
                 raise
             except ConditionalCheckFailed as e:
@@ -264,9 +366,8 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
     except BaseException:
         for table, hash_key, range_key, before in reversed(undo):
             _put_back(table, hash_key, range_key, before)
-        for shard, records, length in streams.values():
-            if shard.items is records:  # (moto replaces the list when it hands records to Lambda)
-                del records[length:]
+        for stream in streams.values():
+            stream.drop_new_records()
         raise
 
 
@@ -326,6 +427,8 @@ def _check_moto() -> list[type]:
         missing += [f"Table.{name}" for name in ["items", "stream_shard", "hash_key_attr"] if not hasattr(probe, name)]
         if not isinstance(getattr(probe, "items", None), dict) or not hasattr(probe, "range_key_attr"):
             missing.append("Table.items (a dict), Table.range_key_attr")
+    if "__setitem__" not in vars(LimitedSizeDict) or not issubclass(LimitedSizeDict, dict):
+        missing.append("dynamo_type.LimitedSizeDict (a dict checking sizes in __setitem__)")
     models = [cls for cls in model_data.get("dynamodb", {}).values() if isinstance(cls, type)]
     if Item not in models or Table not in models or not hasattr(Item, "instances_tracked"):
         missing.append("moto.core.model_instances.model_data['dynamodb'] with Item, Table (instances_tracked)")
@@ -348,6 +451,10 @@ def patch_moto() -> None:
         model.instances_tracked = []  # type: ignore[attr-defined]
     DynamoHandler.transact_write_items = _transact_write_items_response  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    # One size rule, DynamoDB's, where moto had its own (405,000 of its bytes, top-level writes only).
+    del LimitedSizeDict.__setitem__
+    DynamoDBBackend.put_item = _put_item  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
 
 
 # -- the server ----------------------------------------------------------------------------------

@@ -9,6 +9,21 @@ from typing import Any
 import pytest
 
 from chalicelib import source_context
+from chalicelib.events import ProcessingUpdate, TaskOutput
+from chalicelib.items import (
+    MAX_SNAPSHOT_BYTES,
+    MAX_TASK_FLOWS,
+    processing_entry,
+    stored_snapshot,
+    video_key,
+    video_upload_attributes,
+)
+from chalicelib.media import MediaFacts
+from chalicelib.settings import Settings
+from chalicelib.strict_json import dump_json
+from chalicelib.videos import Video
+from chalicelib.vod_notification import MAX_TASK_OUTPUTS, MAX_TEXT
+from devstack.dynamodb import MAX_ITEM_BYTES, item_size
 from tests import vod_payloads as vod
 from tests.conftest import ApiFactory, Stack, TokenFactory, bearer, with_policy
 
@@ -357,3 +372,65 @@ def test_missing_sign_key_refuses_callbacks_when_signing_is_required(
     stage_env["REQUIRE_CALLBACK_SIGN"] = "false"
     relaxed = Stack(api_factory(), stack.env, token_for, dynamodb, table_name)
     assert relaxed.deliver(vod.new_file_upload("f-unsigned", context), sign=False).json_body["outcome"] == "attributed"
+
+
+def large_task_flow(file_id: str, task_id: str, definitions: range) -> dict[str, Any]:
+    """A finished task flow whose outputs carry long (but plausible) URLs, and a long message."""
+    body = vod.procedure_state_changed(file_id, task_id, "FINISH", [(d, "SUCCESS") for d in definitions])
+    event = body["ProcedureStateChangeEvent"]
+    event["Message"] = "m" * 5000
+    for result in event["MediaProcessResultSet"]:
+        result["TranscodeTask"]["Output"]["Url"] += "?sign=" + "s" * 1500
+    return body
+
+
+def test_any_number_of_large_task_flow_updates_keeps_the_video_under_400_kb(stack: Stack) -> None:
+    """Each flow's snapshot was kept whole, and every flow: real DynamoDB would refuse the update that takes
+    the item past 400 KB, that event failing forever (the local endpoint now refuses it likewise)."""
+    _, context = stack.create_upload(body={"procedure": "LongVideoPreset"})
+    assert stack.deliver(vod.new_file_upload("f-big", context, procedure_task_id="task-own")).status_code == 200
+    flows = ["task-own"] + [f"task-{n:02d}" for n in range(12)]
+    for n, task in enumerate(flows):
+        body = large_task_flow("f-big", task, range(100 * n, 100 * n + 50))
+        assert len(json.dumps(body)) > 90_000
+        response = stack.deliver(body)
+        assert (response.status_code, response.json_body.get("outcome")) == (200, "updated"), response.body
+
+    [item] = [item for item in stack.items() if item["pk"]["S"] == "VIDEO#f-big"]
+    assert item_size(item) < MAX_ITEM_BYTES / 2
+    alice = bearer(stack.token_for("alice"))
+    video = stack.api.get("/videos/f-big", headers=alice).json_body
+    # The upload's own flow, and the most recently updated others.
+    assert [snapshot["taskId"] for snapshot in video["processingTasks"]] == sorted(["task-own", *flows[-7:]])
+    assert video["processing"]["taskId"] == "task-own"
+    [newest] = [snapshot for snapshot in video["processingTasks"] if snapshot["taskId"] == flows[-1]]
+    # Of each kind of output, the last ones VOD listed, with their URLs whole.
+    assert [task["definition"] for task in newest["tasks"]] == list(range(1240, 1250))
+    assert all(task["url"].endswith("s" * 1500) for task in newest["tasks"])
+    assert newest["message"] == "m" * 256
+
+
+WIDE = "\U0001f600"  # 4 bytes in UTF-8, 12 as escaped JSON: the costliest character to store
+
+
+def test_a_video_item_stays_under_400_kb_whatever_vod_sends() -> None:
+    """The bounds, at their worst: every text at its longest in the costliest characters (past what a
+    callback body could carry), the most outputs and reviews VOD can list, the most task flows kept."""
+    text = WIDE * MAX_TEXT
+    outputs = tuple(
+        TaskOutput(WIDE * 100, WIDE * 100, 10**4000, text, 10**4000, {"PicInfoSet": [text] * 50, "Size": 10**300})
+        for _ in range(MAX_TASK_OUTPUTS)
+    )
+    review = tuple({"type": WIDE * 64, "status": WIDE * 64, "suggestion": WIDE * 64} for _ in range(MAX_TASK_OUTPUTS))
+
+    def update(task: int) -> ProcessingUpdate:
+        task_id = f"{task:03d}" + WIDE * 125
+        return ProcessingUpdate(task_id, "f", WIDE * 32, None, outputs, review, 10**4000, WIDE * 100_000)
+
+    assert len(dump_json(stored_snapshot(update(0)))) <= MAX_SNAPSHOT_BYTES
+    metadata = {"k": "x" * Settings.model_fields["max_metadata_bytes"].default}  # the default bound
+    facts = MediaFacts(text, text, text, text, 10**18, 1e18, 10**18, 10**18, WIDE * 64, text, 10**18, text)
+    video = Video("f" * 64, WIDE * 128, "u" * 22, 10**10, WIDE * 200, WIDE * 255, WIDE * 128, text, metadata, facts)
+    flows = {update(task).task_id: processing_entry(update(task), 10**10) for task in range(MAX_TASK_FLOWS)}
+    item = {**video_key(video.file_id), **video_upload_attributes(video), "processing": {"M": flows}}
+    assert item_size(item) < MAX_ITEM_BYTES * 0.75

@@ -1,5 +1,6 @@
 """The local DynamoDB endpoint itself (devstack/dynamodb.py): all-or-nothing transactions whose cost
-does not grow with the table, ClientRequestToken idempotency, and freezing the endpoint."""
+does not grow with the table, ClientRequestToken idempotency, DynamoDB's 400 KB item limit, and freezing
+the endpoint."""
 
 from __future__ import annotations
 
@@ -402,6 +403,112 @@ def test_remembered_tokens_are_bounded() -> None:
     now[0] += 600
     assert tokens.lookup(("account", "region", "t4")) is None
     assert len(tokens) == 0
+
+
+# -- the 400 KB item limit ---------------------------------------------------------------------
+
+LIMIT = local_dynamodb.MAX_ITEM_BYTES
+KEY_BYTES = len("pk") + len("big") + len("sk") + len("A")  # _key("big") as DynamoDB counts it
+TOO_LARGE = "Item size has exceeded the maximum allowed size"
+UPDATE_TOO_LARGE = "Item size to update has exceeded the maximum allowed size"
+
+
+def _validation_message(error: ClientError) -> str:
+    assert error.response["Error"]["Code"] == "ValidationException"
+    return str(error.response["Error"]["Message"])
+
+
+def test_item_size_follows_dynamodbs_documented_rules() -> None:
+    size = local_dynamodb.attribute_value_size
+    assert local_dynamodb.item_size({"name": _s("héllo")}) == 4 + 6  # names and strings: their UTF-8 bytes
+    assert size({"B": "AAECAw=="}) == 4  # a binary's raw bytes, not its base64
+    assert size({"NULL": True}) == size({"BOOL": False}) == 1
+    assert size({"L": []}) == size({"M": {}}) == 3
+    assert size({"L": [_s("ab"), _s("c")]}) == 3 + (1 + 2) + (1 + 1)  # 1 byte per element
+    assert size({"M": {"key": _s("ab")}}) == 3 + 3 + 1 + 2  # and a map's keys
+    assert size({"SS": ["ab", "c"]}) == 3
+    # Numbers: "approximately 1 byte per two significant digits, plus 1 byte"; leading and trailing zeros
+    # are not significant. The count errs high (a byte for pair alignment, one for a sign).
+    assert size({"N": "1"}) == size({"N": "100"}) == size({"N": "0.001"}) == 2
+    assert size({"N": "123456"}) == 5 and size({"N": "-12.5e3"}) == 4
+
+
+def test_put_item_is_refused_above_400_kb_and_stored_up_to_it(dynamodb: Any, table_name: str) -> None:
+    name_bytes = len("body")
+    _put(dynamodb, table_name, "big", body=_s("x" * (LIMIT - KEY_BYTES - name_bytes)))  # exactly 400 KB
+
+    with pytest.raises(ClientError) as refused:
+        _put(dynamodb, table_name, "big", body=_s("y" * (LIMIT - KEY_BYTES - name_bytes + 1)))
+
+    assert _validation_message(refused.value) == TOO_LARGE
+    stored = _get(dynamodb, table_name, "big")
+    assert stored is not None and stored["body"]["S"][0] == "x"
+
+
+def _grow_nested(table: str, entry: str, value: str) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "Key": _key("big"),
+        "UpdateExpression": "SET m.#entry = :value",
+        "ExpressionAttributeNames": {"#entry": entry},
+        "ExpressionAttributeValues": {":value": _s(value)},
+    }
+
+
+def test_update_item_is_refused_when_its_result_would_pass_400_kb(dynamodb: Any, table_name: str) -> None:
+    """moto let nested updates grow an item without limit (one map of four 110 KB entries: 440 KB)."""
+    _put(dynamodb, table_name, "big", m={"M": {}})
+    for index in range(3):
+        dynamodb.update_item(**_grow_nested(table_name, f"e{index}", "x" * 110_000))
+    before = _get(dynamodb, table_name, "big")
+    assert before is not None
+
+    with pytest.raises(ClientError) as refused:
+        dynamodb.update_item(**_grow_nested(table_name, "e3", "x" * 110_000))
+    assert _validation_message(refused.value) == UPDATE_TOO_LARGE
+    assert _get(dynamodb, table_name, "big") == before  # nothing of the refused update is kept
+
+    # The map's attribute name and overhead, each entry's key and element overhead: e0 can take the rest.
+    room = LIMIT - KEY_BYTES - (len("m") + 3) - 3 * (len("e0") + 1) - 2 * 110_000
+    dynamodb.update_item(**_grow_nested(table_name, "e0", "x" * room))  # exactly 400 KB
+    with pytest.raises(ClientError):
+        dynamodb.update_item(**_grow_nested(table_name, "e0", "x" * (room + 1)))
+
+
+def test_update_item_creating_an_oversize_item_leaves_none(dynamodb: Any, table_name: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        dynamodb.update_item(
+            TableName=table_name,
+            Key=_key("big"),
+            UpdateExpression="SET body = :value",
+            ExpressionAttributeValues={":value": _s("x" * LIMIT)},
+        )
+    assert _validation_message(refused.value) == UPDATE_TOO_LARGE
+    assert _get(dynamodb, table_name, "big") is None
+
+
+@pytest.mark.parametrize("oversize", ["Put", "Update"])
+def test_an_oversize_item_cancels_its_transaction(dynamodb: Any, table_name: str, oversize: str) -> None:
+    _seed(dynamodb, table_name)
+    before = _scan(dynamodb, table_name)
+    operation: dict[str, Any] = {"TableName": table_name}
+    if oversize == "Put":
+        operation["Item"] = {**_key("big"), "body": _s("x" * LIMIT)}
+    else:
+        operation.update(
+            Key=_key("existing"),
+            UpdateExpression="SET body = :value",
+            ExpressionAttributeValues={":value": _s("x" * LIMIT)},
+        )
+
+    with pytest.raises(ClientError) as cancelled:
+        dynamodb.transact_write_items(TransactItems=[_first_ops(table_name)["put a new item"], {oversize: operation}])
+
+    assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
+    reasons = cancelled.value.response["CancellationReasons"]
+    assert [reason["Code"] for reason in reasons] == ["None", "ValidationError"]
+    assert reasons[1]["Message"] == (TOO_LARGE if oversize == "Put" else UPDATE_TOO_LARGE)
+    assert _scan(dynamodb, table_name) == before
 
 
 # -- freezing ------------------------------------------------------------------------------------

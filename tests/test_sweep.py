@@ -1,6 +1,7 @@
 """The reconciliation sweep against the local DynamoDB (and vodlocal for DeleteMedia): intents no upload
 came for are expired and their slots released, a late event still completes one, and old uploads nobody
-owns are only reported unless the stage enables their deletion.
+owns are only reported unless the stage enables their deletion, while a reviewed FileId that is a user's
+video is never deleted.
 
 The sweep is given a clock that runs ahead, so that hours pass without waiting for them."""
 
@@ -21,7 +22,7 @@ from chalicelib.vod_api import VodMediaLibrary, vod_api_client
 from devstack.pull import RunContext, scheduled_event
 from tests import vod_payloads as vod
 from tests.conftest import Stack, TokenFactory, bearer, with_policy
-from tests.test_pull_consumer import CONSUMER_SECONDS, upload_through
+from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, attributed_file, upload_through
 from vodlocal import Handle
 
 WINDOW, TTL = 60, 30  # the test policy's upload window and signature lifetime
@@ -112,7 +113,8 @@ def test_the_scheduled_handler_runs_the_sweep_of_the_stage(stack: Stack) -> None
     )
     # Nothing has closed yet on the real clock; the handler reports the run's figures.
     assert result == {
-        "expired": 0, "deletion": "dry-run", "dueForDeletion": 0, "deleted": 0, "failed": 0, "finished": True,
+        "expired": 0, "deletion": "dry-run", "dueForDeletion": 0, "deleted": 0, "keptOwned": 0, "failed": 0,
+        "finished": True,
     }  # fmt: skip
 
 
@@ -168,3 +170,39 @@ def test_old_unattributed_uploads_are_deleted_from_vod_only_when_enabled(
     assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"deleted": 1}
     assert sweep_ahead(GRACE + 1, "delete", vod_media).run(30).due_for_deletion == []
     assert json.dumps(deleting.as_fields())  # the handler's log line and return value
+
+
+def test_the_sweep_deletes_only_uploads_nobody_owns(
+    pull_vod: Handle, api_factory: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any
+) -> None:
+    """A review item stands for an event, not a file: here Bob's intent came with Alice's FileId (a second,
+    VOD-signed NewFileUpload for it), which is rejected and kept for review while the file is Alice's video."""
+    stack = Stack(api_factory(), stage_env, token_for, dynamodb, stage_env["TABLE_NAME"])
+    alices = upload_through(pull_vod, as_user(stack.api, token_for("alice")))
+    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
+    owned = attributed_file(stack.api, token_for("alice"), alices)
+    assert owned is not None
+    _, bobs_context = stack.create_upload("bob")
+    assert stack.deliver(vod.new_file_upload(owned, bobs_context)).json_body["outcome"] == "rejected"
+    orphan_in_vod(pull_vod, stage_env)
+    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"orphan": 1}
+    [orphan] = [review["fileId"] for review in container.services().repository.reviews() if review["fileId"] != owned]
+    eight_days = 8 * 86400
+    vod_media = media_at(stage_env, stage_env["VOD_API_ENDPOINT"])
+
+    dry = sweep_ahead(eight_days).run(30)
+    assert (dry.due_for_deletion, dry.kept_owned, dry.deleted) == ([orphan], [owned], 0)
+    deleting = sweep_ahead(eight_days, "delete", vod_media).run(30)
+    assert (deleting.due_for_deletion, deleting.deleted, deleting.kept_owned, deleting.failed) == ([orphan], 1, [], 0)
+
+    assert exists_in_vod(stage_env, owned) and not exists_in_vod(stage_env, orphan)
+    # VOD tells of the one deletion (FileDeleted); Alice's video is still hers to see.
+    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"deleted": 1}
+    assert stack.api.get(f"/videos/{owned}", headers=bearer(token_for("alice"))).status_code == 200
+    assert container.services().repository.reviews() == []
+    kept = dynamodb.get_item(
+        TableName=stage_env["TABLE_NAME"], Key={"pk": {"S": f"REVIEW#{owned}"}, "sk": {"S": "REVIEW"}}
+    )["Item"]
+    assert (kept["kind"]["S"], kept["ownedBy"]["S"], kept["gsi1pk"]["S"]) == ("rejected", "alice", "REVIEW#OWNED")
+    assert "deletedFromVodAt" not in kept
+    assert sweep_ahead(eight_days, "delete", vod_media).run(30).as_fields()["keptOwned"] == 0
