@@ -6,7 +6,7 @@ stands in for Tencent, so it never borrows the product's reading of the protocol
 * the ``Sign`` VOD adds to a PUSH callback when a SignKey is configured (§2.4): hex ``MD5(SignKey + T)``.
 
 Tencent does not document its checks (§1.5). The ones here follow the documented limits; where the reference
-is silent, the choice is vodlocal's and is listed in vodlocal/README.md (Signatures).
+is silent, the choice is vodlocal's and is listed in vodlocal/README.md (What is emulated, UGC API).
 """
 
 from __future__ import annotations
