@@ -17,8 +17,9 @@ from pathlib import Path
 
 import requests
 
+from tests.signing_stub import SigningStub
 from vodlocal import Config, start
-from vodlocal.testing import SigningStub, run_harness
+from vodlocal.testing import run_harness
 
 SECRET_ID = "AKIDvodlocalBENCH" + secrets.token_hex(9)
 SECRET_KEY = secrets.token_urlsafe(24)

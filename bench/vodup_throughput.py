@@ -33,8 +33,9 @@ import requests
 from qcloud_cos import CosConfig, CosS3Client
 
 from bench.vodlocal_throughput import MiB, url_md5, write_random
+from tests.signing_stub import SigningStub
 from vodlocal import Config, start
-from vodlocal.testing import HARNESS, SigningStub, harness_env, harness_result
+from vodlocal.testing import HARNESS, harness_env, harness_result
 
 SECRET_ID = "AKIDvodlocalBENCH" + secrets.token_hex(9)
 SECRET_KEY = secrets.token_urlsafe(24)

@@ -16,8 +16,8 @@ import pytest
 
 from chalicelib import vod_signature
 from tests.conftest import TokenFactory, call, vodlocal_for, wait_for_video
+from tests.signing_stub import SigningStub
 from vodlocal import Handle, start
-from vodlocal.testing import SigningStub
 from vodup import (
     ApiClient,
     ApiSigner,

@@ -259,3 +259,131 @@ def test_a_zero_byte_file_then_bad_input_is_one_line_and_a_non_zero_exit(
         assert (out.returncode, out.stdout) == (status, ""), (expected, out)
         assert len(out.stderr.splitlines()) == 1 and expected in out.stderr, (expected, out.stderr)
     assert call("GET", f"{chalice_local}/videos", token=alice)[1]["videos"] == [video]
+
+
+class HeldHandler:
+    """Holds the `nth` call of one of vodlocal's handlers (a method of its UGC or COS service): `before` it runs,
+    or `after` it ran (VOD or COS did the work; the answer is not sent yet). The other calls go through. A test
+    kills the client while the call is held, then releases it: a server finishing a request whose client died."""
+
+    def __init__(self, service: object, method: str, when: str, nth: int = 1) -> None:
+        self.service, self.method, self.when, self.nth = service, method, when, nth
+        self.original = getattr(service, method)
+        self.calls = 0
+        self.held, self.released = threading.Event(), threading.Event()
+        self.lock = threading.Lock()
+        setattr(service, method, self.handle)
+
+    def handle(self, *args: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            mine = self.calls == self.nth
+        if mine and self.when == "before":
+            self.hold()
+        result = self.original(*args)
+        if mine and self.when == "after":
+            self.hold()
+        return result
+
+    def hold(self) -> None:
+        self.held.set()
+        assert self.released.wait(60), "the held call was never released"
+
+    def close(self) -> None:
+        self.released.set()
+        delattr(self.service, self.method)  # the class's method again
+
+
+def wait_until(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+# The phase a client is killed in, and where vodlocal holds that phase's request meanwhile.
+PHASES = {
+    "apply": ("ugc", "apply", "after", 1),  # VOD opened the session; its answer never reached the client
+    "parts": ("cos", "upload_part", "before", 2),  # one part stored, the next in flight
+    "complete": ("cos", "_assemble", "before", 1),  # COS joining the parts when the client dies
+    "commit": ("ugc", "commit", "after", 1),  # VOD committed (and told our API); the answer was lost
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_kill_9_in_any_phase_then_the_same_command_finishes_the_upload_once(
+    phase: str, chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    service, method, when, nth = PHASES[phase]
+    source = os.urandom(3 * MiB - 100)
+    (tmp_path / "clip.mp4").write_bytes(source)
+    alice = token_for("alice")
+    env = vodup_env(chalice_local, alice, vodlocal.url, tmp_path / "state")
+    args = ("upload", str(tmp_path / "clip.mp4"), "--title", phase, "--part-size", "1", "--parallel", "1", "--json")
+    gate = HeldHandler(getattr(vodlocal.app, service), method, when, nth)
+    try:
+        first = start(*args, env=env)
+        assert gate.held.wait(60), f"vodup never reached the {phase}"
+        first.kill()
+        first.wait(timeout=10)
+        if phase == "complete":
+            # The resumed run's Complete arrives while the dead run's still joins the parts: it waits for it.
+            resumed = start(*args, env=env)
+            [upload] = vodlocal.app.store.query("SELECT upload_id FROM uploads")
+            locks = vodlocal.app.cos.upload_locks
+            wait_until(lambda: locks.users(upload["upload_id"]) == 2, "the second Complete never reached the upload")
+            gate.released.set()
+            out, err = resumed.communicate(timeout=60)
+            rerun = subprocess.CompletedProcess(resumed.args, resumed.returncode, out, err)
+        else:
+            gate.released.set()
+            rerun = run(*args, env=env)
+    finally:
+        gate.close()
+    assert first.returncode == -signal.SIGKILL
+    assert rerun.returncode == 0 and "Traceback" not in rerun.stderr, rerun.stderr
+    file_id = json.loads(rerun.stdout)["fileId"]
+    video = wait_for_video(chalice_local, alice, file_id)
+    assert video["title"] == phase and video["md5"] == md5_of(source) == md5_of(fetch(video["mediaUrl"]))
+    # Attributed once: one file at VOD, one video for its owner, and nothing answered with a server error.
+    assert [row["file_id"] for row in vodlocal.app.store.query("SELECT file_id FROM media")] == [file_id]
+    assert [v["fileId"] for v in call("GET", f"{chalice_local}/videos", token=alice)[1]["videos"]] == [file_id]
+    assert all(r["status"] < 500 for r in vodlocal.requests()), vodlocal.requests()
+    assert not list((tmp_path / "state").glob("*.json"))
+    if phase == "complete":  # no part sent twice; the resumed Complete got COS's answer to a completed upload
+        assert len(vodlocal.requests("UploadPart")) == 3 and len(vodlocal.requests("InitiateMultipartUpload")) == 1
+        assert sorted(r["status"] for r in vodlocal.requests("CompleteMultipartUpload")) == [200, 404]
+    if phase == "commit":  # nothing was sent again but the Commit (or nothing at all)
+        assert len(vodlocal.requests("CompleteMultipartUpload")) == 1 and len(vodlocal.requests("UploadPart")) == 3
+
+
+class NotCosProxy(PartGate):
+    """The proxy, answering every CompleteMultipartUpload with a JSON error (what vodlocal once sent for a
+    crash): no `<Code>` for the COS SDK to read."""
+
+    def forward(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        if method == "POST" and "uploadId=" in target:
+            return 400, [("Content-Type", "application/json")], b'{"error": "internal error"}'
+        return super().forward(method, target, body, headers)
+
+
+def test_a_cos_answer_that_is_not_cos_xml_is_one_line_and_the_same_command_then_finishes(
+    chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    source = os.urandom(2 * MiB)
+    (tmp_path / "clip.mp4").write_bytes(source)
+    alice = token_for("alice")
+    args = ("upload", str(tmp_path / "clip.mp4"), "--part-size", "1", "--json")
+    proxy = NotCosProxy(vodlocal.url)
+    try:
+        refused = run(*args, env=vodup_env(chalice_local, alice, proxy.url, tmp_path / "state"))
+    finally:
+        proxy.close()
+    assert (refused.returncode, refused.stdout) == (1, ""), refused.stderr
+    [line] = refused.stderr.splitlines()[-1:]
+    assert line == "vodup: COS CompleteMultipartUpload (video): 400: an answer that is not COS's XML error"
+    assert "Traceback" not in refused.stderr
+    finished = run(*args, env=vodup_env(chalice_local, alice, vodlocal.url, tmp_path / "state"))
+    assert finished.returncode == 0, finished.stderr
+    video = wait_for_video(chalice_local, alice, json.loads(finished.stdout)["fileId"])
+    assert video["md5"] == md5_of(source) and len(vodlocal.requests("UploadPart")) == 2

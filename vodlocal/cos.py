@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -17,6 +18,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from types import ModuleType
@@ -26,8 +28,10 @@ from urllib.parse import parse_qsl
 from qcloud_cos import cos_auth
 
 from vodlocal.config import Config
-from vodlocal.httpkit import BodyTooLarge, Request, Response, xml_document
+from vodlocal.httpkit import BodyTooLarge, MalformedBody, Request, Response, xml_document
 from vodlocal.store import Store, read_file, read_open
+
+log = logging.getLogger("vodlocal.cos")
 
 MIN_PART_SIZE = 1 << 20
 MAX_PART_NUMBER = 10_000
@@ -161,10 +165,43 @@ def expected_signature(req: Request, key: str, auth: dict[str, str], secret_key:
     return produced["q-signature"]
 
 
+class KeyedLocks:
+    """One lock per key, kept only while a thread holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def users(self, key: str) -> int:
+        """Threads holding or waiting for ``key``'s lock."""
+        with self._guard:
+            return self._locks.get(key, (None, 0))[1]
+
+
 class CosService:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
+        # What changes a multipart upload's parts (UploadPart's swap, Complete, Abort) takes its upload's lock: a
+        # second Complete (a client's retry, or a resumed client's while its killed predecessor's still assembles)
+        # waits for the first, then finds the upload gone (NoSuchUpload) and the object in place.
+        self.upload_locks = KeyedLocks()
 
     # --- credentials -----------------------------------------------------------------------------
     def issue_credentials(self, bucket: str, prefix: str, ttl: int) -> dict[str, Any]:
@@ -233,6 +270,15 @@ class CosService:
         except CosError as exc:
             req.log["error"] = exc.code
             return error_response(exc, req)
+        except (ConnectionError, MalformedBody):
+            raise  # the client went away, or its body cannot be read: the server answers for any service
+        except Exception:
+            # Whatever went wrong, a COS client gets COS's XML error (its SDKs parse nothing else).
+            log.exception("COS %s %s failed", req.method, req.raw_path)
+            req.log["error"] = "InternalError"
+            return error_response(
+                CosError(500, "InternalError", "We encountered an internal error. Please try again."), req
+            )
 
     def _bucket_exists(self, bucket: str, region: str | None) -> bool:
         """Only the per-region VOD buckets exist; a path-style request (no region) may name any region's."""
@@ -350,7 +396,7 @@ class CosService:
             # File swap and row upsert in one write transaction: concurrent UploadParts of the same part
             # serialise here, so the stored file and its ETag row always come from the same request, and
             # an upload aborted/completed while the body streamed in is seen (its rows are already gone).
-            with self.store.transaction() as db:
+            with self.upload_locks.hold(upload_id), self.store.transaction() as db:
                 row = db.execute("SELECT key, bucket FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
                 if row is None or row["key"] != key or row["bucket"] != bucket:
                     raise CosError(404, "NoSuchUpload", "The specified upload does not exist.")
@@ -428,12 +474,25 @@ class CosService:
             raise CosError(400, "MalformedXML", "The XML you provided was not well-formed") from exc
         if not wanted:
             raise CosError(400, "MalformedXML", "no Part elements")
-        stored = {
-            r["part_number"]: r for r in self.store.query("SELECT * FROM parts WHERE upload_id = ?", (upload_id,))
-        }
         numbers = [n for n, _ in wanted]
         if numbers != sorted(set(numbers)):
             raise CosError(400, "InvalidPartOrder", "parts must be listed in ascending order")
+        with self.upload_locks.hold(upload_id):
+            # Checked again under the lock: a Complete that waited for another finds the upload gone, as COS
+            # answers any Complete of an upload already completed.
+            self._upload(bucket, key, upload_id)
+            etag = self._assemble(bucket, key, upload_id, wanted)
+        location = f"{bucket}.cos.{req.host.split('.cos.', 1)[-1]}/{key}" if ".cos." in req.host else key
+        return Response.xml(
+            "CompleteMultipartUploadResult", [("Location", location), ("Bucket", bucket), ("Key", key), ("ETag", etag)]
+        )
+
+    def _assemble(self, bucket: str, key: str, upload_id: str, wanted: list[tuple[int, str]]) -> str:
+        """Join the listed parts into the object, then forget the upload; the object's ETag. Nothing changes
+        unless all of it succeeds: a failure leaves the upload and its parts as they were."""
+        stored = {
+            r["part_number"]: r for r in self.store.query("SELECT * FROM parts WHERE upload_id = ?", (upload_id,))
+        }
         for index, (number, etag) in enumerate(wanted):
             row = stored.get(number)
             if row is None or row["etag"].strip('"') != etag:
@@ -446,7 +505,7 @@ class CosService:
                 yield from read_file(self.store.part_path(upload_id, number))
 
         blob = self.store.new_blob_path()
-        size, md5 = self.store.write_file(chunks(), blob)
+        size, md5 = self.store.write_file(chunks(), blob)  # atomic: a failure leaves no object behind
         joined = b"".join(bytes.fromhex(etag) for _, etag in wanted)
         etag = f'"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(wanted)}"'
         content_type = self._upload_content_type(upload_id)
@@ -455,10 +514,7 @@ class CosService:
             db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
         self.store.drop_parts(upload_id)
-        location = f"{bucket}.cos.{req.host.split('.cos.', 1)[-1]}/{key}" if ".cos." in req.host else key
-        return Response.xml(
-            "CompleteMultipartUploadResult", [("Location", location), ("Bucket", bucket), ("Key", key), ("ETag", etag)]
-        )
+        return etag
 
     def _upload_content_type(self, upload_id: str) -> str:
         row = self.store.one("SELECT content_type FROM uploads WHERE upload_id = ?", (upload_id,))
@@ -466,11 +522,12 @@ class CosService:
 
     def abort(self, req: Request, bucket: str, key: str, upload_id: str) -> Response:
         req.log["op"] = "AbortMultipartUpload"
-        self._upload(bucket, key, upload_id)
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
-            db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-        self.store.drop_parts(upload_id)
+        with self.upload_locks.hold(upload_id):
+            self._upload(bucket, key, upload_id)
+            with self.store.transaction() as db:
+                db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+                db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            self.store.drop_parts(upload_id)
         return Response(204, {"x-cos-request-id": request_id()})
 
     # --- simple objects --------------------------------------------------------------------------

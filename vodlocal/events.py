@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from tencentcloud.vod.v20180717 import models
 
-from chalicelib import callback_auth
 from vodlocal.config import Config
 from vodlocal.eventconfig import EventConfig, EventConfigStore
 from vodlocal.media import Media, iso_now
+from vodlocal.signatures import callback_sign
 from vodlocal.store import Store
 
 log = logging.getLogger("vodlocal.events")
@@ -349,7 +349,7 @@ class EventBus:
             if sign_key:
                 expires = int(time.time()) + 600
                 payload["T"] = expires
-                payload["Sign"] = callback_auth.sign(sign_key, expires)
+                payload["Sign"] = callback_sign(sign_key, expires)
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             record: dict[str, Any] = {"seq": seq, "copy": copy, "attempt": attempt, "url": url, "t": time.time()}
             try:

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 from vodlocal import cors
 from vodlocal.api3 import Api3Service
 from vodlocal.config import Config
-from vodlocal.cos import REGION_ABBREVIATIONS, CosService
+from vodlocal.cos import REGION_ABBREVIATIONS, CosError, CosService, error_response
 from vodlocal.eventconfig import EventConfig, EventConfigStore
 from vodlocal.events import EventBus
 from vodlocal.httpkit import BodyReader, MalformedBody, Request, Response
@@ -65,9 +65,20 @@ class App:
         self.api3 = Api3Service(config, self.bus, self.media, self.cos)
         self.request_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=50_000)
 
+    @staticmethod
+    def is_cos(req: Request) -> bool:
+        return BUCKET_HOST.match(req.host) is not None or (req.host not in UGC_HOSTS and req.path.startswith("/_cos/"))
+
+    def unreadable(self, req: Request, message: str) -> Response:
+        """The answer to a request whose body cannot be read: COS's XML error to a COS client, JSON otherwise."""
+        if self.is_cos(req):
+            req.log["error"] = "InvalidRequest"
+            return error_response(CosError(400, "InvalidRequest", message), req)
+        return Response.json({"error": message}, 400)
+
     def route(self, req: Request) -> Response:
         bucket = BUCKET_HOST.match(req.host)
-        is_cos = bucket is not None or (req.host not in UGC_HOSTS and req.path.startswith("/_cos/"))
+        is_cos = self.is_cos(req)
         if req.method == "OPTIONS":
             if is_cos:
                 return cors.preflight(self.config.cos_cors, req)
@@ -141,12 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         raw_length = headers.get("content-length", "").strip()
-        if raw_length and not (raw_length.isascii() and raw_length.isdigit()):  # also rejects "-1"
-            # The body's extent is unknown: answer and drop the connection rather than guess.
-            self.close_connection = True
-            self._write(Response.json({"error": f"invalid Content-Length {raw_length[:40]!r}"}, 400))
-            return
-        length = int(raw_length or 0)
+        readable = not raw_length or (raw_length.isascii() and raw_length.isdigit())  # also rejects "-1"
         req = Request(
             self.command,
             host.lower(),
@@ -155,8 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
             raw_path,
             Request.parse_query(query),
             headers,
-            BodyReader(self.rfile, length, chunked),
+            BodyReader(self.rfile, int(raw_length or 0) if readable else 0, chunked),
         )
+        if not readable:
+            # The body's extent is unknown: answer and drop the connection rather than guess.
+            self.close_connection = True
+            self._write(self.app.unreadable(req, f"invalid Content-Length {raw_length[:40]!r}"))
+            return
         started = time.time()
         try:
             resp = self.app.route(req)
@@ -166,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(req, 499, started)
             return
         except MalformedBody as exc:
-            resp = Response.json({"error": str(exc)}, 400)
+            resp = self.app.unreadable(req, str(exc))
             self.close_connection = True
         except Exception:
             log.exception("unhandled error for %s %s%s", self.command, host, raw_path)

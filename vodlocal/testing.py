@@ -1,20 +1,16 @@
-"""Helpers shared by the tests and the benchmark: a stand-in for the project's signing service and a runner
-for the JS SDK harness (``e2e/js/harness.js``)."""
+"""Helpers shared by the tests and the benchmark: a local HTTP server and a runner for the JS SDK harness
+(``e2e/js/harness.js``). The stand-in for the project's signing API is tests/signing_stub.py: it signs with the
+project's code, which vodlocal never imports."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import threading
-import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-from chalicelib import vod_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "e2e" / "js" / "harness.js"
@@ -41,69 +37,6 @@ def reply_json(handler: BaseHTTPRequestHandler, status: int, payload: object) ->
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
-
-
-@dataclass
-class SigningStub:
-    """``POST /uploads`` -> 201 {uploadId, signature, expireTime}; ``POST /uploads/{id}/signature`` -> 200.
-
-    Same contract as the project's signing API; signs with ``chalicelib.vod_signature`` (sourceContext =
-    uploadId, one-time signatures by default)."""
-
-    secret_id: str
-    secret_key: str
-    auth_token: str
-    validity: int = 3600
-    clock_offset: int = 0  # shifts currentTimeStamp; negative + short validity = an expired signature
-    options: dict[str, Any] = field(default_factory=lambda: {"oneTimeValid": 1})
-    issued: list[str] = field(default_factory=list)
-    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    url: str = ""
-    _server: LocalServer | None = None
-
-    def sign(self, upload_id: str) -> dict[str, Any]:
-        opts = {"sourceContext": upload_id, **self.options}
-        params = vod_signature.new_params(
-            self.secret_id,
-            self.validity,
-            vod_signature.SignatureOptions(**opts),
-            now=int(time.time()) + self.clock_offset,
-        )
-        signature = vod_signature.sign(params, self.secret_key)
-        self.issued.append(signature)
-        return {"signature": signature, "expireTime": params.expireTime}
-
-    def new_upload(self, body: dict[str, Any] | None = None) -> str:
-        upload_id = "up-" + secrets.token_hex(8)
-        self.intents[upload_id] = body or {}
-        return upload_id
-
-    def start(self) -> SigningStub:
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Authorization") != f"Bearer {stub.auth_token}":
-                    return reply_json(self, 401, {"error": "unauthorized"})
-                parts = self.path.strip("/").split("/")
-                if parts == ["uploads"]:
-                    upload_id = stub.new_upload(json.loads(body or b"{}"))
-                    return reply_json(self, 201, {"uploadId": upload_id, **stub.sign(upload_id)})
-                if len(parts) == 3 and parts[0] == "uploads" and parts[2] == "signature" and parts[1] in stub.intents:
-                    return reply_json(self, 200, stub.sign(parts[1]))
-                return reply_json(self, 404, {"error": "not found"})
-
-        self._server = LocalServer(Handler)
-        self.url = self._server.url + "/"
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
 
 
 def harness_env(emulator_url: str, signing_url: str, auth_token: str, **env: str | int | Path) -> dict[str, str]:

@@ -17,15 +17,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from chalicelib import vod_signature
 from vodlocal.config import Config
 from vodlocal.cos import REGION_ABBREVIATIONS, CosService, vod_bucket_name
 from vodlocal.events import EventBus, new_file_upload
 from vodlocal.httpkit import Request, Response
 from vodlocal.media import Media, MediaRepository, iso_now
+from vodlocal.signatures import BadSignature, UploadSignature, verify_upload_signature
 from vodlocal.store import Store
 
 CODE_INVALID_REQUEST = 10001
@@ -40,18 +39,6 @@ CLOCK_SKEW = 600
 _BAD_NAME = re.compile(r'[\\/:*?"<>|]')
 # What makes two Applies "the same Apply" for the session rule: the file they declare.
 _FILE_FIELDS = ("videoName", "videoType", "videoSize", "coverName", "coverType", "coverSize", "fileId")
-
-
-@dataclass(frozen=True)
-class Signed:
-    """A verified signature: its parameters, and its MAC (hex), which names it in ``used_signatures``."""
-
-    params: vod_signature.SignatureParams
-    mac: str
-
-    @property
-    def one_time(self) -> bool:
-        return self.params.options.oneTimeValid == 1
 
 
 class UgcError(Exception):
@@ -114,7 +101,7 @@ class UgcService:
             if not isinstance(body, dict):
                 raise UgcError(CODE_INVALID_REQUEST, "ugc upload | invalid request: body must be a JSON object")
             signed = self.check_signature(body.get("signature"))
-            req.log["secretId"] = signed.params.secretId
+            req.log["secretId"] = signed.secret_id
             return envelope(0, "", handler(body, signed))
         except UgcError as exc:
             req.log["code"] = exc.code
@@ -124,36 +111,31 @@ class UgcService:
             return envelope(CODE_INVALID_REQUEST, f"ugc upload | invalid request: {exc}")
 
     # --- signature -----------------------------------------------------------------------------------
-    def check_signature(self, signature: object) -> Signed:
+    def check_signature(self, signature: object) -> UploadSignature:
         if not isinstance(signature, str) or not signature:
             raise UgcError(CODE_INVALID_SIGNATURE, "ugc upload | invalid signature: missing")
         try:
-            secret_id = vod_signature.parse(signature).params.secretId
-            secret_key = self.config.secrets.get(secret_id)
-            if secret_key is None:
-                raise UgcError(CODE_INVALID_SIGNATURE, "ugc upload | invalid signature: unknown secretId")
-            parsed = vod_signature.verify(signature, secret_key)
-        except vod_signature.SignatureError as exc:
+            signed = verify_upload_signature(signature, self.config.secrets.get)
+        except BadSignature as exc:
             raise UgcError(CODE_INVALID_SIGNATURE, f"ugc upload | invalid signature: {exc}") from exc
-        params = parsed.params
         now = int(time.time())
-        if params.expireTime < now:
+        if signed.expire_time < now:
             raise UgcError(CODE_SIGNATURE_EXPIRED, "ugc upload | signature expired")
-        if params.currentTimeStamp > now + CLOCK_SKEW:
+        if signed.current_time > now + CLOCK_SKEW:
             raise UgcError(CODE_INVALID_SIGNATURE, "ugc upload | invalid signature: currentTimeStamp in the future")
-        signed = Signed(params, parsed.mac.hex())
         if signed.one_time:
             self.store.execute("DELETE FROM used_signatures WHERE expires < ?", (now,))
             if self.config.one_time_signatures == "strict":
                 try:
                     self.store.execute(
-                        "INSERT INTO used_signatures (mac, expires) VALUES (?, ?)", (signed.mac, params.expireTime)
+                        "INSERT INTO used_signatures (mac, expires) VALUES (?, ?)",
+                        (signed.mac.hex(), signed.expire_time),
                     )
                 except sqlite3.IntegrityError as exc:
                     raise _duplicate() from exc
         return signed
 
-    def _claim(self, signed: Signed, session_key: str, fingerprint: str | None) -> sqlite3.Row | None:
+    def _claim(self, signed: UploadSignature, session_key: str, fingerprint: str | None) -> sqlite3.Row | None:
         """Under the session rule, bind a one-time signature to `session_key` unless it already serves a
         session; the row that won (this claim's or an earlier one's), or None when nothing is bound. The
         primary key arbitrates: of two claims at once, exactly one is stored."""
@@ -161,31 +143,31 @@ class UgcService:
             return None
         self.store.execute(
             "INSERT OR IGNORE INTO used_signatures (mac, expires, session_key, fingerprint) VALUES (?, ?, ?, ?)",
-            (signed.mac, signed.params.expireTime, session_key, fingerprint),
+            (signed.mac.hex(), signed.expire_time, session_key, fingerprint),
         )
-        return self.store.one("SELECT session_key, fingerprint FROM used_signatures WHERE mac = ?", (signed.mac,))
+        return self.store.one("SELECT session_key, fingerprint FROM used_signatures WHERE mac = ?", (signed.mac.hex(),))
 
-    def _serves(self, signed: Signed, session: dict[str, Any]) -> None:
+    def _serves(self, signed: UploadSignature, session: dict[str, Any]) -> None:
         """Resume and Commit: only a signature of the session's own intent (the `sourceContext` and sub-app of
         the signature that opened it) serves it, so a session key seen elsewhere is of no use with another
         signature. Of those, a fresh one joins the session, one that already serves it is reused."""
         opened = session["options"]
-        if not _same_context(signed.params.options.sourceContext, opened.get("sourceContext")):
+        if not _same_context(signed.source_context, opened.get("sourceContext")):
             raise _not_its_own("sourceContext", "session")
-        if self._application(signed.params.options.vodSubAppId) != self._application(opened.get("vodSubAppId")):
+        if self._application(signed.sub_app_id) != self._application(opened.get("vodSubAppId")):
             raise _not_its_own("vodSubAppId", "session")
         won = self._claim(signed, session["sessionKey"], None)
         if won is not None and won["session_key"] != session["sessionKey"]:
             raise _duplicate()
 
     # --- actions -------------------------------------------------------------------------------------
-    def prepare(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
-        region = signed.params.options.storageRegion or self.config.region
+    def prepare(self, body: dict[str, Any], signed: UploadSignature) -> dict[str, Any]:
+        region = signed.storage_region or self.config.region
         # A single entry: the Web SDK only races when there are two or more.
         probe = {"region": region, "domain": f"cos.{region}.myqcloud.com"}
         return {"appId": self.config.app_id, "cosRegionList": [probe]}
 
-    def apply(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any], signed: UploadSignature) -> dict[str, Any]:
         if body.get("vodSessionKey"):
             session = self._session(str(body["vodSessionKey"]))
             self._serves(signed, session)
@@ -193,7 +175,7 @@ class UgcService:
             session = self._open_session(body, signed)
         return self._apply_data(session)
 
-    def commit(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
+    def commit(self, body: dict[str, Any], signed: UploadSignature) -> dict[str, Any]:
         key = str(body.get("vodSessionKey") or "")
         stripe = int.from_bytes(hashlib.sha1(key.encode(), usedforsecurity=False).digest()[:4], "big")
         with self._commit_locks[stripe % len(self._commit_locks)]:
@@ -234,11 +216,11 @@ class UgcService:
         return data
 
     # --- sessions ------------------------------------------------------------------------------------
-    def _open_session(self, body: dict[str, Any], signed: Signed) -> dict[str, Any]:
+    def _open_session(self, body: dict[str, Any], signed: UploadSignature) -> dict[str, Any]:
         """A new upload (or cover replacement) session. The store's transaction makes the claim and the
         session one step, so an Apply that loses the claim finds the winner's session in place."""
         build = self._new_cover_session if body.get("fileId") else self._new_session
-        session = build(body, signed.params)
+        session = build(body, signed)
         fingerprint = json.dumps([body.get(name) for name in _FILE_FIELDS])
         with self.store.transaction():
             won = self._claim(signed, session["sessionKey"], fingerprint)
@@ -257,34 +239,34 @@ class UgcService:
             )
         return session
 
-    def _new_session(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
+    def _new_session(self, body: dict[str, Any], signed: UploadSignature) -> dict[str, Any]:
         video = self._file_spec(body, "video") if "videoType" in body or "videoSize" in body else None
         cover = self._file_spec(body, "cover") if "coverType" in body or "coverSize" in body else None
         if video is None:
             raise UgcError(CODE_INVALID_REQUEST, "ugc upload | invalid request: videoName/videoType/videoSize missing")
-        region = params.options.storageRegion or str(body.get("storageRegion") or "") or self.config.region
+        region = signed.storage_region or str(body.get("storageRegion") or "") or self.config.region
         bucket_name = self.bucket_name(region)
         file_id = "52858907" + "".join(secrets.choice("0123456789") for _ in range(11))
         directory = f"{bucket_name}/{secrets.token_hex(4)}{file_id}"
-        return self._session_record(params, "new", file_id, region, bucket_name, directory, video, cover, body)
+        return self._session_record(signed, "new", file_id, region, bucket_name, directory, video, cover, body)
 
-    def _new_cover_session(self, body: dict[str, Any], params: vod_signature.SignatureParams) -> dict[str, Any]:
+    def _new_cover_session(self, body: dict[str, Any], signed: UploadSignature) -> dict[str, Any]:
         media = self.media.get(str(body["fileId"]))
         if media is None:
             raise UgcError(CODE_FILE_NOT_FOUND, "ugc upload | fileId does not exist")
         # A FileId is public (it is in the media URL): only the file's own intent replaces its cover.
-        if not _same_context(params.options.sourceContext, media.source_context):
+        if not _same_context(signed.source_context, media.source_context):
             raise _not_its_own("sourceContext", "file")
         cover = self._file_spec(body, "cover")
         directory = media.video_key.rsplit("/", 1)[0]
         bucket_name = media.bucket.rsplit("-", 1)[0]
         return self._session_record(
-            params, "cover", media.file_id, media.storage_region, bucket_name, directory, None, cover, body
+            signed, "cover", media.file_id, media.storage_region, bucket_name, directory, None, cover, body
         )
 
     def _session_record(
         self,
-        params: vod_signature.SignatureParams,
+        signed: UploadSignature,
         mode: str,
         file_id: str,
         region: str,
@@ -302,8 +284,8 @@ class UgcService:
             "sessionKey": secrets.token_urlsafe(32),
             "mode": mode,
             "fileId": file_id,
-            "secretId": params.secretId,
-            "options": asdict(params.options),
+            "secretId": signed.secret_id,
+            "options": dict(signed.options),
             "region": region,
             "bucketName": bucket_name,
             "bucket": f"{bucket_name}-{self.config.app_id}",

@@ -65,6 +65,18 @@ class Video(BaseModel):
     mediaUrl: str | None = None  # noqa: N815
 
 
+class FinishedVideo(_Answer):
+    """The video an upload intent ended in (``GET /uploads/{uploadId}``, once the API attributed it)."""
+
+    fileId: FileId  # noqa: N815
+    mediaUrl: str  # noqa: N815
+    coverUrl: str | None = None  # noqa: N815
+
+
+class UploadStatus(_Answer):
+    video: FinishedVideo | None = None
+
+
 class VideoPage(_Answer):
     videos: list[Video]
     nextCursor: Cursor | None  # noqa: N815
@@ -129,6 +141,9 @@ class ApiClient:
         if renewed.uploadId not in (None, upload_id):
             raise ApiError(0, "bad_answer", f"API POST {path}: answered a signature for another upload")
         return renewed.signature
+
+    def upload(self, upload_id: str) -> UploadStatus:
+        return self.answer(UploadStatus, "GET", f"/uploads/{quote(checked_id(upload_id), safe='')}")
 
     def videos(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every video of the token's user, newest first, across pages."""
@@ -233,3 +248,7 @@ class ApiSigner:
 
     def resume(self, context: str) -> None:
         self.upload_id = checked_id(context)
+
+    def finished(self) -> FinishedVideo | None:
+        """The video the intent ended in, if the API attributed one (the API then signs no more for it)."""
+        return None if self.upload_id is None else self.api.upload(self.upload_id).video

@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VodupError, ValueError) as exc:
         print(f"vodup: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # a failure no one foresaw is still one line (and a bug to report)
+        print(f"vodup: unexpected {type(exc).__name__}: {one_line(str(exc), 200)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def upload(api: ApiClient, args: argparse.Namespace) -> int:

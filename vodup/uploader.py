@@ -22,7 +22,9 @@ import requests
 from qcloud_cos import CosConfig, CosS3Client
 from qcloud_cos.cos_exception import CosClientError, CosServiceError
 
+from vodup.api import FinishedVideo
 from vodup.errors import (
+    ApiError,
     InputError,
     IntegrityError,
     SessionExpired,
@@ -31,9 +33,10 @@ from vodup.errors import (
     UploadInterrupted,
     VodError,
     VodupError,
+    one_line,
 )
 from vodup.state import FileState, LocalFile, StateStore, UploadState
-from vodup.ugc import Applied, Committed, GetSignature, Network, UgcClient, backoff
+from vodup.ugc import Applied, Committed, GetSignature, MediaUrl, Network, UgcClient, backoff
 
 MiB = 1 << 20
 MIN_PART_SIZE = MiB  # COS refuses smaller parts, except the last (vodlocal/README.md, COS)
@@ -75,6 +78,30 @@ class ResumableSigner(Protocol):
     def context(self) -> str | None: ...
 
     def resume(self, context: str) -> None: ...
+
+
+@runtime_checkable
+class ReportsOutcome(Protocol):
+    """A signer that can tell the video its intent ended in: a resume whose Commit went through before (its answer
+    lost to a kill) finds it there once the signer refuses to sign for a finished intent."""
+
+    def finished(self) -> FinishedVideo | None: ...
+
+
+def multipart_etag(parts: dict[int, str]) -> str:
+    """A multipart object's ETag: the MD5 of its parts' MD5s, and their count."""
+    joined = b"".join(bytes.fromhex(etag.strip('"')) for _, etag in sorted(parts.items()))
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
+def service_failure(exc: CosServiceError) -> tuple[int, str, str]:
+    """The status, COS error code and message of a refusal. An answer that is not COS's XML error (a proxy's page,
+    a JSON body) has no code: the SDK's own ``get_error_code`` raises ``KeyError`` on a JSON body without one."""
+    digest = exc.get_digest_msg()
+    fields = digest if isinstance(digest, dict) else {}
+    code = str(fields.get("code") or "")
+    message = one_line(str(fields.get("message") or ""), 200) if code else "an answer that is not COS's XML error"
+    return int(exc.get_status_code()), code, message
 
 
 def media_fields(kind: str, local: LocalFile) -> dict[str, Any]:
@@ -224,22 +251,27 @@ class Uploader:
         with self._open(files) as fds, requests.Session() as http:
             ugc = UgcClient(self.get_signature, self.network, http, retry_delay=self.retry_delay)
             state, data, resumed = self._session(ugc, files)
-            storage = Storage(
-                data,
-                files,
-                lambda: ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied),
-                self.network,
-                self.parallel,
-            )
-            transfer = _Transfer(state, storage, fds, sum(f.size for f in files.values()), resumed, on_progress)
-            try:
-                self._transfer(transfer)
-            except UploadCancelled:
-                self._abort(transfer)
-                raise
-            finally:
-                storage.close()
-            committed = ugc.call("CommitUploadUGC", {"vodSessionKey": state.session_key}, Committed)
+            total = sum(f.size for f in files.values())
+            if data is None:  # everything is stored: only the Commit is left
+                if on_progress is not None:
+                    on_progress(Progress(total, total, resumed))
+            else:
+                storage = Storage(
+                    data,
+                    files,
+                    lambda: ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied),
+                    self.network,
+                    self.parallel,
+                )
+                transfer = _Transfer(state, storage, fds, total, resumed, on_progress)
+                try:
+                    self._transfer(transfer)
+                except UploadCancelled:
+                    self._abort(transfer)
+                    raise
+                finally:
+                    storage.close()
+            committed = self._commit(ugc, state)
         self.states.drop(state)
         return UploadResult(
             file_id=committed.fileId,
@@ -248,6 +280,19 @@ class Uploader:
             upload_id=self._signer_context(),
             resumed=resumed,
         )
+
+    def _commit(self, ugc: UgcClient, state: UploadState) -> Committed:
+        """CommitUploadUGC. A repeated Commit gets the first one's result (vodlocal's answer; VOD documents none),
+        but once the first one's NewFileUpload has reached our API, the API signs no more for the intent: it tells
+        the video instead."""
+        try:
+            return ugc.call("CommitUploadUGC", {"vodSessionKey": state.session_key}, Committed)
+        except ApiError:
+            video = self.get_signature.finished() if isinstance(self.get_signature, ReportsOutcome) else None
+            if video is None:
+                raise
+            cover = MediaUrl(url=video.coverUrl) if video.coverUrl else None
+            return Committed(fileId=video.fileId, video=MediaUrl(url=video.mediaUrl), cover=cover)
 
     def _signer_context(self) -> str | None:
         return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
@@ -288,13 +333,17 @@ class Uploader:
             for fd in fds.values():
                 os.close(fd)
 
-    def _session(self, ugc: UgcClient, files: dict[str, LocalFile]) -> tuple[UploadState, Applied, bool]:
+    def _session(self, ugc: UgcClient, files: dict[str, LocalFile]) -> tuple[UploadState, Applied | None, bool]:
         """The interrupted session of these very files (same path, size, mtime), re-applied for fresh credentials,
-        or a new one. A session VOD no longer knows is dropped, like the Web SDK does."""
+        or a new one. A session VOD no longer knows is dropped, like the Web SDK does. A session whose files are
+        all stored needs no credentials (``None``): it was stopped in its Commit, which VOD may have done already,
+        and then refuses an Apply."""
         state = self.states.load(files)
         if state is not None and not self._resumed_signer(state):
             self.states.drop(state)
             state = None
+        if state is not None and all(plan.done for plan in state.transfers.values()):
+            return state, None, True
         if state is not None:
             try:
                 return state, ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied), True
@@ -316,13 +365,13 @@ class Uploader:
         parts: list[tuple[str, int, int, int]] = []  # (kind, number, offset, length)
         for kind, local in t.state.files.items():
             plan = t.state.transfers[kind]
+            if not plan.done and local.size == 0:
+                self._put_empty(t, kind)
+            elif not plan.done:
+                self._start_multipart(t, kind, local.size)
             if plan.done:
                 t.sent += local.size
                 continue
-            if local.size == 0:
-                self._put_empty(t, kind)
-                continue
-            self._start_multipart(t, kind, local.size)
             for number in range(1, math.ceil(local.size / plan.part_size) + 1):
                 offset = (number - 1) * plan.part_size
                 length = min(plan.part_size, local.size - offset)
@@ -350,11 +399,13 @@ class Uploader:
 
     def _start_multipart(self, t: _Transfer, kind: str, size: int) -> None:
         """Keeps the parts COS still has with the ETags we recorded; starts a new multipart upload when COS no
-        longer knows ours."""
+        longer knows ours, unless that is because our Complete went through (the file is then done)."""
         plan = t.state.transfers[kind]
         key = t.storage.keys[kind]
         if plan.upload_id is not None:
             stored = self._stored_parts(t, key, plan.upload_id)
+            if stored is None and self._completed(t, kind):
+                return
             if stored is None:
                 plan.upload_id = None
             else:
@@ -429,24 +480,55 @@ class Uploader:
     def _complete(self, t: _Transfer, kind: str) -> None:
         plan = t.state.transfers[kind]
         parts = sorted(plan.parts.items())
-        answer = self._cos(
-            t,
-            f"CompleteMultipartUpload ({kind})",
-            lambda c: c.complete_multipart_upload(
-                Bucket=t.storage.bucket,
-                Key=t.storage.keys[kind],
-                UploadId=plan.upload_id,
-                MultipartUpload={"Part": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
-            ),
-        )
-        # A multipart object's ETag is the MD5 of its parts' MD5s and their count: it proves COS joined the
-        # parts we verified, in our order.
-        joined = b"".join(bytes.fromhex(etag.strip('"')) for _, etag in parts)
-        expected = f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        try:
+            answer = self._cos(
+                t,
+                f"CompleteMultipartUpload ({kind})",
+                lambda c: c.complete_multipart_upload(
+                    Bucket=t.storage.bucket,
+                    Key=t.storage.keys[kind],
+                    UploadId=plan.upload_id,
+                    MultipartUpload={"Part": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
+                ),
+            )
+        except TransferError as exc:
+            # COS answers NoSuchUpload to a Complete of an upload already completed: an earlier Complete of ours
+            # whose answer was lost (a retry here, or a killed run's that was still joining the parts).
+            if exc.code == "NoSuchUpload" and self._completed(t, kind):
+                return
+            if exc.code == "NoSuchUpload":
+                plan.upload_id, plan.parts = None, {}
+                self.states.save(t.state)
+                raise TransferError(
+                    f"COS no longer has the {kind}'s parts; run the same command again", exc.code
+                ) from exc
+            raise
+        # The object's ETag proves COS joined the parts we verified, in our order.
+        expected = multipart_etag(plan.parts)
         if str(answer.get("ETag", "")).strip('"') != expected:
             raise IntegrityError(f"COS completed the {kind} with ETag {answer.get('ETag')}, expected {expected}")
         plan.done = True
         self.states.save(t.state)
+
+    def _completed(self, t: _Transfer, kind: str) -> bool:
+        """Whether COS holds the object our multipart upload makes: every part of the file recorded, and the
+        object's ETag the one those parts make. Then the file is done."""
+        plan = t.state.transfers[kind]
+        if not plan.parts or len(plan.parts) != math.ceil(t.state.files[kind].size / plan.part_size):
+            return False
+        try:
+            head = self._cos(
+                t, f"HeadObject ({kind})", lambda c: c.head_object(Bucket=t.storage.bucket, Key=t.storage.keys[kind])
+            )
+        except TransferError as exc:
+            if exc.code in ("NoSuchResource", "NoSuchKey"):  # what the SDK and COS call a HEAD's 404
+                return False
+            raise
+        if str({k.lower(): v for k, v in head.items()}.get("etag", "")).strip('"') != multipart_etag(plan.parts):
+            return False
+        plan.done = True
+        self.states.save(t.state)
+        return True
 
     def _put_empty(self, t: _Transfer, kind: str) -> None:
         # The Web SDK's 0-byte path: one PutObject, no multipart (vod-js-sdk.md §1.5).
@@ -465,9 +547,9 @@ class Uploader:
         self.states.save(t.state)
 
     def _cos(self, t: _Transfer, what: str, call: Callable[[CosS3Client], T]) -> T:
-        """``call`` with the current credentials, retried with back-off on network errors, 5xx and the 4xx that a
-        retry (or, for credential errors, a renewal) cures."""
-        failure: Exception | None = None
+        """``call`` with the current credentials, retried with back-off on network errors, 5xx, unreadable answers
+        and the 4xx that a retry (or, for credential errors, a renewal) cures."""
+        failure = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(backoff(attempt - 1, self.retry_delay))
@@ -475,18 +557,20 @@ class Uploader:
             try:
                 return call(client)
             except CosClientError as exc:
-                failure = exc
+                failure = one_line(str(exc), 200)
             except CosServiceError as exc:
-                status, code = exc.get_status_code(), exc.get_error_code()
-                failure = exc
-                expired = code == "AccessDenied" and "expired" in str(exc.get_error_msg()).lower()
+                status, code, message = service_failure(exc)
+                failure = f"{status} {code}: {message}" if code else f"{status}: {message}"
+                expired = code == "AccessDenied" and "expired" in message.lower()
                 if code in CREDENTIAL_ERRORS or expired:
                     t.storage.renew(generation)
                 elif status < 500 and code not in RETRYABLE_4XX:
-                    raise TransferError(f"COS {what}: {status} {code}: {exc.get_error_msg()}", code) from exc
+                    raise TransferError(f"COS {what}: {failure}", code) from None
+            except SyntaxError:  # the SDK's XML parser (ParseError) on a 2xx body that is not XML
+                failure = "a success answer that is not XML"
             if self._cancelled.is_set() or self._stopping.is_set():
                 break
-        raise TransferError(f"COS {what} failed after {attempt + 1} attempts: {failure}") from failure
+        raise TransferError(f"COS {what} failed after {attempt + 1} attempts: {failure}")
 
     def _abort(self, t: _Transfer) -> None:
         """Cancel: abort every multipart upload of the session so COS frees its parts, and forget the state."""

@@ -21,8 +21,9 @@ import pytest
 import requests
 from qcloud_cos import CosConfig, CosS3Client
 
+from tests.signing_stub import SigningStub
 from vodlocal import Config, Handle, start, testing
-from vodlocal.testing import HARNESS, LocalServer, SigningStub, reply_json
+from vodlocal.testing import HARNESS, LocalServer, reply_json
 
 SECRET_ID = "AKIDvodlocalTEST0000000000000000001"
 SECRET_KEY = "vodlocal-test-secret-key-0001"

@@ -13,7 +13,10 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from qcloud_cos import CosConfig
+from qcloud_cos.cos_auth import CosS3Auth
 
+from tests.vodlocal.conftest import SECRET_ID, SECRET_KEY
 from vodlocal import Config, Handle, start
 from vodlocal.config import from_args, parse_secrets
 from vodlocal.cos import vod_bucket_name
@@ -147,3 +150,27 @@ def test_invalid_content_length_is_400(emulator: Handle, length: str) -> None:
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
     # The server is still healthy afterwards.
     assert requests.get(f"{emulator.url}/_vodlocal/health", timeout=5).json()["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "framing",
+    ["Content-Length: -5\r\n\r\nbody", "Transfer-Encoding: chunked\r\n\r\nzz\r\nbody\r\n0\r\n\r\n"],
+)
+def test_an_unreadable_body_sent_to_cos_gets_cos_xml(emulator: Handle, framing: str) -> None:
+    """A COS client reads COS's XML error shape and nothing else, also for a body whose framing is broken (the
+    request signed, so that vodlocal goes on to read the body)."""
+    app_id, region = emulator.app.config.app_id, emulator.app.config.region
+    host = f"{vod_bucket_name(region, app_id)}-{app_id}.cos.{region}.myqcloud.com"
+    conf = CosConfig(Region=region, SecretId=SECRET_ID, SecretKey=SECRET_KEY, Scheme="http")
+    unsigned = requests.Request("PUT", f"http://{host}/clip.mp4").prepare()
+    del unsigned.headers["Content-Length"]  # the framing below is the request's own
+    signed = CosS3Auth(conf, "clip.mp4")(unsigned)
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as sock:
+        authorization = signed.headers["Authorization"]
+        sock.sendall(f"PUT /clip.mp4 HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\n{framing}".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/xml" in head, reply[:300]
+    assert body.startswith(b"<?xml") and b"<Code>InvalidRequest</Code>" in body and b"<RequestId>" in body, body

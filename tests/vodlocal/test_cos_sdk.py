@@ -6,9 +6,12 @@ import base64
 import hashlib
 import os
 import re
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +20,10 @@ from qcloud_cos import CosConfig, CosS3Client
 from qcloud_cos.cos_auth import CosS3Auth
 from qcloud_cos.cos_exception import CosServiceError
 
+import vodlocal.cos
 from tests.vodlocal.conftest import SECRET_ID, SECRET_KEY, SigningStub, apply_body, cos_client, ugc
 from vodlocal import Handle
+from vodlocal.store import read_file
 
 MiB = 1 << 20
 
@@ -352,3 +357,84 @@ def test_get_object_racing_a_delete_is_404(emulator: Handle, signing: SigningStu
     assert resp.status_code == 404 and "<Code>NoSuchKey</Code>" in resp.text
     err = _service_error(lambda: client.get_object(Bucket=data["bucket"], Key=data["key"]))
     assert (err.get_status_code(), err.get_error_code()) == (404, "NoSuchKey")
+
+
+def two_part_upload(emulator: Handle, signing: SigningStub) -> tuple[Any, dict[str, Any], bytes, Callable[[], Any]]:
+    """A multipart upload with both parts stored: the client, the Apply data, the bytes, and its Complete."""
+    data = apply(emulator, signing, size=MiB + 10)
+    client = temp_client(emulator, data)
+    bucket, key = data["bucket"], data["key"]
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    chunks = [os.urandom(MiB), os.urandom(10)]
+    parts = [
+        {
+            "PartNumber": n,
+            "ETag": client.upload_part(Bucket=bucket, Key=key, Body=c, PartNumber=n, UploadId=upload_id)["ETag"],
+        }
+        for n, c in enumerate(chunks, 1)
+    ]
+    data["uploadId"] = upload_id
+    complete = partial(
+        client.complete_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Part": parts}
+    )
+    return client, data, b"".join(chunks), complete
+
+
+def test_a_complete_racing_another_waits_for_it_then_finds_the_upload_gone(
+    emulator: Handle, signing: SigningStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a resumed client meets when its killed predecessor's Complete still runs: its own Complete waits for
+    that one, then gets COS's answer to a Complete of a completed upload (404 NoSuchUpload, in COS's XML),
+    and the object is whole. Before: the second read the parts the first removed, and got a JSON 500."""
+    client, data, whole, complete = two_part_upload(emulator, signing)
+    holding, release = threading.Event(), threading.Event()
+
+    def held_read(path: Path, *args: Any) -> Iterator[bytes]:
+        if not holding.is_set():  # the first Complete stops while it reads its first part
+            holding.set()
+            release.wait(30)
+        return read_file(path, *args)
+
+    monkeypatch.setattr(vodlocal.cos, "read_file", held_read)
+    locks = emulator.app.cos.upload_locks
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(complete)
+        assert holding.wait(30)
+        second = pool.submit(complete)
+        deadline = time.monotonic() + 30
+        while locks.users(data["uploadId"]) < 2:  # the second waits for the first
+            assert time.monotonic() < deadline, "the second Complete never reached the upload's lock"
+            time.sleep(0.01)
+        release.set()
+        etag = first.result()["ETag"]
+        with pytest.raises(CosServiceError) as refused:
+            second.result()
+    with pytest.raises(CosServiceError) as retried:  # and a retry long after: the same answer
+        complete()
+    for answer in (refused.value, retried.value):
+        assert (answer.get_status_code(), answer.get_error_code()) == (404, "NoSuchUpload")
+        assert answer.get_request_id() and data["key"] in answer.get_resource_location()
+    head = client.head_object(Bucket=data["bucket"], Key=data["key"])
+    assert head["ETag"] == etag and int(head["Content-Length"]) == len(whole)
+    assert client.get_object(Bucket=data["bucket"], Key=data["key"])["Body"].get_raw_stream().read() == whole
+    assert [r["status"] for r in emulator.requests("CompleteMultipartUpload")] == [200, 404, 404]
+
+
+def test_an_unexpected_failure_is_cos_xml_and_leaves_the_upload_whole(
+    emulator: Handle, signing: SigningStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, data, whole, complete = two_part_upload(emulator, signing)
+
+    def disk_full(*_: Any) -> tuple[int, str]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(emulator.app.cos.store, "write_file", disk_full)
+    with pytest.raises(CosServiceError) as failed:
+        complete()
+    assert (failed.value.get_status_code(), failed.value.get_error_code()) == (500, "InternalError")
+    assert failed.value.get_request_id() and "No space" not in str(failed.value)  # no internals leak out
+    parts = client.list_parts(Bucket=data["bucket"], Key=data["key"], UploadId=data["uploadId"])["Part"]
+    assert len(parts) == 2 and emulator.app.cos.object_info(data["bucket"], data["key"]) is None
+    monkeypatch.undo()
+    complete()  # the client's retry, once the disk has room again
+    assert client.get_object(Bucket=data["bucket"], Key=data["key"])["Body"].get_raw_stream().read() == whole

@@ -17,12 +17,12 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.vod.v20180717 import models, vod_client
 
+from tests.signing_stub import SigningStub
 from tests.vodlocal.conftest import CallbackReceiver, refusing_url, upload
 from tests.vodlocal.test_api3 import client, confirm, pull
 from vodlocal import Config, Handle, start
 from vodlocal.config import EVENT_RETENTION, from_args
 from vodlocal.events import file_deleted
-from vodlocal.testing import SigningStub
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
