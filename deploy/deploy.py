@@ -117,7 +117,13 @@ def deploy(
     outcome = Outcome()
 
     issuer = stage.external_issuer(found.committed_env)
-    result = stack.apply(aws("cloudformation"), stage_name, issuer, environ.get("ALARM_TOPIC_ARN", ""))
+    result = stack.apply(
+        aws("cloudformation"),
+        stage_name,
+        issuer,
+        environ.get("ALARM_TOPIC_ARN", ""),
+        self_signup=stage.self_signup(found.committed_env),
+    )
     outcome.changes.append(f"stack {result.name}: {result.action}")
     outputs = result.outputs
     secrets_manager = aws("secretsmanager")

@@ -64,6 +64,10 @@ def run(stage: str, environ: Mapping[str, str], aws: Any) -> Findings:
         found.problems.append(
             f"config: {name} in .chalice/config.json stage {stage} is a placeholder; set it or remove it"
         )
+    try:
+        stage_module.self_signup(found.committed_env)
+    except ValueError as error:
+        found.problems.append(f"config: {error} (.chalice/config.json stage {stage})")
     topic = environ.get("ALARM_TOPIC_ARN", "")
     if not stack_module.alarm_topic_is_valid(topic):
         found.problems.append(f"ALARM_TOPIC_ARN: {topic!r} is not an SNS topic ARN (arn:aws:sns:…)")

@@ -58,12 +58,15 @@ def alarm_topic_is_valid(topic_arn: str) -> bool:
     return re.fullmatch(pattern, topic_arn) is not None
 
 
-def apply(cloudformation: Any, stage: str, oidc_issuer: str, alarm_topic_arn: str = "") -> StackResult:
+def apply(
+    cloudformation: Any, stage: str, oidc_issuer: str, alarm_topic_arn: str = "", self_signup: bool = False
+) -> StackResult:
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "AppName", "ParameterValue": APP_NAME},
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "OidcIssuer", "ParameterValue": oidc_issuer},
+        {"ParameterKey": "SelfSignUp", "ParameterValue": "true" if self_signup else "false"},
         {"ParameterKey": "AlarmTopicArn", "ParameterValue": alarm_topic_arn},
     ]
     body = TEMPLATE.read_text()

@@ -61,6 +61,15 @@ def external_issuer(env: Mapping[str, str]) -> str:
     return env.get("OIDC_ISSUER", "")
 
 
+def self_signup(env: Mapping[str, str]) -> bool:
+    """Whether anyone may register in the stage's own user pool: only when its config sets SELF_SIGNUP=true
+    (README, Security model, says what that opens); ValueError for anything but true/false."""
+    value = env.get("SELF_SIGNUP", "false")
+    if value not in ("true", "false"):
+        raise ValueError(f"SELF_SIGNUP must be true or false, not {value[:20]!r}")
+    return value == "true"
+
+
 def cognito_jwks_url(outputs: Mapping[str, str], aws_endpoint: str | None) -> str:
     """Cognito serves a pool's keys under its issuer; an emulator (AWS_ENDPOINT_URL) under its own address,
     while still issuing tokens whose `iss` is the AWS form."""

@@ -249,6 +249,9 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     committed = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
     assert env == fed_environment(committed, outputs, env["OIDC_JWKS_URL"])
     assert not any(k in env for k in ("VOD_SECRET_KEY", "CONTEXT_TAG_KEY", "VOD_CALLBACK_TOKEN", "STAGE_KEY"))
+    # Only an administrator creates users in the stage's pool unless its config sets SELF_SIGNUP=true.
+    pool = aws(emulated, "cognito-idp").describe_user_pool(UserPoolId=outputs["UserPoolId"])["UserPool"]
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
     # Chalice's state lives in the stack's bucket, so a fresh checkout finds it.
     state = aws(emulated, "s3").get_object(Bucket=outputs["StateBucket"], Key="chalice/deployed/dev.json")
     assert api_url in state["Body"].read().decode()
@@ -305,6 +308,17 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert vod_notify.describe(vod).mode == "PULL"
     assert run("destroy", emulated, tmp_path / "prod-destroy", stage="prod").returncode == 0
     aws(emulated, "dynamodb").delete_table(TableName="vod-upload-prod")
+
+
+def test_a_stage_that_sets_self_signup_gets_an_open_pool(emulated: dict[str, str]) -> None:
+    cloudformation = aws(emulated, "cloudformation")
+    result = stack.apply(cloudformation, "signup", "", self_signup=True)
+    try:
+        pool = aws(emulated, "cognito-idp").describe_user_pool(UserPoolId=result.outputs["UserPoolId"])["UserPool"]
+        assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is False
+    finally:
+        stack.delete(cloudformation, "signup")
+        aws(emulated, "dynamodb").delete_table(TableName="vod-upload-signup")
 
 
 def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tmp_path: Path) -> None:

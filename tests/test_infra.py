@@ -15,6 +15,7 @@ import pytest
 from chalicelib import observability
 from chalicelib.credentials import STAGE_KEY, ServiceSecrets, derive_from_stage_key
 from chalicelib.errors import ServiceUnavailable
+from deploy.stage import self_signup
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = sorted((ROOT / "infra").glob("*.json"))
@@ -109,3 +110,15 @@ def test_the_stage_key_yields_every_derived_secret_and_explicit_values_win() -> 
 def test_a_fresh_stage_secret_is_unusable_until_the_operator_adds_the_vod_keys() -> None:
     with pytest.raises(ServiceUnavailable, match="VOD_SECRET_ID, VOD_SECRET_KEY"):
         ServiceSecrets.from_mapping({"VOD_SECRET_ID": "", "VOD_SECRET_KEY": "", STAGE_KEY: "k" * 64}, "test")
+
+
+def test_sign_up_is_closed_unless_the_stage_config_opens_it() -> None:
+    assert STAGE["Parameters"]["SelfSignUp"]["Default"] == "false"
+    assert STAGE["Conditions"]["OpenSignUp"] == {"Fn::Equals": [{"Ref": "SelfSignUp"}, "true"]}
+    admin_only = STAGE["Resources"]["UserPool"]["Properties"]["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"]
+    assert admin_only == {"Fn::If": ["OpenSignUp", False, True]}
+    for stage in ("dev", "prod"):
+        assert self_signup(CHALICE["stages"][stage]["environment_variables"]) is False
+    assert self_signup({"SELF_SIGNUP": "true"}) is True and self_signup({"SELF_SIGNUP": "false"}) is False
+    with pytest.raises(ValueError, match="SELF_SIGNUP must be true or false, not 'yes'"):
+        self_signup({"SELF_SIGNUP": "yes"})
