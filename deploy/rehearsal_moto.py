@@ -9,7 +9,8 @@ that the secret and the pool are real objects the deploy and the app then read a
   - `AWS::CloudWatch::Alarm`, on moto's CloudWatch backend (moto has the API, not the resource type);
   - the table's TTL and point-in-time recovery, which moto's table model ignores;
 and lets API Gateway import what Chalice sends: a default `info.description`, the `swagger` key dropped
-(the rest is the same document), and CORS `OPTIONS` mock integrations without `uri`/`httpMethod`.
+(the rest is the same document), CORS `OPTIONS` mock integrations without `uri`/`httpMethod`, and the
+document's gateway responses (`x-amazon-apigateway-gateway-responses`) set as AWS sets them.
 
 Importing this module applies the patches; it must happen before moto's CloudFormation parses a template
 (moto caches its resource type map on first use). `serve()` starts moto's server in this process.
@@ -283,13 +284,33 @@ def _openapi_view(api_doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _import_swagger(self: Any, api_doc: dict[str, Any], fail_on_warnings: bool) -> Any:
-    return _import_rest_api(self, _openapi_view(api_doc), fail_on_warnings)
+    api = _import_rest_api(self, _openapi_view(api_doc), fail_on_warnings)
+    _apply_gateway_responses(api, api_doc, replace=True)
+    return api
 
 
 def _put_swagger(
     self: Any, function_id: str, api_doc: dict[str, Any], fail_on_warnings: bool, mode: str = "merge"
 ) -> Any:
-    return _put_rest_api(self, function_id, _openapi_view(api_doc), fail_on_warnings, mode)
+    api = _put_rest_api(self, function_id, _openapi_view(api_doc), fail_on_warnings, mode)
+    _apply_gateway_responses(api, api_doc, replace=mode == "overwrite")
+    return api
+
+
+def _apply_gateway_responses(api: Any, api_doc: dict[str, Any], replace: bool) -> None:
+    """What AWS does with the document's gateway responses and moto ignores: an import sets them, and an
+    overwrite also deletes those the document lacks."""
+    declared = api_doc.get("x-amazon-apigateway-gateway-responses", {})
+    if replace:
+        for response_type in set(api.gateway_responses) - set(declared):
+            api.delete_gateway_response(response_type)
+    for response_type, response in declared.items():
+        api.put_gateway_response(
+            response_type,
+            status_code=response.get("statusCode"),
+            response_parameters=response.get("responseParameters"),
+            response_templates=response.get("responseTemplates"),
+        )
 
 
 def _put_integration_mock_allowed(

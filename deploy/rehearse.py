@@ -8,7 +8,10 @@ No AWS account or VOD account is reachable here, so the rehearsal points the unm
     knows, given to the deploy the way an operator's first deploy gives it.
 
 It deploys twice: once, and again from an empty build directory as a fresh CI checkout would (only the
-state bucket remembers the first), and checks that the second updated the same API and made no other.
+state bucket remembers the first), and checks that the second updated the same API and made no other, and
+that the API carries the gateway responses the deploy defines (deploy/gateway_responses.py) after that
+second import: chalice really sends them in its document; moto applying them is deploy/rehearsal_moto.py's
+model of what AWS does with them.
 
 What cannot run here is API Gateway and Lambda executing the function (moto runs Lambda only in Docker and
 has no execute-api endpoint). The smoke test therefore calls the deployed function's code and its
@@ -33,9 +36,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploy import deploy as deployer
-from deploy import stage, vod_notify
+from deploy import gateway_responses, stage, vod_notify
 from devstack.health import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +56,9 @@ class Rehearsal:
     second: deployer.Outcome
     rest_apis: int
     event_config: vod_notify.EventConfig
+    # Gateway response types the deploy defines, and those of them the API carries as defined.
+    gateway_responses_defined: tuple[str, ...]
+    gateway_responses_carried: tuple[str, ...]
 
 
 @contextlib.contextmanager
@@ -133,7 +140,18 @@ def rehearse(stage_name: str, work_dir: Path, report: Path | None = None) -> Reh
         aws = deployer.aws_factory(environ)
         rest_apis = len(aws("apigateway").get_rest_apis()["items"])
         vod = vod_notify.client(VOD_KEYS["VOD_SECRET_ID"], VOD_KEYS["VOD_SECRET_KEY"], environ)
-        return Rehearsal(outcomes[0], outcomes[1], rest_apis, vod_notify.describe(vod))
+        project = work_dir / "build-fresh-checkout" / stage_name / "project"
+        defined = gateway_responses.responses(gateway_responses.stage_origins(project, stage_name))
+        carried = {
+            item["responseType"]: item
+            for item in aws("apigateway").get_gateway_responses(restApiId=outcomes[1].rest_api_id)["items"]
+        }
+        as_defined = tuple(kind for kind, wanted in defined.items() if _carries(carried.get(kind), wanted))
+        return Rehearsal(outcomes[0], outcomes[1], rest_apis, vod_notify.describe(vod), tuple(defined), as_defined)
+
+
+def _carries(carried: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    return carried is not None and all(carried.get(field) == value for field, value in wanted.items())
 
 
 def _free_port() -> int:
@@ -176,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         f"rehearsal: second deploy from a fresh build directory {'updated the same' if same else 'made ANOTHER'} "
         f"API ({result.second.rest_api_id}); REST APIs in the account: {result.rest_apis}"
     )
-    passed = result.first.smoke_passed and result.second.smoke_passed and same and result.rest_apis == 1
+    defined, carried = result.gateway_responses_defined, result.gateway_responses_carried
+    print(
+        f"rehearsal: gateway responses on the API after the second deploy: {len(carried)} of {len(defined)} as "
+        f"defined" + ("" if carried == defined else f" (missing or different: {sorted(set(defined) - set(carried))})")
+    )
+    smoke_passed = result.first.smoke_passed and result.second.smoke_passed
+    passed = smoke_passed and same and result.rest_apis == 1 and carried == defined
     print(f"rehearsal: {'PASSED' if passed else 'FAILED'}")
     return 0 if passed else 1
 

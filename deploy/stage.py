@@ -180,10 +180,11 @@ def vod_sub_app_id(env: Mapping[str, str]) -> int | None:
 
 
 def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str]) -> None:
-    """`chalice <command> --stage <stage>` in the built project, its output streamed to ours."""
-    chalice = Path(sys.executable).with_name("chalice")
+    """`chalice <command> --stage <stage>` in the built project, its output streamed to ours; the API it
+    imports carries the stage's gateway responses (deploy/gateway_responses.py)."""
     result = subprocess.run(  # noqa: S603 - chalice from our own virtualenv
-        [str(chalice), "--project-dir", str(project), command, "--stage", stage],
+        [sys.executable, "-m", "deploy.gateway_responses", "--project-dir", str(project), command, "--stage", stage],
+        cwd=ROOT,
         env=dict(environ),
         stdout=sys.stdout,
         stderr=sys.stderr,

@@ -336,7 +336,8 @@ def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tm
     assert lines[1].startswith("rehearsal: VOD event config read back from vodlocal: mode=PUSH url=https://")
     assert lines[1].endswith("/api/vod/events/… upload=ON delete=ON")
     assert "updated the same API" in lines[2] and lines[2].endswith("REST APIs in the account: 1")
-    assert lines[3] == "rehearsal: PASSED"
+    assert lines[3] == "rehearsal: gateway responses on the API after the second deploy: 8 of 8 as defined"
+    assert lines[4] == "rehearsal: PASSED"
     assert result.stdout.count("smoke: 5 passed, 0 failed") == 2
     assert all(check["passed"] for check in json.loads(report.read_text())["checks"])
 
