@@ -65,6 +65,11 @@ def test_cloud_stage_policies_are_scoped_to_their_table_and_secret() -> None:
         ({"UPLOAD_POLICY": json.dumps({"default": {"bogus": 1}})}, "bogus"),
         ({"UPLOAD_POLICY": json.dumps({"tiers": {"gold": {"taskPriority": 11}}})}, "taskPriority"),
         ({"UPLOAD_POLICY": json.dumps({"default": {"defaultProcedure": "X"}})}, "defaultProcedure"),
+        ({"UPLOAD_POLICY": json.dumps({"tiers": {"gold": {"vodSubAppId": 1500}}})}, "tiers.gold.vodSubAppId"),
+        (
+            {"UPLOAD_POLICY": json.dumps({"default": {"vodSubAppId": 1500}, "tiers": {"gold": {"vodSubAppId": None}}})},
+            "tiers.gold.vodSubAppId",
+        ),
         ({"SECRETS_SOURCE": "secretsmanager"}, "SECRET_NAME"),
         ({"AUTH_MODE": "oidc"}, "OIDC_ISSUER"),
         ({"CORS_ALLOWED_ORIGINS": "https://app.example.com/"}, "CORS_ALLOWED_ORIGINS"),
