@@ -92,20 +92,27 @@ def _aws_identity(found: Findings, aws: Any) -> bool:
 
 
 def _stack_state(found: Findings, stage: str, aws: Any) -> None:
-    name = stack_module.stack_name(stage)
     cloudformation = aws("cloudformation")
+    for template in (stack_module.TEMPLATE, stack_module.DATA_TEMPLATE):
+        try:
+            cloudformation.validate_template(TemplateBody=template.read_text())
+        except ClientError as error:
+            found.problems.append(f"template {template.name}: CloudFormation refuses it: {_first_line(error)}")
+    found.stack = _idle_stack(found, cloudformation, stack_module.stack_name(stage))
+    _idle_stack(found, cloudformation, stack_module.data_stack_name(stage))
+
+
+def _idle_stack(found: Findings, cloudformation: Any, name: str) -> dict[str, Any] | None:
+    """The stack (None: there is none), with a problem noted when it cannot be read or is busy or broken."""
     try:
-        cloudformation.validate_template(TemplateBody=stack_module.TEMPLATE.read_text())
-    except ClientError as error:
-        found.problems.append(f"template {stack_module.TEMPLATE.name}: CloudFormation refuses it: {_first_line(error)}")
-    try:
-        found.stack = stack_module.describe(cloudformation, name)
+        stack = stack_module.describe(cloudformation, name)
     except (ClientError, BotoCoreError) as error:
         found.problems.append(f"stack {name}: cannot be read: {_first_line(error)}")
-        return
-    status = found.stack["StackStatus"] if found.stack else ""
+        return None
+    status = stack["StackStatus"] if stack else ""
     if status.endswith(BUSY) and status != "UPDATE_ROLLBACK_COMPLETE":
         found.problems.append(f"stack {name}: is {status}; wait for it, or repair it in the CloudFormation console")
+    return stack
 
 
 def _vod_keys(found: Findings, stage: str, environ: Mapping[str, str], aws: Any) -> None:
