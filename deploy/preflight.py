@@ -1,11 +1,11 @@
 """Everything a deploy needs, checked before it changes anything. Each problem is one line that says what
 to do; the deploy runs only when there are none.
 
-Checked: the stage and its committed config (no placeholder left), AWS credentials and region, the stage
-template (CloudFormation's ValidateTemplate), the stage stack not busy, the VOD key pair (in the stage's
-secret, or given in the environment for the first deploy) and VOD accepting it, VOD's events not already
-going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
-smoke test.
+Checked: the stage and its committed config (no placeholder left, SELF_SIGNUP true or false), AWS credentials
+and region, the stage's templates (CloudFormation's ValidateTemplate), its stacks not busy, the VOD key pair
+(in the stage's secret, or given in the environment for the first deploy) and VOD accepting it, VOD's events
+not already going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a
+token for the smoke test.
 """
 
 from __future__ import annotations
