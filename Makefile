@@ -63,14 +63,15 @@ token: install
 smoke: install
 	$(PY) -m deploy.smoke --url $(URL) --stage $(STAGE) $(if $(REPORT),--report $(REPORT))
 
-# One stage to AWS (README, Deploy): `make deploy STAGE=dev [REPORT=smoke-dev.json]`; `make destroy STAGE=dev`.
+# One stage to AWS (README, Deploy): `make deploy STAGE=dev [REPORT=smoke-dev.json]`; `make destroy STAGE=dev`
+# keeps the table for the next deploy, `make destroy STAGE=dev DELETE_DATA=1` deletes it.
 STAGE_ARG = --stage $(or $(STAGE),$(error name the stage: STAGE=dev or STAGE=prod))
 
 deploy: install
 	$(PY) -m deploy.deploy deploy $(STAGE_ARG) $(if $(REPORT),--report $(REPORT)) $(if $(SMOKE_LOCALLY),--smoke-locally)
 
 destroy: install
-	$(PY) -m deploy.deploy destroy $(STAGE_ARG)
+	$(PY) -m deploy.deploy destroy $(STAGE_ARG) $(if $(DELETE_DATA),--delete-data)
 
 # The same deploy against moto and vodlocal on this machine (deploy/rehearse.py says what it can prove).
 rehearse: install

@@ -13,6 +13,7 @@ from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response
 
 from chalicelib import deadline, observability
 from chalicelib.container import services
+from chalicelib.cors import VARY_ORIGIN
 from chalicelib.errors import DomainError, InvalidRequest
 from chalicelib.http import error_response, log_request, parse_json_body, reshape_framework_error
 from chalicelib.media import api_fields
@@ -43,6 +44,9 @@ def log_requests(event: Any, get_response: Any) -> Response:
     # view grants or refuses on its own.
     if origin and event.method != "OPTIONS":
         response.headers.update(services().cors.response_headers(origin))
+    # Granted, refused or without an Origin, a browser route's answer (a preflight's too) depends on it.
+    if (event.context or {}).get("resourcePath") not in NOT_FOR_BROWSERS:
+        response.headers.update(VARY_ORIGIN)
     log_request(event.method, event.path, response.status_code, started, _request_id())
     return response
 

@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python bench/local_dynamodb.py [--pairs 1000] [--unpatched] [--max-rss-mb 4096]`. Starts
 `python -m devstack.dynamodb` on a free port (`--unpatched`: moto's own TransactWriteItems and instance
-registry, for before/after numbers), creates the table from infra/stage.json, and runs "create intent +
+registry, for before/after numbers), creates the table from infra/data.json, and runs "create intent +
 complete upload" pairs through chalicelib.repository.Repository: two TransactWriteItems each, as the app
 sends them. Prints the server's RSS (VmRSS, and VmHWM its peak) and the median latency of the first and
 the last 100 transactions. Stops early (and says so) if the server's RSS passes --max-rss-mb.

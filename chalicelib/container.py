@@ -107,11 +107,11 @@ class Services:
     @cached_property
     def pull_consumer(self) -> PullConsumer:
         from chalicelib.pull_consumer import PullConsumer
-        from chalicelib.vod_api import VodEventQueue
+        from chalicelib.vod_api import CurrentKeysEventQueue
 
         settings = self.settings
         return PullConsumer(
-            self._vod_api(VodEventQueue),
+            CurrentKeysEventQueue(self._vod_keys, settings.vod_api_endpoint, self._vod_sub_app_id),
             self.events,
             self.repository,
             settings.pull_max_failures,
@@ -138,10 +138,17 @@ class Services:
         )
 
     def _vod_api(self, api: type[Api]) -> Api:
-        """VOD's API 3.0 for the stage's application, with its key pair."""
-        settings, secrets = self.settings, self.secrets.get()
-        sub_app = settings.upload_policy.default.vod_sub_app_id
-        return api(secrets.vod_secret_id, secrets.vod_secret_key, settings.vod_api_endpoint, sub_app)
+        """VOD's API 3.0 for the stage's application, with its current key pair."""
+        return api(*self._vod_keys(), self.settings.vod_api_endpoint, self._vod_sub_app_id)
+
+    def _vod_keys(self) -> tuple[str, str]:
+        """The stage's VOD key pair as the secrets provider has it now (re-read every SECRETS_CACHE_SECONDS)."""
+        secrets = self.secrets.get()
+        return secrets.vod_secret_id, secrets.vod_secret_key
+
+    @property
+    def _vod_sub_app_id(self) -> int | None:
+        return self.settings.upload_policy.default.vod_sub_app_id
 
     @cached_property
     def videos(self) -> VideoService:

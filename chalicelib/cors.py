@@ -19,6 +19,9 @@ ALLOWED_REQUEST_HEADERS = ("Authorization", "Content-Type")
 EXPOSED_HEADERS = ("Location", "Retry-After")
 # Browsers cap it (Chromium at 2 hours); 10 minutes keeps a removed origin from lingering long.
 PREFLIGHT_MAX_AGE_SECONDS = 600
+# What a browser route answers depends on the request's Origin: granted, refused, or none sent. A cache that
+# ignored it could hand one page the answer made for another (a grant, or the lack of one).
+VARY_ORIGIN = {"Vary": "Origin"}
 
 
 @dataclass(frozen=True)
@@ -44,15 +47,15 @@ class CorsPolicy:
             "Access-Control-Allow-Methods": ", ".join(methods),
             "Access-Control-Allow-Headers": ", ".join(ALLOWED_REQUEST_HEADERS),
             "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_SECONDS),
-            "Vary": "Origin",
+            **VARY_ORIGIN,
         }
 
     def response_headers(self, origin: str | None) -> dict[str, str]:
-        """The CORS headers of an actual answer: a grant for an allowed origin, nothing for any other."""
+        """The CORS headers of an actual answer: a grant for an allowed origin, no grant for any other."""
         if not self.allows(origin):
-            return {}
+            return dict(VARY_ORIGIN)
         return {
             "Access-Control-Allow-Origin": str(origin),
             "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
-            "Vary": "Origin",
+            **VARY_ORIGIN,
         }

@@ -1,4 +1,4 @@
-"""The table's keys and items: how each domain object is stored (infra/stage.json defines the table).
+"""The table's keys and items: how each domain object is stored (infra/data.json defines the table).
 
 One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`). Items:
   UPLOAD#<id>     / UPLOAD       upload intent and one-time signature ledger; while open, in gsi1 under

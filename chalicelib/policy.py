@@ -80,7 +80,16 @@ class UploadPolicy(BaseModel):
     @model_validator(mode="after")
     def _tiers_are_valid(self) -> UploadPolicy:
         for name in self.tiers:
-            self.tier_named(name)
+            tier = self.tier_named(name)
+            # VOD's event config, the PULL consumer and the sweep serve one (sub)application, the default
+            # tier's: another tier's uploads would never be attributed (README, Upload policy).
+            if tier.vod_sub_app_id != self.default.vod_sub_app_id:
+                default = self.default.vod_sub_app_id
+                which = "the main application" if default is None else f"sub-application {default}"
+                raise ValueError(
+                    f"tiers.{name}.vodSubAppId: every tier uploads into the default tier's VOD application "
+                    f"({which}); a sub-application per tier is not supported"
+                )
         return self
 
     def tier_named(self, name: str) -> Tier:

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chalicelib.identity import LOCAL_ISSUER
 from chalicelib.policy import UploadPolicy
 
+# The only stage that may run with the local stack's shortcuts (Settings._unsafe_outside_local).
+LOCAL_STAGE = "local"
+
 
 class SettingsError(RuntimeError):
     """The stage configuration is unusable; the message names the variable."""
@@ -94,13 +97,28 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _mode_requirements(self) -> Settings:
+        problems = self._unsafe_outside_local()
         if self.secrets_source == "secretsmanager" and not self.secret_name:
-            raise ValueError("SECRET_NAME is required when SECRETS_SOURCE=secretsmanager")
+            problems.append("SECRET_NAME is required when SECRETS_SOURCE=secretsmanager")
         if self.auth_mode == "oidc" and not (self.oidc_issuer and self.oidc_jwks_url and self.oidc_audience):
-            raise ValueError("OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL are required when AUTH_MODE=oidc")
+            problems.append("OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL are required when AUTH_MODE=oidc")
         if self.stage == "prod" and "*" in self.cors_allowed_origins:
-            raise ValueError("CORS_ALLOWED_ORIGINS must name the origins in prod, not '*'")
+            problems.append("CORS_ALLOWED_ORIGINS must name the origins in prod, not '*'")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _unsafe_outside_local(self) -> list[str]:
+        """The shortcuts of the local stack: a token any holder of the local key mints, secrets in the function's
+        environment, callbacks trusted on the path token alone. A cloud stage that inherits one must not start."""
+        if self.stage == LOCAL_STAGE:
+            return []
+        unsafe = [
+            ("AUTH_MODE=local", self.auth_mode == "local", "use AUTH_MODE=oidc"),
+            ("SECRETS_SOURCE=env", self.secrets_source == "env", "use SECRETS_SOURCE=secretsmanager"),
+            ("REQUIRE_CALLBACK_SIGN=false", not self.require_callback_sign, "set a SignKey and leave it true"),
+        ]
+        return [f"{setting} is allowed only on stage local ({fix})" for setting, chosen, fix in unsafe if chosen]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717 import models, vod_client
 
+from chalicelib.errors import ServiceUnavailable
 from chalicelib.pull_consumer import PulledEvent, QueueUnavailable, event_body
 from chalicelib.sweep import DELETE_MEDIA_SECONDS, MediaGone, VodUnavailable
 
@@ -91,6 +93,34 @@ class VodEventQueue(VodApi):
             self._client.ConfirmEvents(request)
         except TencentCloudSDKException as error:
             raise QueueUnavailable(f"ConfirmEvents: {error.code}: {error.message}") from None
+
+
+class CurrentKeysEventQueue:
+    """The event queue signed with the stage's current VOD key pair, as signing and the sweep use it: each call
+    asks `keys` (the secrets provider, which re-reads the secret every SECRETS_CACHE_SECONDS) and makes a new
+    client only when the pair changed. A consumer run outlasts many pulls, and its container many runs: a key
+    pair read once would be used until the container is recycled, long after VOD stopped accepting it."""
+
+    def __init__(self, keys: Callable[[], tuple[str, str]], endpoint: str | None, sub_app_id: int | None) -> None:
+        self._keys = keys
+        self._endpoint = endpoint
+        self._sub_app_id = sub_app_id
+        self._current: tuple[tuple[str, str], VodEventQueue] | None = None
+
+    def pull(self) -> list[PulledEvent]:
+        return self._queue().pull()
+
+    def confirm(self, handles: list[str]) -> None:
+        self._queue().confirm(handles)
+
+    def _queue(self) -> VodEventQueue:
+        try:
+            pair = self._keys()
+        except ServiceUnavailable as error:
+            raise QueueUnavailable(f"VOD keys: {error.message}") from None
+        if self._current is None or self._current[0] != pair:
+            self._current = (pair, VodEventQueue(*pair, self._endpoint, self._sub_app_id))
+        return self._current[1]
 
 
 class VodMediaLibrary(VodApi):

@@ -1,12 +1,13 @@
 """`make deploy STAGE=dev` / `make destroy STAGE=dev`: one stage, from a fresh clone to a working stack.
 
     python -m deploy.deploy deploy --stage dev [--report smoke-dev.json]
-    python -m deploy.deploy destroy --stage dev
+    python -m deploy.deploy destroy --stage dev [--delete-data]
 
 A deploy:
   1. preflights (deploy/preflight.py) and stops, having changed nothing, if anything is wrong;
-  2. creates or updates the stage stack (infra/stage.json) and stores the VOD key pair in its secret when
-     this deploy was given one;
+  2. creates or updates the stage stack (infra/stage.json), then the data stack (infra/data.json: the table,
+     kept by `make destroy` unless DELETE_DATA=1, adopted when it exists without its stack), and stores the
+     VOD key pair in the secret when this deploy was given one;
   3. builds the Chalice project with the stage's environment completed from the stack's outputs, restores
      Chalice's deployment state from the stack's bucket, runs `chalice deploy`, saves the state back;
   4. points VOD's event notification at the stage's callback (ModifyEventConfig) and reads it back;
@@ -117,9 +118,18 @@ def deploy(
     outcome = Outcome()
 
     issuer = stage.external_issuer(found.committed_env)
-    result = stack.apply(aws("cloudformation"), stage_name, issuer, environ.get("ALARM_TOPIC_ARN", ""))
+    result = stack.apply(
+        aws("cloudformation"),
+        stage_name,
+        issuer,
+        environ.get("ALARM_TOPIC_ARN", ""),
+        self_signup=stage.self_signup(found.committed_env),
+    )
     outcome.changes.append(f"stack {result.name}: {result.action}")
-    outputs = result.outputs
+    # After the stage stack: one made before the data stack existed held the table, and its update lets go of it.
+    data = stack.apply_data(aws("cloudformation"), aws("dynamodb"), stage_name)
+    outcome.changes.append(f"stack {data.name}: {data.action}")
+    outputs = {**result.outputs, **data.outputs}
     secrets_manager = aws("secretsmanager")
     secret = preflight.read_secret(secrets_manager, outputs["SecretArn"])
     if found.vod_keys_to_store:
@@ -198,16 +208,25 @@ def _smoke_token(environ: Mapping[str, str], outputs: Mapping[str, str], aws: Ca
         yield token
 
 
-def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stage.BUILD_ROOT) -> list[str]:
-    """Remove what deploy made, except the table (retained by its DeletionPolicy). Returns what it did."""
+def destroy(
+    stage_name: str, environ: Mapping[str, str], build_root: Path = stage.BUILD_ROOT, delete_data: bool = False
+) -> list[str]:
+    """Remove what deploy made, except the data stack and its table unless `delete_data`. Returns what it did."""
     problem = region_problem(environ)
     if problem:
         raise DeployError(problem)
     aws = aws_factory(environ)
-    cloudformation = aws("cloudformation")
-    existing = stack.describe(cloudformation, stack.stack_name(stage_name))
+    existing = stack.describe(aws("cloudformation"), stack.stack_name(stage_name))
     if existing is None:
-        return [f"stack {stack.stack_name(stage_name)} does not exist: nothing to remove"]
+        done = [f"stack {stack.stack_name(stage_name)} does not exist: nothing of it to remove"]
+    else:
+        done = _destroy_stage(stage_name, environ, aws, build_root, existing)
+    return done + _destroy_data(stage_name, aws, delete_data)
+
+
+def _destroy_stage(
+    stage_name: str, environ: Mapping[str, str], aws: Callable[[str], Any], build_root: Path, existing: dict[str, Any]
+) -> list[str]:
     outputs = stack.checked_outputs(existing, expect_user_pool=False)
     done: list[str] = []
     s3 = aws("s3")
@@ -227,9 +246,31 @@ def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stag
         stage.run_chalice(project, "delete", stage_name, _chalice_environ(environ))
         done.append("chalice: API, function and role deleted")
     _empty_bucket(s3, outputs["StateBucket"])
-    stack.delete(cloudformation, stage_name)
+    stack.delete(aws("cloudformation"), stack.stack_name(stage_name))
     done.append(f"stack {stack.stack_name(stage_name)}: deleted (secret, state bucket, user pool)")
-    done.append(f"table {outputs['TableName']}: RETAINED with its data; delete it yourself if you mean to")
+    return done
+
+
+def _destroy_data(stage_name: str, aws: Callable[[str], Any], delete_data: bool) -> list[str]:
+    """The data stack stays unless asked; its table is retained by its DeletionPolicy even when the stack goes,
+    so deleting the data means deleting the table after it."""
+    name, table = stack.data_stack_name(stage_name), stack.table_name(stage_name)
+    cloudformation, dynamodb = aws("cloudformation"), aws("dynamodb")
+    if not delete_data:
+        if not stack.table_exists(dynamodb, table):
+            return []
+        held = f"in stack {name}" if stack.describe(cloudformation, name) else "without a stack; a deploy adopts it"
+        return [
+            f"table {table}: KEPT with its data ({held}); the next deploy of stage {stage_name} uses it. "
+            f"`make destroy STAGE={stage_name} DELETE_DATA=1` deletes it"
+        ]
+    done = []
+    if stack.delete(cloudformation, name):
+        done.append(f"stack {name}: deleted")
+    if stack.table_exists(dynamodb, table):
+        dynamodb.delete_table(TableName=table)
+        dynamodb.get_waiter("table_not_exists").wait(TableName=table, WaiterConfig=stack.WAITER)
+        done.append(f"table {table}: DELETED with its data (DELETE_DATA)")
     return done
 
 
@@ -250,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["deploy", "destroy"])
     parser.add_argument("--stage", required=True)
     parser.add_argument("--report", type=Path, help="write the smoke results (and what changed) as JSON here")
+    parser.add_argument(
+        "--delete-data", action="store_true", help="destroy: also delete the stage's table and its data stack"
+    )
     parser.add_argument("--build-dir", type=Path, default=stage.BUILD_ROOT, help="where projects are built [.deploy]")
     parser.add_argument(
         "--smoke-locally",
@@ -260,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "destroy":
-            for line in destroy(args.stage, os.environ, args.build_dir):
+            for line in destroy(args.stage, os.environ, args.build_dir, args.delete_data):
                 say(line)
             return 0
         smoke_target: SmokeTarget = direct

@@ -1,11 +1,11 @@
 """Everything a deploy needs, checked before it changes anything. Each problem is one line that says what
 to do; the deploy runs only when there are none.
 
-Checked: the stage and its committed config (no placeholder left), AWS credentials and region, the stage
-template (CloudFormation's ValidateTemplate), the stage stack not busy, the VOD key pair (in the stage's
-secret, or given in the environment for the first deploy) and VOD accepting it, VOD's events not already
-going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a token for the
-smoke test.
+Checked: the stage and its committed config (no placeholder left, SELF_SIGNUP true or false), AWS credentials
+and region, the stage's templates (CloudFormation's ValidateTemplate), its stacks not busy, the VOD key pair
+(in the stage's secret, or given in the environment for the first deploy) and VOD accepting it, VOD's events
+not already going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a
+token for the smoke test.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def run(stage: str, environ: Mapping[str, str], aws: Any) -> Findings:
         found.problems.append(
             f"config: {name} in .chalice/config.json stage {stage} is a placeholder; set it or remove it"
         )
+    try:
+        stage_module.self_signup(found.committed_env)
+    except ValueError as error:
+        found.problems.append(f"config: {error} (.chalice/config.json stage {stage})")
     topic = environ.get("ALARM_TOPIC_ARN", "")
     if not stack_module.alarm_topic_is_valid(topic):
         found.problems.append(f"ALARM_TOPIC_ARN: {topic!r} is not an SNS topic ARN (arn:aws:sns:…)")
@@ -88,20 +92,27 @@ def _aws_identity(found: Findings, aws: Any) -> bool:
 
 
 def _stack_state(found: Findings, stage: str, aws: Any) -> None:
-    name = stack_module.stack_name(stage)
     cloudformation = aws("cloudformation")
+    for template in (stack_module.TEMPLATE, stack_module.DATA_TEMPLATE):
+        try:
+            cloudformation.validate_template(TemplateBody=template.read_text())
+        except ClientError as error:
+            found.problems.append(f"template {template.name}: CloudFormation refuses it: {_first_line(error)}")
+    found.stack = _idle_stack(found, cloudformation, stack_module.stack_name(stage))
+    _idle_stack(found, cloudformation, stack_module.data_stack_name(stage))
+
+
+def _idle_stack(found: Findings, cloudformation: Any, name: str) -> dict[str, Any] | None:
+    """The stack (None: there is none), with a problem noted when it cannot be read or is busy or broken."""
     try:
-        cloudformation.validate_template(TemplateBody=stack_module.TEMPLATE.read_text())
-    except ClientError as error:
-        found.problems.append(f"template {stack_module.TEMPLATE.name}: CloudFormation refuses it: {_first_line(error)}")
-    try:
-        found.stack = stack_module.describe(cloudformation, name)
+        stack = stack_module.describe(cloudformation, name)
     except (ClientError, BotoCoreError) as error:
         found.problems.append(f"stack {name}: cannot be read: {_first_line(error)}")
-        return
-    status = found.stack["StackStatus"] if found.stack else ""
+        return None
+    status = stack["StackStatus"] if stack else ""
     if status.endswith(BUSY) and status != "UPDATE_ROLLBACK_COMPLETE":
         found.problems.append(f"stack {name}: is {status}; wait for it, or repair it in the CloudFormation console")
+    return stack
 
 
 def _vod_keys(found: Findings, stage: str, environ: Mapping[str, str], aws: Any) -> None:

@@ -8,8 +8,11 @@ that the secret and the pool are real objects the deploy and the app then read a
   - `AWS::Cognito::UserPool` and `AWS::Cognito::UserPoolClient`;
   - `AWS::CloudWatch::Alarm`, on moto's CloudWatch backend (moto has the API, not the resource type);
   - the table's TTL and point-in-time recovery, which moto's table model ignores;
+  - an IMPORT change set adopting an existing table (moto ignores `ResourcesToImport` and would create it),
+    and a `Retain` resource kept when an update removes it (moto deletes it);
 and lets API Gateway import what Chalice sends: a default `info.description`, the `swagger` key dropped
-(the rest is the same document), and CORS `OPTIONS` mock integrations without `uri`/`httpMethod`.
+(the rest is the same document), CORS `OPTIONS` mock integrations without `uri`/`httpMethod`, and the
+document's gateway responses (`x-amazon-apigateway-gateway-responses`) set as AWS sets them.
 
 Importing this module applies the patches; it must happen before moto's CloudFormation parses a template
 (moto caches its resource type map on first use). `serve()` starts moto's server in this process.
@@ -18,9 +21,12 @@ Importing this module applies the patches; it must happen before moto's CloudFor
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from moto.apigateway import models as apigateway
+from moto.cloudformation.models import ChangeSet
+from moto.cloudformation.parsing import ResourceMap
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.cognitoidp.models import cognitoidp_backends
 from moto.core.common_models import CloudFormationModel
@@ -259,9 +265,11 @@ def _create_table_with_ttl_and_pitr(
     region_name: str,
     **kw: Any,
 ) -> Any:
-    table = _create_table(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
     properties = cloudformation_json["Properties"]
     backend = dynamodb_backends[account_id][region_name]
+    if _importing.active and properties["TableName"] in backend.tables:
+        return backend.tables[properties["TableName"]]  # an import takes the table as it is
+    table = _create_table(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
     if "TimeToLiveSpecification" in properties:
         backend.update_time_to_live(table.name, properties["TimeToLiveSpecification"])
     if "PointInTimeRecoverySpecification" in properties:
@@ -270,6 +278,35 @@ def _create_table_with_ttl_and_pitr(
 
 
 setattr(Table, "create_from_cloudformation_json", classmethod(_create_table_with_ttl_and_pitr))  # noqa: B010
+
+
+class _Importing(threading.local):
+    active = False
+
+
+_importing = _Importing()
+_apply_change_set = ChangeSet.apply
+_delete_resource = ResourceMap._delete_resource
+
+
+def _apply_import_change_set(self: ChangeSet) -> None:
+    """An IMPORT change set (moto would create its resources) adopts the existing table it names."""
+    _importing.active = self.change_set_type == "IMPORT"
+    try:
+        _apply_change_set(self)
+    finally:
+        _importing.active = False
+
+
+def _delete_unless_retained(self: ResourceMap, parsed_resource: Any, resource_json: dict[str, Any]) -> None:
+    """A resource an update removes from the template is kept when its DeletionPolicy says Retain, as in AWS
+    (moto honours the policy only when the whole stack is deleted)."""
+    if resource_json.get("DeletionPolicy") != "Retain":
+        _delete_resource(self, parsed_resource, resource_json)
+
+
+setattr(ChangeSet, "apply", _apply_import_change_set)  # noqa: B010
+setattr(ResourceMap, "_delete_resource", _delete_unless_retained)  # noqa: B010
 
 _import_rest_api = apigateway.APIGatewayBackend.import_rest_api
 _put_rest_api = apigateway.APIGatewayBackend.put_rest_api
@@ -283,13 +320,33 @@ def _openapi_view(api_doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _import_swagger(self: Any, api_doc: dict[str, Any], fail_on_warnings: bool) -> Any:
-    return _import_rest_api(self, _openapi_view(api_doc), fail_on_warnings)
+    api = _import_rest_api(self, _openapi_view(api_doc), fail_on_warnings)
+    _apply_gateway_responses(api, api_doc, replace=True)
+    return api
 
 
 def _put_swagger(
     self: Any, function_id: str, api_doc: dict[str, Any], fail_on_warnings: bool, mode: str = "merge"
 ) -> Any:
-    return _put_rest_api(self, function_id, _openapi_view(api_doc), fail_on_warnings, mode)
+    api = _put_rest_api(self, function_id, _openapi_view(api_doc), fail_on_warnings, mode)
+    _apply_gateway_responses(api, api_doc, replace=mode == "overwrite")
+    return api
+
+
+def _apply_gateway_responses(api: Any, api_doc: dict[str, Any], replace: bool) -> None:
+    """What AWS does with the document's gateway responses and moto ignores: an import sets them, and an
+    overwrite also deletes those the document lacks."""
+    declared = api_doc.get("x-amazon-apigateway-gateway-responses", {})
+    if replace:
+        for response_type in set(api.gateway_responses) - set(declared):
+            api.delete_gateway_response(response_type)
+    for response_type, response in declared.items():
+        api.put_gateway_response(
+            response_type,
+            status_code=response.get("statusCode"),
+            response_parameters=response.get("responseParameters"),
+            response_templates=response.get("responseTemplates"),
+        )
 
 
 def _put_integration_mock_allowed(

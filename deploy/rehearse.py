@@ -7,8 +7,12 @@ No AWS account or VOD account is reachable here, so the rehearsal points the unm
   - vodlocal for VOD's ModifyEventConfig/DescribeEventConfig (VOD_API_ENDPOINT), with a key pair it
     knows, given to the deploy the way an operator's first deploy gives it.
 
-It deploys twice: once, and again from an empty build directory as a fresh CI checkout would (only the
-state bucket remembers the first), and checks that the second updated the same API and made no other.
+It deploys three times: once; again from an empty build directory as a fresh CI checkout would (only the
+state bucket remembers the first), checking that the second updated the same API and made no other; and,
+after a video was written and `make destroy` ran, once more, checking the video is read back (the data stack
+keeps the table). It also checks that the API carries the gateway responses the deploy defines
+(deploy/gateway_responses.py): chalice really sends them in its document; moto applying them is
+deploy/rehearsal_moto.py's model of what AWS does with them.
 
 What cannot run here is API Gateway and Lambda executing the function (moto runs Lambda only in Docker and
 has no execute-api endpoint). The smoke test therefore calls the deployed function's code and its
@@ -30,12 +34,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from chalicelib.events import UploadedFile
+from chalicelib.repository import Repository
+from chalicelib.videos import Video
 from deploy import deploy as deployer
-from deploy import stage, vod_notify
+from deploy import gateway_responses, stack, stage, vod_notify
 from devstack.health import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +52,8 @@ REGION = "us-east-1"
 # Keys only vodlocal knows; the deploy stores them in the rehearsal stack's secret.
 VOD_KEYS = {"VOD_SECRET_ID": "AKIDrehearsalDeployOnly000000000000", "VOD_SECRET_KEY": "rehearsal-vod-secret-key"}
 START_TIMEOUT_SECONDS = 60
+# A VOD FileId (digits) for the video the rehearsal writes before `make destroy` and reads back after.
+REHEARSAL_FILE_ID = "5285890800000001"
 WORK_DIR = ROOT / ".local" / "rehearsal"  # build directories and logs of the last `make rehearse`
 
 
@@ -50,8 +61,15 @@ WORK_DIR = ROOT / ".local" / "rehearsal"  # build directories and logs of the la
 class Rehearsal:
     first: deployer.Outcome
     second: deployer.Outcome
+    # After `make destroy` (the table kept) and another deploy: the video written before, read back.
+    after_destroy: deployer.Outcome
+    video_written: Video
+    video_read: Video | None
     rest_apis: int
     event_config: vod_notify.EventConfig
+    # Gateway response types the deploy defines, and those of them the API carries as defined.
+    gateway_responses_defined: tuple[str, ...]
+    gateway_responses_carried: tuple[str, ...]
 
 
 @contextlib.contextmanager
@@ -123,17 +141,66 @@ def served_locally(environ: Mapping[str, str]) -> deployer.SmokeTarget:
 def rehearse(stage_name: str, work_dir: Path, report: Path | None = None) -> Rehearsal:
     with emulators(work_dir) as environ:
         smoke_target = served_locally(environ)
-        outcomes = []
-        for run in ("first", "fresh-checkout"):
+        aws = deployer.aws_factory(environ)
+        repository = Repository(aws("dynamodb"), stack.table_name(stage_name))
+
+        def deploy(run: str) -> deployer.Outcome:
             build_root = work_dir / f"build-{run}"
             shutil.rmtree(build_root, ignore_errors=True)
-            outcomes.append(
-                deployer.deploy(stage_name, environ, report, smoke_target=smoke_target, build_root=build_root)
-            )
-        aws = deployer.aws_factory(environ)
+            return deployer.deploy(stage_name, environ, report, smoke_target=smoke_target, build_root=build_root)
+
+        first, second = deploy("first"), deploy("fresh-checkout")
+        video = write_video(repository, _an_intent_id(aws("dynamodb"), stack.table_name(stage_name)))
+        for line in deployer.destroy(stage_name, environ, work_dir / "build-destroy"):
+            deployer.say(line)
+        after_destroy = deploy("after-destroy")
+        video_read = repository.get_video(video.file_id)
         rest_apis = len(aws("apigateway").get_rest_apis()["items"])
         vod = vod_notify.client(VOD_KEYS["VOD_SECRET_ID"], VOD_KEYS["VOD_SECRET_KEY"], environ)
-        return Rehearsal(outcomes[0], outcomes[1], rest_apis, vod_notify.describe(vod))
+        project = work_dir / "build-after-destroy" / stage_name / "project"
+        defined = gateway_responses.responses(gateway_responses.stage_origins(project, stage_name))
+        carried = {
+            item["responseType"]: item
+            for item in aws("apigateway").get_gateway_responses(restApiId=after_destroy.rest_api_id)["items"]
+        }
+        as_defined = tuple(kind for kind, wanted in defined.items() if _carries(carried.get(kind), wanted))
+        return Rehearsal(
+            first,
+            second,
+            after_destroy,
+            video,
+            video_read,
+            rest_apis,
+            vod_notify.describe(vod),
+            tuple(defined),
+            as_defined,
+        )
+
+
+def _an_intent_id(dynamodb: Any, table: str) -> str:
+    """An upload intent the smoke tests created (the rehearsal may scan; the app never does)."""
+    items = dynamodb.scan(
+        TableName=table, FilterExpression="sk = :intent", ExpressionAttributeValues={":intent": {"S": "UPLOAD"}}
+    )["Items"]
+    if not items:
+        raise RuntimeError("the smoke tests left no upload intent to attribute a video to")
+    return str(items[0]["pk"]["S"]).removeprefix("UPLOAD#")
+
+
+def write_video(repository: Repository, upload_id: str) -> Video:
+    """The intent's upload attributed as VOD's NewFileUpload attributes it: the video record written and the
+    intent completed, by the repository's own transaction."""
+    intent = repository.get_intent(upload_id)
+    if intent is None:
+        raise RuntimeError(f"upload intent {upload_id} is not in the table")
+    now = int(time.time())
+    video = Video.attribute(intent, UploadedFile(REHEARSAL_FILE_ID, source_context=None), now)
+    repository.complete_upload(intent, video, now)
+    return video
+
+
+def _carries(carried: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    return carried is not None and all(carried.get(field) == value for field, value in wanted.items())
 
 
 def _free_port() -> int:
@@ -170,13 +237,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearsal: FAILED: {error}", file=sys.stderr)
         return 1
     same = result.first.rest_api_id == result.second.rest_api_id
-    print(f"rehearsal: API URL {result.second.api_url}")
+    kept = result.video_read == result.video_written
+    print(f"rehearsal: API URL {result.after_destroy.api_url}")
     print(f"rehearsal: VOD event config read back from vodlocal: {vod_notify.summary(result.event_config)}")
     print(
         f"rehearsal: second deploy from a fresh build directory {'updated the same' if same else 'made ANOTHER'} "
-        f"API ({result.second.rest_api_id}); REST APIs in the account: {result.rest_apis}"
+        f"API ({result.second.rest_api_id})"
     )
-    passed = result.first.smoke_passed and result.second.smoke_passed and same and result.rest_apis == 1
+    defined, carried = result.gateway_responses_defined, result.gateway_responses_carried
+    print(
+        f"rehearsal: gateway responses on the API: {len(carried)} of {len(defined)} as "
+        f"defined" + ("" if carried == defined else f" (missing or different: {sorted(set(defined) - set(carried))})")
+    )
+    smoke_passed = result.first.smoke_passed and result.second.smoke_passed
+    print(
+        f"rehearsal: destroy, then deploy again: video {result.video_written.file_id} "
+        + ("read back as written" if kept else f"NOT read back (found {result.video_read})")
+        + f"; REST APIs in the account: {result.rest_apis}"
+    )
+    smoke_passed = smoke_passed and result.after_destroy.smoke_passed
+    passed = smoke_passed and same and result.rest_apis == 1 and carried == defined and kept
     print(f"rehearsal: {'PASSED' if passed else 'FAILED'}")
     return 0 if passed else 1
 

@@ -1,8 +1,14 @@
-"""The stage stack (`infra/stage.json`): create or update it, read its outputs, delete it.
+"""The stage's two stacks: the data stack (`infra/data.json`, the table) and the stage stack
+(`infra/stage.json`, everything else): create or update them, read their outputs, delete them.
 
 Create and update go through CreateStack/UpdateStack and their waiters rather than change sets (see
 docs/deploy-rehearsal.md). A first create that fails is deleted by CloudFormation (`OnFailure=DELETE`), so
 a failed first deploy leaves nothing behind; a failed update rolls back to the previous stack.
+
+`make destroy` deletes the stage stack and keeps the data stack, so the next deploy finds the table where it
+was. A table that exists without a data stack (kept by an older `make destroy`, whose table lived in the
+stage stack, or by a data stack deleted by hand: the table is retained) is adopted by the one change set
+the deploy makes: an IMPORT that creates the data stack around it.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from botocore.exceptions import ClientError, WaiterError
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "stage.json"
+DATA_TEMPLATE = ROOT / "infra" / "data.json"
 APP_NAME = json.loads(TEMPLATE.read_text())["Parameters"]["AppName"]["Default"]
 NO_UPDATES = "No updates are to be performed"
-ALWAYS_OUTPUTS = ("TableName", "TableArn", "SecretName", "SecretArn", "StateBucket", "OidcIssuer")
+ALWAYS_OUTPUTS = ("SecretName", "SecretArn", "StateBucket", "OidcIssuer")
 USER_POOL_OUTPUTS = ("UserPoolId", "UserPoolClientId")
 # Polling a real stack every few seconds for up to 30 minutes; an emulator answers on the first poll.
 WAITER = {"Delay": 5, "MaxAttempts": 360}
@@ -37,6 +44,15 @@ class StackResult:
 
 
 def stack_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def data_stack_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-data"
+
+
+def table_name(stage: str) -> str:
+    """The name infra/data.json gives the stage's table (`${AppName}-${Stage}`)."""
     return f"{APP_NAME}-{stage}"
 
 
@@ -58,35 +74,92 @@ def alarm_topic_is_valid(topic_arn: str) -> bool:
     return re.fullmatch(pattern, topic_arn) is not None
 
 
-def apply(cloudformation: Any, stage: str, oidc_issuer: str, alarm_topic_arn: str = "") -> StackResult:
+def apply(
+    cloudformation: Any, stage: str, oidc_issuer: str, alarm_topic_arn: str = "", self_signup: bool = False
+) -> StackResult:
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "AppName", "ParameterValue": APP_NAME},
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "OidcIssuer", "ParameterValue": oidc_issuer},
+        {"ParameterKey": "SelfSignUp", "ParameterValue": "true" if self_signup else "false"},
         {"ParameterKey": "AlarmTopicArn", "ParameterValue": alarm_topic_arn},
     ]
-    body = TEMPLATE.read_text()
+    action = _create_or_update(cloudformation, name, TEMPLATE.read_text(), parameters, stage)
+    stack = describe(cloudformation, name)
+    if stack is None:
+        raise StackError(f"stack {name} vanished after {action}")
+    return StackResult(name, action, checked_outputs(stack, expect_user_pool=not oidc_issuer))
+
+
+def apply_data(cloudformation: Any, dynamodb: Any, stage: str) -> StackResult:
+    """The data stack, created, updated, or created around the stage's table when that exists without it."""
+    name, table = data_stack_name(stage), table_name(stage)
+    parameters = [
+        {"ParameterKey": "AppName", "ParameterValue": APP_NAME},
+        {"ParameterKey": "Stage", "ParameterValue": stage},
+    ]
+    body = DATA_TEMPLATE.read_text()
+    if describe(cloudformation, name) is None and table_exists(dynamodb, table):
+        _import_table(cloudformation, name, body, parameters, table)
+        # The import may change nothing else, so the stack's tags come with an update.
+        _create_or_update(cloudformation, name, body, parameters, stage)
+        action = f"created around the existing table {table} (imported, data kept)"
+    else:
+        action = _create_or_update(cloudformation, name, body, parameters, stage)
+    return StackResult(name, action, {"TableName": table})
+
+
+def table_exists(dynamodb: Any, table: str) -> bool:
+    try:
+        dynamodb.describe_table(TableName=table)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return False
+        raise
+    return True
+
+
+def _create_or_update(cloudformation: Any, name: str, body: str, parameters: list[dict[str, str]], stage: str) -> str:
     if describe(cloudformation, name) is None:
         cloudformation.create_stack(
             StackName=name, TemplateBody=body, Parameters=parameters, OnFailure="DELETE", Tags=_tags(stage)
         )
         _wait(cloudformation, "stack_create_complete", name)
-        action = "created"
-    else:
-        try:
-            cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters, Tags=_tags(stage))
-        except ClientError as error:
-            if NO_UPDATES not in str(error):
-                raise
-            action = "unchanged"
-        else:
-            _wait(cloudformation, "stack_update_complete", name)
-            action = "updated"
-    stack = describe(cloudformation, name)
-    if stack is None:
-        raise StackError(f"stack {name} vanished after {action}")
-    return StackResult(name, action, checked_outputs(stack, expect_user_pool=not oidc_issuer))
+        return "created"
+    try:
+        cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters, Tags=_tags(stage))
+    except ClientError as error:
+        if NO_UPDATES not in str(error):
+            raise
+        return "unchanged"
+    _wait(cloudformation, "stack_update_complete", name)
+    return "updated"
+
+
+def _import_table(cloudformation: Any, name: str, body: str, parameters: list[dict[str, str]], table: str) -> None:
+    change_set = "adopt-table"
+    cloudformation.create_change_set(
+        StackName=name,
+        ChangeSetName=change_set,
+        ChangeSetType="IMPORT",
+        TemplateBody=body,
+        Parameters=parameters,
+        ResourcesToImport=[
+            {
+                "ResourceType": "AWS::DynamoDB::Table",
+                "LogicalResourceId": "Table",
+                "ResourceIdentifier": {"TableName": table},
+            }
+        ],
+    )
+    try:
+        waiter = cloudformation.get_waiter("change_set_create_complete")
+        waiter.wait(StackName=name, ChangeSetName=change_set, WaiterConfig=WAITER)
+    except WaiterError as error:
+        raise StackError(f"stack {name}: the change set importing table {table} failed: {error}") from None
+    cloudformation.execute_change_set(StackName=name, ChangeSetName=change_set)
+    _wait(cloudformation, "stack_import_complete", name)
 
 
 def checked_outputs(stack: dict[str, Any], expect_user_pool: bool) -> dict[str, str]:
@@ -101,8 +174,7 @@ def checked_outputs(stack: dict[str, Any], expect_user_pool: bool) -> dict[str, 
     return outputs
 
 
-def delete(cloudformation: Any, stage: str) -> bool:
-    name = stack_name(stage)
+def delete(cloudformation: Any, name: str) -> bool:
     if describe(cloudformation, name) is None:
         return False
     cloudformation.delete_stack(StackName=name)

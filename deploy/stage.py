@@ -61,6 +61,15 @@ def external_issuer(env: Mapping[str, str]) -> str:
     return env.get("OIDC_ISSUER", "")
 
 
+def self_signup(env: Mapping[str, str]) -> bool:
+    """Whether anyone may register in the stage's own user pool: only when its config sets SELF_SIGNUP=true
+    (README, Security model, says what that opens); ValueError for anything but true/false."""
+    value = env.get("SELF_SIGNUP", "false")
+    if value not in ("true", "false"):
+        raise ValueError(f"SELF_SIGNUP must be true or false, not {value[:20]!r}")
+    return value == "true"
+
+
 def cognito_jwks_url(outputs: Mapping[str, str], aws_endpoint: str | None) -> str:
     """Cognito serves a pool's keys under its issuer; an emulator (AWS_ENDPOINT_URL) under its own address,
     while still issuing tokens whose `iss` is the AWS form."""
@@ -171,10 +180,11 @@ def vod_sub_app_id(env: Mapping[str, str]) -> int | None:
 
 
 def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str]) -> None:
-    """`chalice <command> --stage <stage>` in the built project, its output streamed to ours."""
-    chalice = Path(sys.executable).with_name("chalice")
+    """`chalice <command> --stage <stage>` in the built project, its output streamed to ours; the API it
+    imports carries the stage's gateway responses (deploy/gateway_responses.py)."""
     result = subprocess.run(  # noqa: S603 - chalice from our own virtualenv
-        [str(chalice), "--project-dir", str(project), command, "--stage", stage],
+        [sys.executable, "-m", "deploy.gateway_responses", "--project-dir", str(project), command, "--stage", stage],
+        cwd=ROOT,
         env=dict(environ),
         stdout=sys.stdout,
         stderr=sys.stderr,

@@ -1,4 +1,4 @@
-"""Create the table on a local endpoint from infra/stage.json, the same definition CloudFormation deploys."""
+"""Create the table on a local endpoint from infra/data.json, the same definition CloudFormation deploys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "stage.json"
+TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "data.json"
 
 
 def create_table_args(table_name: str, template_path: Path = TEMPLATE) -> tuple[dict[str, Any], dict[str, Any]]:

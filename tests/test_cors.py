@@ -61,6 +61,7 @@ def test_a_disallowed_origin_method_or_header_is_refused(api: Any) -> None:
         assert response.status_code == 403, (origin, method, headers)
         assert response.json_body["error"] == "forbidden"
         assert "Access-Control-Allow-Origin" not in response.headers
+        assert response.headers["Vary"] == "Origin"  # another origin would have been granted
 
 
 def test_the_callback_has_no_preflight(api: Any) -> None:
@@ -74,6 +75,7 @@ def test_actual_answers_grant_only_an_allowed_origin(api: Any, token_for: TokenF
     assert "Location" in created.headers["Access-Control-Expose-Headers"]
     refused = api.get("/videos", headers={**bearer(token_for("alice")), "Origin": "https://evil.example.com"})
     assert refused.status_code == 200 and "Access-Control-Allow-Origin" not in refused.headers
+    assert refused.headers["Vary"] == "Origin"
     # Errors too: a page must be able to read a 401 or a 429 to act on it.
     unauthorized = api.get("/videos", headers={"Origin": PAGE})
     assert unauthorized.status_code == 401 and unauthorized.headers["Access-Control-Allow-Origin"] == PAGE
@@ -83,3 +85,18 @@ def test_no_origin_is_allowed_by_default(api_factory: ApiFactory, stage_env: dic
     stage_env.pop("CORS_ALLOWED_ORIGINS", None)
     api = api_factory()
     assert preflight(api, "/uploads", "POST", "http://127.0.0.1:8003").status_code == 403
+
+
+def test_every_answer_that_depends_on_the_origin_says_so(api: Any, token_for: TokenFactory) -> None:
+    """A cache must not hand one page the answer made for another, or for a request with no Origin at all."""
+    for path, headers in (
+        ("/videos", bearer(token_for("alice"))),
+        ("/videos", {}),  # a 401
+        ("/health", {}),
+    ):
+        for origin in (PAGE, "https://evil.example.com", None):
+            response = api.get(path, headers={**headers, **({"Origin": origin} if origin else {})})
+            assert response.headers.get("Vary") == "Origin", (path, origin, response.status_code)
+    # VOD's callback is no browser's: no origin is ever granted it, so nothing varies.
+    callback = api.post("/vod/events/wrong-token", headers={"Content-Type": "application/json"}, body=b"{}")
+    assert callback.status_code == 403 and "Vary" not in callback.headers

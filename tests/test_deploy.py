@@ -197,7 +197,6 @@ def test_outputs_an_emulator_left_unresolved_are_refused() -> None:
     stack_description = {
         "StackName": "vod-upload-dev",
         "Outputs": [
-            {"OutputKey": "TableName", "OutputValue": "vod-upload-dev"},
             {"OutputKey": "SecretName", "OutputValue": "${Secret}"},
         ],
     }
@@ -205,7 +204,7 @@ def test_outputs_an_emulator_left_unresolved_are_refused() -> None:
         stack.checked_outputs(stack_description, expect_user_pool=True)
     message = str(error.value)
     assert "output SecretName is not resolved: ${Secret}" in message
-    for missing in ("TableArn", "SecretArn", "StateBucket", "OidcIssuer", "UserPoolId", "UserPoolClientId"):
+    for missing in ("SecretArn", "StateBucket", "OidcIssuer", "UserPoolId", "UserPoolClientId"):
         assert f"output {missing} is missing" in message
 
 
@@ -245,10 +244,13 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
         assert functions[name]["Environment"]["Variables"] == env
     assert env["OIDC_ISSUER"] == f"https://cognito-idp.us-east-1.amazonaws.com/{outputs['UserPoolId']}"
     assert env["OIDC_AUDIENCE"] == outputs["UserPoolClientId"]
-    assert env["TABLE_NAME"] == outputs["TableName"] and env["SECRET_NAME"] == outputs["SecretName"]
+    assert env["TABLE_NAME"] == "vod-upload-dev" and env["SECRET_NAME"] == outputs["SecretName"]
     committed = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]["environment_variables"]
-    assert env == fed_environment(committed, outputs, env["OIDC_JWKS_URL"])
+    assert env == fed_environment(committed, {**outputs, "TableName": "vod-upload-dev"}, env["OIDC_JWKS_URL"])
     assert not any(k in env for k in ("VOD_SECRET_KEY", "CONTEXT_TAG_KEY", "VOD_CALLBACK_TOKEN", "STAGE_KEY"))
+    # Only an administrator creates users in the stage's pool unless its config sets SELF_SIGNUP=true.
+    pool = aws(emulated, "cognito-idp").describe_user_pool(UserPoolId=outputs["UserPoolId"])["UserPool"]
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
     # Chalice's state lives in the stack's bucket, so a fresh checkout finds it.
     state = aws(emulated, "s3").get_object(Bucket=outputs["StateBucket"], Key="chalice/deployed/dev.json")
     assert api_url in state["Body"].read().decode()
@@ -288,23 +290,76 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert f"deploy: API URL {api_url}" in third.stdout
     assert len(aws(emulated, "apigateway").get_rest_apis()["items"]) == 1
 
+    marker = {"pk": {"S": "REHEARSAL#kept"}, "sk": {"S": "REHEARSAL"}}
+    aws(emulated, "dynamodb").put_item(TableName="vod-upload-dev", Item=marker)
     gone = run("destroy", emulated, tmp_path / "third")
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert "deploy: table vod-upload-dev: RETAINED with its data; delete it yourself if you mean to" in gone.stdout
+    assert (
+        "deploy: table vod-upload-dev: KEPT with its data (in stack vod-upload-dev-data); the next deploy of stage "
+        "dev uses it. `make destroy STAGE=dev DELETE_DATA=1` deletes it"
+    ) in gone.stdout
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev") is None
+    assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev-data") is not None
     assert aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["TableStatus"] == "ACTIVE"
     assert not aws(emulated, "lambda").list_functions()["Functions"]
     assert not aws(emulated, "cloudwatch").describe_alarms()["MetricAlarms"]
     assert not aws(emulated, "apigateway").get_rest_apis()["items"]
     assert vod_notify.describe(vod).upload_media_complete == "OFF"
-    aws(emulated, "dynamodb").delete_table(TableName="vod-upload-dev")  # as the operator would, to start over
+
+    # Deployed again, the stage finds its data; DELETE_DATA=1 then removes it with the rest.
+    again = run("deploy", emulated, tmp_path / "again")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "deploy: changed: stack vod-upload-dev-data: unchanged" in again.stdout
+    assert aws(emulated, "dynamodb").get_item(TableName="vod-upload-dev", Key=marker)["Item"] == marker
+    wiped = run("destroy", emulated, tmp_path / "wiped", "--delete-data")
+    assert wiped.returncode == 0, wiped.stdout + wiped.stderr
+    assert "deploy: stack vod-upload-dev-data: deleted" in wiped.stdout
+    assert "deploy: table vod-upload-dev: DELETED with its data (DELETE_DATA)" in wiped.stdout
+    assert nothing_deployed(emulated) and not aws(emulated, "dynamodb").list_tables()["TableNames"]
 
     # prod consumes VOD's events in PULL mode (EVENT_MODE=pull), and its deploy sets VOD's mode to match.
     prod = run("deploy", emulated, tmp_path / "prod-deploy", stage="prod")
     assert prod.returncode == 0, prod.stdout + prod.stderr
     assert vod_notify.describe(vod).mode == "PULL"
-    assert run("destroy", emulated, tmp_path / "prod-destroy", stage="prod").returncode == 0
-    aws(emulated, "dynamodb").delete_table(TableName="vod-upload-prod")
+    assert run("destroy", emulated, tmp_path / "prod-destroy", "--delete-data", stage="prod").returncode == 0
+
+
+def test_a_table_left_without_its_stack_is_adopted_with_its_data(emulated: dict[str, str]) -> None:
+    """A stage stack made before the data stack existed held the table; an older destroy, or a data stack deleted
+    by hand, left it without any. The deploy's order (stage stack, then data stack) adopts it either way."""
+    cloudformation, dynamodb = aws(emulated, "cloudformation"), aws(emulated, "dynamodb")
+    marker = {"pk": {"S": "VIDEO#1"}, "sk": {"S": "VIDEO"}}
+    template = json.loads(stack.TEMPLATE.read_text())
+    template["Resources"].update(json.loads(stack.DATA_TEMPLATE.read_text())["Resources"])
+    parameters = [{"ParameterKey": "Stage", "ParameterValue": "legacy"}]
+    cloudformation.create_stack(StackName="vod-upload-legacy", TemplateBody=json.dumps(template), Parameters=parameters)
+    dynamodb.put_item(TableName="vod-upload-legacy", Item=marker)
+    try:
+        assert stack.apply(cloudformation, "legacy", "").action == "updated"  # lets go of the table, retained
+        assert stack.describe(cloudformation, "vod-upload-legacy-data") is None
+        adopted = stack.apply_data(cloudformation, dynamodb, "legacy")
+        assert adopted.action == "created around the existing table vod-upload-legacy (imported, data kept)"
+        assert adopted.outputs == {"TableName": "vod-upload-legacy"}
+        assert dynamodb.get_item(TableName="vod-upload-legacy", Key=marker)["Item"] == marker
+        assert stack.apply_data(cloudformation, dynamodb, "legacy").action == "unchanged"
+        resources = cloudformation.describe_stack_resources(StackName="vod-upload-legacy-data")["StackResources"]
+        assert [(r["LogicalResourceId"], r["PhysicalResourceId"]) for r in resources] == [
+            ("Table", "vod-upload-legacy")
+        ]
+    finally:
+        stack.delete(cloudformation, "vod-upload-legacy")
+        stack.delete(cloudformation, "vod-upload-legacy-data")
+        dynamodb.delete_table(TableName="vod-upload-legacy")
+
+
+def test_a_stage_that_sets_self_signup_gets_an_open_pool(emulated: dict[str, str]) -> None:
+    cloudformation = aws(emulated, "cloudformation")
+    result = stack.apply(cloudformation, "signup", "", self_signup=True)
+    try:
+        pool = aws(emulated, "cognito-idp").describe_user_pool(UserPoolId=result.outputs["UserPoolId"])["UserPool"]
+        assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is False
+    finally:
+        stack.delete(cloudformation, stack.stack_name("signup"))
 
 
 def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tmp_path: Path) -> None:
@@ -321,9 +376,14 @@ def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tm
     assert lines[0].startswith("rehearsal: API URL https://")
     assert lines[1].startswith("rehearsal: VOD event config read back from vodlocal: mode=PUSH url=https://")
     assert lines[1].endswith("/api/vod/events/… upload=ON delete=ON")
-    assert "updated the same API" in lines[2] and lines[2].endswith("REST APIs in the account: 1")
-    assert lines[3] == "rehearsal: PASSED"
-    assert result.stdout.count("smoke: 5 passed, 0 failed") == 2
+    assert "updated the same API" in lines[2]
+    assert lines[3] == "rehearsal: gateway responses on the API: 8 of 8 as defined"
+    assert lines[4] == (
+        "rehearsal: destroy, then deploy again: video 5285890800000001 read back as written; REST APIs in the "
+        "account: 1"
+    )
+    assert lines[5] == "rehearsal: PASSED"
+    assert result.stdout.count("smoke: 5 passed, 0 failed") == 3
     assert all(check["passed"] for check in json.loads(report.read_text())["checks"])
 
 
@@ -350,7 +410,7 @@ def test_the_deploy_role_lists_every_call_the_deploy_script_makes(emulated: dict
         outcome = deploy.deploy(STAGE, environ, None, rehearse.served_locally(environ), tmp_path / "build")
         assert outcome.smoke_passed
         deploy.destroy(STAGE, environ, tmp_path / "build")
-    aws(emulated, "dynamodb").delete_table(TableName="vod-upload-dev")
+    deploy.destroy(STAGE, environ, tmp_path / "build", delete_data=True)  # an operator's step, not CI's
     called = {(call.service, call.operation) for call in recorder.calls} - NO_PERMISSION_NEEDED
     assert ("cloudformation", "CreateStack") in called and ("s3", "DeleteObjects") in called
     granted = {need.action for need in script_needs(STAGE)}

@@ -10,11 +10,11 @@ What a deploy does is derived, not copied, wherever a source says it:
   records; from those, every `self._client('svc').op` and `client.op` they reach in chalice/awsclient.py
   (following calls between its methods, resolving waiters through botocore), mapped to IAM actions through
   botocore's service models.
-- CloudFormation on infra/stage.json: it creates the resources with the caller's credentials, so for each
-  resource the role needs what that type's handler calls. The handlers' permission lists come from the
-  resource-provider schemas cfn-lint ships: the read handler in full (a resource is read back after every
-  create and update), the delete handler unless the resource is retained, and the create/update actions
-  of the properties the template sets (PROPERTY_ACTIONS; each must be one the schema lists).
+- CloudFormation on infra/stage.json and infra/data.json: it creates the resources with the caller's
+  credentials, so for each resource the role needs what that type's handler calls. The handlers' permission
+  lists come from the resource-provider schemas cfn-lint ships: the read handler in full (a resource is read
+  back after every create and update), the delete handler unless the resource is retained, and the
+  create/update actions of the properties the template sets (PROPERTY_ACTIONS; each must be one the schema lists).
 - The deploy script's own calls (deploy/*.py) are listed by hand in `script_needs`.
 
 Then: every needed action is allowed on the stage's real resource names, for dev and prod, and every grant
@@ -54,6 +54,7 @@ from tests.aws_calls import FAKE_ACCOUNT, action_matches, resource_matches
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "deploy-role.json").read_text())
 STAGE_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "stage.json").read_text())
+DATA_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "data.json").read_text())
 CHALICE_CONFIG: dict[str, Any] = json.loads((ROOT / ".chalice" / "config.json").read_text())
 CHALICE_SOURCE = Path(chalice.__file__).parent
 CFN_LINT_DATA = Path(cfnlint.__file__).parent / "data"
@@ -505,9 +506,9 @@ def chalice_needs(stage: str) -> list[Need]:
     return needs
 
 
-# -- CloudFormation on infra/stage.json -----------------------------------------------------------------
+# -- CloudFormation on infra/stage.json and data.json ---------------------------------------------------
 
-# The create/update actions each property of infra/stage.json needs of its resource's handler; "" is what
+# The create/update actions each property of the stage templates needs of its resource's handler; "" is what
 # any resource of the type needs (create, update, and the stack tags deploy/stack.py sets, which
 # CloudFormation propagates). A property missing here fails the test: map it before using it.
 PROPERTY_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -609,7 +610,7 @@ SERVICE = {
 def cloudformation_needs(stage: str) -> list[Need]:
     names = stage_names(stage)
     needs = []
-    for logical_id, resource in STAGE_TEMPLATE["Resources"].items():
+    for logical_id, resource in {**STAGE_TEMPLATE["Resources"], **DATA_TEMPLATE["Resources"]}.items():
         kind = resource["Type"]
         assert kind in SERVICE, f"{logical_id}: no model of what CloudFormation needs for {kind}; add one"
         service, name = SERVICE[kind]
@@ -645,7 +646,12 @@ def script_needs(stage: str) -> list[Need]:
         ("cloudformation:UpdateStack", n["stack"], "deploy/stack.py: apply"),
         ("cloudformation:DeleteStack", n["stack"], "deploy/stack.py: delete (destroy)"),
         ("cloudformation:DescribeStackEvents", n["stack"], "deploy/stack.py: why a stack failed"),
-        ("cloudformation:ValidateTemplate", "*", "deploy/preflight.py: infra/stage.json before any change"),
+        ("cloudformation:ValidateTemplate", "*", "deploy/preflight.py: the templates before any change"),
+        # A table left without its data stack (an older destroy kept it) is adopted by an IMPORT change set.
+        ("dynamodb:DescribeTable", n["table"], "deploy/stack.py: table_exists"),
+        ("cloudformation:CreateChangeSet", n["stack"], "deploy/stack.py: _import_table"),
+        ("cloudformation:DescribeChangeSet", n["stack"], "deploy/stack.py: _import_table (its waiter)"),
+        ("cloudformation:ExecuteChangeSet", n["stack"], "deploy/stack.py: _import_table"),
         ("secretsmanager:GetSecretValue", n["secret"], "deploy/preflight.py: read_secret"),
         ("secretsmanager:PutSecretValue", n["secret"], "deploy/deploy.py: first-deploy VOD keys"),
         ("s3:GetObject", n["state"], "deploy/stage.py: restore_state"),

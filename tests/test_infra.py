@@ -1,5 +1,5 @@
-"""The stage stack (infra/stage.json): it lints, it makes what the app and its IAM policies expect, and
-the secret it generates yields working service secrets."""
+"""The stage's stacks (infra/stage.json, infra/data.json): they lint, they make what the app and its IAM policies
+expect, and the secret they generate yields working service secrets."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ import pytest
 from chalicelib import observability
 from chalicelib.credentials import STAGE_KEY, ServiceSecrets, derive_from_stage_key
 from chalicelib.errors import ServiceUnavailable
+from deploy import stack as stack_module
+from deploy.stage import self_signup
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = sorted((ROOT / "infra").glob("*.json"))
 STAGE = json.loads((ROOT / "infra" / "stage.json").read_text())
+DATA = json.loads((ROOT / "infra" / "data.json").read_text())
 CHALICE = json.loads((ROOT / ".chalice" / "config.json").read_text())
 
 
@@ -41,9 +44,9 @@ def test_names_are_the_ones_the_stage_config_and_its_policy_use(stage: str) -> N
     env = CHALICE["stages"][stage]["environment_variables"]
     app_name = STAGE["Parameters"]["AppName"]["Default"]
     resources = STAGE["Resources"]
-    assert (
-        substituted(resources["Table"]["Properties"]["TableName"], AppName=app_name, Stage=stage) == env["TABLE_NAME"]
-    )
+    table = substituted(DATA["Resources"]["Table"]["Properties"]["TableName"], AppName=app_name, Stage=stage)
+    assert table == env["TABLE_NAME"] == stack_module.table_name(stage)
+    assert DATA["Parameters"]["AppName"] == STAGE["Parameters"]["AppName"]
     assert substituted(resources["Secret"]["Properties"]["Name"], AppName=app_name, Stage=stage) == env["SECRET_NAME"]
     policy = (ROOT / ".chalice" / CHALICE["stages"][stage]["iam_policy_file"]).read_text()
     assert f"table/{env['TABLE_NAME']}" in policy and f"secret:{env['SECRET_NAME']}-" in policy
@@ -76,7 +79,11 @@ def test_the_alarms_watch_the_metrics_the_app_emits_and_the_consumer_function(st
 
 def test_the_table_keeps_its_safeguards_and_the_user_pool_is_made_only_without_an_issuer() -> None:
     resources = STAGE["Resources"]
-    assert resources["Table"]["DeletionPolicy"] == resources["Table"]["UpdateReplacePolicy"] == "Retain"
+    # Its own stack, which `make destroy` keeps; retained even when that stack is deleted, and importable (an
+    # IMPORT needs a DeletionPolicy, and may create nothing else: no other resource, no Outputs to resolve).
+    assert set(DATA["Resources"]) == {"Table"} and "Outputs" not in DATA and "Table" not in resources
+    table = DATA["Resources"]["Table"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
     assert STAGE["Conditions"]["MakeUserPool"] == {"Fn::Equals": [{"Ref": "OidcIssuer"}, ""]}
     assert resources["UserPool"]["Condition"] == resources["UserPoolClient"]["Condition"] == "MakeUserPool"
     assert resources["UserPoolClient"]["Properties"]["GenerateSecret"] is False  # a browser or app client
@@ -109,3 +116,15 @@ def test_the_stage_key_yields_every_derived_secret_and_explicit_values_win() -> 
 def test_a_fresh_stage_secret_is_unusable_until_the_operator_adds_the_vod_keys() -> None:
     with pytest.raises(ServiceUnavailable, match="VOD_SECRET_ID, VOD_SECRET_KEY"):
         ServiceSecrets.from_mapping({"VOD_SECRET_ID": "", "VOD_SECRET_KEY": "", STAGE_KEY: "k" * 64}, "test")
+
+
+def test_sign_up_is_closed_unless_the_stage_config_opens_it() -> None:
+    assert STAGE["Parameters"]["SelfSignUp"]["Default"] == "false"
+    assert STAGE["Conditions"]["OpenSignUp"] == {"Fn::Equals": [{"Ref": "SelfSignUp"}, "true"]}
+    admin_only = STAGE["Resources"]["UserPool"]["Properties"]["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"]
+    assert admin_only == {"Fn::If": ["OpenSignUp", False, True]}
+    for stage in ("dev", "prod"):
+        assert self_signup(CHALICE["stages"][stage]["environment_variables"]) is False
+    assert self_signup({"SELF_SIGNUP": "true"}) is True and self_signup({"SELF_SIGNUP": "false"}) is False
+    with pytest.raises(ValueError, match="SELF_SIGNUP must be true or false, not 'yes'"):
+        self_signup({"SELF_SIGNUP": "yes"})

@@ -4,13 +4,17 @@ through the event service against the local DynamoDB, and confirms only what is 
 from __future__ import annotations
 
 import hashlib
+import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import boto3
 import pytest
 
 from chalicelib import container
+from chalicelib.credentials import SECRET_KEYS
 from chalicelib.items import FAILED_EVENT_BODY_BYTES
 from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable, event_body
 from chalicelib.repository import Repository
@@ -264,3 +268,48 @@ def test_a_failure_record_keeps_a_bounded_excerpt_whatever_the_event_size(
     assert item_bytes(item) < DYNAMODB_ITEM_LIMIT and int(item["size"]["N"]) == len(body)
     kept = item["body"]["S"].encode()
     assert body.startswith(kept) and FAILED_EVENT_BODY_BYTES - 3 < len(kept) <= FAILED_EVENT_BODY_BYTES
+
+
+def test_the_consumer_uses_a_rotated_vod_key_pair_as_signing_does(
+    pull_vod: Handle,
+    api_factory: ApiFactory,
+    token_for: TokenFactory,
+    stage_env: dict[str, str],
+    dynamodb_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cloud stage's keys come from Secrets Manager (moto's server here), re-read every SECRETS_CACHE_SECONDS
+    (0: every use). The operator rotates the CAM key pair: VOD accepts only the new one, the secret holds it."""
+    secretsmanager = boto3.client(
+        "secretsmanager",
+        endpoint_url=dynamodb_endpoint,  # moto's server answers every service
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    name = f"vod-upload/rotation-{uuid.uuid4().hex[:8]}"
+    secret = {key: stage_env[key] for key in (*SECRET_KEYS, "VOD_SIGN_KEY")}
+    secretsmanager.create_secret(Name=name, SecretString=json.dumps(secret))
+    stage_env.update(
+        SECRETS_SOURCE="secretsmanager",
+        SECRET_NAME=name,
+        SECRETS_CACHE_SECONDS="0",
+        AWS_ENDPOINT_URL_SECRETS_MANAGER=dynamodb_endpoint,
+    )
+    for variable, value in stage_env.items():
+        monkeypatch.setenv(variable, value)
+    container.reset()
+    api, token = api_factory(), token_for("alice")
+    consumer = container.services().pull_consumer
+    upload_through(pull_vod, as_user(api, token))
+    assert consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
+
+    accepted = cast(dict[str, str], pull_vod.app.config.secrets)
+    accepted.clear()
+    accepted["AKIDrotatedKeyPair000000000000000000"] = "rotated-vod-secret-key"
+    secret.update(VOD_SECRET_ID="AKIDrotatedKeyPair000000000000000000", VOD_SECRET_KEY="rotated-vod-secret-key")
+    secretsmanager.put_secret_value(SecretId=name, SecretString=json.dumps(secret))
+    upload_id = upload_through(pull_vod, as_user(api, token))  # signed with the new pair
+    report = consumer.run(CONSUMER_SECONDS)  # the same consumer, as in a warm container
+    assert (report.outcomes, report.queue_errors) == ({"attributed": 1}, 0), report
+    assert attributed_file(api, token, upload_id) is not None

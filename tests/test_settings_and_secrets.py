@@ -32,17 +32,9 @@ def test_every_stage_of_the_chalice_config_is_valid() -> None:
         env = stage["environment_variables"]
         assert not placeholders(env), name
         if name != "local":
-            pool = "us-east-1_Example"
-            outputs = {
-                "TableName": f"vod-upload-{name}",
-                "SecretName": f"vod-upload/{name}",
-                "OidcIssuer": f"https://cognito-idp.us-east-1.amazonaws.com/{pool}",
-                "UserPoolId": pool,
-                "UserPoolClientId": "exampleclientid",
-            }
             with pytest.raises(SettingsError, match="OIDC_ISSUER"):
                 Settings.from_env(env)
-            env = fed_environment(env, outputs, cognito_jwks_url(outputs, None))
+            env = cloud_stage_env(name)
         settings = Settings.from_env(env)
         assert settings.stage == name
         assert settings.table_name == f"vod-upload-{name}"
@@ -73,6 +65,11 @@ def test_cloud_stage_policies_are_scoped_to_their_table_and_secret() -> None:
         ({"UPLOAD_POLICY": json.dumps({"default": {"bogus": 1}})}, "bogus"),
         ({"UPLOAD_POLICY": json.dumps({"tiers": {"gold": {"taskPriority": 11}}})}, "taskPriority"),
         ({"UPLOAD_POLICY": json.dumps({"default": {"defaultProcedure": "X"}})}, "defaultProcedure"),
+        ({"UPLOAD_POLICY": json.dumps({"tiers": {"gold": {"vodSubAppId": 1500}}})}, "tiers.gold.vodSubAppId"),
+        (
+            {"UPLOAD_POLICY": json.dumps({"default": {"vodSubAppId": 1500}, "tiers": {"gold": {"vodSubAppId": None}}})},
+            "tiers.gold.vodSubAppId",
+        ),
         ({"SECRETS_SOURCE": "secretsmanager"}, "SECRET_NAME"),
         ({"AUTH_MODE": "oidc"}, "OIDC_ISSUER"),
         ({"CORS_ALLOWED_ORIGINS": "https://app.example.com/"}, "CORS_ALLOWED_ORIGINS"),
@@ -84,6 +81,48 @@ def test_bad_stage_configuration_fails_fast_naming_the_setting(overrides: dict[s
     env = {**local_stage_env(), **overrides}
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env(env)
+
+
+def cloud_stage_env(stage: str) -> dict[str, str]:
+    """A cloud stage's committed environment, completed as the deploy completes it from its stack."""
+    committed = json.loads(open(".chalice/config.json").read())["stages"][stage]["environment_variables"]
+    pool = "us-east-1_Example"
+    outputs = {
+        "TableName": f"vod-upload-{stage}",
+        "SecretName": f"vod-upload/{stage}",
+        "OidcIssuer": f"https://cognito-idp.us-east-1.amazonaws.com/{pool}",
+        "UserPoolId": pool,
+        "UserPoolClientId": "exampleclientid",
+    }
+    return fed_environment(committed, outputs, cognito_jwks_url(outputs, None))
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod", "staging"])
+@pytest.mark.parametrize(
+    ("setting", "overrides"),
+    [
+        ("AUTH_MODE=local", {"AUTH_MODE": "local"}),
+        ("SECRETS_SOURCE=env", {"SECRETS_SOURCE": "env", **SECRET}),
+        ("REQUIRE_CALLBACK_SIGN=false", {"REQUIRE_CALLBACK_SIGN": "false"}),
+    ],
+)
+def test_local_shortcuts_refuse_to_start_outside_local(stage: str, setting: str, overrides: dict[str, str]) -> None:
+    env = {**cloud_stage_env("dev"), "STAGE": stage}
+    assert Settings.from_env(env).stage == stage
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({**env, **overrides})
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.endswith(f"{setting} is allowed only on stage local ({UNSAFE_FIX[setting]})")
+    local = {**env, **overrides, "STAGE": "local"}
+    assert Settings.from_env(local).stage == "local"
+
+
+UNSAFE_FIX = {
+    "AUTH_MODE=local": "use AUTH_MODE=oidc",
+    "SECRETS_SOURCE=env": "use SECRETS_SOURCE=secretsmanager",
+    "REQUIRE_CALLBACK_SIGN=false": "set a SignKey and leave it true",
+}
 
 
 def test_env_secrets_require_every_key_and_never_show_them() -> None:

@@ -1,4 +1,4 @@
-"""The local table is created from infra/stage.json, the template CloudFormation deploys."""
+"""The local table is created from infra/data.json, the template CloudFormation deploys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-TEMPLATE = json.loads((Path(__file__).resolve().parent.parent / "infra" / "stage.json").read_text())
+TEMPLATE = json.loads((Path(__file__).resolve().parent.parent / "infra" / "data.json").read_text())
 
 
 def test_template_has_the_production_safeguards() -> None:
