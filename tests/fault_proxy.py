@@ -4,6 +4,9 @@ Each request is forwarded, or not, as a deterministic plan says (`FaultProxy.pla
 operation)` returns a fault name or None), so that a test run is reproducible:
   - `unreachable`: the connection is closed before anything is forwarded;
   - `throttled`: DynamoDB's ProvisionedThroughputExceededException, nothing forwarded;
+  - `in_progress`: DynamoDB's TransactionInProgressException, nothing forwarded: what a TransactWriteItems
+    retried with the ClientRequestToken of one still being applied meets (the local endpoint, serving one
+    request at a time, never has one in progress);
   - `answer_lost`: forwarded (DynamoDB applies it), then the connection is closed without the answer;
   - `slow`: forwarded, and answered only after `slow_seconds` (past the client's read timeout).
 """
@@ -24,6 +27,11 @@ THROTTLED = {
     "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
     "message": "The level of configured provisioned throughput for the table was exceeded (fault proxy)",
 }
+IN_PROGRESS = {
+    "__type": "com.amazonaws.dynamodb.v20120810#TransactionInProgressException",
+    "message": "The transaction with the given request token is already in progress. (fault proxy)",
+}
+REFUSALS = {"throttled": THROTTLED, "in_progress": IN_PROGRESS}  # answered 400, nothing forwarded
 
 
 class FaultProxy:
@@ -50,8 +58,8 @@ class FaultProxy:
                 if fault == "unreachable":
                     self.close_connection = True
                     return
-                if fault == "throttled":
-                    self._answer(400, json.dumps(THROTTLED).encode())
+                if fault in REFUSALS:
+                    self._answer(400, json.dumps(REFUSALS[fault]).encode())
                     return
                 status, answer = proxy.forward(body, dict(self.headers))
                 if fault == "answer_lost":
