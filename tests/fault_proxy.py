@@ -41,6 +41,9 @@ class FaultProxy:
         self.slow_seconds = slow_seconds
         self.faults: Counter[str] = Counter()
         self.requests = 0
+        # (operation, body) of each request DynamoDB got whose answer the client did not (answer_lost, slow): a
+        # write among them applied though its sender may have reported a failure.
+        self.unanswered: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -62,6 +65,9 @@ class FaultProxy:
                     self._answer(400, json.dumps(REFUSALS[fault]).encode())
                     return
                 status, answer = proxy.forward(body, dict(self.headers))
+                if fault in ("answer_lost", "slow"):
+                    with proxy._lock:
+                        proxy.unanswered.append((operation, body))
                 if fault == "answer_lost":
                     self.close_connection = True
                     return
