@@ -4,6 +4,9 @@ Each request is forwarded, or not, as a deterministic plan says (`FaultProxy.pla
 operation)` returns a fault name or None), so that a test run is reproducible:
   - `unreachable`: the connection is closed before anything is forwarded;
   - `throttled`: DynamoDB's ProvisionedThroughputExceededException, nothing forwarded;
+  - `in_progress`: DynamoDB's TransactionInProgressException, nothing forwarded: what a TransactWriteItems
+    retried with the ClientRequestToken of one still being applied meets (the local endpoint, serving one
+    request at a time, never has one in progress);
   - `answer_lost`: forwarded (DynamoDB applies it), then the connection is closed without the answer;
   - `slow`: forwarded, and answered only after `slow_seconds` (past the client's read timeout).
 """
@@ -24,6 +27,11 @@ THROTTLED = {
     "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
     "message": "The level of configured provisioned throughput for the table was exceeded (fault proxy)",
 }
+IN_PROGRESS = {
+    "__type": "com.amazonaws.dynamodb.v20120810#TransactionInProgressException",
+    "message": "The transaction with the given request token is already in progress. (fault proxy)",
+}
+REFUSALS = {"throttled": THROTTLED, "in_progress": IN_PROGRESS}  # answered 400, nothing forwarded
 
 
 class FaultProxy:
@@ -33,6 +41,9 @@ class FaultProxy:
         self.slow_seconds = slow_seconds
         self.faults: Counter[str] = Counter()
         self.requests = 0
+        # (operation, body) of each request DynamoDB got whose answer the client did not (answer_lost, slow): a
+        # write among them applied though its sender may have reported a failure.
+        self.unanswered: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -50,10 +61,13 @@ class FaultProxy:
                 if fault == "unreachable":
                     self.close_connection = True
                     return
-                if fault == "throttled":
-                    self._answer(400, json.dumps(THROTTLED).encode())
+                if fault in REFUSALS:
+                    self._answer(400, json.dumps(REFUSALS[fault]).encode())
                     return
                 status, answer = proxy.forward(body, dict(self.headers))
+                if fault in ("answer_lost", "slow"):
+                    with proxy._lock:
+                        proxy.unanswered.append((operation, body))
                 if fault == "answer_lost":
                     self.close_connection = True
                     return

@@ -104,7 +104,9 @@ def test_a_later_signal_forces_the_stop(make_dev: Callable[..., MakeDev]) -> Non
     os.kill(dev.pid_of("vodlocal"), signal.SIGSTOP)
     run = dev.run_pid()
     dev.signal_group(signal.SIGTERM)
-    time.sleep(FORCE_AFTER + 0.3)
+    signalled = time.monotonic()
+    dev.wait_until("stopping…")  # devstack.run has the signal and is stopping its children
+    time.sleep(max(0.0, signalled + FORCE_AFTER + 0.3 - time.monotonic()))  # so that the next signal forces
     assert dev.process is not None and dev.process.poll() is None  # still waiting for vodlocal
     forced = time.monotonic()
     os.kill(run, signal.SIGINT)  # the user presses Ctrl-C again

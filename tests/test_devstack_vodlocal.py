@@ -94,6 +94,13 @@ def emulator(tmp_path: Path, url: str, backoff: tuple[float, ...]) -> Handle:
     )
 
 
+def first_attempt_logged(handle: Handle) -> None:
+    deadline = time.monotonic() + 5
+    while not handle.app.bus.deliveries:
+        assert time.monotonic() < deadline, "no PUSH attempt within 5 s"
+        time.sleep(0.02)
+
+
 def test_push_retries_pause_after_a_refused_connection(tmp_path: Path, receiver: Receiver) -> None:
     with emulator(tmp_path, receiver.url, (0.3, 0.6)) as handle:
         handle.app.bus.emit(file_deleted("5285890700000000001"))
@@ -109,7 +116,7 @@ def test_push_retries_pause_after_a_refused_connection(tmp_path: Path, receiver:
 def test_a_restarting_callback_takes_the_retry(tmp_path: Path, receiver: Receiver) -> None:
     with emulator(tmp_path, receiver.url, (0.6, 1.2)) as handle:
         handle.app.bus.emit(file_deleted("5285890700000000002"))
-        time.sleep(0.2)  # the first attempt has been refused; the API comes back during the pause
+        first_attempt_logged(handle)  # refused; the API comes back during the pause
         receiver.listen()
         assert receiver.received.wait(5), handle.app.bus.deliveries
         assert receiver.bodies[0]["FileDeleteEvent"]["FileIdSet"] == ["5285890700000000002"]
@@ -124,7 +131,7 @@ def test_close_cuts_a_retry_pause_short_and_keeps_the_event_for_the_next_start(
 ) -> None:
     handle = emulator(tmp_path, receiver.url, (30.0,))
     handle.app.bus.emit(file_deleted("5285890700000000003"))
-    time.sleep(0.2)
+    first_attempt_logged(handle)  # refused: the 30 s pause is under way
     started = time.monotonic()
     handle.stop()
     assert time.monotonic() - started < 2  # not 30 s

@@ -16,7 +16,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -99,9 +99,18 @@ class Recording:
     used: StageResources  # the table and secret the run was configured with
 
     def needed(self, target: StageResources) -> list[Permission]:
-        """What the recorded calls need on `target`'s resources, plus what the Lambda runtime needs."""
+        """What the recorded calls need on `target`'s resources, plus what the Lambda runtime needs for each
+        of the stage's functions."""
         recorded = [p for call in self.calls for p in required_permissions(call, self.used, target)]
-        return sorted(set(recorded + runtime_permissions(target)))
+        runtime = [p for function in lambda_functions(target) for p in runtime_permissions(function)]
+        return sorted(set(recorded + runtime))
+
+
+def lambda_functions(target: StageResources) -> list[StageResources]:
+    """The stage's Lambda functions, each writing its own log group `/aws/lambda/<function>`: chalice names
+    the API's `<app>-<stage>` and each other handler's `<app>-<stage>-<handler>`."""
+    api = target.function_name
+    return [target, *(replace(target, function_name=f"{api}-{handler}") for handler in sorted(EXERCISED_HANDLERS))]
 
 
 def _exercise(http: Any, key_file: str) -> None:
@@ -412,6 +421,28 @@ def test_stage_policy_reaches_no_other_stages_resources(recording: Recording, st
         if other != stage:
             allowed = [p for p in recording.needed(stage_resources(other)) if is_allowed(policy, p)]
             assert not allowed, f"{stage}'s policy reaches {other}'s resources: {allowed}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_function_needs_its_own_log_group(recording: Recording, stage: str) -> None:
+    """A policy narrowed to the API function's log group would cut the scheduled functions' logs."""
+    target = stage_resources(stage)
+    needed = recording.needed(target)
+    app_name = CONFIG["app_name"]
+    groups = {f"arn:aws:logs:{target.region}:{target.account}:log-group:/aws/lambda/{app_name}-{stage}{suffix}"
+              for suffix in ("", "-pull_vod_events", "-reconcile")}  # fmt: skip
+    assert {p.resource.split(":log-stream:")[0] for p in needed if p.action.startswith("logs:")} == groups
+    api_group = target.log_group_arn()
+    policy = stage_policy(stage)
+
+    def narrowed(statement: dict[str, Any]) -> dict[str, Any]:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        logs_only = all(action.lower().startswith("logs:") for action in actions)
+        return {**statement, "Resource": [api_group, f"{api_group}:*"]} if logs_only else statement
+
+    narrowed_policy = {**policy, "Statement": [narrowed(statement) for statement in policy["Statement"]]}
+    cut = {p.resource.split(":log-stream:")[0] for p in denied(narrowed_policy, needed)}
+    assert cut == groups - {api_group}, cut
 
 
 def test_cloud_stages_name_their_secret_by_the_convention_local_is_checked_with() -> None:

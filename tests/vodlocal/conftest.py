@@ -86,6 +86,23 @@ class CallbackReceiver:
         self._local.stop()
 
 
+def unsettled_pushes(emulator: Handle) -> int:
+    """PUSH events vodlocal has neither delivered nor given up yet. A PUSH row's `confirmed` is set once its
+    worker is done with it, every attempt and copy logged in `bus.deliveries`."""
+    row = emulator.app.store.one("SELECT count(*) AS n FROM events WHERE pull = 0 AND confirmed = 0")
+    return int(row["n"]) if row else 0
+
+
+def wait_until_pushed(emulator: Handle, timeout: float = 10) -> None:
+    """Until every PUSH event emitted so far is delivered or given up: after this no retry or copy of any of
+    them can come, so an absent or single delivery is final (not merely not yet)."""
+    deadline = time.monotonic() + timeout
+    while unsettled_pushes(emulator):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{unsettled_pushes(emulator)} PUSH event(s) still undelivered after {timeout:g} s")
+        time.sleep(0.02)
+
+
 def refusing_url() -> str:
     """A callback URL on a port nothing listens on: every connection is refused at once."""
     with socket.socket() as sock:

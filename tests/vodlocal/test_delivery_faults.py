@@ -8,7 +8,6 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,11 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.vod.v20180717 import models, vod_client
 
 from tests.signing_stub import SigningStub
-from tests.vodlocal.conftest import CallbackReceiver, refusing_url, upload
-from tests.vodlocal.test_api3 import client, confirm, pull
+from tests.vodlocal.conftest import CallbackReceiver, refusing_url, upload, wait_until_pushed
+from tests.vodlocal.test_api3 import client, confirm, pull, pulled_until_a_control_is_due_again
 from vodlocal import Config, Handle, start
 from vodlocal.config import EVENT_RETENTION, from_args
 from vodlocal.events import file_deleted
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
 
 
 def emit(emulator: Handle, *file_ids: str) -> None:
@@ -114,8 +105,7 @@ def test_push_takes_any_reply_as_delivered_and_does_not_retry_it(
     callbacks.status = status  # "VOD ignores the response status and body"
     with start(emu_config) as emulator:
         emit(emulator, "5285890700000000101")
-        wait_for(lambda: len(emulator.app.bus.deliveries) >= 1)
-        time.sleep(0.3)  # a retry would have gone out within the 0.05 s backoff
+        wait_until_pushed(emulator)  # a retry would have gone out before the event is done with
         deliveries = list(emulator.app.bus.deliveries)
     assert [(d["attempt"], d["status"]) for d in deliveries] == [(0, status)]
     assert pushed_ids(callbacks) == ["5285890700000000101"]
@@ -127,8 +117,7 @@ def test_push_retries_a_timeout_twice_at_once_then_drops_the_event(emu_config: C
     config = replace(emu_config, callback_url=silent_url, push_timeout=0.3, push_backoff=(0.2,))
     with start(config) as emulator:
         seq = emulator.app.bus.emit(file_deleted("5285890700000000102"))
-        wait_for(lambda: len(emulator.app.bus.deliveries) >= 3)
-        time.sleep(0.5)  # no fourth attempt
+        wait_until_pushed(emulator)  # given up: no fourth attempt can follow
         deliveries = list(emulator.app.bus.deliveries)
         row = emulator.app.store.one("SELECT confirmed, pull FROM events WHERE seq = ?", (seq,))
     assert [(d["attempt"], d["timeout"]) for d in deliveries] == [(0, True), (1, True), (2, True)]
@@ -140,8 +129,7 @@ def test_push_retries_a_timeout_twice_at_once_then_drops_the_event(emu_config: C
 def test_push_does_not_retry_a_refused_connection(emu_config: Config) -> None:
     with start(replace(emu_config, callback_url=refusing_url())) as emulator:
         emit(emulator, "5285890700000000103")
-        wait_for(lambda: len(emulator.app.bus.deliveries) >= 1)
-        time.sleep(0.4)  # the 0.05 s and 0.1 s backoffs would have retried by now
+        wait_until_pushed(emulator)  # given up, where the 0.05 s and 0.1 s backoffs would have retried
         deliveries = list(emulator.app.bus.deliveries)
     assert [(d["attempt"], d["timeout"]) for d in deliveries] == [(0, False)]
     assert "ConnectionRefusedError" in deliveries[0]["error"]
@@ -150,8 +138,7 @@ def test_push_does_not_retry_a_refused_connection(emu_config: Config) -> None:
 def test_push_retry_on_network_also_retries_a_refused_connection(emu_config: Config) -> None:
     with start(replace(emu_config, callback_url=refusing_url(), push_retry_on="network")) as emulator:
         emit(emulator, "5285890700000000104")
-        wait_for(lambda: len(emulator.app.bus.deliveries) >= 3)
-        time.sleep(0.3)
+        wait_until_pushed(emulator)
         deliveries = list(emulator.app.bus.deliveries)
     assert [(d["attempt"], d["timeout"]) for d in deliveries] == [(0, False), (1, False), (2, False)]
 
@@ -167,7 +154,7 @@ def test_push_reorder_window_reverses_the_events_ready_together(
         emit(emulator, "alone")  # waits out the hold for company, then goes alone
         callbacks.wait(lambda evs: len(evs) >= 6)
         assert 0.25 <= time.monotonic() - started < 2
-    time.sleep(0.2)
+        wait_until_pushed(emulator)
     assert pushed_ids(callbacks) == ["id-2", "id-1", "id-0", "id-4", "id-3", "alone"]  # each once
 
 
@@ -203,8 +190,7 @@ def test_a_confirm_after_the_window_is_the_documented_parameter_error_and_the_ev
         with pytest.raises(TencentCloudSDKException) as twice:
             confirm(vod, [again[0].EventHandle])
         assert twice.value.code == "InvalidParameterValue" and "already confirmed" in twice.value.message
-        time.sleep(0.6)
-        assert pull(vod) == []
+        assert pulled_until_a_control_is_due_again(emulator, vod) == []
 
 
 def test_confirm_events_is_all_or_none(emu_config: Config) -> None:
@@ -255,8 +241,7 @@ def test_pull_duplicates_come_in_a_later_batch_each_with_its_own_handle(emu_conf
         assert pulled_ids(third) == ["dup"]
         assert third[0].EventHandle not in {first[0].EventHandle, second[0].EventHandle}
         confirm(vod, [third[0].EventHandle])
-        time.sleep(0.6)
-        assert pull(vod) == []
+        assert pulled_until_a_control_is_due_again(emulator, vod) == []
 
 
 def test_pull_reorder_window_reverses_the_events_due_together(emu_config: Config) -> None:

@@ -23,6 +23,7 @@ from tests.vodlocal.conftest import (
     SigningStub,
     refusing_url,
     upload,
+    wait_until_pushed,
 )
 from tests.vodlocal.test_api3 import client, confirm, pull
 from vodlocal import Config, Handle, start
@@ -209,7 +210,7 @@ def test_upload_switch_off_suppresses_new_file_upload(
     file_id = upload(emulator, signing)["commit"]["fileId"]
     # ProcedureStateChanged has no switch: it still arrives, and NewFileUpload (sent first) never does.
     events = callbacks.wait(lambda evs: len(evs) >= 1)
-    time.sleep(0.3)
+    wait_until_pushed(emulator)  # the last event of this upload is delivered: nothing else of it can come
     assert [e["EventType"] for e in callbacks.events] == ["ProcedureStateChanged"]
     assert events[0]["ProcedureStateChangeEvent"]["FileId"] == file_id
     stored = emulator.app.store.one("SELECT count(*) AS n FROM events WHERE event_type = 'NewFileUpload'")

@@ -26,6 +26,7 @@ from tests.vodlocal.conftest import (
     cos_client,
     ugc,
     upload,
+    wait_until_pushed,
 )
 from vodlocal import Config, Handle, start
 
@@ -258,7 +259,7 @@ def test_commit_requires_uploaded_bytes_and_is_idempotent(
     )
     assert again["data"] == done["commit"]
     callbacks.wait(lambda evs: any(e.get("EventType") == "NewFileUpload" for e in evs))
-    time.sleep(0.3)  # grace period: a duplicate delivery would arrive within it
+    wait_until_pushed(emulator)  # a duplicate would have been delivered by now
     assert len(callbacks.of_type("NewFileUpload")) == 1
 
 
@@ -296,8 +297,16 @@ def test_procedure_notifications(
     task_id = first["FileUploadEvent"]["ProcedureTaskId"]
     assert task_id.startswith("1500000001-Procedure-")
     if not statuses:
-        time.sleep(0.8)
-        assert callbacks.of_type("ProcedureStateChanged") == []
+        # A control upload notified of every change, made after: its FINISH comes a procedure delay later than
+        # this upload's FINISH would have, so by then that one would be in.
+        signing.options = {**signing.options, "taskNotifyMode": "Change"}
+        control = upload(emulator, signing)["commit"]["fileId"]
+        callbacks.wait(
+            lambda evs: any((e.get("ProcedureStateChangeEvent") or {}).get("Status") == "FINISH" for e in evs)
+        )
+        assert {e["ProcedureStateChangeEvent"]["FileId"] for e in callbacks.of_type("ProcedureStateChanged")} == {
+            control
+        }
         return
     callbacks.wait(lambda evs: len([e for e in evs if e["EventType"] == "ProcedureStateChanged"]) >= len(statuses))
     events = [e["ProcedureStateChangeEvent"] for e in callbacks.of_type("ProcedureStateChanged")]
@@ -380,5 +389,5 @@ def test_concurrent_commits_create_the_media_once(
     store = emulator.app.store
     assert store.one("SELECT count(*) AS n FROM events WHERE event_type = 'NewFileUpload'")["n"] == 1
     callbacks.wait(lambda evs: any(e.get("EventType") == "NewFileUpload" for e in evs))
-    time.sleep(0.3)  # grace period: a duplicate delivery would arrive within it
+    wait_until_pushed(emulator)  # a duplicate would have been delivered by now
     assert len(callbacks.of_type("NewFileUpload")) == 1
