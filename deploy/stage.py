@@ -170,11 +170,11 @@ def vod_sub_app_id(env: Mapping[str, str]) -> int | None:
     return UploadPolicy.model_validate(json.loads(env.get("UPLOAD_POLICY", "{}"))).default.vod_sub_app_id
 
 
-def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str]) -> None:
-    """`chalice <command> --stage <stage>` in the built project, its output streamed to ours."""
+def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str], *arguments: str) -> None:
+    """`chalice <command> --stage <stage> [arguments]` in the built project, its output streamed to ours."""
     chalice = Path(sys.executable).with_name("chalice")
     result = subprocess.run(  # noqa: S603 - chalice from our own virtualenv
-        [str(chalice), "--project-dir", str(project), command, "--stage", stage],
+        [str(chalice), "--project-dir", str(project), command, "--stage", stage, *arguments],
         env=dict(environ),
         stdout=sys.stdout,
         stderr=sys.stderr,
