@@ -42,6 +42,7 @@ from pathlib import Path
 from deploy import stage
 
 INVALIDATION_MODE = py_compile.PycInvalidationMode.UNCHECKED_HASH
+TASK_ROOT = "/var/task"  # where Lambda unpacks the zip
 ENTRY_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: entries do not depend on when the build ran
 REGULAR_FILE = 0o100644 << 16  # external_attr of a new entry: a regular file, rw-r--r--
 
@@ -58,19 +59,31 @@ class Package:
 
     @property
     def code_sha256(self) -> str:
-        """What Lambda reports as the function's CodeSha256 once it holds this zip."""
-        return base64.b64encode(hashlib.sha256(self.zip.read_bytes()).digest()).decode()
+        return sha256_of(self.zip)
+
+
+def sha256_of(zip_path: Path) -> str:
+    """What Lambda reports as a function's CodeSha256 once it holds this zip."""
+    return base64.b64encode(hashlib.sha256(zip_path.read_bytes()).digest()).decode()
+
+
+def zip_of(project: Path) -> Path:
+    """Where `build` left the zip of the project it built."""
+    return project.parent / "package" / "deployment.zip"
+
+
+def template_of(project: Path) -> Path:
+    return project.parent / "package" / "sam.json"
 
 
 def build(stage_name: str, env: Mapping[str, str], build_dir: Path, environ: Mapping[str, str]) -> Package:
     """The stage's project under `build_dir` and its deployment zip, compiled (see the module's docstring)."""
     project = stage.build_project(stage_name, env, build_dir)
-    out = build_dir / "package"
-    shutil.rmtree(out, ignore_errors=True)
-    stage.run_chalice(project, "package", stage_name, environ, str(out))
-    runtime = template_runtime(json.loads((out / "sam.json").read_text()))
+    shipped = zip_of(project)
+    shutil.rmtree(shipped.parent, ignore_errors=True)
+    stage.run_chalice(project, "package", stage_name, environ, str(shipped.parent))
+    runtime = template_runtime(json.loads(template_of(project).read_text()))
     require_interpreter(runtime)
-    shipped = out / "deployment.zip"
     cached = _cache_entry(project, shipped)
     compile_zip(shipped)
     shutil.copyfile(shipped, cached)
@@ -118,7 +131,9 @@ def compile_zip(path: Path) -> None:
             source.extractall(tree)
         for cache in sorted(tree.rglob("__pycache__"), reverse=True):
             shutil.rmtree(cache)
-        compileall.compile_dir(tree, quiet=2, workers=0, invalidation_mode=INVALIDATION_MODE)
+        # Named as Lambda unpacks them rather than after this temporary directory: the zip is then the same
+        # whichever directory it was built in.
+        compileall.compile_dir(tree, ddir=TASK_ROOT, quiet=2, workers=0, invalidation_mode=INVALIDATION_MODE)
         uncompiled = [name for name in modes if name.endswith(".py") and not _pyc(tree / name).exists()]
         if uncompiled:
             raise PackageError(f"package: {len(uncompiled)} modules do not compile, e.g. {uncompiled[:3]}")

@@ -147,6 +147,12 @@ def deployed(project: Path, stage: str) -> Deployed | None:
     return parse_deployed(path.read_bytes()) if path.exists() else None
 
 
+def function_arns(project: Path, stage: str) -> list[str]:
+    """The ARNs of every function `.chalice/deployed/<stage>.json` says chalice made."""
+    resources = json.loads(state_file(project, stage).read_bytes()).get("resources", [])
+    return [r["lambda_arn"] for r in resources if r["resource_type"] == "lambda_function"]
+
+
 def parse_deployed(document: bytes) -> Deployed | None:
     resources = {r["resource_type"]: r for r in json.loads(document).get("resources", [])}
     if "rest_api" not in resources or "lambda_function" not in resources:

@@ -106,8 +106,8 @@ for line in sys.stdin:
 )
 
 
-def command(code: str) -> list[str]:
-    return [sys.executable, "-I", "-S", "-B", "-c", code]
+def command(code: str, *flags: str) -> list[str]:
+    return [sys.executable, "-I", "-S", "-B", *flags, "-c", code]
 
 
 def child_environment(stage_env: Mapping[str, str], *path: Path) -> dict[str, str]:
