@@ -38,6 +38,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploy import stage
 
@@ -90,13 +91,11 @@ def build(stage_name: str, env: Mapping[str, str], build_dir: Path, environ: Map
     return Package(project, shipped, runtime)
 
 
-def template_runtime(template: Mapping[str, object]) -> str:
+def template_runtime(template: Mapping[str, Any]) -> str:
     """The one Python runtime of the packaged template's functions."""
-    resources = template.get("Resources", {})
-    assert isinstance(resources, dict)
     runtimes = {
         str(resource["Properties"]["Runtime"])
-        for resource in resources.values()
+        for resource in template.get("Resources", {}).values()
         if resource.get("Type") == "AWS::Serverless::Function"
     }
     if len(runtimes) != 1:
