@@ -44,6 +44,7 @@ RUNTIME_DISTRIBUTION = "boto3"  # what the Lambda Python runtime provides, with 
 # requestContext.identity of a request without IAM or Cognito credentials: present, but null.
 IDENTITY_UNSET = ("accountId", "caller", "user", "userArn", "accessKey", "cognitoIdentityPoolId",
                   "cognitoIdentityId", "cognitoAuthenticationType", "cognitoAuthenticationProvider")  # fmt: skip
+FUNCTION_NAME = "vod-upload-backend"
 MARKER = "FUNCTION-RESULT "  # a child's result line; the app logs to the same stdout
 PATH_VARIABLE = "FUNCTION_SYS_PATH"  # the package and runtime directories, os.pathsep-separated
 
@@ -56,7 +57,7 @@ sys.path[:0] = os.environ[{PATH_VARIABLE!r}].split(os.pathsep)
 # What the Lambda runtime passes as `context`: the attributes of its LambdaContext.
 CONTEXT = f"""\
 class LambdaContext:
-    function_name = "vod-upload-backend"
+    function_name = {FUNCTION_NAME!r}
     function_version = "$LATEST"
     invoked_function_arn = "arn:aws:lambda:us-east-1:{ACCOUNT}:function:vod-upload-backend"
     memory_limit_in_mb = "512"
@@ -111,9 +112,11 @@ def command(code: str, *flags: str) -> list[str]:
 
 
 def child_environment(stage_env: Mapping[str, str], *path: Path) -> dict[str, str]:
-    """What Lambda's process environment holds that matters here: the stage's variables, no PYTHON*; `path`:
-    the directories before the standard library on sys.path, in order."""
-    return {**stage_env, PATH_VARIABLE: os.pathsep.join(map(str, path)), "LANG": "C.UTF-8"}
+    """What Lambda's process environment holds that matters here: the stage's variables, the function's name
+    and task root as the runtime sets them, no PYTHON*; `path`: the directories before the standard library
+    on sys.path, in order."""
+    lambda_env = {"AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME, "LAMBDA_TASK_ROOT": str(path[0]), "LANG": "C.UTF-8"}
+    return {**stage_env, **lambda_env, PATH_VARIABLE: os.pathsep.join(map(str, path))}
 
 
 def unpack(zip_path: Path, destination: Path, bytecode: bool = True) -> Path:
