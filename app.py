@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response
 
-from chalicelib import deadline, observability
+from chalicelib import cold_start, deadline, observability
 from chalicelib.container import services
 from chalicelib.cors import VARY_ORIGIN
 from chalicelib.errors import DomainError, InvalidRequest
@@ -24,15 +24,19 @@ if TYPE_CHECKING:
     from chalicelib.uploads import IssuedSignature, UploadIntent
     from chalicelib.videos import Video
 
+cold_start.pause_collection()
 app = Chalice(app_name="vod-upload-backend")
 
 
 @app.middleware("all")
 def observe(event: Any, get_response: Any) -> Any:
     """Every invocation, a route's or a schedule's: its log lines carry its request id and cold-start flag,
-    and its metrics are flushed as it ends."""
-    with observability.invocation(getattr(event, "lambda_context", None) or getattr(event, "context", None)):
-        return get_response(event)
+    and its metrics are flushed as it ends; the first one ends the cold start's pause of the collector."""
+    try:
+        with observability.invocation(getattr(event, "lambda_context", None) or getattr(event, "context", None)):
+            return get_response(event)
+    finally:
+        cold_start.resume_collection()
 
 
 @app.middleware("http")

@@ -8,8 +8,10 @@ A deploy:
   2. creates or updates the stage stack (infra/stage.json), then the data stack (infra/data.json: the table,
      kept by `make destroy` unless DELETE_DATA=1, adopted when it exists without its stack), and stores the
      VOD key pair in the secret when this deploy was given one;
-  3. builds the Chalice project with the stage's environment completed from the stack's outputs, restores
-     Chalice's deployment state from the stack's bucket, runs `chalice deploy`, saves the state back;
+  3. builds the Chalice project with the stage's environment completed from the stack's outputs and its
+     package with bytecode (deploy/package.py), restores Chalice's deployment state from the stack's bucket,
+     runs `chalice deploy` (which uploads that package), saves the state back, and checks that every
+     function holds the package (CodeSha256);
   4. points VOD's event notification at the stage's callback (ModifyEventConfig) and reads it back;
   5. runs the smoke test (deploy/smoke.py) as a throw-away user of the stage's Cognito pool (or with
      SMOKE_TOKEN when the stage names its own issuer);
@@ -37,12 +39,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.credentials import ServiceSecrets
-from deploy import cognito, preflight, smoke, stack, stage, vod_notify
+from deploy import cognito, package, preflight, smoke, stack, stage, vod_notify
 
 AWS_CLIENT_CONFIG = Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 5})
 
 # Where the smoke test reaches the deployed API: by default its URL. The rehearsal cannot run API Gateway
-# or Lambda, so it serves the deployed function's code and environment locally instead (deploy/rehearse.py).
+# or Lambda, so it runs the deployed zip with the function's environment locally instead (deploy/rehearse.py).
 SmokeTarget = Callable[[stage.Deployed, Path, str], AbstractContextManager[str]]
 
 
@@ -146,7 +148,9 @@ def deploy(
             raise DeployError(f"user pool {outputs['UserPoolId']}: JWKS cannot be fetched from {jwks_url}: {why_not}")
     env = stage.fed_environment(found.committed_env, outputs, jwks_url)
 
-    project = stage.build_project(stage_name, env, build_root / stage_name)
+    built = package.build(stage_name, env, build_root / stage_name, _chalice_environ(environ))
+    say(f"package {built.zip}: {built.runtime}, bytecode for every module, CodeSha256 {built.code_sha256}")
+    project = built.project
     s3 = aws("s3")
     restored = stage.restore_state(s3, outputs["StateBucket"], stage_name, project)
     before = stage.deployed(project, stage_name)
@@ -164,6 +168,7 @@ def deploy(
         outcome.changes.append(f"API {after.rest_api_id}: updated")
     else:
         raise DeployError(f"chalice made API {after.rest_api_id} although the state named {before.rest_api_id}")
+    _require_uploaded(aws("lambda"), project, stage_name, built)
 
     vod = vod_notify.client(*found.vod_admin, environ)
     sub_app_id = stage.vod_sub_app_id(env)
@@ -192,6 +197,17 @@ def deploy(
             eventConfig=outcome.event_config,
         )
     return outcome
+
+
+def _require_uploaded(lambda_client: Any, project: Path, stage_name: str, built: package.Package) -> None:
+    """Every function of the stage runs the zip built here: `chalice deploy` took it from its cache."""
+    for arn in stage.function_arns(project, stage_name):
+        uploaded = lambda_client.get_function_configuration(FunctionName=arn)["CodeSha256"]
+        if uploaded != built.code_sha256:
+            raise DeployError(
+                f"function {arn} holds code {uploaded}, not the package built with bytecode ({built.code_sha256}): "
+                "chalice deploy did not reuse it"
+            )
 
 
 def _chalice_environ(environ: Mapping[str, str]) -> dict[str, str]:
@@ -298,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke-locally",
         action="store_true",
-        help="against emulated AWS, which cannot execute the function: smoke-test it served on this machine with "
+        help="against emulated AWS, which cannot execute the function: smoke-test its zip run on this machine with "
         "the environment Lambda holds (deploy/rehearse.py)",
     )
     args = parser.parse_args(argv)

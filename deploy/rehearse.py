@@ -15,22 +15,23 @@ keeps the table). It also checks that the API carries the gateway responses the 
 deploy/rehearsal_moto.py's model of what AWS does with them.
 
 What cannot run here is API Gateway and Lambda executing the function (moto runs Lambda only in Docker and
-has no execute-api endpoint). The smoke test therefore calls the deployed function's code and its
-environment as read back from (emulated) Lambda, served locally by devstack.api, with AWS calls going to
-moto and a token of a user of the pool the stack made.
+has no execute-api endpoint). The smoke test therefore runs the deployed zip (the one whose CodeSha256
+(emulated) Lambda reports) the way Lambda runs it: unpacked read-only, its handler invoked with API Gateway
+proxy events in a `python -I -S -B` child whose path is the package and the runtime's boto3, with the
+environment read back from Lambda, AWS calls going to moto and a token of a user of the pool the stack made
+(deploy/unpacked.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shlex
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,14 +45,12 @@ from chalicelib.events import UploadedFile
 from chalicelib.repository import Repository
 from chalicelib.videos import Video
 from deploy import deploy as deployer
-from deploy import gateway_responses, stack, stage, vod_notify
-from devstack.health import wait_until_healthy
+from deploy import gateway_responses, package, stack, stage, unpacked, vod_notify
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 # Keys only vodlocal knows; the deploy stores them in the rehearsal stack's secret.
 VOD_KEYS = {"VOD_SECRET_ID": "AKIDrehearsalDeployOnly000000000000", "VOD_SECRET_KEY": "rehearsal-vod-secret-key"}
-START_TIMEOUT_SECONDS = 60
 # A VOD FileId (digits) for the video the rehearsal writes before `make destroy` and reads back after.
 REHEARSAL_FILE_ID = "5285890800000001"
 WORK_DIR = ROOT / ".local" / "rehearsal"  # build directories and logs of the last `make rehearse`
@@ -101,39 +100,32 @@ def emulators(data_dir: Path) -> Iterator[dict[str, str]]:
 
 
 def served_locally(environ: Mapping[str, str]) -> deployer.SmokeTarget:
-    """A smoke target: the deployed function, as (emulated) Lambda holds it, served by devstack.api."""
+    """A smoke target: the zip (emulated) Lambda holds, unpacked read-only and run as Lambda runs it
+    (deploy/unpacked.py) with the function's environment, behind an HTTP front that sends API Gateway proxy
+    events to its handler; AWS calls go to moto."""
 
     @contextlib.contextmanager
     def target(deployed: stage.Deployed, project: Path, stage_name: str) -> Iterator[str]:
         function = deployer.aws_factory(environ)("lambda").get_function_configuration(
             FunctionName=deployed.function_arn
         )
-        port = _free_port()
-        log_path = project.parent / f"api-{port}.log"
-        overrides = [f"--override={name}={value}" for name, value in function["Environment"]["Variables"].items()]
-        command = [sys.executable, "-m", "devstack.api", "--project-dir", str(project), "--stage", stage_name]
-        log = log_path.open("wb")
-        process = subprocess.Popen(  # noqa: S603 - our own module
-            [*command, "--port", str(port), *overrides],
-            cwd=ROOT,
-            env={**os.environ, **environ},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_healthy(
-                f"{base}/health",
-                process,
-                START_TIMEOUT_SECONDS,
-                name="the deployed function, served locally",
-                log=log_path,
-            )
-            yield base
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-            log.close()
+        zip_path = package.zip_of(project)
+        if function["CodeSha256"] != package.sha256_of(zip_path):
+            raise deployer.DeployError(f"the function's code is not {zip_path}: nothing local to smoke-test")
+        aws = {name: value for name, value in environ.items() if name.startswith("AWS_")}
+        work = Path(tempfile.mkdtemp(prefix="function-", dir=project.parent))
+        code = unpacked.unpack(zip_path, work / "task")
+        runtime = unpacked.runtime_libraries(work / "runtime")
+        routes = unpacked.template_routes(json.loads(package.template_of(project).read_text()))
+        with (project.parent / "function.log").open("wb") as log:
+            running = unpacked.Function(code, runtime, {**function["Environment"]["Variables"], **aws}, log)
+            try:
+                with unpacked.serve(running, routes) as base:
+                    yield base
+            finally:
+                running.stop()
+                unpacked.writable(work)
+                shutil.rmtree(work)
 
     return target
 
@@ -201,12 +193,6 @@ def write_video(repository: Repository, upload_id: str) -> Video:
 
 def _carries(carried: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
     return carried is not None and all(carried.get(field) == value for field, value in wanted.items())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve() -> None:

@@ -156,6 +156,12 @@ def deployed(project: Path, stage: str) -> Deployed | None:
     return parse_deployed(path.read_bytes()) if path.exists() else None
 
 
+def function_arns(project: Path, stage: str) -> list[str]:
+    """The ARNs of every function `.chalice/deployed/<stage>.json` says chalice made."""
+    resources = json.loads(state_file(project, stage).read_bytes()).get("resources", [])
+    return [r["lambda_arn"] for r in resources if r["resource_type"] == "lambda_function"]
+
+
 def parse_deployed(document: bytes) -> Deployed | None:
     resources = {r["resource_type"]: r for r in json.loads(document).get("resources", [])}
     if "rest_api" not in resources or "lambda_function" not in resources:
@@ -179,11 +185,21 @@ def vod_sub_app_id(env: Mapping[str, str]) -> int | None:
     return UploadPolicy.model_validate(json.loads(env.get("UPLOAD_POLICY", "{}"))).default.vod_sub_app_id
 
 
-def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str]) -> None:
-    """`chalice <command> --stage <stage>` in the built project, its output streamed to ours; the API it
-    imports carries the stage's gateway responses (deploy/gateway_responses.py)."""
+def run_chalice(project: Path, command: str, stage: str, environ: Mapping[str, str], *arguments: str) -> None:
+    """`chalice <command> --stage <stage> [arguments]` in the built project, its output streamed to ours; the
+    API it imports carries the stage's gateway responses (deploy/gateway_responses.py)."""
     result = subprocess.run(  # noqa: S603 - chalice from our own virtualenv
-        [sys.executable, "-m", "deploy.gateway_responses", "--project-dir", str(project), command, "--stage", stage],
+        [
+            sys.executable,
+            "-m",
+            "deploy.gateway_responses",
+            "--project-dir",
+            str(project),
+            command,
+            "--stage",
+            stage,
+            *arguments,
+        ],
         cwd=ROOT,
         env=dict(environ),
         stdout=sys.stdout,

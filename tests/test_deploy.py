@@ -3,12 +3,14 @@ emulators: moto (extended by deploy/rehearsal_moto.py) for AWS and vodlocal for 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from chalicelib.credentials import ServiceSecrets
-from deploy import preflight, stack, vod_notify
+from deploy import package, preflight, stack, unpacked, vod_notify
 from deploy.deploy import aws_factory
 from deploy.stage import fed_environment, placeholders
 
@@ -421,3 +423,91 @@ def test_the_deploy_role_lists_every_call_the_deploy_script_makes(emulated: dict
         if action not in granted
     }
     assert not missing, f"add these to script_needs in tests/test_deploy_role.py and to the role: {sorted(missing)}"
+
+
+# -- the package the deploy uploads: bytecode for every module, read without compiling ---------------------------
+
+# The first request of a cold function, run from the unpacked package under `-v`, which names each module's
+# origin: "# <pyc> matches <py>" then "# code object from '<pyc>'" when the bytecode was used, "# code object
+# from '<py>'" when it compiled the source.
+FIRST_REQUEST = (
+    unpacked.BOOT
+    + "import json, time\n"
+    + unpacked.CONTEXT
+    + unpacked.FOREIGN_MODULES
+    + """
+event = json.loads(os.environ["PROBE_EVENT"])
+import app
+response = app.app(event, LambdaContext(event, time.perf_counter() + 10))
+task = os.getcwd() + os.sep
+files = [getattr(module, "__file__", None) or "" for module in list(sys.modules.values())]
+print("PROBE " + json.dumps({
+    "status": response["statusCode"],
+    "dont_write_bytecode": sys.flags.dont_write_bytecode,
+    "foreign": foreign_modules(),
+    "sources": sorted(file for file in files if file.startswith(task) and file.endswith(".py")),
+}))
+"""
+)
+
+
+def test_make_package_ships_bytecode_that_a_read_only_copy_runs_without_compiling(
+    stage_env: dict[str, str], token_for: Any, tmp_path: Path
+) -> None:
+    built = subprocess.run(  # noqa: S603
+        ["make", "--no-print-directory", "package", "STAGE=local", f"BUILD_DIR={tmp_path / 'build'}"],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    zip_path = Path(built.stdout.strip().splitlines()[-1])
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+        headers = {name: archive.read(name)[:8] for name in names if name.endswith(".pyc")}
+    modules = {name for name in names if name.endswith(".py")}
+    assert len(modules) > 500  # the dependencies are in it, not only the app
+    assert {name for name in modules if package_pyc(name) not in names} == set()
+    assert set(headers) == {package_pyc(name) for name in modules}  # no stray bytecode, no other Python's
+    unchecked_hash = (1).to_bytes(4, "little")  # PEP 552 flags: hash-based, source not checked
+    assert {header[:4] for header in headers.values()} == {importlib.util.MAGIC_NUMBER}
+    assert {header[4:8] for header in headers.values()} == {unchecked_hash}
+
+    code = unpacked.unpack(zip_path, tmp_path / "task")
+    runtime = unpacked.runtime_libraries(tmp_path / "runtime")
+    env = {**unpacked.child_environment(stage_env, code, runtime), "PROBE_EVENT": json.dumps(_uploads(token_for))}
+    done = subprocess.run(  # noqa: S603
+        unpacked.command(FIRST_REQUEST, "-v"), cwd=code, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))[6:])
+    assert probe["status"] == 201 and probe["dont_write_bytecode"] and probe["foreign"] == []
+    loaded = [line for line in done.stderr.splitlines() if line.startswith(f"# code object from '{code}")]
+    assert [line for line in loaded if line.endswith(".py'")] == []  # compiled from source: none
+    assert len(loaded) > 100  # read from bytecode
+    used = {line.split(" matches ")[1] for line in done.stderr.splitlines() if " matches " in line}
+    assert len(probe["sources"]) > 100 and set(probe["sources"]) <= used
+    assert unpacked.bytecode_files(code) == {code / package_pyc(name) for name in modules}
+    unpacked.writable(tmp_path)
+
+
+def package_pyc(module: str) -> str:
+    return importlib.util.cache_from_source(module)
+
+
+def _uploads(token_for: Any) -> dict[str, Any]:
+    from bench.cold_start import create_upload_event
+
+    return create_upload_event(token_for("alice"))
+
+
+def test_a_package_for_another_python_is_refused_in_one_line() -> None:
+    here = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    other = "python3.12" if here != "python3.12" else "python3.13"
+    with pytest.raises(package.PackageError) as refused:
+        package.require_interpreter(other)
+    assert str(refused.value) == (
+        f"package: the stage's Lambda runtime is {other} but this is {here}; its bytecode would never be read "
+        f"there: build with {other}"
+    )

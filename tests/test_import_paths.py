@@ -69,3 +69,33 @@ def test_the_callback_imports_no_token_verifier_no_signing_models_and_no_vod_sdk
     assert not top_level(modules) & {"jwt", "cryptography", "tencentcloud"}
     assert not modules & {"chalicelib.auth", "chalicelib.models", "chalicelib.pull_consumer"}
     assert "chalicelib.vod_notification" in modules  # the probe is real: this route parsed the event
+
+
+GC_PROBE = """
+import gc, json, os
+import app
+during = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+response = app.app(json.loads(os.environ["PROBE_EVENT"]), None)
+after = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+print(json.dumps({"status": response["statusCode"], "during": during, "after": after}))
+"""
+
+
+def collector_states(event: dict[str, Any], stage_env: dict[str, str]) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(in_fresh_process(GC_PROBE, event, stage_env).strip().splitlines()[-1])
+    assert answer["status"] == 201
+    return answer
+
+
+def test_in_lambda_the_collector_pauses_until_the_first_invocation_ends_then_init_is_frozen(
+    stage_env: dict[str, str], token_for: TokenFactory
+) -> None:
+    in_lambda = {**stage_env, "AWS_LAMBDA_FUNCTION_NAME": "vod-upload-backend-test"}
+    states = collector_states(create_upload_event(token_for("alice")), in_lambda)
+    assert states["during"] == {"enabled": False, "frozen": 0}
+    assert states["after"]["enabled"] and states["after"]["frozen"] > 10_000  # what the cold start built
+
+
+def test_outside_lambda_the_collector_is_left_alone(stage_env: dict[str, str], token_for: TokenFactory) -> None:
+    states = collector_states(create_upload_event(token_for("bob")), stage_env)
+    assert states["during"] == states["after"] == {"enabled": True, "frozen": 0}

@@ -1,0 +1,175 @@
+"""`make package STAGE=dev`: the zip `make deploy` uploads, with bytecode, built exactly as the deploy builds it.
+
+    python -m deploy.package --stage dev    # its last line: the zip's path
+
+Chalice never compiles: it unpacks the dependencies' wheels (no `__pycache__`) and ships `app.py` and its
+own `chalice/app.py` as source. `/var/task` is read-only, so a cold Lambda would compile every module it
+imports and throw the result away. So the deploy:
+  1. builds the stage's project (deploy/stage.py) and runs `chalice package` in it, which writes
+     `deployment.zip` and also leaves it in chalice's package cache (`.chalice/deployments/<hash>-<runtime>.zip`);
+  2. refuses unless this interpreter is the minor version of the template's Lambda runtime (a pyc is only
+     ever read by the version that wrote it);
+  3. rewrites the zip: unpacked, every `__pycache__` removed (nothing from a test run or another Python),
+     every module compiled, entries sorted with a fixed date;
+  4. puts the result back into chalice's cache, so that `chalice deploy` ("Reusing existing deployment
+     package") uploads it. The deploy then checks that Lambda's CodeSha256 is this zip's: if a chalice
+     version stopped reusing its cache, the deploy fails instead of silently shipping source only.
+
+The pycs are unchecked-hash (PEP 552): valid whatever mtimes the zip round-trip leaves, and used without
+reading the source to hash it. That is right for this package because source and bytecode are written in
+the same step and nothing changes the zip afterwards (step 4 verifies the upload byte for byte), and
+/var/task is read-only; checked-hash would only guard against an edit that cannot happen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import compileall
+import hashlib
+import importlib.util
+import json
+import os
+import py_compile
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploy import stage
+
+INVALIDATION_MODE = py_compile.PycInvalidationMode.UNCHECKED_HASH
+TASK_ROOT = "/var/task"  # where Lambda unpacks the zip
+ENTRY_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: entries do not depend on when the build ran
+REGULAR_FILE = 0o100644 << 16  # external_attr of a new entry: a regular file, rw-r--r--
+
+
+class PackageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Package:
+    project: Path  # the project `chalice deploy` runs in; its cache holds `zip`
+    zip: Path
+    runtime: str  # the template's Lambda runtime, e.g. "python3.11"
+
+    @property
+    def code_sha256(self) -> str:
+        return sha256_of(self.zip)
+
+
+def sha256_of(zip_path: Path) -> str:
+    """What Lambda reports as a function's CodeSha256 once it holds this zip."""
+    return base64.b64encode(hashlib.sha256(zip_path.read_bytes()).digest()).decode()
+
+
+def zip_of(project: Path) -> Path:
+    """Where `build` left the zip of the project it built."""
+    return project.parent / "package" / "deployment.zip"
+
+
+def template_of(project: Path) -> Path:
+    return project.parent / "package" / "sam.json"
+
+
+def build(stage_name: str, env: Mapping[str, str], build_dir: Path, environ: Mapping[str, str]) -> Package:
+    """The stage's project under `build_dir` and its deployment zip, compiled (see the module's docstring)."""
+    project = stage.build_project(stage_name, env, build_dir)
+    shipped = zip_of(project)
+    shutil.rmtree(shipped.parent, ignore_errors=True)
+    stage.run_chalice(project, "package", stage_name, environ, str(shipped.parent))
+    runtime = template_runtime(json.loads(template_of(project).read_text()))
+    require_interpreter(runtime)
+    cached = _cache_entry(project, shipped)
+    compile_zip(shipped)
+    shutil.copyfile(shipped, cached)
+    return Package(project, shipped, runtime)
+
+
+def template_runtime(template: Mapping[str, Any]) -> str:
+    """The one Python runtime of the packaged template's functions."""
+    runtimes = {
+        str(resource["Properties"]["Runtime"])
+        for resource in template.get("Resources", {}).values()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    }
+    if len(runtimes) != 1:
+        raise PackageError(f"the packaged template names {len(runtimes)} Lambda runtimes ({sorted(runtimes)})")
+    return runtimes.pop()
+
+
+def require_interpreter(runtime: str) -> None:
+    here = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if here != runtime:
+        raise PackageError(
+            f"package: the stage's Lambda runtime is {runtime} but this is {here}; its bytecode would never be "
+            f"read there: build with {runtime}"
+        )
+
+
+def _cache_entry(project: Path, shipped: Path) -> Path:
+    """The file of chalice's package cache that `chalice deploy` will reuse: the one `chalice package` copied."""
+    content = shipped.read_bytes()
+    for candidate in sorted((project / ".chalice" / "deployments").glob("*.zip")):
+        if candidate.read_bytes() == content:
+            return candidate
+    raise PackageError(f"package: no file of {project}/.chalice/deployments is the zip chalice packaged")
+
+
+def compile_zip(path: Path) -> None:
+    """Rewrites the zip at `path` with an unchecked-hash pyc beside every module and no other bytecode."""
+    with tempfile.TemporaryDirectory(prefix="package-") as work:
+        tree = Path(work)
+        with zipfile.ZipFile(path) as source:
+            modes = {info.filename: info.external_attr for info in source.infolist()}
+            source.extractall(tree)
+        for cache in sorted(tree.rglob("__pycache__"), reverse=True):
+            shutil.rmtree(cache)
+        # Named as Lambda unpacks them rather than after this temporary directory: the zip is then the same
+        # whichever directory it was built in.
+        compileall.compile_dir(tree, ddir=TASK_ROOT, quiet=2, workers=0, invalidation_mode=INVALIDATION_MODE)
+        uncompiled = [name for name in modes if name.endswith(".py") and not _pyc(tree / name).exists()]
+        if uncompiled:
+            raise PackageError(f"package: {len(uncompiled)} modules do not compile, e.g. {uncompiled[:3]}")
+        temporary = path.with_suffix(".tmp")
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as rewritten:
+            for file in sorted(p for p in tree.rglob("*") if p.is_file()):
+                name = file.relative_to(tree).as_posix()
+                entry = zipfile.ZipInfo(name, date_time=ENTRY_DATE)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                entry.external_attr = modes.get(name, REGULAR_FILE)
+                rewritten.writestr(entry, file.read_bytes())
+        os.replace(temporary, path)
+
+
+def _pyc(source: Path) -> Path:
+    return Path(importlib.util.cache_from_source(str(source)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--build-dir", type=Path, default=stage.BUILD_ROOT, help="where projects are built [.deploy]")
+    args = parser.parse_args(argv)
+    # The zip holds no environment and no region (Lambda holds those): the committed config builds the same
+    # zip as the deploy's; chalice only wants a region to write its template.
+    environ = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    try:
+        committed = stage.stage_config(args.stage)["environment_variables"]
+        built = build(args.stage, committed, args.build_dir / args.stage, environ)
+    except (KeyError, PackageError, RuntimeError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    size = built.zip.stat().st_size
+    print(f"package: {built.runtime}, {size / 1e6:.1f} MB, CodeSha256 {built.code_sha256}", flush=True)
+    print(built.zip)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
