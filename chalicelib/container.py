@@ -16,6 +16,7 @@ from chalicelib import aws
 
 if TYPE_CHECKING:
     from chalicelib.auth import TokenVerifier
+    from chalicelib.completion import CompletionService, MediaCatalog
     from chalicelib.cors import CorsPolicy
     from chalicelib.credentials import SecretsProvider
     from chalicelib.event_service import EventService
@@ -137,11 +138,29 @@ class Services:
             settings.request_deadline_seconds,
         )
 
+    @cached_property
+    def completion(self) -> CompletionService:
+        from chalicelib.completion import CompletionService
+
+        catalogs: dict[int | None, MediaCatalog] = {}
+
+        def catalog_for(sub_app_id: int | None) -> MediaCatalog:
+            from chalicelib.vod_api import VodMediaCatalog
+
+            if sub_app_id not in catalogs:  # kept, with its connections, for the next request
+                catalogs[sub_app_id] = self._vod_api_in(VodMediaCatalog, sub_app_id)
+            return catalogs[sub_app_id]
+
+        return CompletionService(self.uploads, self.events, self.secrets, catalog_for)
+
     def _vod_api(self, api: type[Api]) -> Api:
         """VOD's API 3.0 for the stage's application, with its key pair."""
+        return self._vod_api_in(api, self.settings.upload_policy.default.vod_sub_app_id)
+
+    def _vod_api_in(self, api: type[Api], sub_app_id: int | None) -> Api:
+        """VOD's API 3.0 for one application (None: the primary one), with the stage's key pair."""
         settings, secrets = self.settings, self.secrets.get()
-        sub_app = settings.upload_policy.default.vod_sub_app_id
-        return api(secrets.vod_secret_id, secrets.vod_secret_key, settings.vod_api_endpoint, sub_app)
+        return api(secrets.vod_secret_id, secrets.vod_secret_key, settings.vod_api_endpoint, sub_app_id)
 
     @cached_property
     def videos(self) -> VideoService:

@@ -3,6 +3,7 @@ Chalice test client on a generated stage whose environment points at them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -140,8 +141,14 @@ def app_project_copy(project: Path, stage_env: dict[str, str]) -> Path:
 def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """A copy of the app served on a free port with this test's stage environment, by `devstack.api`: what
     `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog."""
-    project = app_project_copy(tmp_path / "project", stage_env)
-    port = free_port()
+    with local_api(stage_env, tmp_path / "project", free_port()) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def local_api(stage_env: dict[str, str], project_dir: Path, port: int) -> Iterator[str]:
+    """`chalice_local` on a given port (a test that must name the API's address before starting it)."""
+    project = app_project_copy(project_dir, stage_env)
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "devstack.api", "--project-dir", str(project), "--stage", "test", "--port", str(port)],
         cwd=ROOT,
