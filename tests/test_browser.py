@@ -21,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from devstack.browser import chromium_executable, local_stack_flags
 from devstack.web import LocalPage, WebServer
-from tests.conftest import ROOT, TokenFactory, call, free_port, vodlocal_for, with_policy
+from tests.conftest import ROOT, TokenFactory, call, free_port, local_api, vodlocal_for, with_policy
 from vodlocal import Handle, start
 
 MiB = 1 << 20
@@ -51,11 +51,28 @@ def stage_env(stage_env: dict[str, str], web_port: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def vod(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
+def api_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def vod(request: pytest.FixtureRequest, stage_env: dict[str, str], api_port: int, tmp_path: Path) -> Iterator[Handle]:
+    """vodlocal, pushing to the API that `chalice_local` serves on `api_port`. Parametrize it indirectly with a
+    dict of `vodlocal.Config` fields to change."""
+    changes = getattr(request, "param", {})
+    api = f"http://127.0.0.1:{api_port}"
     with start(
-        vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal", tls_port=0, tls_dir=tmp_path / "tls")
+        vodlocal_for(api, stage_env, tmp_path / "vodlocal", tls_port=0, tls_dir=tmp_path / "tls", **changes)
     ) as h:
         yield h
+
+
+@pytest.fixture
+def chalice_local(stage_env: dict[str, str], vod: Handle, api_port: int, tmp_path: Path) -> Iterator[str]:
+    """The API, knowing vodlocal's API 3.0 (the page reports a finished upload: POST /uploads/{id}/complete)."""
+    stage_env["VOD_API_ENDPOINT"] = vod.url
+    with local_api(stage_env, tmp_path / "project", api_port) as base:
+        yield base
 
 
 @pytest.fixture
@@ -260,6 +277,27 @@ def test_upload_with_a_cover_is_listed_and_playable_for_its_owner_only(
     page.page.wait_for_function("() => !document.getElementById('no-videos').hidden")
     assert page.page.locator("[data-testid=video]").count() == 0
     assert call("GET", f"{chalice_local}/videos/{file_id}", token=token_for("bob"))[0] == 404
+
+
+@pytest.mark.parametrize("vod", [{"reorder_window": 50, "reorder_hold": 120.0}], indirect=True)
+def test_the_page_reports_the_finished_upload_and_it_is_listed_before_vods_event(
+    site: WebServer, browser: Any, vod: Handle, chalice_local: str, token_for: TokenFactory, clip: tuple[Path, bytes]
+) -> None:
+    """vodlocal holds every event for two minutes (a reorder group that never fills): the video the page lists
+    was attributed by the page's own report."""
+    path, data = clip
+    page = Page(browser, site.url)
+    page.sign_in("alice")
+    page.choose(path)
+    page.hook("upload").click()
+    page.wait_for_state("done")
+    page.page.wait_for_function("() => document.querySelector('[data-testid=progress]').dataset.reported")
+    assert page.hook("progress").get_attribute("data-reported") == "attributed", page.console
+    file_id = page.uploaded_file_id()
+    page.wait_for_video(file_id)
+    assert video_of(chalice_local, token_for("alice"), file_id)["md5"] == md5_of(data)
+    assert vod.app.bus.deliveries == [], "vodlocal pushed an event: the listing does not prove the report"
+    assert [r["status"] for r in vod.requests("DescribeMediaInfos")] == [200]
 
 
 def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
