@@ -8,8 +8,9 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
   STATS#events    / <EventType>  count of ignored event types
-  EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its raw body; once
-                                 parked (a dead letter), in gsi1 under DEADLETTER
+  EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its size and body (the
+                                 first FAILED_EVENT_BODY_BYTES); once parked (a dead letter), in gsi1 under
+                                 DEADLETTER
 
 Pure: values in DynamoDB's attribute-value form, no I/O.
 """
@@ -38,6 +39,9 @@ EXPIRED = "expired"  # Everything stored as JSON was bounded at the door (reques
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
 DEAD_LETTER_PARTITION = "DEADLETTER"
+# Of a failed event's body, what its record keeps: enough to replay any real event by hand, and far below
+# DynamoDB's 400 KB item limit whatever the event's size.
+FAILED_EVENT_BODY_BYTES = 64 * 1024
 REVIEW_DELETED_PARTITION = "REVIEW#DELETED"
 # Open intents are spread over this many gsi1 partitions, so that no one index partition takes every
 # create and completion (DynamoDB's per-partition write limit); the sweep reads them all.
@@ -355,11 +359,18 @@ def item_to_review(item: Mapping[str, Any]) -> dict[str, Any]:
 # -- pulled events that failed ------------------------------------------------------------------------
 
 
+def failed_event_body(body: bytes) -> str:
+    """The body a failed event's record keeps: its first FAILED_EVENT_BODY_BYTES, less a character that
+    the cut splits (a body that is not UTF-8 loses what is not)."""
+    return body[:FAILED_EVENT_BODY_BYTES].decode("utf-8", "ignore")
+
+
 def item_to_dead_letter(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "event": req_s(item, "pk").removeprefix("EVENT#"),
         "eventType": get_s(item, "eventType"),
         "failures": get_n(item, "failures"),
+        "size": get_n(item, "size"),
         "lastError": get_s(item, "lastError"),
         "parkedAt": get_n(item, "parkedAt"),
         "body": get_s(item, "body"),

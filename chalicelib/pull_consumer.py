@@ -2,9 +2,11 @@
 
 Each run pulls batches (PullEvents, at most 16, long-polled) until shortly before its deadline, applies
 each event through the event service, and confirms (ConfirmEvents) only the events whose effects are
-durably written, or that can never apply. An event that is not confirmed comes back after 30 s. One that
-keeps failing is counted per event in the table and, at the stage's limit, parked as a dead letter with
-its raw body, confirmed, and logged at ERROR: nothing is dropped silently.
+durably written, or that can never apply. An event that is not confirmed comes back after 30 s, with a new
+EventHandle. One that keeps failing is counted per event (its content, which every delivery repeats, not
+its handle) and, at the stage's limit, parked as a dead letter with its body (bounded), confirmed, and
+logged at ERROR: nothing is dropped silently. A failure, even to record a failure, is its event's alone:
+the rest of the batch applies.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable
@@ -27,6 +29,8 @@ logger = logging.getLogger("vodupload")
 # confirm, before the deadline.
 PULL_HOLD_SECONDS = 5.0
 CONFIRM_SECONDS = 2.0
+# Of a failure's reason, in the log and in the record.
+REASON_CHARS = 500
 
 
 class QueueUnavailable(Exception):
@@ -35,8 +39,26 @@ class QueueUnavailable(Exception):
 
 @dataclass(frozen=True)
 class PulledEvent:
+    """One delivery of an event: the handle to confirm it with, and the event itself (`event_body`), which
+    is the same in every delivery of the event, so its digest identifies the event across deliveries."""
+
     handle: str
-    body: bytes  # the event's JSON, as a pushed notification's body
+    body: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+def event_body(event: Mapping[str, Any]) -> bytes:
+    """An event of a PullEvents answer less its EventHandle (what a pushed notification's body holds), as
+    canonical JSON: keys sorted, no spaces, UTF-8. VOD issues a new handle with every delivery
+    (vod-protocol.md §3.2) and promises nothing about the order of keys, so only this is the event's own."""
+    content = {key: value for key, value in event.items() if key != "EventHandle"}
+    try:
+        return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (`"\ud800"`), which only JSON's escapes can carry
+        return json.dumps(content, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
 class EventQueue(Protocol):
@@ -46,7 +68,7 @@ class EventQueue(Protocol):
 
 
 class FailureStore(Protocol):
-    def count_failure(self, digest: str, event_type: str, body: str, error: str, now: int) -> int: ...
+    def count_failure(self, digest: str, event_type: str, body: bytes, error: str, now: int) -> int: ...
 
     def park(self, digest: str, now: int) -> None: ...
 
@@ -138,27 +160,27 @@ class PullConsumer:
         return True
 
     def _failed(self, event: PulledEvent, error: Exception, report: RunReport) -> bool:
-        digest = hashlib.sha256(event.body).hexdigest()
-        reason = f"{type(error).__name__}: {error}"
+        reason = f"{type(error).__name__}: {error}"[:REASON_CHARS]
         event_type = _event_type(event.body)
+        fields = {"event": event.digest, "eventType": event_type, "size": len(event.body), "reason": reason}
         now = int(self._clock())
         try:
-            failures = self._failures.count_failure(
-                digest, event_type, event.body.decode("utf-8", "replace"), reason, now
-            )
-            if failures < self._max_failures:
-                report.failed += 1
-                logger.warning("pulled event failed", extra={"event": digest, "failures": failures, "reason": reason})
-                return False
-            self._failures.park(digest, now)
-        except ServiceUnavailable:
+            failures = self._failures.count_failure(event.digest, event_type, event.body, reason, now)
+            if failures >= self._max_failures:
+                self._failures.park(event.digest, now)
+        except Exception as storage_error:  # whatever storage answers, it holds up this event only
             report.failed += 1
+            logger.error(
+                "pulled event failed, and recording the failure failed too: left for redelivery",
+                extra={**fields, "storageError": f"{type(storage_error).__name__}: {storage_error}"[:REASON_CHARS]},
+            )
+            return False
+        if failures < self._max_failures:
+            report.failed += 1
+            logger.warning("pulled event failed", extra={**fields, "failures": failures})
             return False
         report.parked += 1
-        logger.error(
-            "pulled event parked as a dead letter",
-            extra={"event": digest, "eventType": event_type, "failures": failures, "reason": reason},
-        )
+        logger.error("pulled event parked as a dead letter", extra={**fields, "failures": failures})
         return True
 
 

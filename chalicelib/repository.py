@@ -34,6 +34,7 @@ from chalicelib.items import (
     as_n,
     as_s,
     event_count_key,
+    failed_event_body,
     failed_event_key,
     get_s,
     intent_to_item,
@@ -462,19 +463,22 @@ class Repository:
             ExpressionAttributeValues={":one": as_n(1)},
         )
 
-    def count_failure(self, digest: str, event_type: str, body: str, error: str, now: int) -> int:
-        """One more failed attempt to apply a pulled event; returns how many there have been. The raw body
-        is kept so that the event can be replayed by hand once parked."""
+    def count_failure(self, digest: str, event_type: str, body: bytes, error: str, now: int) -> int:
+        """One more failed attempt to apply a pulled event; returns how many there have been. The body is kept,
+        cut to a bounded excerpt (`size` tells whether it was), so that the event can be replayed by hand once
+        parked: the record stays within DynamoDB's item limit whatever the event's size."""
         response = self._call(
             "update_item",
             TableName=self._table,
             Key=failed_event_key(digest),
             UpdateExpression=(
-                "ADD failures :one SET eventType = :type, body = :body, lastError = :error, lastFailedAt = :now"
+                "ADD failures :one SET eventType = :type, body = :body, #size = :size, lastError = :error, "
+                "lastFailedAt = :now"
             ),
+            ExpressionAttributeNames={"#size": "size"},  # a reserved word
             ExpressionAttributeValues={
-                ":one": as_n(1), ":type": as_s(event_type), ":body": as_s(body), ":error": as_s(error[:500]),
-                ":now": as_n(now),
+                ":one": as_n(1), ":type": as_s(event_type[:64]), ":body": as_s(failed_event_body(body)),
+                ":size": as_n(len(body)), ":error": as_s(error[:500]), ":now": as_n(now),
             },
             ReturnValues="UPDATED_NEW",
         )  # fmt: skip

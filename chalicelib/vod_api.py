@@ -9,7 +9,8 @@ import, which the signing routes and the callback must not pay.
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import logging
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tencentcloud.common import credential
@@ -22,10 +23,11 @@ from chalicelib import vod_notification
 from chalicelib.completion import DESCRIBE_MEDIA_SECONDS
 from chalicelib.errors import InvalidRequest, VodUnavailable
 from chalicelib.events import UploadedFile
-from chalicelib.pull_consumer import PulledEvent, QueueUnavailable
+from chalicelib.pull_consumer import PulledEvent, QueueUnavailable, event_body
 from chalicelib.sweep import DELETE_MEDIA_SECONDS, MediaGone
 
 T = TypeVar("T")
+logger = logging.getLogger("vodupload")
 
 # VOD is one global service; the SDK still wants a region for the request signature.
 API_REGION = "ap-guangzhou"
@@ -62,11 +64,31 @@ class VodApi:
 
 class VodEventQueue(VodApi):
     def pull(self) -> list[PulledEvent]:
+        """PullEvents, read from its raw JSON answer rather than through the SDK's models: those raise on the
+        whole answer when one event holds a field of a type they do not expect (a FileUploadEvent that is
+        not an object), which would stop every pull that returned it. Each event is then the consumer's to
+        apply or park, as VOD sent it, unknown keys included."""
+        params: dict[str, Any] = {} if self._sub_app_id is None else {"SubAppId": self._sub_app_id}
         try:
-            events = self._client.PullEvents(self._in_app(models.PullEventsRequest())).EventSet or []
+            answer = json.loads(self._client.call("PullEvents", params))["Response"]
+            if "Error" in answer:  # the SDK raises on errors only in answers labelled JSON
+                raise QueueUnavailable(f"PullEvents: {str(answer['Error'])[:200]}")
+            events = answer.get("EventSet") or []
         except TencentCloudSDKException as error:
             raise QueueUnavailable(f"PullEvents: {error.code}: {error.message}") from None
-        return [PulledEvent(event.EventHandle, event.to_json_string().encode("utf-8")) for event in events]
+        except (ValueError, LookupError, TypeError, AttributeError, RecursionError) as error:
+            raise QueueUnavailable(f"PullEvents: not an answer: {type(error).__name__}") from None
+        if not isinstance(events, list):
+            raise QueueUnavailable("PullEvents: EventSet is not a list")
+        pulled = []
+        for event in events:
+            handle = event.get("EventHandle") if isinstance(event, dict) else None
+            if not isinstance(handle, str) or not handle:
+                # Nothing to confirm it with: VOD will deliver it again, and it is logged again.
+                logger.error("pulled event without an EventHandle ignored", extra={"kind": type(event).__name__})
+                continue
+            pulled.append(PulledEvent(handle, event_body(event)))
+        return pulled
 
     def confirm(self, handles: list[str]) -> None:
         request = self._in_app(models.ConfirmEventsRequest())

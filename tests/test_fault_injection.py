@@ -72,7 +72,9 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     outcomes: Counter[str] = Counter()
     runs = 0
     try:
-        while outcomes["attributed"] < UPLOADS and time.monotonic() - started < DEADLINE_SECONDS:
+        # Until VOD holds nothing unconfirmed: an event whose write went through but whose answer was lost on
+        # every retry is redelivered and then counts as a duplicate, not as attributed.
+        while pull_vod.app.bus.pending_count() and time.monotonic() - started < DEADLINE_SECONDS:
             report = container.services().pull_consumer.run(8.0)
             outcomes.update(report.outcomes)
             runs += 1
@@ -97,7 +99,8 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     assert lost == 0, figures
     assert all(len(uploads) == len(set(uploads)) for uploads in by_owner.values()), figures
     assert sum(len(uploads) for uploads in by_owner.values()) == UPLOADS
-    assert outcomes["attributed"] == UPLOADS and set(proxy.faults) == set(FAULTS), figures
+    assert outcomes["attributed"] <= UPLOADS <= outcomes["attributed"] + outcomes["duplicate"], figures
+    assert set(proxy.faults) == set(FAULTS), figures
     assert container.services().repository.dead_letters() == [] and container.services().repository.reviews() == []
 
 

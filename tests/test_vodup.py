@@ -10,6 +10,7 @@ import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,18 @@ class RecordingSigner(ApiSigner):
         return self.issued[-1]
 
 
+class RecordingApi(ApiClient):
+    """Our API's client, remembering every request it made (method, path)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        super().__init__(base_url, token)
+        self.asked: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
+        self.asked.append((method, path))
+        return super().request(method, path, body, **params)
+
+
 def uploader(signer: Callable[[], str], vod: Handle, tmp_path: Path, parallel: int = 2) -> Uploader:
     """1 MiB parts (COS's minimum) keep the files small; short retry pauses keep the error cases quick."""
     return Uploader(
@@ -64,6 +77,19 @@ def uploader(signer: Callable[[], str], vod: Handle, tmp_path: Path, parallel: i
         state_dir=tmp_path / "state",
         network=Network(emulator=vod.url),
     )
+
+
+def ctrl_c_after_the_first_part(up: Uploader, path: Path) -> UploadInterrupted:
+    """Uploads ``path`` until its first part is stored, then pauses and sends Ctrl-C to the thread running it."""
+
+    def interrupt_when_paused(progress: Progress) -> None:
+        if progress.sent:
+            up.pause()
+            threading.Thread(target=_thread.interrupt_main).start()
+
+    with pytest.raises(UploadInterrupted) as paused:
+        up.upload(path, on_progress=interrupt_when_paused)
+    return paused.value
 
 
 def ugc_requests(vod: Handle) -> list[dict[str, object]]:
@@ -155,15 +181,8 @@ def test_ctrl_c_while_paused_keeps_the_stored_parts_for_a_resume(
     (tmp_path / "clip.mp4").write_bytes(source)
     alice = token_for("alice")
     up = uploader(ApiSigner(ApiClient(chalice_local, alice)), vodlocal, tmp_path, parallel=1)
-
-    def interrupt_when_paused(progress: Progress) -> None:
-        if progress.sent:
-            up.pause()
-            threading.Thread(target=_thread.interrupt_main).start()  # Ctrl-C, to the thread running upload()
-
-    with pytest.raises(UploadInterrupted) as paused:
-        up.upload(tmp_path / "clip.mp4", on_progress=interrupt_when_paused)
-    assert (paused.value.sent, paused.value.total) == (MiB, len(source))
+    paused = ctrl_c_after_the_first_part(up, tmp_path / "clip.mp4")
+    assert (paused.sent, paused.total) == (MiB, len(source))
 
     progress: list[Progress] = []
     result = uploader(ApiSigner(ApiClient(chalice_local, alice)), vodlocal, tmp_path).upload(
@@ -172,6 +191,34 @@ def test_ctrl_c_while_paused_keeps_the_stored_parts_for_a_resume(
     assert result.resumed and progress[0] == Progress(MiB, len(source), resumed=True)
     assert len(vodlocal.requests("UploadPart")) == 4
     assert md5_of(fetch(wait_for_video(chalice_local, alice, result.file_id)["mediaUrl"])) == md5_of(source)
+
+
+def test_a_resume_signs_for_the_stored_intent_and_never_for_a_new_one(
+    chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "clip.mp4").write_bytes(os.urandom(3 * MiB))
+    alice = token_for("alice")
+    first = ApiSigner(ApiClient(chalice_local, alice))
+    ctrl_c_after_the_first_part(uploader(first, vodlocal, tmp_path, parallel=1), tmp_path / "clip.mp4")
+
+    # A new process: its signer knows no intent, and takes the stored one. Every signature it asks for (the
+    # re-apply, the commit) is for that intent; no new intent is created.
+    api = RecordingApi(chalice_local, alice)
+    result = uploader(ApiSigner(api), vodlocal, tmp_path).upload(tmp_path / "clip.mp4")
+    assert result.resumed and result.upload_id == first.upload_id
+    assert len(api.asked) >= 2 and set(api.asked) == {("POST", f"/uploads/{first.upload_id}/signature")}
+    assert wait_for_video(chalice_local, alice, result.file_id)["uploadId"] == first.upload_id
+
+    # A session opened by a get_signature with no intent (a plain callable here) cannot be resumed with an intent's
+    # signatures: VOD keeps the sourceContext it was opened with. The upload starts over, on a new intent.
+    (tmp_path / "clip.mp4").write_bytes(os.urandom(3 * MiB))
+    unnamed = ApiSigner(ApiClient(chalice_local, alice))
+    ctrl_c_after_the_first_part(uploader(lambda: unnamed(), vodlocal, tmp_path, parallel=1), tmp_path / "clip.mp4")
+    api = RecordingApi(chalice_local, alice)
+    result = uploader(ApiSigner(api), vodlocal, tmp_path).upload(tmp_path / "clip.mp4")
+    assert not result.resumed and api.asked[0] == ("POST", "/uploads") and result.upload_id != unnamed.upload_id
+    assert wait_for_video(chalice_local, alice, result.file_id)["uploadId"] == result.upload_id
+    assert len(vodlocal.requests("InitiateMultipartUpload")) == 3  # the first upload's, the unnamed one's, this one's
 
 
 def test_vod_error_codes_become_clear_exceptions(

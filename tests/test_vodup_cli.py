@@ -128,6 +128,7 @@ def gate(vodlocal: Handle) -> Iterator[PartGate]:
 def vodup_env(api: str, token: str, emulator: str, state_dir: Path) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),  # this checkout's vodup, whichever one the console script was installed from
         "VODUP_API": api,
         "VODUP_TOKEN": token,
         "VODUP_EMULATOR": emulator,

@@ -202,7 +202,15 @@ class EventBus:
         if not current.notifies(event.EventType):
             log.info("event %s not notified: its switch is OFF", event.EventType)
             return None
-        body: dict[str, Any] = json.loads(event.to_json_string())
+        return self._record(event.EventType, json.loads(event.to_json_string()), current)
+
+    def emit_raw(self, body: dict[str, Any]) -> int:
+        """Fault injection for tests: deliver ``body`` exactly as given, as VOD would deliver an event of its
+        own (PUSH, or queued for PullEvents with a new ``EventHandle`` per delivery), however malformed: one the
+        SDK's models cannot read, one of any size. No switch is consulted."""
+        return self._record(str(body.get("EventType", "")), body, self.event_config.current())
+
+    def _record(self, event_type: str, body: dict[str, Any], current: EventConfig) -> int:
         pull = current.mode == "PULL"
         push = not pull and current.push_target() is not None
         with self.store.transaction() as db:
@@ -210,7 +218,7 @@ class EventBus:
             cur = db.execute(
                 "INSERT INTO events (event_type, body, created, pull, confirmed) VALUES (?,?,?,?,?)",
                 (
-                    event.EventType,
+                    event_type,
                     json.dumps(body, ensure_ascii=False),
                     time.time(),
                     int(pull),
@@ -218,7 +226,7 @@ class EventBus:
                 ),
             )
             seq = int(cur.lastrowid or 0)
-        log.info("event %s #%d", event.EventType, seq)
+        log.info("event %s #%d", event_type[:64], seq)
         if pull:
             self._notify_pullers()
         elif push:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -13,8 +14,8 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
-from vodup.api import ApiClient, ApiSigner
-from vodup.errors import UploadInterrupted, VodupError
+from vodup.api import DEFAULT_DEADLINE, ApiClient, ApiSigner
+from vodup.errors import UploadInterrupted, VodupError, one_line
 from vodup.ugc import Network
 from vodup.uploader import MiB, Progress, Uploader
 
@@ -28,6 +29,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vodup: {message} (see vodup --help)\n")
 
 
+def seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < math.inf:
+        raise ValueError(text)
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = _Parser(prog="vodup", description="Upload videos to Tencent Cloud VOD through our signing API.")
@@ -35,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--api", default=env.get("VODUP_API"), help="the signing API's base URL [VODUP_API]")
     common.add_argument("--token", default=env.get("VODUP_TOKEN"), help="your bearer token [VODUP_TOKEN]")
     common.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    common.add_argument(
+        "--deadline",
+        type=seconds,
+        default=env.get("VODUP_DEADLINE", str(DEFAULT_DEADLINE)),
+        metavar="SECONDS",
+        help=f"the most one call to the API may take, retries included (default {DEFAULT_DEADLINE:g}) [VODUP_DEADLINE]",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     upload = commands.add_parser("upload", parents=[common], help="upload a video, resuming an interrupted upload")
@@ -63,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.api or not args.token:
         parser.error("--api and --token (or VODUP_API and VODUP_TOKEN) are required")
     try:
-        api = ApiClient(args.api, args.token)
+        api = ApiClient(args.api, args.token, deadline=args.deadline)
         if args.command == "videos":
             return list_videos(api, args.json)
         return upload(api, args)
@@ -75,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vodup: interrupted; run the same command again within 24 h to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (VodupError, ValueError) as exc:
-        print(f"vodup: {exc}", file=sys.stderr)
+        print(f"vodup: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -140,12 +155,17 @@ def upload(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 def list_videos(api: ApiClient, as_json: bool) -> int:
-    videos = list(api.videos())
+    """Prints each page as it arrives, so memory holds one page however many there are; a failure on a later
+    page leaves the earlier ones printed (and the JSON list unclosed) and exits non-zero."""
+    count = 0
+    for video in api.videos():
+        if as_json:
+            print("[" if count == 0 else ",", json.dumps(video), end="", sep="")
+        else:
+            print(f"{video['fileId']}\t{video.get('title') or '-'}\t{video.get('size')} B\t{video.get('mediaUrl')}")
+        count += 1
     if as_json:
-        print(json.dumps(videos))
-        return 0
-    for video in videos:
-        print(f"{video['fileId']}\t{video.get('title') or '-'}\t{video.get('size')} B\t{video.get('mediaUrl')}")
-    if not videos:
+        print("]" if count else "[]")
+    elif not count:
         print("no videos yet", file=sys.stderr)
     return 0

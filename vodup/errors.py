@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` (which may quote what a server sent) as one bounded line of printable characters."""
+    flat = " ".join(text.split())
+    return "".join(c if c.isprintable() else "?" for c in flat[:limit]) + ("…" if len(flat) > limit else "")
+
+
 class VodupError(Exception):
     """Base of every failure vodup reports."""
 
 
 class InputError(VodupError):
     """A local file that cannot be uploaded (missing, unreadable, not a regular file)."""
+
+
+class StateError(VodupError):
+    """The resume state's directory cannot be used (not a directory, not ours, not writable), or a write failed."""
 
 
 class ApiError(VodupError):

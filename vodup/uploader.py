@@ -10,7 +10,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,9 +29,11 @@ from vodup.errors import (
     TransferError,
     UploadCancelled,
     UploadInterrupted,
+    VodError,
+    VodupError,
 )
 from vodup.state import FileState, LocalFile, StateStore, UploadState
-from vodup.ugc import GetSignature, Network, UgcClient, backoff
+from vodup.ugc import Applied, Committed, GetSignature, Network, UgcClient, backoff
 
 MiB = 1 << 20
 MIN_PART_SIZE = MiB  # COS refuses smaller parts, except the last (vodlocal/README.md, COS)
@@ -87,7 +89,10 @@ class Storage:
     """The COS target of an upload session, with temporary credentials renewed (a re-apply with the session key)
     before they expire, or when COS says they did."""
 
-    def __init__(self, data: dict[str, Any], reapply: Callable[[], dict[str, Any]], network: Network, parallel: int):
+    def __init__(
+        self, data: Applied, kinds: Iterable[str], reapply: Callable[[], Applied], network: Network, parallel: int
+    ) -> None:
+        self._kinds = tuple(kinds)
         self._reapply = reapply
         self._network = network
         # Our own pool, sized to the parallelism: the SDK's shared default holds 10 connections.
@@ -99,17 +104,21 @@ class Storage:
         self.generation = 0
         self._use(data)
 
-    def _use(self, data: dict[str, Any]) -> None:
-        cert = data["tempCertificate"]
-        self.bucket = f"{data['storageBucket']}-{data['storageAppId']}"
-        self.keys = {kind: data[kind]["storagePath"].lstrip("/") for kind in ("video", "cover") if data.get(kind)}
-        lifetime = max(int(cert["expiredTime"]) - int(data["timestamp"]), 0)
+    def _use(self, data: Applied) -> None:
+        cert = data.tempCertificate
+        paths = {"video": data.video, "cover": data.cover}
+        missing = [kind for kind in self._kinds if paths[kind] is None]
+        if missing:
+            raise VodError("ApplyUploadUGC", -1, f"unexpected answer: no storage path for the {missing[0]}")
+        self.bucket = f"{data.storageBucket}-{data.storageAppId}"
+        self.keys = {kind: stored.storagePath.lstrip("/") for kind, stored in paths.items() if stored is not None}
+        lifetime = max(cert.expiredTime - data.timestamp, 0)
         self._renew_at = time.monotonic() + RENEW_AT * lifetime
         config = CosConfig(
-            Region=data["storageRegionV5"],
-            SecretId=cert["secretId"],
-            SecretKey=cert["secretKey"],
-            Token=cert["token"],
+            Region=data.storageRegionV5,
+            SecretId=cert.secretId,
+            SecretKey=cert.secretKey,
+            Token=cert.token,
             Scheme=self._network.scheme,
             Proxies=self._network.proxies,
             Timeout=self._network.timeout,
@@ -208,6 +217,7 @@ class Uploader:
         files = {"video": self._local(path, "video")}
         if cover is not None:
             files["cover"] = self._local(cover, "cover")
+        self.states.open()
         self._cancelled.clear()
         self._stopping.clear()
         # The files are opened before anything is asked of the API, so an unreadable one costs no upload intent.
@@ -216,7 +226,8 @@ class Uploader:
             state, data, resumed = self._session(ugc, files)
             storage = Storage(
                 data,
-                lambda: ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}),
+                files,
+                lambda: ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied),
                 self.network,
                 self.parallel,
             )
@@ -228,18 +239,33 @@ class Uploader:
                 raise
             finally:
                 storage.close()
-            committed = ugc.call("CommitUploadUGC", {"vodSessionKey": state.session_key})
+            committed = ugc.call("CommitUploadUGC", {"vodSessionKey": state.session_key}, Committed)
         self.states.drop(state)
         return UploadResult(
-            file_id=str(committed["fileId"]),
-            media_url=str(committed["video"]["url"]),
-            cover_url=str(committed["cover"]["url"]) if committed.get("cover") else None,
+            file_id=committed.fileId,
+            media_url=committed.video.url,
+            cover_url=committed.cover.url if committed.cover else None,
             upload_id=self._signer_context(),
             resumed=resumed,
         )
 
     def _signer_context(self) -> str | None:
         return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None
+
+    def _resumed_signer(self, state: UploadState) -> bool:
+        """Whether ``get_signature`` now signs for ``state``'s session: VOD keeps the ``sourceContext`` of the
+        signature that opened it, so a resume signs for the stored intent (a ``ResumableSigner`` resumed to it),
+        never for a fresh one; a session opened without an intent is resumed only without one. A context the
+        signer refuses (a state file edited by hand) is not resumed either."""
+        if not isinstance(self.get_signature, ResumableSigner):
+            return state.signer_context is None
+        if state.signer_context is None:
+            return False
+        try:
+            self.get_signature.resume(state.signer_context)
+        except VodupError:
+            return False
+        return True
 
     @staticmethod
     def _local(path: str | Path, kind: str) -> LocalFile:
@@ -262,15 +288,16 @@ class Uploader:
             for fd in fds.values():
                 os.close(fd)
 
-    def _session(self, ugc: UgcClient, files: dict[str, LocalFile]) -> tuple[UploadState, dict[str, Any], bool]:
+    def _session(self, ugc: UgcClient, files: dict[str, LocalFile]) -> tuple[UploadState, Applied, bool]:
         """The interrupted session of these very files (same path, size, mtime), re-applied for fresh credentials,
         or a new one. A session VOD no longer knows is dropped, like the Web SDK does."""
         state = self.states.load(files)
+        if state is not None and not self._resumed_signer(state):
+            self.states.drop(state)
+            state = None
         if state is not None:
-            if state.signer_context and isinstance(self.get_signature, ResumableSigner):
-                self.get_signature.resume(state.signer_context)
             try:
-                return state, ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}), True
+                return state, ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied), True
             except SessionExpired:
                 self.states.drop(state)
         body: dict[str, Any] = {}
@@ -279,8 +306,8 @@ class Uploader:
         region = ugc.prepare_region()
         if region:
             body["storageRegion"] = region
-        data = ugc.call("ApplyUploadUGC", body)
-        state = UploadState(files, str(data["vodSessionKey"]), self._signer_context())
+        data = ugc.call("ApplyUploadUGC", body, Applied)
+        state = UploadState(files, data.vodSessionKey, self._signer_context())
         state.transfers = {kind: FileState() for kind in files}
         self.states.save(state)
         return state, data, False
