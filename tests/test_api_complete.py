@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib import container, source_context, vod_signature
-from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, local_api, vodlocal_for, with_policy
+from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, vodlocal_for, with_policy
 from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, commit_through
 from tests.vodlocal.conftest import apply_and_store, ugc
 from vodlocal import Handle, start
@@ -247,19 +247,14 @@ def test_vod_not_answering_is_a_503_with_retry_after_and_changes_nothing(
 
 
 @pytest.fixture
-def push_stack(stage_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Handle]]:
-    """The API served by `devstack.api`, and vodlocal PUSHing to it, holding each event 5 s before its push
-    (a reorder group of two that never fills: a slow VOD), so that the client can report first."""
-    port = free_port()
-    vod = start(
-        vodlocal_for(f"http://127.0.0.1:{port}", stage_env, tmp_path / "vodlocal", reorder_window=2, reorder_hold=5.0)
-    )
-    stage_env["VOD_API_ENDPOINT"] = vod.url
-    try:
-        with local_api(stage_env, tmp_path / "project", port) as api:
-            yield api, vod
-    finally:
-        vod.stop()
+def push_vod(chalice_local: str, stage_env: dict[str, str], tmp_path: Path, vod_port: int) -> Iterator[Handle]:
+    """vodlocal PUSHing to the served API, holding each event 5 s before its push (a reorder group of two that
+    never fills: a slow VOD), so that the client can report first."""
+    data_dir = tmp_path / "vodlocal"
+    with start(
+        vodlocal_for(chalice_local, stage_env, data_dir, port=vod_port, reorder_window=2, reorder_hold=5.0)
+    ) as h:
+        yield h
 
 
 def http_post(api: str, token: str) -> Any:
@@ -283,9 +278,9 @@ def pushed(vod: Handle, timeout: float = 15.0) -> list[dict[str, Any]]:
 
 
 def test_push_complete_first_then_the_event_is_a_duplicate_and_event_first_then_complete(
-    push_stack: tuple[str, Handle], token_for: TokenFactory, dynamodb: Any, table_name: str
+    chalice_local: str, push_vod: Handle, token_for: TokenFactory, dynamodb: Any, table_name: str
 ) -> None:
-    api, vod = push_stack
+    api, vod = chalice_local, push_vod
     alice = token_for("alice")
     upload_id, file_id = commit_through(vod, http_post(api, alice))
     status, body = call("POST", f"{api}/uploads/{upload_id}/complete", {"fileId": file_id}, alice)

@@ -21,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from devstack.browser import chromium_executable, local_stack_flags
 from devstack.web import LocalPage, WebServer
-from tests.conftest import ROOT, TokenFactory, call, free_port, local_api, vodlocal_for, with_policy
+from tests.conftest import ROOT, TokenFactory, call, free_port, vodlocal_for, with_policy
 from vodlocal import Handle, start
 
 MiB = 1 << 20
@@ -51,28 +51,16 @@ def stage_env(stage_env: dict[str, str], web_port: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def api_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def vod(request: pytest.FixtureRequest, stage_env: dict[str, str], api_port: int, tmp_path: Path) -> Iterator[Handle]:
-    """vodlocal, pushing to the API that `chalice_local` serves on `api_port`. Parametrize it indirectly with a
-    dict of `vodlocal.Config` fields to change."""
+def vod(
+    request: pytest.FixtureRequest, chalice_local: str, stage_env: dict[str, str], tmp_path: Path, vod_port: int
+) -> Iterator[Handle]:
+    """Parametrize it indirectly with a dict of `vodlocal.Config` fields to change."""
     changes = getattr(request, "param", {})
-    api = f"http://127.0.0.1:{api_port}"
+    data_dir, tls_dir = tmp_path / "vodlocal", tmp_path / "tls"
     with start(
-        vodlocal_for(api, stage_env, tmp_path / "vodlocal", tls_port=0, tls_dir=tmp_path / "tls", **changes)
+        vodlocal_for(chalice_local, stage_env, data_dir, port=vod_port, tls_port=0, tls_dir=tls_dir, **changes)
     ) as h:
         yield h
-
-
-@pytest.fixture
-def chalice_local(stage_env: dict[str, str], vod: Handle, api_port: int, tmp_path: Path) -> Iterator[str]:
-    """The API, knowing vodlocal's API 3.0 (the page reports a finished upload: POST /uploads/{id}/complete)."""
-    stage_env["VOD_API_ENDPOINT"] = vod.url
-    with local_api(stage_env, tmp_path / "project", api_port) as base:
-        yield base
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -63,6 +63,10 @@ class Video(BaseModel):
     title: str | None = None
     size: int | None = None
     mediaUrl: str | None = None  # noqa: N815
+
+
+class CompletedUpload(_Answer):
+    outcome: Literal["attributed", "duplicate"]
 
 
 class VideoPage(_Answer):
@@ -129,6 +133,12 @@ class ApiClient:
         if renewed.uploadId not in (None, upload_id):
             raise ApiError(0, "bad_answer", f"API POST {path}: answered a signature for another upload")
         return renewed.signature
+
+    def complete_upload(self, upload_id: str, file_id: str) -> str:
+        """Reports the upload done with the FileId VOD's Commit answered; the API attributes it at once. Its
+        outcome: ``attributed``, or ``duplicate`` when VOD's event was first."""
+        path = f"/uploads/{quote(checked_id(upload_id), safe='')}/complete"
+        return self.answer(CompletedUpload, "POST", path, {"fileId": checked_id(file_id, "fileId")}).outcome
 
     def videos(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every video of the token's user, newest first, across pages."""
@@ -233,3 +243,9 @@ class ApiSigner:
 
     def resume(self, context: str) -> None:
         self.upload_id = checked_id(context)
+
+    # The report protocol (vodup.uploader.ReportingSigner): the intent's upload is done.
+    def done(self, file_id: str) -> str:
+        if self.upload_id is None:
+            raise ApiError(0, "no_intent", "no upload intent to report done: no signature was asked for")
+        return self.api.complete_upload(self.upload_id, file_id)
