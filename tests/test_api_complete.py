@@ -162,6 +162,28 @@ def test_a_file_of_the_intents_own_context_in_another_application_is_unknown(
     assert table_items(dynamodb, table_name) == before
 
 
+def test_a_second_file_of_a_completed_intent_is_a_conflict_kept_for_review(
+    pull_vod: Handle,
+    api_factory: ApiFactory,
+    stage_env: dict[str, str],
+    token_for: TokenFactory,
+    dynamodb: Any,
+    table_name: str,
+) -> None:
+    """The intent's own context on a second file (a signature of the intent used twice): as the event would,
+    the report is refused and the file kept for review; the first file stays the upload's."""
+    api, alice = api_factory(), token_for("alice")
+    created = api.post("/uploads", headers=bearer(alice), body=b"{}").json_body
+    context = vod_signature.verify(created["signature"], stage_env["VOD_SECRET_KEY"]).params.options.sourceContext
+    first = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions(sourceContext=context))
+    second = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions(sourceContext=context))
+    assert complete(api, alice, created["uploadId"], first).json_body["outcome"] == "attributed"
+    answer = complete(api, alice, created["uploadId"], second)
+    assert (answer.status_code, answer.json_body["error"]) == (409, "conflict"), answer.body
+    assert kinds(table_items(dynamodb, table_name)) == [f"REVIEW#{second}", f"VIDEO#{first}"]
+    assert api.get(f"/uploads/{created['uploadId']}", headers=bearer(alice)).json_body["fileId"] == first
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
