@@ -65,7 +65,7 @@ class CompletionService:
         if intent.file_id == file_id:  # the event (or an earlier report) attributed it: VOD need not be asked
             return Completion(intent, "duplicate")
         uploaded = self._describe(intent, file_id)
-        self._check_is_the_intents(uploaded, intent)
+        self._check_uploaded_for(intent, uploaded)
         outcome = self._events.apply_reported(uploaded)
         if outcome.outcome == "rejected":
             raise Conflict(f"upload already completed with another file: {outcome.reason}")
@@ -88,19 +88,30 @@ class CompletionService:
                 )
                 continue
             if uploaded is None:
-                raise FileRefused("unknown_file", "VOD has no such file in this upload's application")
+                raise _refused(intent, file_id, "unknown_file", "VOD has no such file in this upload's application")
             return uploaded
         raise ServiceUnavailable("VOD did not answer in time, retry", retry_after_seconds=RETRY_AFTER_SECONDS)
 
-    def _check_is_the_intents(self, uploaded: UploadedFile, intent: UploadIntent) -> None:
+    def _check_uploaded_for(self, intent: UploadIntent, uploaded: UploadedFile) -> None:
         """The file's sourceContext, checked as the event path checks it (tag first), must name this intent."""
+        file_id = uploaded.file_id
         if not uploaded.source_context:
-            raise FileRefused("no_source_context", "the file was not uploaded with a signature of this service")
+            raise _refused(
+                intent, file_id, "no_source_context", "the file was not uploaded with this service's signature"
+            )
         try:
             upload_id = source_context.decode(uploaded.source_context, self._secrets.get().context_tag_key)
         except source_context.InvalidContext:
-            raise FileRefused(
-                "foreign_source_context", "the file's sourceContext was not issued by this service"
-            ) from None
+            message = "the file's sourceContext was not issued by this service"
+            raise _refused(intent, file_id, "foreign_source_context", message) from None
         if upload_id != intent.upload_id:
-            raise FileRefused("another_upload", "the file was uploaded for another upload")
+            raise _refused(intent, file_id, "another_upload", "the file was uploaded for another upload")
+
+
+def _refused(intent: UploadIntent, file_id: str, reason: str, message: str) -> FileRefused:
+    """A refusal, logged: a client reporting files that are not its upload's is a bug or a probe."""
+    logger.warning(
+        "reported file refused",
+        extra={"uploadId": intent.upload_id, "owner": intent.owner, "fileId": file_id, "reason": reason},
+    )
+    return FileRefused(reason, message)

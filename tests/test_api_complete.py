@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,26 @@ def complete(api: Any, token: str, upload_id: str, file_id: str) -> Any:
     return api.post(f"/uploads/{upload_id}/complete", headers=bearer(token), body=json.dumps({"fileId": file_id}))
 
 
-def table_items(dynamodb: Any, table: str) -> list[dict[str, Any]]:
-    items = dynamodb.scan(TableName=table)["Items"]
-    return sorted(items, key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
+Items = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def items(dynamodb: Any, table_name: str) -> Items:
+    """The table's items, sorted: a snapshot to compare before and after."""
+
+    def scan() -> list[dict[str, Any]]:
+        found = dynamodb.scan(TableName=table_name)["Items"]
+        return sorted(found, key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
+
+    return scan
+
+
+def new_intent(api: Any, token: str, env: dict[str, str]) -> tuple[str, str]:
+    """A new intent of the token's user: its uploadId and the sourceContext its signatures carry."""
+    created = api.post("/uploads", headers=bearer(token), body=b"{}").json_body
+    context = vod_signature.verify(created["signature"], env["VOD_SECRET_KEY"]).params.options.sourceContext
+    assert context is not None
+    return str(created["uploadId"]), context
 
 
 def kinds(items: list[dict[str, Any]]) -> list[str]:
@@ -50,7 +67,7 @@ def commit_signed(vod: Handle, env: dict[str, str], options: vod_signature.Signa
 
 
 def test_the_owner_completes_at_once_and_the_pulled_event_is_then_a_duplicate(
-    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, dynamodb: Any, table_name: str
+    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, items: Items
 ) -> None:
     api, alice = api_factory(), token_for("alice")
     upload_id, file_id = commit_through(pull_vod, as_user(api, alice))
@@ -67,37 +84,37 @@ def test_the_owner_completes_at_once_and_the_pulled_event_is_then_a_duplicate(
     assert body["video"]["size"] == len(b"pulled-video") and body["video"]["mediaUrl"].startswith(pull_vod.url)
     shown = api.get(f"/uploads/{upload_id}", headers=bearer(alice)).json_body
     assert shown["video"] == body["video"]
-    after_complete = table_items(dynamodb, table_name)
+    after_complete = items()
 
     report = container.services().pull_consumer.run(CONSUMER_SECONDS)
     assert report.outcomes == {"duplicate": 1}, report
-    assert table_items(dynamodb, table_name) == after_complete
+    assert items() == after_complete
     assert kinds(after_complete) == [f"VIDEO#{file_id}"]
     again = complete(api, alice, upload_id, file_id)
     assert (again.status_code, again.json_body["outcome"]) == (200, "duplicate")
 
 
 def test_after_the_pulled_event_complete_is_a_duplicate(
-    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, dynamodb: Any, table_name: str
+    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, items: Items
 ) -> None:
     api, alice = api_factory(), token_for("alice")
     upload_id, file_id = commit_through(pull_vod, as_user(api, alice))
     assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
-    before = table_items(dynamodb, table_name)
+    before = items()
 
     answer = complete(api, alice, upload_id, file_id)
     assert answer.status_code == 200, answer.body
     assert (answer.json_body["outcome"], answer.json_body["video"]["fileId"]) == ("duplicate", file_id)
-    assert table_items(dynamodb, table_name) == before
+    assert items() == before
     assert kinds(before) == [f"VIDEO#{file_id}"]
 
 
 def test_only_the_owner_may_complete(
-    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, dynamodb: Any, table_name: str
+    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, items: Items
 ) -> None:
     api, alice = api_factory(), token_for("alice")
     upload_id, file_id = commit_through(pull_vod, as_user(api, alice))
-    before = table_items(dynamodb, table_name)
+    before = items()
     for refused in (
         complete(api, token_for("bob"), upload_id, file_id),
         complete(api, alice, "A" * 22, file_id),
@@ -106,7 +123,7 @@ def test_only_the_owner_may_complete(
         assert refused.status_code in (401, 404), refused.body
         assert set(refused.json_body) == {"error", "message"}
     assert complete(api, token_for("bob"), upload_id, file_id).json_body["error"] == "not_found"
-    assert table_items(dynamodb, table_name) == before
+    assert items() == before
 
 
 def test_a_file_of_another_upload_or_user_or_none_is_refused_and_changes_nothing(
@@ -114,8 +131,7 @@ def test_a_file_of_another_upload_or_user_or_none_is_refused_and_changes_nothing
     api_factory: ApiFactory,
     stage_env: dict[str, str],
     token_for: TokenFactory,
-    dynamodb: Any,
-    table_name: str,
+    items: Items,
 ) -> None:
     api, alice, bob = api_factory(), token_for("alice"), token_for("bob")
     upload_id, own_file = commit_through(pull_vod, as_user(api, alice))
@@ -124,7 +140,7 @@ def test_a_file_of_another_upload_or_user_or_none_is_refused_and_changes_nothing
     no_context = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions())
     forged_context = source_context.encode(upload_id, b"not-our-key")
     forged = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions(sourceContext=forged_context))
-    before = table_items(dynamodb, table_name)
+    before = items()
 
     for file_id, reason in (
         (other_intents_file, "another_upload"),
@@ -137,7 +153,7 @@ def test_a_file_of_another_upload_or_user_or_none_is_refused_and_changes_nothing
         assert answer.status_code == 422, (reason, answer.body)
         assert answer.json_body["error"] == "file_refused" and answer.json_body["reason"] == reason, answer.body
         assert answer.json_body["message"]
-    assert table_items(dynamodb, table_name) == before
+    assert items() == before
     assert api.get(f"/uploads/{upload_id}", headers=bearer(alice)).json_body["status"] == "open"
     assert complete(api, alice, upload_id, own_file).json_body["outcome"] == "attributed"
 
@@ -147,19 +163,17 @@ def test_a_file_of_the_intents_own_context_in_another_application_is_unknown(
     api_factory: ApiFactory,
     stage_env: dict[str, str],
     token_for: TokenFactory,
-    dynamodb: Any,
-    table_name: str,
+    items: Items,
 ) -> None:
     with_policy(stage_env, vodSubAppId=1500000009)
     api, alice = api_factory(), token_for("alice")
-    created = api.post("/uploads", headers=bearer(alice), body=b"{}").json_body
-    context = vod_signature.verify(created["signature"], stage_env["VOD_SECRET_KEY"]).params.options.sourceContext
+    upload_id, context = new_intent(api, alice, stage_env)
     # The intent's sourceContext, but uploaded to the primary application rather than the tier's sub-app.
     elsewhere = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions(sourceContext=context))
-    before = table_items(dynamodb, table_name)
-    answer = complete(api, alice, created["uploadId"], elsewhere)
+    before = items()
+    answer = complete(api, alice, upload_id, elsewhere)
     assert (answer.status_code, answer.json_body.get("reason")) == (422, "unknown_file"), answer.body
-    assert table_items(dynamodb, table_name) == before
+    assert items() == before
 
 
 def test_a_second_file_of_a_completed_intent_is_a_conflict_kept_for_review(
@@ -167,21 +181,19 @@ def test_a_second_file_of_a_completed_intent_is_a_conflict_kept_for_review(
     api_factory: ApiFactory,
     stage_env: dict[str, str],
     token_for: TokenFactory,
-    dynamodb: Any,
-    table_name: str,
+    items: Items,
 ) -> None:
     """The intent's own context on a second file (a signature of the intent used twice): as the event would,
     the report is refused and the file kept for review; the first file stays the upload's."""
     api, alice = api_factory(), token_for("alice")
-    created = api.post("/uploads", headers=bearer(alice), body=b"{}").json_body
-    context = vod_signature.verify(created["signature"], stage_env["VOD_SECRET_KEY"]).params.options.sourceContext
+    upload_id, context = new_intent(api, alice, stage_env)
     first = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions(sourceContext=context))
     second = commit_signed(pull_vod, stage_env, vod_signature.SignatureOptions(sourceContext=context))
-    assert complete(api, alice, created["uploadId"], first).json_body["outcome"] == "attributed"
-    answer = complete(api, alice, created["uploadId"], second)
+    assert complete(api, alice, upload_id, first).json_body["outcome"] == "attributed"
+    answer = complete(api, alice, upload_id, second)
     assert (answer.status_code, answer.json_body["error"]) == (409, "conflict"), answer.body
-    assert kinds(table_items(dynamodb, table_name)) == [f"REVIEW#{second}", f"VIDEO#{first}"]
-    assert api.get(f"/uploads/{created['uploadId']}", headers=bearer(alice)).json_body["fileId"] == first
+    assert kinds(items()) == [f"REVIEW#{second}", f"VIDEO#{first}"]
+    assert api.get(f"/uploads/{upload_id}", headers=bearer(alice)).json_body["fileId"] == first
 
 
 @pytest.mark.parametrize(
@@ -242,8 +254,7 @@ def test_vod_not_answering_is_a_503_with_retry_after_and_changes_nothing(
     api_factory: ApiFactory,
     stage_env: dict[str, str],
     token_for: TokenFactory,
-    dynamodb: Any,
-    table_name: str,
+    items: Items,
     fault: str,
 ) -> None:
     api, alice = api_factory(), token_for("alice")
@@ -251,7 +262,7 @@ def test_vod_not_answering_is_a_503_with_retry_after_and_changes_nothing(
     broken = None if fault == "refused" else BrokenVod(hold=30.0 if fault == "slow" else 0.0)
     stage_env["VOD_API_ENDPOINT"] = broken.url if broken else f"http://127.0.0.1:{free_port()}"
     api = api_factory()
-    before = table_items(dynamodb, table_name)
+    before = items()
     try:
         started = time.monotonic()
         answer = complete(api, alice, upload_id, file_id)
@@ -262,7 +273,7 @@ def test_vod_not_answering_is_a_503_with_retry_after_and_changes_nothing(
     assert answer.status_code == 503, answer.body
     assert answer.headers["Retry-After"] == "2" and answer.json_body["error"] == "service_unavailable"
     assert took < float(stage_env.get("REQUEST_DEADLINE_SECONDS", "3.5")) + 1.0, took
-    assert table_items(dynamodb, table_name) == before
+    assert items() == before
 
 
 # -- PUSH: the event comes to the callback of a served copy of the app ---------------------------------------
@@ -300,7 +311,7 @@ def pushed(vod: Handle, timeout: float = 15.0) -> list[dict[str, Any]]:
 
 
 def test_push_complete_first_then_the_event_is_a_duplicate_and_event_first_then_complete(
-    chalice_local: str, push_vod: Handle, token_for: TokenFactory, dynamodb: Any, table_name: str
+    chalice_local: str, push_vod: Handle, token_for: TokenFactory, items: Items
 ) -> None:
     api, vod = chalice_local, push_vod
     alice = token_for("alice")
@@ -308,10 +319,10 @@ def test_push_complete_first_then_the_event_is_a_duplicate_and_event_first_then_
     status, body = call("POST", f"{api}/uploads/{upload_id}/complete", {"fileId": file_id}, alice)
     assert (status, body["outcome"], body["video"]["fileId"]) == (200, "attributed", file_id), body
     assert not vod.app.bus.deliveries, "the event was pushed before the client reported: no proof of the order"
-    after_complete = table_items(dynamodb, table_name)
+    after_complete = items()
 
     assert [record["status"] for record in pushed(vod)] == [200]
-    assert table_items(dynamodb, table_name) == after_complete  # the event was a duplicate: nothing written
+    assert items() == after_complete  # the event was a duplicate: nothing written
     assert kinds(after_complete) == [f"VIDEO#{file_id}"]
 
     # The other order: the pushed event attributes the second upload, and the report is then a duplicate.
@@ -320,8 +331,8 @@ def test_push_complete_first_then_the_event_is_a_duplicate_and_event_first_then_
     while call("GET", f"{api}/uploads/{second_upload}", token=alice)[1]["status"] != "completed":
         assert time.monotonic() < ends, "the pushed event never attributed the second upload"
         time.sleep(0.1)
-    before = table_items(dynamodb, table_name)
+    before = items()
     status, body = call("POST", f"{api}/uploads/{second_upload}/complete", {"fileId": second_file}, alice)
     assert (status, body["outcome"], body["video"]["fileId"]) == (200, "duplicate", second_file), body
-    assert table_items(dynamodb, table_name) == before
+    assert items() == before
     assert kinds(before) == sorted([f"VIDEO#{file_id}", f"VIDEO#{second_file}"])
