@@ -221,11 +221,42 @@ def compat_signature(principal: Principal) -> Response:
     return Response(body=_signature_body(issued), status_code=200)
 
 
-@api_route("/uploads/{upload_id}", methods=["GET"])
-def get_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
-    intent = services().uploads.get(principal, upload_id)
+def _upload_status_body(intent: UploadIntent) -> dict[str, Any]:
     video = services().videos.video_of(intent)
     return {**_intent_body(intent), "video": None if video is None else _video_body(video)}
+
+
+@api_route("/uploads/{upload_id}", methods=["GET"])
+def get_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
+    return _upload_status_body(services().uploads.get(principal, upload_id))
+
+
+@api_route("/uploads/{upload_id}/complete", methods=["POST"])
+def complete_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
+    """The client's upload SDK reported success with this FileId: attribute it now rather than when VOD's
+    event arrives."""
+    from chalicelib.models import CompleteUploadRequest
+
+    started = time.perf_counter()
+    request = parse_json_body(
+        _raw_body(),
+        _request().headers.get("content-type"),
+        CompleteUploadRequest,
+        services().settings.max_request_body_bytes,
+        optional=False,
+    )
+    completion = services().completion.complete(principal, upload_id, request.fileId)
+    logger.info(
+        "upload reported complete",
+        extra={
+            "uploadId": upload_id,
+            "fileId": request.fileId,
+            "outcome": completion.outcome,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    observability.count(f"Completions{completion.outcome.capitalize()}")
+    return {**_upload_status_body(completion.intent), "outcome": completion.outcome}
 
 
 @api_route("/videos", methods=["GET"])

@@ -16,6 +16,7 @@ from chalicelib import aws
 
 if TYPE_CHECKING:
     from chalicelib.auth import TokenVerifier
+    from chalicelib.completion import CompletionService, MediaCatalog
     from chalicelib.cors import CorsPolicy
     from chalicelib.credentials import SecretsProvider
     from chalicelib.event_service import EventService
@@ -137,9 +138,28 @@ class Services:
             settings.request_deadline_seconds,
         )
 
+    @cached_property
+    def completion(self) -> CompletionService:
+        from chalicelib.completion import CompletionService
+
+        catalogs: dict[int | None, MediaCatalog] = {}
+
+        def catalog_for(sub_app_id: int | None) -> MediaCatalog:
+            from chalicelib.vod_api import VodMediaCatalog
+
+            if sub_app_id not in catalogs:  # kept, with its connections, for the next request
+                catalogs[sub_app_id] = self._vod_api_in(VodMediaCatalog, sub_app_id)
+            return catalogs[sub_app_id]
+
+        return CompletionService(self.uploads, self.events, self.secrets, catalog_for)
+
     def _vod_api(self, api: type[Api]) -> Api:
         """VOD's API 3.0 for the stage's application, with its current key pair."""
-        return api(*self._vod_keys(), self.settings.vod_api_endpoint, self._vod_sub_app_id)
+        return self._vod_api_in(api, self._vod_sub_app_id)
+
+    def _vod_api_in(self, api: type[Api], sub_app_id: int | None) -> Api:
+        """VOD's API 3.0 for one application (None: the primary one), with the stage's current key pair."""
+        return api(*self._vod_keys(), self.settings.vod_api_endpoint, sub_app_id)
 
     def _vod_keys(self) -> tuple[str, str]:
         """The stage's VOD key pair as the secrets provider has it now (re-read every SECRETS_CACHE_SECONDS)."""

@@ -75,6 +75,20 @@ class UnsupportedMediaType(DomainError):
     code = "unsupported_media_type"
 
 
+class FileRefused(DomainError):
+    """A FileId reported to complete an upload is not that upload's file; `reason` says why."""
+
+    status = 422
+    code = "file_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "reason": self.reason}
+
+
 class ServiceUnavailable(DomainError):
     """A dependency failed or is too slow: nothing was done that the client cannot safely retry."""
 
@@ -101,6 +115,10 @@ class CompletionLost(Exception):
 
 class FileOwnedElsewhere(Exception):
     """The FileId already belongs to another user's video."""
+
+
+class VodUnavailable(Exception):
+    """A VOD API call failed or timed out."""
 
 
 class IdCollision(Exception):

@@ -21,6 +21,7 @@ from chalicelib.uploads import UploadIntent
 from chalicelib.videos import Video
 
 _COMPLETION_ATTEMPTS = 3
+NEW_FILE_UPLOAD = "NewFileUpload"
 
 logger = logging.getLogger("vodupload")
 
@@ -89,6 +90,12 @@ class EventService:
         token or Sign to check; everything else is as for a pushed event."""
         notification = self._parse(body)
         return self._apply_logged(notification, self._secrets.get().context_tag_key, int(self._clock()))
+
+    def apply_reported(self, uploaded: UploadedFile) -> Outcome:
+        """A NewFileUpload as VOD describes the file (DescribeMediaInfos) when its uploader reports it done:
+        that API call authenticated VOD, and the caller has checked the file is the intent's. Applied exactly
+        as the event is, so whichever of the two comes second is a duplicate."""
+        return self._uploaded(NEW_FILE_UPLOAD, uploaded, self._secrets.get().context_tag_key, int(self._clock()))
 
     def _parse(self, body: bytes) -> vod_notification.Notification:
         if len(body) > self._max_body_bytes:

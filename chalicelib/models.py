@@ -14,6 +14,8 @@ Title = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_
 FileName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f/\\]*$")]
 ContentType = Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$")]
 ProcedureName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
+# VOD's FileIds are decimal strings (e.g. 5285890784246869930); letters are allowed in case that changes.
+FileId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")]
 
 
 class CreateUploadRequest(BaseModel):
@@ -38,3 +40,11 @@ class CreateUploadRequest(BaseModel):
             metadata=self.metadata,
             client=self.client,
         )
+
+
+class CompleteUploadRequest(BaseModel):
+    """The FileId the upload SDK reported for this upload."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    fileId: FileId  # noqa: N815 - wire name

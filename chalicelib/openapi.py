@@ -33,7 +33,7 @@ class Operation:
     description: str
     tag: str
     public: bool = False
-    request: str | None = None  # "upload" | "vod_event"
+    request: str | None = None  # "upload" | "complete" | "vod_event"
     ok: int = 200
     ok_body: str | None = None  # a response model's name in chalicelib.schemas
     errors: tuple[int, ...] = ()
@@ -84,6 +84,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "uploads", ok_body="UploadStatus", errors=(401, 404, 503, 500),
     ),
     Operation(
+        "POST", "/uploads/{upload_id}/complete", "completeUpload", "Report the upload done: attribute it now",
+        "Call it with the `fileId` the upload SDK reported on success: the upload is attributed at once rather "
+        "than when VOD's event arrives. VOD is asked about the file (DescribeMediaInfos); only a file uploaded "
+        "with this upload's signatures is accepted, anything else is `422` (`reason` says why) and changes "
+        "nothing. Idempotent with VOD's event: whichever comes second is a `duplicate`. Owner only (`404` for "
+        "anyone else); `409` if the upload was completed with another file; `503` with `Retry-After` when VOD "
+        "or storage does not answer in time.",
+        "uploads", request="complete", ok_body="CompletedUpload", errors=(400, 401, 404, 409, 413, 415, 422, 503, 500),
+    ),
+    Operation(
         "GET", "/videos", "listVideos", "The caller's videos, newest first",
         "Deleted videos are left out, so a page may hold fewer than `limit`. Pass `nextCursor` back as "
         "`cursor` for the next page.",
@@ -121,6 +131,10 @@ _ERROR_RESPONSES: dict[int, tuple[str, str, str, tuple[str, ...]]] = {
     409: ("Conflict", "ConflictError", "The upload is completed, or its upload window has closed", ()),
     413: ("PayloadTooLarge", "PayloadTooLargeError", "The body exceeds the stage's limit", ()),
     415: ("UnsupportedMediaType", "UnsupportedMediaTypeError", "The request's Content-Type is not JSON", ()),
+    422: (
+        "FileRefused", "FileRefusedError",
+        "The reported file is not this upload's (`reason` says why); nothing was written", (),
+    ),
     429: (
         "LimitExceeded", "LimitExceededError",
         "A per-user or per-upload limit is reached; retry after `Retry-After` seconds", ("Retry-After",),
@@ -128,7 +142,7 @@ _ERROR_RESPONSES: dict[int, tuple[str, str, str, tuple[str, ...]]] = {
     500: ("InternalError", "InternalError", "An unexpected error; no trace is leaked", ()),
     503: (
         "ServiceUnavailable", "ServiceUnavailableError",
-        "Storage or secrets did not answer in time (within about 3.5 s); nothing needs undoing, retry",
+        "Storage, secrets or VOD did not answer in time (within about 3.5 s); nothing needs undoing, retry",
         ("Retry-After",),
     ),
 }  # fmt: skip
@@ -196,9 +210,9 @@ def component_schemas() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     from pydantic.json_schema import models_json_schema
 
     from chalicelib import schemas
-    from chalicelib.models import CreateUploadRequest
+    from chalicelib.models import CompleteUploadRequest, CreateUploadRequest
 
-    inputs: list[type[BaseModel]] = [CreateUploadRequest, *schemas.REQUEST_MODELS]
+    inputs: list[type[BaseModel]] = [CreateUploadRequest, CompleteUploadRequest, *schemas.REQUEST_MODELS]
     outputs: list[type[BaseModel]] = list(schemas.RESPONSE_MODELS)
     keys, definitions = models_json_schema(
         [*((model, "validation") for model in inputs), *((model, "serialization") for model in outputs)],
@@ -215,6 +229,13 @@ def _request_body(kind: str, refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {
             "required": False,
             "description": _UPLOAD_BODY_NOTE,
+            "content": {JSON: {"schema": schema}, "text/plain": {"schema": schema}},
+        }
+    if kind == "complete":
+        schema = refs["CompleteUploadRequest"]
+        return {
+            "required": True,
+            "description": "The FileId the upload SDK reported (`fileId`, VOD's decimal FileId); nothing else.",
             "content": {JSON: {"schema": schema}, "text/plain": {"schema": schema}},
         }
     assert kind == "vod_event", kind

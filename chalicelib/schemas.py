@@ -167,6 +167,15 @@ class UploadStatus(UploadIntent):
     video: Video | None
 
 
+class CompletedUpload(UploadStatus):
+    """The upload once its client reported it done: completed, with its video."""
+
+    outcome: Literal["attributed", "duplicate"] = Field(
+        description="`attributed`: this report attributed the file; `duplicate`: VOD's event (or an earlier "
+        "report) already had"
+    )
+
+
 class VideoPage(_Body):
     """One page of the caller's videos, newest first."""
 
@@ -237,6 +246,15 @@ class LimitExceededError(_ErrorBody):
     retryAfter: int = Field(ge=1, description="Seconds until the same request may succeed (= `Retry-After`)")  # noqa: N815
 
 
+class FileRefusedError(_ErrorBody):
+    error: Literal["file_refused"]
+    reason: Literal["unknown_file", "no_source_context", "foreign_source_context", "another_upload"] = Field(
+        description="`unknown_file`: VOD has no such file in the upload's application; `no_source_context`, "
+        "`foreign_source_context`: the file was not uploaded with this service's signature; `another_upload`: "
+        "it was uploaded for another upload (any user's)"
+    )
+
+
 class ServiceUnavailableError(_ErrorBody):
     error: Literal["service_unavailable"]
     retryAfter: int = Field(ge=1, description="Seconds after which to retry (= `Retry-After`)")  # noqa: N815
@@ -283,6 +301,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Signature,
     CreatedUpload,
     UploadStatus,
+    CompletedUpload,
     Video,
     VideoPage,
     Health,
@@ -296,6 +315,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     LimitExceededError,
+    FileRefusedError,
     ServiceUnavailableError,
     InternalError,
 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from chalicelib import deadline
-from chalicelib.errors import ServiceUnavailable
+from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
 
 logger = logging.getLogger("vodupload")
@@ -41,10 +41,6 @@ Deletion = Literal["dry-run", "delete"]
 
 class MediaGone(Exception):
     """VOD has no such file (already deleted)."""
-
-
-class VodUnavailable(Exception):
-    """A VOD API call failed or timed out."""
 
 
 class MediaLibrary(Protocol):

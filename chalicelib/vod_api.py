@@ -1,7 +1,9 @@
-"""VOD's API 3.0 through the official tencentcloud SDK: the event queue (PULL mode) and media deletion.
+"""VOD's API 3.0 through the official tencentcloud SDK: the event queue (PULL mode), media deletion, and
+media descriptions.
 
-Imported only by the scheduled functions (the PULL consumer, the reconciliation sweep) and the deploy:
-the SDK takes about 100 ms to import, which the signing routes and the callback must not pay.
+Imported only by the scheduled functions (the PULL consumer, the reconciliation sweep), the route a client
+reports its upload done with (`POST /uploads/{id}/complete`) and the deploy: the SDK takes about 100 ms to
+import, which the signing routes and the callback must not pay.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717 import models, vod_client
 
-from chalicelib.errors import ServiceUnavailable
+from chalicelib import vod_notification
+from chalicelib.completion import DESCRIBE_MEDIA_SECONDS
+from chalicelib.errors import InvalidRequest, ServiceUnavailable, VodUnavailable
+from chalicelib.events import UploadedFile
 from chalicelib.pull_consumer import PulledEvent, QueueUnavailable, event_body
-from chalicelib.sweep import DELETE_MEDIA_SECONDS, MediaGone, VodUnavailable
+from chalicelib.sweep import DELETE_MEDIA_SECONDS, MediaGone
 
 T = TypeVar("T")
 logger = logging.getLogger("vodupload")
@@ -137,3 +142,25 @@ class VodMediaLibrary(VodApi):
             if error.code == "ResourceNotFound.FileNotExist":
                 raise MediaGone(file_id) from None
             raise VodUnavailable(f"DeleteMedia: {error.code}: {error.message}") from None
+
+
+class VodMediaCatalog(VodApi):
+    """What VOD knows of an uploaded file (DescribeMediaInfos): checks a FileId a client reports."""
+
+    timeout_seconds = DESCRIBE_MEDIA_SECONDS
+
+    def describe(self, file_id: str) -> UploadedFile | None:
+        request = self._in_app(models.DescribeMediaInfosRequest())
+        request.FileIds = [file_id]
+        request.Filters = ["basicInfo", "metaData"]
+        try:
+            found = self._client.DescribeMediaInfos(request).MediaInfoSet or []
+        except TencentCloudSDKException as error:
+            raise VodUnavailable(f"DescribeMediaInfos: {error.code}: {error.message}") from None
+        for info in found:
+            if info.FileId == file_id:
+                try:
+                    return vod_notification.uploaded_from_media_info(json.loads(info.to_json_string()))
+                except InvalidRequest as error:
+                    raise VodUnavailable(f"DescribeMediaInfos: unreadable MediaInfo: {error.message}") from None
+        return None

@@ -92,6 +92,14 @@ class FileUploadTask(_Vod):
     _texts = field_validator("procedure_task_id", mode="before")(_bounded_text)
 
 
+class MediaInfo(_Vod):
+    """One file of DescribeMediaInfos' `MediaInfoSet`: what a NewFileUpload reports, under other names."""
+
+    file_id: str = Field(alias="FileId", min_length=1, max_length=64)
+    basic_info: MediaBasicInfo | None = Field(default=None, alias="BasicInfo")
+    meta_data: MetaData | None = Field(default=None, alias="MetaData")
+
+
 class SubTask(_Vod):
     status: str | None = Field(default=None, alias="Status")
     err_code: int | None = Field(default=None, alias="ErrCode")
@@ -189,27 +197,7 @@ def _file_ids(value: object, field: str) -> tuple[str, ...]:
 def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
     if event_type == "NewFileUpload":
         task = FileUploadTask.model_validate(data.get("FileUploadEvent") or {})
-        info = task.media_basic_info or MediaBasicInfo()
-        meta = task.meta_data or MetaData()
-        return UploadedFile(
-            file_id=task.file_id,
-            source_context=(info.source_info.source_context if info.source_info else None) or None,
-            procedure_task_id=task.procedure_task_id or None,
-            media=MediaFacts(
-                name=info.name,
-                media_url=info.media_url or None,
-                cover_url=info.cover_url or None,
-                media_type=info.media_type,
-                size=meta.size,
-                duration=meta.duration,
-                width=meta.width,
-                height=meta.height,
-                md5=meta.md5 or None,
-                storage_region=info.storage_region,
-                class_id=info.class_id,
-                vod_create_time=info.create_time,
-            ),
-        )
+        return _uploaded_file(task.file_id, task.media_basic_info, task.meta_data, task.procedure_task_id)
     if event_type == "ProcedureStateChanged":
         raw = data.get("ProcedureStateChangeEvent") or {}
         task_model = ProcedureTask.model_validate(raw)
@@ -233,6 +221,42 @@ def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
             raise InvalidRequest("FileDeleteEvent", "must be an object")
         return FilesDeleted(_file_ids(deleted.get("FileIdSet") or [], "FileDeleteEvent.FileIdSet"))
     return OtherEvent(event_type)
+
+
+def uploaded_from_media_info(data: dict[str, Any]) -> UploadedFile:
+    """The NewFileUpload a file of DescribeMediaInfos stands for (without its ProcedureTaskId, which only the
+    event carries)."""
+    try:
+        info = MediaInfo.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request_from(exc) from None
+    return _uploaded_file(info.file_id, info.basic_info, info.meta_data, None)
+
+
+def _uploaded_file(
+    file_id: str, basic_info: MediaBasicInfo | None, meta_data: MetaData | None, procedure_task_id: str | None
+) -> UploadedFile:
+    info = basic_info or MediaBasicInfo()
+    meta = meta_data or MetaData()
+    return UploadedFile(
+        file_id=file_id,
+        source_context=(info.source_info.source_context if info.source_info else None) or None,
+        procedure_task_id=procedure_task_id or None,
+        media=MediaFacts(
+            name=info.name,
+            media_url=info.media_url or None,
+            cover_url=info.cover_url or None,
+            media_type=info.media_type,
+            size=meta.size,
+            duration=meta.duration,
+            width=meta.width,
+            height=meta.height,
+            md5=meta.md5 or None,
+            storage_region=info.storage_region,
+            class_id=info.class_id,
+            vod_create_time=info.create_time,
+        ),
+    )
 
 
 def _output(result: MediaProcessResult) -> TaskOutput:

@@ -137,9 +137,17 @@ def app_project_copy(project: Path, stage_env: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+def vod_port() -> int:
+    """Where the `vodlocal` fixture listens: the API is told (VOD_API_ENDPOINT) before either starts."""
+    return free_port()
+
+
+@pytest.fixture
+def chalice_local(stage_env: dict[str, str], tmp_path: Path, vod_port: int) -> Iterator[str]:
     """A copy of the app served on a free port with this test's stage environment, by `devstack.api`: what
-    `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog."""
+    `make dev` runs, i.e. `chalice local --no-autoreload` with a deeper listen backlog. Its VOD API 3.0 is
+    vodlocal's on `vod_port` unless the test named another."""
+    stage_env.setdefault("VOD_API_ENDPOINT", f"http://127.0.0.1:{vod_port}")
     project = app_project_copy(tmp_path / "project", stage_env)
     port = free_port()
     process = subprocess.Popen(  # noqa: S603
@@ -160,10 +168,11 @@ def chalice_local(stage_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def vodlocal_for(api_url: str, stage_env: dict[str, str], data_dir: Path, **changes: Any) -> Config:
-    """vodlocal (in-process, any free port) pushing events to the API at `api_url` with the stage's keys."""
+def vodlocal_for(api_url: str, stage_env: dict[str, str], data_dir: Path, port: int = 0, **changes: Any) -> Config:
+    """vodlocal (in-process, on `port`, by default any free one) pushing events to the API at `api_url` with the
+    stage's keys."""
     return Config(
-        port=0,
+        port=port,
         data_dir=data_dir,
         secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
         callback_url=f"{api_url}/vod/events/{stage_env['VOD_CALLBACK_TOKEN']}",
@@ -187,9 +196,10 @@ def call(
 
 
 @pytest.fixture
-def vodlocal(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
-    """The whole local stack: `chalice local`, the local DynamoDB endpoint and vodlocal wired to its callback."""
-    handle = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal"))
+def vodlocal(chalice_local: str, stage_env: dict[str, str], tmp_path: Path, vod_port: int) -> Iterator[Handle]:
+    """The whole local stack: `chalice local`, the local DynamoDB endpoint and vodlocal wired to its callback,
+    and serving its API 3.0 where the API expects it."""
+    handle = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal", port=vod_port))
     yield handle
     handle.stop()
 

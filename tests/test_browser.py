@@ -51,9 +51,14 @@ def stage_env(stage_env: dict[str, str], web_port: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def vod(chalice_local: str, stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
+def vod(
+    request: pytest.FixtureRequest, chalice_local: str, stage_env: dict[str, str], tmp_path: Path, vod_port: int
+) -> Iterator[Handle]:
+    """Parametrize it indirectly with a dict of `vodlocal.Config` fields to change."""
+    changes = getattr(request, "param", {})
+    data_dir, tls_dir = tmp_path / "vodlocal", tmp_path / "tls"
     with start(
-        vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal", tls_port=0, tls_dir=tmp_path / "tls")
+        vodlocal_for(chalice_local, stage_env, data_dir, port=vod_port, tls_port=0, tls_dir=tls_dir, **changes)
     ) as h:
         yield h
 
@@ -260,6 +265,27 @@ def test_upload_with_a_cover_is_listed_and_playable_for_its_owner_only(
     page.page.wait_for_function("() => !document.getElementById('no-videos').hidden")
     assert page.page.locator("[data-testid=video]").count() == 0
     assert call("GET", f"{chalice_local}/videos/{file_id}", token=token_for("bob"))[0] == 404
+
+
+@pytest.mark.parametrize("vod", [{"reorder_window": 50, "reorder_hold": 120.0}], indirect=True)
+def test_the_page_reports_the_finished_upload_and_it_is_listed_before_vods_event(
+    site: WebServer, browser: Any, vod: Handle, chalice_local: str, token_for: TokenFactory, clip: tuple[Path, bytes]
+) -> None:
+    """vodlocal holds every event for two minutes (a reorder group that never fills): the video the page lists
+    was attributed by the page's own report."""
+    path, data = clip
+    page = Page(browser, site.url)
+    page.sign_in("alice")
+    page.choose(path)
+    page.hook("upload").click()
+    page.wait_for_state("done")
+    page.page.wait_for_function("() => document.querySelector('[data-testid=progress]').dataset.reported")
+    assert page.hook("progress").get_attribute("data-reported") == "attributed", page.console
+    file_id = page.uploaded_file_id()
+    page.wait_for_video(file_id)
+    assert video_of(chalice_local, token_for("alice"), file_id)["md5"] == md5_of(data)
+    assert vod.app.bus.deliveries == [], "vodlocal pushed an event: the listing does not prove the report"
+    assert [r["status"] for r in vod.requests("DescribeMediaInfos")] == [200]
 
 
 def test_pause_resume_and_a_reload_resend_only_the_missing_parts(

@@ -49,7 +49,8 @@ from tests.aws_calls import (
     unused_grants,
     without_action,
 )
-from tests.test_pull_consumer import as_user, upload_through
+from tests.conftest import bearer
+from tests.test_pull_consumer import as_user, commit_through, upload_through
 from vodlocal import Config, Handle, start
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
@@ -167,6 +168,7 @@ def _exercise(http: Any, key_file: str) -> None:
         ("/uploads", "POST"),
         (f"/uploads/{upload_id}", "GET"),
         (f"/uploads/{upload_id}/signature", "POST"),
+        (f"/uploads/{upload_id}/complete", "POST"),
         ("/signature", "POST"),
         ("/videos", "GET"),
         (f"/videos/{FILE_ID}", "GET"),
@@ -198,13 +200,17 @@ def vod_queue(work: Path) -> Iterator[Handle]:
 
 
 def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Handle, env: dict[str, str]) -> None:
-    """The scheduled PULL consumer applies a pulled NewFileUpload, as its own Lambda would."""
+    """A client reports an upload done (the route asks VOD, not AWS, about the file); the scheduled PULL
+    consumer applies a pulled NewFileUpload, as its own Lambda would, and the reported one's as a duplicate."""
     token = mint_local_token(load_or_create_local_key(key_file), LOCAL_ISSUER, "bob", None, 600)
+    reported, file_id = commit_through(vod, as_user(http, token))
+    answer = http.post(f"/uploads/{reported}/complete", headers=bearer(token), body=json.dumps({"fileId": file_id}))
+    assert answer.json_body["outcome"] == "attributed", answer.body
     upload_id = upload_through(vod, as_user(http, token))
     with mock.patch.dict(os.environ, env):
         # The context of one run: long enough for one pull and its confirm.
         result = chalice_app.handler_map["pull_vod_events"](scheduled_event(), RunContext(11))
-    assert result.get("attributed") == 1, result
+    assert (result.get("attributed"), result.get("duplicate")) == (1, 1), result
     status = http.get(f"/uploads/{upload_id}", headers={"Authorization": f"Bearer {token}"})
     assert status.json_body["status"] == "completed"
 

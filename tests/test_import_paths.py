@@ -1,7 +1,8 @@
 """Each route imports only what it uses (cold start): a fresh process, the real handler, an API Gateway event.
 
-The signing route must not import the notification parsers, the event service or Tencent's SDK; the
-callback must not import the token verifier (PyJWT, cryptography), the signing request models or the SDK.
+The signing route must not import the notification parsers, the event service, the completion service or
+Tencent's SDK; the callback must not import the token verifier (PyJWT, cryptography), the signing request
+models, the completion service or the SDK (only `POST /uploads/{id}/complete` and the schedules use it).
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def test_the_signing_route_imports_no_event_code_and_no_vod_sdk(
 ) -> None:
     status, modules = first_request(create_upload_event(token_for("alice")), stage_env)
     assert status == 201
-    assert not modules & {"chalicelib.vod_notification", "chalicelib.event_service", "chalicelib.pull_consumer"}
+    assert not modules & {
+        "chalicelib.vod_notification",
+        "chalicelib.event_service",
+        "chalicelib.pull_consumer",
+        "chalicelib.completion",
+    }
     assert "tencentcloud" not in top_level(modules)
     assert "jwt" in top_level(modules)  # the probe is real: this route verifies a token
 
@@ -67,7 +73,7 @@ def test_the_callback_imports_no_token_verifier_no_signing_models_and_no_vod_sdk
     status, modules = first_request(callback_event(stage_env["VOD_CALLBACK_TOKEN"], body), stage_env)
     assert status == 200
     assert not top_level(modules) & {"jwt", "cryptography", "tencentcloud"}
-    assert not modules & {"chalicelib.auth", "chalicelib.models", "chalicelib.pull_consumer"}
+    assert not modules & {"chalicelib.auth", "chalicelib.models", "chalicelib.pull_consumer", "chalicelib.completion"}
     assert "chalicelib.vod_notification" in modules  # the probe is real: this route parsed the event
 
 

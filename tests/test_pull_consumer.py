@@ -32,14 +32,18 @@ Post = Callable[[str, bytes], dict[str, Any]]  # (path, body) -> the JSON answer
 def upload_through(vod: Handle, post: Post, payload: bytes = b"pulled-video") -> str:
     """What a client SDK does with our API (`post`, as a user): a signature to apply, another to commit.
     Returns the upload id."""
+    return commit_through(vod, post, payload)[0]
+
+
+def commit_through(vod: Handle, post: Post, payload: bytes = b"pulled-video") -> tuple[str, str]:
+    """`upload_through`, returning the upload id and the FileId the Commit answered."""
     created = post("/uploads", b'{"title": "pulled"}')
     assert "signature" in created, created
     data = apply_and_store(vod, created["signature"], payload)
     renewed = post(f"/uploads/{created['uploadId']}/signature", b"")
     commit = ugc(vod, "CommitUploadUGC", {"signature": renewed["signature"], "vodSessionKey": data["vodSessionKey"]})
     assert commit["code"] == 0, commit
-    upload_id: str = created["uploadId"]
-    return upload_id
+    return created["uploadId"], commit["data"]["fileId"]
 
 
 def as_user(api: Any, token: str) -> Post:

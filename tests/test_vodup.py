@@ -108,6 +108,7 @@ def test_upload_with_cover_one_time_signatures_throughout_and_only_its_owner_see
     result = uploader(signer, vodlocal, tmp_path).upload(tmp_path / "clip.mp4", tmp_path / "cover.jpg", progress.append)
 
     assert result.upload_id == signer.upload_id and not result.resumed
+    assert result.attribution in ("attributed", "duplicate") and result.attribution_error is None
     video = wait_for_video(chalice_local, alice, result.file_id)
     assert (video["uploadId"], video["title"], video["size"]) == (result.upload_id, "With cover", len(source))
     assert md5_of(fetch(video["mediaUrl"])) == md5_of(source) == video["md5"]
@@ -129,11 +130,56 @@ def test_upload_with_cover_one_time_signatures_throughout_and_only_its_owner_see
     assert not list((tmp_path / "state").iterdir())  # nothing left to resume
 
 
+def test_the_finished_upload_is_reported_and_attributed_before_vods_event(
+    chalice_local: str, stage_env: dict[str, str], token_for: TokenFactory, tmp_path: Path, vod_port: int
+) -> None:
+    """vodlocal holds every event for a minute (a reorder group that never fills): the upload is attributed by
+    vodup's report alone. A plain callable as get_signature reports nothing."""
+    (tmp_path / "clip.mp4").write_bytes(os.urandom(MiB + 17))
+    alice = token_for("alice")
+    held = vodlocal_for(
+        chalice_local, stage_env, tmp_path / "vodlocal", port=vod_port, reorder_window=2, reorder_hold=60
+    )
+    with start(held) as vod:
+        api = RecordingApi(chalice_local, alice)
+        result = uploader(ApiSigner(api), vod, tmp_path).upload(tmp_path / "clip.mp4")
+        assert (result.attribution, result.attribution_error) == ("attributed", None)
+        assert api.asked[-1] == ("POST", f"/uploads/{result.upload_id}/complete")
+        status, upload = call("GET", f"{chalice_local}/uploads/{result.upload_id}", token=alice)
+        assert (status, upload["status"], upload["video"]["fileId"]) == (200, "completed", result.file_id)
+        assert vod.app.bus.deliveries == [], "vodlocal pushed the event: the attribution does not prove the report"
+
+        unnamed = ApiSigner(ApiClient(chalice_local, alice))
+        plain = uploader(lambda: unnamed(), vod, tmp_path).upload(tmp_path / "clip.mp4")
+        assert (plain.attribution, plain.attribution_error) == (None, None)
+        assert call("GET", f"{chalice_local}/uploads/{unnamed.upload_id}", token=alice)[1]["status"] == "open"
+
+
+def test_a_failed_report_leaves_the_upload_to_vods_event(
+    chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    """The API cannot attribute a FileId that is not the intent's: the upload itself succeeded, the result
+    says why the report failed, and VOD's event attributes the file."""
+
+    class MisreportingSigner(ApiSigner):
+        def done(self, file_id: str) -> str:
+            return super().done("5285890799999999999")
+
+    (tmp_path / "clip.mp4").write_bytes(os.urandom(MiB))
+    alice = token_for("alice")
+    result = uploader(MisreportingSigner(ApiClient(chalice_local, alice)), vodlocal, tmp_path).upload(
+        tmp_path / "clip.mp4"
+    )
+    assert result.attribution is None and result.attribution_error is not None
+    assert "422 file_refused" in result.attribution_error, result.attribution_error
+    assert wait_for_video(chalice_local, alice, result.file_id)["uploadId"] == result.upload_id
+
+
 def test_credentials_expiring_mid_upload_are_renewed_with_the_same_session(
-    chalice_local: str, token_for: TokenFactory, stage_env: dict[str, str], tmp_path: Path
+    chalice_local: str, token_for: TokenFactory, stage_env: dict[str, str], tmp_path: Path, vod_port: int
 ) -> None:
     # vodlocal's temporary COS credentials live 2 s; the upload pauses after its first part for 3 s.
-    vod = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal", cert_ttl=2))
+    vod = start(vodlocal_for(chalice_local, stage_env, tmp_path / "vodlocal", port=vod_port, cert_ttl=2))
     try:
         source = os.urandom(6 * MiB)
         (tmp_path / "clip.mp4").write_bytes(source)
@@ -206,7 +252,8 @@ def test_a_resume_signs_for_the_stored_intent_and_never_for_a_new_one(
     api = RecordingApi(chalice_local, alice)
     result = uploader(ApiSigner(api), vodlocal, tmp_path).upload(tmp_path / "clip.mp4")
     assert result.resumed and result.upload_id == first.upload_id
-    assert len(api.asked) >= 2 and set(api.asked) == {("POST", f"/uploads/{first.upload_id}/signature")}
+    intent = f"/uploads/{first.upload_id}"
+    assert len(api.asked) >= 3 and set(api.asked) == {("POST", f"{intent}/signature"), ("POST", f"{intent}/complete")}
     assert wait_for_video(chalice_local, alice, result.file_id)["uploadId"] == first.upload_id
 
     # A session opened by a get_signature with no intent (a plain callable here) cannot be resumed with an intent's

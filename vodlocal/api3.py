@@ -160,10 +160,13 @@ class Api3Service:
         ):
             raise ApiError("InvalidParameter", "Filters must be a list of strings")
         filters = set(raw_filters or ["basicInfo", "metaData"])
+        check_sub_app_id(params)
+        # A file of another (sub-)application is not found in this one (inferred: each is its own media library).
+        application = self.config.application(params.get("SubAppId"))
         infos, missing = [], []
         for file_id in map(str, file_ids):
             media = self.media.get(file_id)
-            if media is None:
+            if media is None or self.config.application(media.application) != application:
                 missing.append(file_id)
                 continue
             info = models.MediaInfo()

@@ -76,6 +76,11 @@ class Config:
     # The VOD buckets' CORS configuration (vodlocal/cors.py).
     cos_cors: tuple[CorsRule, ...] = DEFAULT_COS_CORS
 
+    def application(self, sub_app_id: int | None) -> int:
+        """The application a `vodSubAppId` or `SubAppId` names: none, 0 and the account's AppId all name the
+        primary one."""
+        return sub_app_id or self.app_id
+
 
 def parse_secrets(items: Sequence[str]) -> dict[str, str]:
     """``["id:key", "id2:key2,id3:key3"]`` -> ``{"id": "key", ...}``."""

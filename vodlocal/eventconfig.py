@@ -156,7 +156,8 @@ def check_known(params: Mapping[str, Any], known: frozenset[str]) -> None:
 
 
 def check_sub_app_id(params: Mapping[str, Any]) -> None:
-    """SubAppId is accepted and checked, but vodlocal has a single application: it selects nothing."""
+    """SubAppId, when given, is a non-negative integer. The event config is one for all applications: there it
+    selects nothing (DescribeMediaInfos looks in the application it names)."""
     value = params.get("SubAppId")
     if value is None:
         return

@@ -41,6 +41,8 @@ class Media:
     procedure_task_id: str = ""
     expire_time: str = NEVER
     update_time: str = ""
+    # The (sub-)application the file was uploaded to; None in records written before it was kept: the primary one.
+    application: int | None = None
 
     def basic_info(self) -> models.MediaBasicInfo:
         info = models.MediaBasicInfo()

@@ -154,7 +154,7 @@ class UgcService:
         opened = session["options"]
         if not _same_context(signed.source_context, opened.get("sourceContext")):
             raise _not_its_own("sourceContext", "session")
-        if self._application(signed.sub_app_id) != self._application(opened.get("vodSubAppId")):
+        if self.config.application(signed.sub_app_id) != self.config.application(opened.get("vodSubAppId")):
             raise _not_its_own("vodSubAppId", "session")
         won = self._claim(signed, session["sessionKey"], None)
         if won is not None and won["session_key"] != session["sessionKey"]:
@@ -368,13 +368,10 @@ class UgcService:
             task_priority=int(options.get("taskPriority") or 0),
             task_notify_mode=options.get("taskNotifyMode") or "Finish",
             procedure_task_id=f"{self.config.app_id}-Procedure-{secrets.token_hex(16)}t0" if procedure else "",
+            application=self.config.application(options.get("vodSubAppId")),
         )
         self.media.save(media)
         return media
-
-    def _application(self, sub_app_id: int | None) -> int:
-        """The application a `vodSubAppId` names: none, 0 and the account's AppId all name the primary one."""
-        return sub_app_id or self.config.app_id
 
     def object_url(self, bucket: str, key: str) -> str:
         return f"{self.public_base_url()}/_cos/{bucket}/{key}"

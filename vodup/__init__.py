@@ -23,7 +23,7 @@ from vodup.errors import (
     VodupError,
 )
 from vodup.ugc import Network
-from vodup.uploader import Progress, ReportsOutcome, ResumableSigner, Uploader, UploadResult
+from vodup.uploader import Progress, ReportingSigner, ReportsOutcome, ResumableSigner, Uploader, UploadResult
 
 __all__ = [
     "ApiClient",
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidSignature",
     "Network",
     "Progress",
+    "ReportingSigner",
     "ReportsOutcome",
     "ResumableSigner",
     "SessionExpired",

@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -75,6 +75,10 @@ class FinishedVideo(_Answer):
 
 class UploadStatus(_Answer):
     video: FinishedVideo | None = None
+
+
+class CompletedUpload(_Answer):
+    outcome: Literal["attributed", "duplicate"]
 
 
 class VideoPage(_Answer):
@@ -144,6 +148,12 @@ class ApiClient:
 
     def upload(self, upload_id: str) -> UploadStatus:
         return self.answer(UploadStatus, "GET", f"/uploads/{quote(checked_id(upload_id), safe='')}")
+
+    def complete_upload(self, upload_id: str, file_id: str) -> str:
+        """Reports the upload done with the FileId VOD's Commit answered; the API attributes it at once. Its
+        outcome: ``attributed``, or ``duplicate`` when VOD's event was first."""
+        path = f"/uploads/{quote(checked_id(upload_id), safe='')}/complete"
+        return self.answer(CompletedUpload, "POST", path, {"fileId": checked_id(file_id, "fileId")}).outcome
 
     def videos(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every video of the token's user, newest first, across pages."""
@@ -252,3 +262,9 @@ class ApiSigner:
     def finished(self) -> FinishedVideo | None:
         """The video the intent ended in, if the API attributed one (the API then signs no more for it)."""
         return None if self.upload_id is None else self.api.upload(self.upload_id).video
+
+    # The report protocol (vodup.uploader.ReportingSigner): the intent's upload is done.
+    def done(self, file_id: str) -> str:
+        if self.upload_id is None:
+            raise ApiError(0, "no_intent", "no upload intent to report done: no signature was asked for")
+        return self.api.complete_upload(self.upload_id, file_id)

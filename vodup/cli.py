@@ -148,12 +148,19 @@ def upload(api: ApiClient, args: argparse.Namespace) -> int:
             "mediaUrl": result.media_url,
             "coverUrl": result.cover_url,
             "uploadId": result.upload_id,
+            "attribution": result.attribution,
         }
         print(json.dumps(line))
     else:
         print(f"uploaded {args.file.name}: fileId {result.file_id}\n  media {result.media_url}")
         if result.cover_url:
             print(f"  cover {result.cover_url}")
+    if result.attribution_error:
+        print(
+            f"vodup: the API was not told the upload is done ({one_line(result.attribution_error)}); "
+            "VOD's event will attribute it",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -68,6 +68,11 @@ class UploadResult:
     cover_url: str | None
     upload_id: str | None  # the signer's context (our API's upload intent) when it has one
     resumed: bool
+    # What the signer's report of the finished upload did (our API: "attributed", or "duplicate" when VOD's event
+    # was first); None when the signer takes no report, or the report failed (``attribution_error``): the file is
+    # in VOD all the same, and VOD's event attributes it.
+    attribution: str | None = None
+    attribution_error: str | None = None
 
 
 @runtime_checkable
@@ -102,6 +107,13 @@ def service_failure(exc: CosServiceError) -> tuple[int, str, str]:
     code = str(fields.get("code") or "")
     message = one_line(str(fields.get("message") or ""), 200) if code else "an answer that is not COS's XML error"
     return int(exc.get_status_code()), code, message
+
+
+@runtime_checkable
+class ReportingSigner(Protocol):
+    """A ``get_signature`` told when its upload is done, with the FileId (our API then attributes it at once)."""
+
+    def done(self, file_id: str) -> str: ...
 
 
 def media_fields(kind: str, local: LocalFile) -> dict[str, Any]:
@@ -273,12 +285,15 @@ class Uploader:
                     storage.close()
             committed = self._commit(ugc, state)
         self.states.drop(state)
+        attribution, attribution_error = self._report(committed.fileId)
         return UploadResult(
             file_id=committed.fileId,
             media_url=committed.video.url,
             cover_url=committed.cover.url if committed.cover else None,
             upload_id=self._signer_context(),
             resumed=resumed,
+            attribution=attribution,
+            attribution_error=attribution_error,
         )
 
     def _commit(self, ugc: UgcClient, state: UploadState) -> Committed:
@@ -293,6 +308,15 @@ class Uploader:
                 raise
             cover = MediaUrl(url=video.coverUrl) if video.coverUrl else None
             return Committed(fileId=video.fileId, video=MediaUrl(url=video.mediaUrl), cover=cover)
+
+    def _report(self, file_id: str) -> tuple[str | None, str | None]:
+        """Tells a ``ReportingSigner`` the upload is done: (its outcome, or the error that kept it from it)."""
+        if not isinstance(self.get_signature, ReportingSigner):
+            return None, None
+        try:
+            return self.get_signature.done(file_id), None
+        except VodupError as error:
+            return None, str(error)
 
     def _signer_context(self) -> str | None:
         return self.get_signature.context() if isinstance(self.get_signature, ResumableSigner) else None

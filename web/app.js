@@ -114,11 +114,10 @@ function showError(message) {
 // that no other upload, user or intent ever signs for it. A stopped upload (paused, cancelled, signed out) gets
 // no more signatures: the SDK may still be mid-request when its task is cancelled.
 function signerFor(upload) {
-  const bearer = token;
   return async () => {
     if (upload.stopped) throw new Error("the upload was stopped");
     const url = upload.uploadId ? `${API}/uploads/${upload.uploadId}/signature` : `${API}/uploads`;
-    const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${bearer}` } });
+    const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${upload.bearer}` } });
     const body = await r.json();
     if (!r.ok) throw new Error(body.message);
     if (upload.stopped) throw new Error("the upload was stopped");
@@ -131,7 +130,7 @@ function signerFor(upload) {
 }
 
 const tcVod = new TcVod.default({}); // each upload brings its own getSignature
-let current = null; // the upload on screen: {user, name, uploadId, vodSessionKey, uploader, stopped}
+let current = null; // the upload on screen: {user, bearer, name, uploadId, vodSessionKey, uploader, stopped}
 let speed = null; // {loaded, at, bytesPerSecond}
 
 // The SDK resumes an upload (after a pause, a closed tab or a reload) from localStorage, under a key made of
@@ -220,13 +219,14 @@ function setStatus(text) {
 
 async function startUpload() {
   const { file, cover } = chosen();
-  const upload = { user: user(), name: sessionName(file, cover), uploader: null, stopped: false };
+  const upload = { user: user(), bearer: token, name: sessionName(file, cover), uploader: null, stopped: false };
   const saved = intentsOf(upload.user)[upload.name];
   Object.assign(upload, saved);
   if (current) stopUpload(current);
   current = upload;
   speed = null;
   showError("");
+  delete $("progress").dataset.reported;
   setButtons("uploading");
   // The SDK would resume any session stored under these names and sizes, whoever opened it: it may resume only
   // the one this user's intent opened. Any other is dropped, and the SDK opens a new one for this intent.
@@ -244,7 +244,15 @@ async function startUpload() {
       await forgetUpload(upload);
       if (upload.stopped) return;
       setButtons("done");
-      setStatus(`Uploaded: ${file.name} (file ${result.fileId}). VOD reports it to the backend; it appears below.`);
+      setStatus(`Uploaded: ${file.name} (file ${result.fileId}). Recording it…`);
+      try {
+        const reported = await reportDone(upload, result.fileId);
+        $("progress").dataset.reported = reported.outcome;
+        setStatus(`Uploaded: ${file.name} (file ${result.fileId}), in your videos below.`);
+      } catch (error) {
+        $("progress").dataset.reported = "failed";
+        setStatus(`Uploaded: ${file.name} (file ${result.fileId}). VOD reports it to the backend; it appears below.`);
+      }
       refreshVideos();
     },
     (error) => {
@@ -253,6 +261,23 @@ async function startUpload() {
       showError(`Upload failed: ${error.message || error}`);
     },
   );
+}
+
+// The SDK's success carries the FileId: reporting it attributes the upload now rather than when VOD's event
+// reaches the backend (README.md, "Report the upload done"). A failed report loses nothing, the event still
+// attributes the upload; a 503 is retried after the time the API asks for.
+async function reportDone(upload, fileId) {
+  for (let attempt = 1; ; attempt++) {
+    const r = await fetch(`${API}/uploads/${upload.uploadId}/complete`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${upload.bearer}` },
+      body: JSON.stringify({ fileId }),
+    });
+    const body = await r.json();
+    if (r.ok) return body;
+    if (r.status !== 503 || attempt === 3) throw new Error(body.message);
+    await new Promise((resolve) => setTimeout(resolve, 1000 * (body.retryAfter || 2)));
+  }
 }
 
 function stopUpload(upload) {
@@ -281,6 +306,7 @@ async function cancel() {
 
 function resetProgress() {
   $("progress").dataset.percent = "0";
+  delete $("progress").dataset.reported;
   $("progress").querySelector("progress").value = 0;
   setStatus("");
 }

@@ -120,6 +120,29 @@ def test_describe_and_delete_media(pull_emulator: Handle, signing: SigningStub) 
     assert gone.value.code == "ResourceNotFound.FileNotExist"
 
 
+def test_describe_media_infos_finds_a_file_in_its_own_application_only(
+    pull_emulator: Handle, signing: SigningStub
+) -> None:
+    signing.options = {"oneTimeValid": 1, "vodSubAppId": 1500000009}
+    done = upload(pull_emulator, signing)
+    file_id = done["commit"]["fileId"]
+    vod = client(pull_emulator)
+
+    def described(sub_app_id: int | None) -> models.DescribeMediaInfosResponse:
+        req = models.DescribeMediaInfosRequest()
+        req.FileIds = [file_id]
+        req.SubAppId = sub_app_id
+        return vod.DescribeMediaInfos(req)
+
+    [media] = described(1500000009).MediaInfoSet
+    source = media.BasicInfo.SourceInfo
+    assert (media.FileId, source.SourceType, source.SourceContext) == (file_id, "Upload", done["intent"])
+    # The primary application has three names (none, 0, the AppId); the file is in none of them.
+    for other in (None, 0, pull_emulator.app.config.app_id, 1500000008):
+        answer = described(other)
+        assert (answer.MediaInfoSet, answer.NotExistFileIdSet) == ([], [file_id]), other
+
+
 def test_tc3_signature_is_verified(pull_emulator: Handle) -> None:
     with pytest.raises(TencentCloudSDKException) as bad:
         pull(client(pull_emulator, key="wrong"))
