@@ -301,12 +301,16 @@ def _seconds_left(event: CloudWatchEvent, timeout_seconds: int) -> float:
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def pull_vod_events(event: CloudWatchEvent) -> dict[str, Any]:
-    """PULL mode (EVENT_MODE=pull): apply VOD's queued events until shortly before the Lambda's timeout. The
-    schedule overlaps runs by design: events are confirmed only once applied, and applying is idempotent."""
+    """PULL mode (EVENT_MODE=pull): apply VOD's queued events until the queue is empty, or until shortly before
+    the Lambda's timeout. Runs may overlap (a burst outlasting a minute): events are confirmed only once
+    applied, and applying is idempotent."""
     if services().settings.event_mode != "pull":
         return {"pulled": 0, "mode": "push"}
     report = services().pull_consumer.run(_seconds_left(event, PULL_RUN_SECONDS))
-    fields = {"pulled": report.pulled, "failed": report.failed, "parked": report.parked, **report.outcomes}
+    fields: dict[str, Any] = {
+        "ended": report.ended, "pulls": report.pulls, "pulled": report.pulled, "failed": report.failed,
+        "parked": report.parked, **report.outcomes,
+    }  # fmt: skip
     logger.info("vod events pulled", extra=fields)
     observability.count_events(report.outcomes)
     observability.count("EventsFailed", report.failed)
