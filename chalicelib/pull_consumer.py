@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable
@@ -27,6 +27,10 @@ logger = logging.getLogger("vodupload")
 # confirm, before the deadline.
 PULL_HOLD_SECONDS = 5.0
 CONFIRM_SECONDS = 2.0
+
+
+# Why a run ended: its time was up, a pull found nothing while nothing awaited redelivery, or a pull failed.
+RunEnd = Literal["deadline", "empty", "queue unavailable"]
 
 
 class QueueUnavailable(Exception):
@@ -54,7 +58,7 @@ class FailureStore(Protocol):
 @dataclass
 class RunReport:
     pulls: int = 0  # PullEvents calls answered
-    ended: str = "deadline"  # or "empty" (a pull found nothing, nothing awaits redelivery), "queue unavailable"
+    ended: RunEnd = "deadline"
     pulled: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     failed: int = 0  # left unconfirmed: VOD delivers them again
