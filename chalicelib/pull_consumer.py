@@ -1,6 +1,6 @@
 """The PULL consumer: VOD keeps events until they are confirmed, so none is lost to a failure here.
 
-Each run pulls batches (PullEvents, at most 16, long-polled) until shortly before its deadline, applies
+Each run pulls batches (PullEvents, at most 16, long-polled) until the queue is empty (or its deadline), applies
 each event through the event service, and confirms (ConfirmEvents) only the events whose effects are
 durably written, or that can never apply. An event that is not confirmed comes back after 30 s, with a new
 EventHandle. One that keeps failing is counted per event (its content, which every delivery repeats, not
@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable
@@ -31,6 +31,10 @@ PULL_HOLD_SECONDS = 5.0
 CONFIRM_SECONDS = 2.0
 # Of a failure's reason, in the log and in the record.
 REASON_CHARS = 500
+
+
+# Why a run ended: its time was up, a pull found nothing while nothing awaited redelivery, or a pull failed.
+RunEnd = Literal["deadline", "empty", "queue unavailable"]
 
 
 class QueueUnavailable(Exception):
@@ -75,6 +79,8 @@ class FailureStore(Protocol):
 
 @dataclass
 class RunReport:
+    pulls: int = 0  # PullEvents calls answered
+    ended: RunEnd = "deadline"
     pulled: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     failed: int = 0  # left unconfirmed: VOD delivers them again
@@ -110,13 +116,19 @@ class PullConsumer:
         self._clock = clock
 
     def run(self, seconds: float) -> RunReport:
-        """Pull and apply until less than a pull and a confirm fit in `seconds`.
+        """Pull and apply until the queue is empty, or until less than a pull and a confirm fit in `seconds`.
+
+        The run ends at its first empty pull: the schedule starts the next one, and an idle stage then pays
+        for one long-poll a run rather than for a loop that waits out the whole timeout. Only while events
+        it pulled are left for redelivery (failed, unconfirmed or deferred) does it keep pulling, so that
+        their redelivery is settled in this run rather than a schedule later.
 
         Each event is confirmed as soon as it is applied: VOD refuses a confirm after its window (30 s), and
         a batch of 16 slow events confirmed together could miss it and come back forever, ahead of every
         newer event. Events of a batch that could no longer be confirmed in time are left for redelivery."""
         stop_at = time.monotonic() + seconds
         report = RunReport()
+        awaiting_redelivery: set[bytes] = set()  # bodies of the events this run left unconfirmed
         while time.monotonic() + PULL_HOLD_SECONDS + CONFIRM_SECONDS < stop_at:
             try:
                 batch = self._queue.pull()
@@ -124,23 +136,33 @@ class PullConsumer:
                 # Unconfirmed events come back after the window; the next run starts over.
                 logger.error("VOD event queue unavailable, run ended", extra={"reason": str(error)})
                 report.queue_errors += 1
+                report.ended = "queue unavailable"
+                break
+            report.pulls += 1
+            if not batch and not awaiting_redelivery:
+                report.ended = "empty"
                 break
             pulled_at = time.monotonic()
             report.pulled += len(batch)
             for event in batch:
                 if time.monotonic() - pulled_at > self._confirm_window - min(CONFIRM_SECONDS, self._confirm_window / 2):
                     report.deferred += 1
-                    continue
-                if self._settle(event, report):
-                    self._confirm(event, report)
+                    awaiting_redelivery.add(event.body)
+                elif self._settle(event, report) and self._confirm(event, report):
+                    awaiting_redelivery.discard(event.body)
+                else:
+                    awaiting_redelivery.add(event.body)
         return report
 
-    def _confirm(self, event: PulledEvent, report: RunReport) -> None:
+    def _confirm(self, event: PulledEvent, report: RunReport) -> bool:
+        """Confirm one settled event; False when VOD will deliver it again."""
         try:
             self._queue.confirm([event.handle])
         except QueueUnavailable as error:  # applied all the same: its redelivery will be a duplicate
             report.unconfirmed += 1
             logger.warning("pulled event applied but not confirmed", extra={"reason": str(error)})
+            return False
+        return True
 
     def _settle(self, event: PulledEvent, report: RunReport) -> bool:
         """Apply one event; True when it may be confirmed (applied, or parked)."""

@@ -264,16 +264,18 @@ def stack(api: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb
 # -- VOD in PULL mode -----------------------------------------------------------------------------
 
 
-def start_pull_vodlocal(stage_env: dict[str, str], data_dir: Path, confirm_window: float, **config: Any) -> Handle:
+def start_pull_vodlocal(
+    stage_env: dict[str, str], data_dir: Path, confirm_window: float, pull_wait: float = 0.3, **config: Any
+) -> Handle:
     """vodlocal in PULL mode, knowing the stage's VOD key pair, and the stage set to consume from it; `config`:
-    other `vodlocal.Config` fields."""
+    other `vodlocal.Config` fields. `pull_wait`: how long an empty PullEvents holds (VOD's is 5 s)."""
     handle = start(
         Config(
             port=0,
             data_dir=data_dir,
             secrets={stage_env["VOD_SECRET_ID"]: stage_env["VOD_SECRET_KEY"]},
             mode="PULL",
-            pull_wait=0.3,
+            pull_wait=pull_wait,
             confirm_window=confirm_window,
             procedure_delay=0.2,
             **config,
