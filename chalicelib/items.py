@@ -47,6 +47,9 @@ DEAD_LETTER_PARTITION = "DEADLETTER"
 # Of a failed event's body, what its record keeps: enough to replay any real event by hand, and far below
 # DynamoDB's 400 KB item limit whatever the event's size.
 FAILED_EVENT_BODY_BYTES = 64 * 1024
+# And of its type and last error: the consumer sends them bounded already; the record holds to it whoever calls.
+FAILED_EVENT_TYPE_CHARS = 64
+FAILED_EVENT_ERROR_CHARS = 500
 REVIEW_DELETED_PARTITION = "REVIEW#DELETED"
 REVIEW_OWNED_PARTITION = "REVIEW#OWNED"
 # Open intents are spread over this many gsi1 partitions, so that no one index partition takes every

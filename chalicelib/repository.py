@@ -28,6 +28,8 @@ from chalicelib.items import (
     ABANDONED,
     DEAD_LETTER_PARTITION,
     EXPIRED,
+    FAILED_EVENT_ERROR_CHARS,
+    FAILED_EVENT_TYPE_CHARS,
     MAX_TASK_FLOWS,
     REVIEW_DELETED_PARTITION,
     REVIEW_OWNED_PARTITION,
@@ -526,8 +528,9 @@ class Repository:
             ),
             ExpressionAttributeNames={"#size": "size"},  # a reserved word
             ExpressionAttributeValues={
-                ":one": as_n(1), ":type": as_s(event_type[:64]), ":body": as_s(failed_event_body(body)),
-                ":size": as_n(len(body)), ":error": as_s(error[:500]), ":now": as_n(now),
+                ":one": as_n(1), ":type": as_s(event_type[:FAILED_EVENT_TYPE_CHARS]),
+                ":body": as_s(failed_event_body(body)), ":size": as_n(len(body)),
+                ":error": as_s(error[:FAILED_EVENT_ERROR_CHARS]), ":now": as_n(now),
             },
             ReturnValues="UPDATED_NEW",
         )  # fmt: skip

@@ -1,11 +1,11 @@
 """Everything a deploy needs, checked before it changes anything. Each problem is one line that says what
 to do; the deploy runs only when there are none.
 
-Checked: the stage and its committed config (no placeholder left, SELF_SIGNUP true or false), AWS credentials
-and region, the stage's templates (CloudFormation's ValidateTemplate), its stacks not busy, the VOD key pair
-(in the stage's secret, or given in the environment for the first deploy) and VOD accepting it, VOD's events
-not already going to another API, and, when the stage names its own OIDC issuer, that issuer's JWKS and a
-token for the smoke test.
+Checked: the stage and its committed config (every value a string, no placeholder left, SELF_SIGNUP true or
+false), AWS credentials and region, the stage's templates (CloudFormation's ValidateTemplate), its stacks not
+busy, the VOD key pair (in the stage's secret, or given in the environment for the first deploy) and VOD
+accepting it, VOD's events not already going to another API, and, when the stage names its own OIDC issuer,
+that issuer's JWKS and a token for the smoke test.
 """
 
 from __future__ import annotations
@@ -59,6 +59,14 @@ def run(stage: str, environ: Mapping[str, str], aws: Any) -> Findings:
         found.committed_env = dict(stage_module.stage_config(stage)["environment_variables"])
     except KeyError as error:
         found.problems.append(f"stage: {error.args[0]}")
+        return found
+    # Chalice hands the function strings only; a JSON true or 2048 would break every check below.
+    not_strings = {name: value for name, value in found.committed_env.items() if not isinstance(value, str)}
+    for name, value in not_strings.items():
+        found.problems.append(
+            f"config: {name} in .chalice/config.json stage {stage} must be a string (in quotes), not {repr(value)[:40]}"
+        )
+    if not_strings:
         return found
     for name in stage_module.placeholders(found.committed_env):
         found.problems.append(

@@ -144,6 +144,23 @@ def test_an_unknown_stage_is_one_line(emulated: dict[str, str], tmp_path: Path) 
     ]
 
 
+def test_a_committed_value_that_is_not_a_string_is_one_line_before_any_aws_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `"SELF_SIGNUP": true` (JSON's true, not "true") once ended the preflight in a TypeError traceback.
+    committed = {"STAGE": "dev", "SELF_SIGNUP": True, "MAX_METADATA_BYTES": 2048}
+    monkeypatch.setattr(preflight.stage_module, "stage_config", lambda _: {"environment_variables": committed})
+
+    def no_aws(service: str) -> Any:
+        raise AssertionError(f"AWS ({service}) asked with a config that cannot be read")
+
+    found = preflight.run("dev", {}, no_aws)
+    assert found.problems == [
+        f"config: {name} in .chalice/config.json stage dev must be a string (in quotes), not {value!r}"
+        for name, value in [("SELF_SIGNUP", True), ("MAX_METADATA_BYTES", 2048)]
+    ]
+
+
 def test_placeholders_and_an_issuer_without_keys_are_refused(tmp_path: Path) -> None:
     assert placeholders({"OIDC_AUDIENCE": "REPLACE_WITH_APP_CLIENT_ID", "STAGE": "dev"}) == ["OIDC_AUDIENCE"]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_until
 from vodlocal import Config, Handle, start
 from vodlocal.config import from_args
 from vodlocal.events import file_deleted
@@ -95,10 +96,7 @@ def emulator(tmp_path: Path, url: str, backoff: tuple[float, ...]) -> Handle:
 
 
 def first_attempt_logged(handle: Handle) -> None:
-    deadline = time.monotonic() + 5
-    while not handle.app.bus.deliveries:
-        assert time.monotonic() < deadline, "no PUSH attempt within 5 s"
-        time.sleep(0.02)
+    wait_until(lambda: handle.app.bus.deliveries, "no PUSH attempt", timeout=5)
 
 
 def test_push_retries_pause_after_a_refused_connection(tmp_path: Path, receiver: Receiver) -> None:

@@ -20,6 +20,7 @@ from moto.dynamodb.models.dynamo_type import Item
 from devstack import dynamodb as local_dynamodb
 from devstack.dynamodb import ClientRequestTokens, DynamoDBServer
 from devstack.table import local_client
+from tests.waiting import wait_until
 
 
 def _s(value: str) -> dict[str, str]:
@@ -534,14 +535,6 @@ def _impatient_client(endpoint_url: str, read_timeout: float) -> Any:
     )
 
 
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"still waiting for {what}")
-        time.sleep(0.01)
-
-
 def _bump(table: str, value: str) -> dict[str, Any]:
     return {
         "TableName": table,
@@ -558,7 +551,7 @@ def test_a_request_sent_while_frozen_is_served_after_thaw(
     with second_server.frozen():
         with pytest.raises(ReadTimeoutError):
             impatient.update_item(**_bump(table_name, "late"))
-        _wait_until(lambda: second_server.held_requests == 1, "the request to be held")
+        wait_until(lambda: second_server.held_requests == 1, "the request was never held", timeout=10)
         assert _get(dynamodb, table_name, "frozen") is None  # (the other endpoint still answers)
 
     # Served one at a time in arrival order: the held write comes before this read.
@@ -598,7 +591,7 @@ def test_requests_held_while_frozen_run_in_arrival_order(
     with second_server.frozen():
         first = threading.Thread(target=send, args=("first",))
         first.start()
-        _wait_until(lambda: second_server.held_requests == 1, "the first request to be held")
+        wait_until(lambda: second_server.held_requests == 1, "the first request was never held", timeout=10)
         second = threading.Thread(target=send, args=("second",))
         second.start()
         first.join()
@@ -626,7 +619,7 @@ def test_stopping_a_frozen_server_does_not_hang_nor_serve_the_held_request(dynam
 
     sender = threading.Thread(target=send)
     sender.start()
-    _wait_until(lambda: server.held_requests == 1, "the request to be held")
+    wait_until(lambda: server.held_requests == 1, "the request was never held", timeout=10)
     stopper = threading.Thread(target=server.stop)
     stopper.start()
     stopper.join(timeout=10)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, TokenFactory, call, wait_for_video, with_policy
 from tests.test_vodup import MiB, fetch, md5_of
+from tests.waiting import wait_until
 from vodlocal import Handle
 from vodlocal.testing import LocalServer
 
@@ -160,10 +160,10 @@ def stored_parts(state_dir: Path) -> dict[str, Any]:
 
 
 def wait_recorded(state_dir: Path, parts: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(stored_parts(state_dir)["transfers"]["video"]["parts"]) < parts:
-        assert time.monotonic() < deadline, "the stored parts were never recorded"
-        time.sleep(0.02)
+    def recorded() -> bool:
+        return len(stored_parts(state_dir)["transfers"]["video"]["parts"]) >= parts
+
+    wait_until(recorded, "the stored parts were never recorded", timeout)
 
 
 def test_ctrl_c_pauses_kill_9_loses_only_parts_in_flight_and_a_rerun_resumes_the_same_session(
@@ -293,13 +293,6 @@ class HeldHandler:
     def close(self) -> None:
         self.released.set()
         delattr(self.service, self.method)  # the class's method again
-
-
-def wait_until(condition: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 # The phase a client is killed in, and where vodlocal holds that phase's request meanwhile.

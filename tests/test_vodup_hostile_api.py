@@ -185,6 +185,15 @@ def test_the_number_of_pages_is_bounded(fake_api: FakeApi) -> None:
     assert len(fake_api.seen) == 3
 
 
+@pytest.mark.parametrize("bound", [{"deadline": 0}, {"deadline": float("nan")}, {"deadline": float("inf")},
+                                   {"max_answer_bytes": 0}, {"max_pages": -1}])  # fmt: skip
+def test_a_client_bound_that_is_not_a_positive_finite_number_is_refused(bound: dict[str, float]) -> None:
+    # Before, a NaN deadline slipped past `<= 0` and an infinite one past every check: each call then failed
+    # with the socket's ValueError or OverflowError, from deep in the exchange, rather than at construction.
+    with pytest.raises(ValueError, match="must be positive"):
+        ApiClient("http://127.0.0.1:9", "t", **bound)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [

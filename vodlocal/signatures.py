@@ -22,17 +22,18 @@ from urllib.parse import parse_qsl
 
 MAC_BYTES = 20  # an HMAC-SHA1 digest
 VALIDITY_CAP = 7_776_000  # expireTime - currentTimeStamp: 90 days at most
-BIG = 2**63 - 1
+# Where §1.2 gives an integer no bound of its own: the largest a signed 64-bit integer holds (19 digits, _DECIMAL).
+INT64_MAX = 2**63 - 1
 
 # Every parameter of §1.2 with what its value must be: (low, high) for an integer, a length cap for text.
 _INTEGER_RANGES: dict[str, tuple[int, int]] = {
-    "currentTimeStamp": (0, BIG),
-    "expireTime": (0, BIG),
+    "currentTimeStamp": (0, INT64_MAX),
+    "expireTime": (0, INT64_MAX),
     "random": (0, 2**32 - 1),
-    "classId": (0, BIG),
+    "classId": (0, INT64_MAX),
     "taskPriority": (-10, 10),
     "oneTimeValid": (0, 1),
-    "vodSubAppId": (0, BIG),
+    "vodSubAppId": (0, INT64_MAX),
 }
 _TEXT_CAPS: dict[str, int] = {
     "secretId": 128,

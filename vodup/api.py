@@ -7,6 +7,7 @@ against a strict pattern (and quoted) before it goes into a URL."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -127,8 +128,8 @@ class ApiClient:
             raise ApiError(0, "bad_url", f"the API URL {_shown(base_url)} is not a URL: {exc}") from exc
         if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment or url.username:
             raise ApiError(0, "bad_url", f"the API URL must be http(s)://host[:port][/path], got {_shown(base_url)}")
-        if deadline <= 0 or max_answer_bytes <= 0 or max_pages <= 0:
-            raise ValueError("deadline, max_answer_bytes and max_pages must be positive")
+        if not (0 < deadline < math.inf and max_answer_bytes > 0 and max_pages > 0):  # NaN fails the first
+            raise ValueError("deadline, max_answer_bytes and max_pages must be positive (the deadline finite)")
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.deadline = deadline

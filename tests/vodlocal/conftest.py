@@ -22,6 +22,7 @@ import requests
 from qcloud_cos import CosConfig, CosS3Client
 
 from tests.signing_stub import SigningStub
+from tests.waiting import wait_until
 from vodlocal import Config, Handle, start, testing
 from vodlocal.testing import HARNESS, LocalServer, reply_json
 
@@ -96,11 +97,7 @@ def unsettled_pushes(emulator: Handle) -> int:
 def wait_until_pushed(emulator: Handle, timeout: float = 10) -> None:
     """Until every PUSH event emitted so far is delivered or given up: after this no retry or copy of any of
     them can come, so an absent or single delivery is final (not merely not yet)."""
-    deadline = time.monotonic() + timeout
-    while unsettled_pushes(emulator):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{unsettled_pushes(emulator)} PUSH event(s) still undelivered after {timeout:g} s")
-        time.sleep(0.02)
+    wait_until(lambda: not unsettled_pushes(emulator), "PUSH events still undelivered", timeout, poll=0.02)
 
 
 def refusing_url() -> str:

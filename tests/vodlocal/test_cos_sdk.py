@@ -22,6 +22,7 @@ from qcloud_cos.cos_exception import CosServiceError
 
 import vodlocal.cos
 from tests.vodlocal.conftest import SECRET_ID, SECRET_KEY, SigningStub, apply_body, cos_client, ugc
+from tests.waiting import wait_until
 from vodlocal import Handle
 from vodlocal.store import read_file
 
@@ -401,10 +402,8 @@ def test_a_complete_racing_another_waits_for_it_then_finds_the_upload_gone(
         first = pool.submit(complete)
         assert holding.wait(30)
         second = pool.submit(complete)
-        deadline = time.monotonic() + 30
-        while locks.users(data["uploadId"]) < 2:  # the second waits for the first
-            assert time.monotonic() < deadline, "the second Complete never reached the upload's lock"
-            time.sleep(0.01)
+        # The second waits for the first.
+        wait_until(lambda: locks.users(data["uploadId"]) >= 2, "the second Complete never reached the upload's lock")
         release.set()
         etag = first.result()["ETag"]
         with pytest.raises(CosServiceError) as refused:
