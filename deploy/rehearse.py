@@ -34,8 +34,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy import bootstrap, stage, vod_notify
 from deploy import deploy as deployer
-from deploy import stage, vod_notify
 from devstack.health import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ REGION = "us-east-1"
 # Keys only vodlocal knows; the deploy stores them in the rehearsal stack's secret.
 VOD_KEYS = {"VOD_SECRET_ID": "AKIDrehearsalDeployOnly000000000000", "VOD_SECRET_KEY": "rehearsal-vod-secret-key"}
 START_TIMEOUT_SECONDS = 60
+REPOSITORY = "example-org/vod-upload-backend"  # whose deploy jobs the rehearsal's deploy roles trust
 WORK_DIR = ROOT / ".local" / "rehearsal"  # build directories and logs of the last `make rehearse`
 
 
@@ -66,7 +67,7 @@ def emulators(data_dir: Path) -> Iterator[dict[str, str]]:
     vod_env = {"VODLOCAL_SECRETS": f"{VOD_KEYS['VOD_SECRET_ID']}:{VOD_KEYS['VOD_SECRET_KEY']}"}
     vodlocal = start(from_args(["--port", "0", "--data-dir", str(data_dir / "vodlocal")], env=vod_env))
     try:
-        yield {
+        environ = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", ""),
             "AWS_ENDPOINT_URL": moto_url,
@@ -77,6 +78,9 @@ def emulators(data_dir: Path) -> Iterator[dict[str, str]]:
             "VOD_API_ENDPOINT": vodlocal.url,
             **VOD_KEYS,
         }
+        # What an administrator does once per stage of an account, before its first deploy.
+        bootstrap.bootstrap_all(environ, REPOSITORY)
+        yield environ
     finally:
         vodlocal.stop()
         moto.stop()

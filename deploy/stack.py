@@ -66,27 +66,37 @@ def apply(cloudformation: Any, stage: str, oidc_issuer: str, alarm_topic_arn: st
         {"ParameterKey": "OidcIssuer", "ParameterValue": oidc_issuer},
         {"ParameterKey": "AlarmTopicArn", "ParameterValue": alarm_topic_arn},
     ]
-    body = TEMPLATE.read_text()
-    if describe(cloudformation, name) is None:
-        cloudformation.create_stack(
-            StackName=name, TemplateBody=body, Parameters=parameters, OnFailure="DELETE", Tags=_tags(stage)
-        )
-        _wait(cloudformation, "stack_create_complete", name)
-        action = "created"
-    else:
-        try:
-            cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters, Tags=_tags(stage))
-        except ClientError as error:
-            if NO_UPDATES not in str(error):
-                raise
-            action = "unchanged"
-        else:
-            _wait(cloudformation, "stack_update_complete", name)
-            action = "updated"
+    action = create_or_update(cloudformation, name, TEMPLATE.read_text(), parameters, _tags(stage))
     stack = describe(cloudformation, name)
     if stack is None:
         raise StackError(f"stack {name} vanished after {action}")
     return StackResult(name, action, checked_outputs(stack, expect_user_pool=not oidc_issuer))
+
+
+def create_or_update(
+    cloudformation: Any,
+    name: str,
+    body: str,
+    parameters: list[dict[str, str]],
+    tags: list[dict[str, str]],
+    capabilities: tuple[str, ...] = (),
+) -> str:
+    """Creates the stack or updates it to `body`; "created", "updated" or "unchanged"."""
+    common: dict[str, Any] = {"StackName": name, "TemplateBody": body, "Parameters": parameters, "Tags": tags}
+    if capabilities:
+        common["Capabilities"] = list(capabilities)
+    if describe(cloudformation, name) is None:
+        cloudformation.create_stack(**common, OnFailure="DELETE")
+        _wait(cloudformation, "stack_create_complete", name)
+        return "created"
+    try:
+        cloudformation.update_stack(**common)
+    except ClientError as error:
+        if NO_UPDATES not in str(error):
+            raise
+        return "unchanged"
+    _wait(cloudformation, "stack_update_complete", name)
+    return "updated"
 
 
 def checked_outputs(stack: dict[str, Any], expect_user_pool: bool) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from chalicelib.credentials import ServiceSecrets
-from deploy import preflight, stack, vod_notify
+from deploy import bootstrap, preflight, stack, vod_notify
 from deploy.deploy import aws_factory
 from deploy.stage import fed_environment, placeholders
 
@@ -220,8 +220,12 @@ def test_the_callback_token_never_reaches_a_printed_summary() -> None:
 
 def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -> None:
     report = tmp_path / "smoke.json"
+    # As CI does before it assumes the deploy role: the Lambda package, with no AWS credentials or endpoint.
+    packaged = run("package", {"AWS_REGION": "us-east-1"}, tmp_path / "first")
+    assert packaged.returncode == 0, packaged.stdout + packaged.stderr
     first = run("deploy", emulated, tmp_path / "first", "--report", str(report))
     assert first.returncode == 0, first.stdout + first.stderr
+    assert "Reusing existing deployment package." in first.stdout  # chalice's pip ran in `package` alone
     assert "deploy: changed: stack vod-upload-dev: created" in first.stdout
     assert "deploy: changed: secret vod-upload/dev: VOD key pair stored" in first.stdout
     assert "smoke: 5 passed, 0 failed" in first.stdout
@@ -239,6 +243,21 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     functions = {f["FunctionName"]: f for f in aws(emulated, "lambda").list_functions()["Functions"]}
     scheduled = {"vod-upload-backend-dev-pull_vod_events": 60, "vod-upload-backend-dev-reconcile": 120}
     assert set(functions) == {"vod-upload-backend-dev", *scheduled}
+    # They run with the roles the stage's bootstrap stack made before any deploy (an administrator's step): the
+    # deploy made no role.
+    bootstrap_stack = aws(emulated, "cloudformation").describe_stacks(StackName=bootstrap.stack_name(STAGE))["Stacks"][
+        0
+    ]
+    made = {o["OutputKey"]: o["OutputValue"] for o in bootstrap_stack["Outputs"]}
+    assert {name: function["Role"] for name, function in functions.items()} == {
+        "vod-upload-backend-dev": made["ApiHandlerRoleArn"],
+        "vod-upload-backend-dev-pull_vod_events": made["PullVodEventsRoleArn"],
+        "vod-upload-backend-dev-reconcile": made["ReconcileRoleArn"],
+    }
+    roles = {role["Arn"] for role in aws(emulated, "iam").list_roles()["Roles"]}
+    assert {made[key] for key in ("ApiHandlerRoleArn", "PullVodEventsRoleArn", "ReconcileRoleArn")} <= roles
+    app_roles = [arn for arn in roles if ":role/vod-upload-backend-" in arn]
+    assert app_roles and all(arn.endswith("-exec") for arn in app_roles), app_roles  # none of chalice's
     env = functions["vod-upload-backend-dev"]["Environment"]["Variables"]
     for name, timeout in scheduled.items():
         assert functions[name]["Timeout"] == timeout
@@ -294,6 +313,7 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev") is None
     assert aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["TableStatus"] == "ACTIVE"
     assert not aws(emulated, "lambda").list_functions()["Functions"]
+    assert aws(emulated, "iam").get_role(RoleName=made["ApiHandlerRoleArn"].split("/")[-1])  # the bootstrap's: kept
     assert not aws(emulated, "cloudwatch").describe_alarms()["MetricAlarms"]
     assert not aws(emulated, "apigateway").get_rest_apis()["items"]
     assert vod_notify.describe(vod).upload_media_complete == "OFF"
