@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from chalicelib.credentials import ServiceSecrets
-from deploy import bootstrap, preflight, stack, vod_notify
+from deploy import bootstrap, preflight, rehearse, stack, vod_notify
 from deploy.deploy import aws_factory
 from deploy.stage import fed_environment, placeholders
 
@@ -213,6 +213,43 @@ def test_the_callback_token_never_reaches_a_printed_summary() -> None:
     config = vod_notify.wanted("https://abc.execute-api.us-east-1.amazonaws.com/api/", "s3cr3t-path-token")
     assert config.notification_url.endswith("/api/vod/events/s3cr3t-path-token")
     assert "s3cr3t" not in vod_notify.summary(config)
+
+
+# -- the administrator's bootstrap, made before any deploy ---------------------------------------------------
+
+
+def test_each_stage_is_bootstrapped_with_its_own_deploy_role_and_the_accounts_one_github_provider(
+    emulated: dict[str, str],
+) -> None:
+    """What `make bootstrap` made in the rehearsal's account for dev, then prod (deploy/rehearse.py)."""
+    iam, cloudformation = aws(emulated, "iam"), aws(emulated, "cloudformation")
+
+    def stack_of(name: str) -> dict[str, Any]:
+        found: dict[str, Any] = cloudformation.describe_stacks(StackName=bootstrap.stack_name(name))["Stacks"][0]
+        return found
+
+    def provider_parameter(name: str) -> str:
+        [value] = [
+            p["ParameterValue"] for p in stack_of(name)["Parameters"] if p["ParameterKey"] == "GitHubOidcProviderArn"
+        ]
+        return str(value)
+
+    [provider] = iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
+    # The first stage's stack made the provider; the second names it.
+    assert (provider_parameter("dev"), provider_parameter("prod")) == ("", provider["Arn"])
+    for name in ("dev", "prod"):
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack_of(name)["Outputs"]}
+        role = iam.get_role(RoleName=outputs["RoleArn"].split("/")[-1])["Role"]
+        [statement] = role["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Federated": provider["Arn"]}
+        assert statement["Condition"]["StringEquals"] == {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": f"repo:{rehearse.REPOSITORY}:environment:{name}",
+        }
+    # Run again, the stack that made the provider keeps it (naming it would make CloudFormation delete it).
+    bootstrap.apply(cloudformation, iam, "dev", rehearse.REPOSITORY)
+    assert provider_parameter("dev") == ""
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == [provider]
 
 
 # -- deploy, redeploy from a fresh checkout, destroy ---------------------------------------------------------

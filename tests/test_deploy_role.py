@@ -1,5 +1,7 @@
-"""The CI deploy role (infra/deploy-role.json): only GitHub deploy jobs of one repository can assume it,
-and it allows exactly what a deploy and a destroy do, on this app's resources.
+"""A stage's CI bootstrap (infra/deploy-role.json, one stack per stage): its deploy role can be assumed only by
+GitHub deploy jobs of the repository's environment named after the stage, and allows exactly what that
+stage's deploy and destroy do, on that stage's resources; it can make or widen no role, only pass the stage's
+functions' roles (made by the same stack) to Lambda.
 
 What a deploy does is derived, not copied, wherever a source says it:
 
@@ -17,8 +19,10 @@ What a deploy does is derived, not copied, wherever a source says it:
   of the properties the template sets (PROPERTY_ACTIONS; each must be one the schema lists).
 - The deploy script's own calls (deploy/*.py) are listed by hand in `script_needs`.
 
-Then: every needed action is allowed on the stage's real resource names, for dev and prod, and every grant
-of the role is needed by one of them.
+Then, for dev and prod, each with its own role: every needed action is allowed on the stage's real resource
+names, every grant of the role is needed, and each action the other stage's deploy needs is denied (but for
+the few IAM cannot tell apart, listed in SHARED_ACROSS_STAGES). IAM is decided by a small evaluator (Allow,
+Deny, Action/Resource wildcards, StringEquals/StringLike) over the template as CloudFormation resolves it.
 
 Last, `chalice package` for dev and prod makes a SAM template that passes cfn-lint.
 """
