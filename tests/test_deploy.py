@@ -18,6 +18,7 @@ import pytest
 
 from chalicelib.credentials import ServiceSecrets
 from deploy import bootstrap, preflight, rehearse, stack, vod_notify
+from deploy import stage as stage_module
 from deploy.deploy import aws_factory
 from deploy.stage import fed_environment, placeholders
 
@@ -96,6 +97,25 @@ def test_a_first_deploy_without_vod_keys_stops_before_changing_anything(
         "for this deploy (it stores them in the secret), or put them into the secret (README, Deploy)"
     ]
     assert "nothing was changed" in result.stderr and "Traceback" not in result.stderr
+    assert nothing_deployed(emulated)
+
+
+def test_a_stage_whose_roles_no_bootstrap_made_stops_before_changing_anything(
+    emulated: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in an account where nobody ran `make bootstrap`: the config names a role that does not exist."""
+    config = json.loads(stage_module.CONFIG.read_text())
+    function = config["stages"][STAGE]["lambda_functions"]["reconcile"]
+    function["iam_role_arn"] = function["iam_role_arn"].replace("-exec", "-unmade")
+    committed = tmp_path / "config.json"
+    committed.write_text(json.dumps(config))
+    monkeypatch.setattr(stage_module, "CONFIG", committed)
+    found = preflight.run(STAGE, emulated, aws_factory(emulated))
+    assert found.problems == [
+        "bootstrap: role vod-upload-backend-dev-reconcile-unmade of function reconcile does not exist; an "
+        "administrator makes the stage's roles first: make bootstrap STAGE=dev REPOSITORY=<owner>/<repo> "
+        "(README, From CI)"
+    ]
     assert nothing_deployed(emulated)
 
 

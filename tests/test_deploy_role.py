@@ -676,6 +676,10 @@ def script_needs(stage: str) -> list[Need]:
         ("cognito-idp:AdminInitiateAuth", n["user_pool"], "deploy/cognito.py: the smoke test user"),
         ("cognito-idp:AdminDeleteUser", n["user_pool"], "deploy/cognito.py: the smoke test user"),
     ]
+    listed += [
+        ("iam:GetRole", role, "deploy/preflight.py: the bootstrap's roles exist")
+        for role in function_roles(stage).values()
+    ]
     function = arn("lambda", f"function:{CHALICE_CONFIG['app_name']}-{stage}")
     listed.append(("lambda:GetFunctionConfiguration", function, "the deployed function's configuration"))
     return [Need(action, resource, tags_of(resource, stage), why) for action, resource, why in listed]
@@ -918,7 +922,7 @@ ESCALATING = re.compile(
 def test_the_deploy_role_can_make_or_widen_no_role_and_pass_only_its_functions_roles(stage: str) -> None:
     statements = role_statements(stage)
     iam_actions_named = {a for s in statements for a in as_list(s["Action"]) if a.lower().startswith("iam:")}
-    assert iam_actions_named == {"iam:PassRole"}, iam_actions_named
+    assert iam_actions_named == {"iam:PassRole", "iam:GetRole"}, iam_actions_named
     every_iam_action = [f"iam:{entry}" for entry in iam_actions()["iam"]["Actions"]]
     escalating = [action for action in every_iam_action if ESCALATING.fullmatch(action)]
     assert (
