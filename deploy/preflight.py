@@ -2,10 +2,11 @@
 to do; the deploy runs only when there are none.
 
 Checked: the stage and its committed config (every value a string, no placeholder left, SELF_SIGNUP true or
-false), AWS credentials and region, the stage's templates (CloudFormation's ValidateTemplate), its stacks not
-busy, the VOD key pair (in the stage's secret, or given in the environment for the first deploy) and VOD
-accepting it, VOD's events not already going to another API, and, when the stage names its own OIDC issuer,
-that issuer's JWKS and a token for the smoke test.
+false), AWS credentials and region, the roles the stage's functions run with (made by the stage's bootstrap
+stack, `make bootstrap`), the stage's templates (CloudFormation's ValidateTemplate), its stacks not busy,
+the VOD key pair (in the stage's secret, or given in the environment for the first deploy) and VOD accepting
+it, VOD's events not already going to another API, and, when the stage names its own OIDC issuer, that
+issuer's JWKS and a token for the smoke test.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def run(stage: str, environ: Mapping[str, str], aws: Any) -> Findings:
         found.problems.append(f"ALARM_TOPIC_ARN: {topic!r} is not an SNS topic ARN (arn:aws:sns:…)")
     if not _aws_identity(found, aws):
         return found  # nothing else can be checked without AWS
+    _function_roles(found, stage, aws)
     _stack_state(found, stage, aws)
     _vod_keys(found, stage, environ, aws)
     issuer = stage_module.external_issuer(found.committed_env)
@@ -97,6 +99,27 @@ def _aws_identity(found: Findings, aws: Any) -> bool:
     except (ClientError, BotoCoreError) as error:
         found.problems.append(f"AWS credentials: {_first_line(error)}")
     return found.account is not None
+
+
+def _function_roles(found: Findings, stage: str, aws: Any) -> None:
+    """The roles .chalice/config.json names for the functions exist: without them `chalice deploy` would stop
+    at the first function, after the stage stack was made."""
+    settings = stage_module.with_account(stage_module.stage_config(stage), str(found.account))
+    iam = aws("iam")
+    for function, function_settings in sorted(settings.get("lambda_functions", {}).items()):
+        if "iam_role_arn" not in function_settings:
+            continue
+        role = function_settings["iam_role_arn"].rsplit("/", 1)[-1]
+        try:
+            iam.get_role(RoleName=role)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NoSuchEntity":
+                found.problems.append(f"bootstrap: role {role} cannot be read: {_first_line(error)}")
+                continue
+            found.problems.append(
+                f"bootstrap: role {role} of function {function} does not exist; an administrator makes the "
+                f"stage's roles first: make bootstrap STAGE={stage} REPOSITORY=<owner>/<repo> (README, From CI)"
+            )
 
 
 def _stack_state(found: Findings, stage: str, aws: Any) -> None:

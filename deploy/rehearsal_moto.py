@@ -7,6 +7,7 @@ that the secret and the pool are real objects the deploy and the app then read a
   - `AWS::SecretsManager::Secret`, including `GenerateSecretString` (as the template uses it);
   - `AWS::Cognito::UserPool` and `AWS::Cognito::UserPoolClient`;
   - `AWS::CloudWatch::Alarm`, on moto's CloudWatch backend (moto has the API, not the resource type);
+  - `AWS::IAM::OIDCProvider` (GitHub's, in a stage's bootstrap stack), on moto's IAM backend;
   - the table's TTL and point-in-time recovery, which moto's table model ignores;
   - an IMPORT change set adopting an existing table (moto ignores `ResourcesToImport` and would create it),
     and a `Retain` resource kept when an update removes it (moto deletes it);
@@ -32,8 +33,10 @@ from moto.cognitoidp.models import cognitoidp_backends
 from moto.core.common_models import CloudFormationModel
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.table import Table
+from moto.iam.models import iam_backends
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.server import ThreadedMotoServer
+from moto.utilities.utils import get_partition
 
 
 class CfnSecret(CloudFormationModel):
@@ -254,6 +257,40 @@ class CfnAlarm(CloudFormationModel):
         cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str
     ) -> None:
         cloudwatch_backends[account_id][region_name].delete_alarms([resource_name])
+
+
+class CfnOidcProvider(CloudFormationModel):
+    def __init__(self, arn: str) -> None:
+        self.arn = arn
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.arn  # `Ref` of a provider is its ARN
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::IAM::OIDCProvider"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""  # a provider has no name; its URL identifies it
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self.arn
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **_: Any
+    ) -> CfnOidcProvider:
+        properties = cloudformation_json["Properties"]
+        provider = iam_backends[account_id][get_partition(region_name)].create_open_id_connect_provider(
+            properties["Url"], properties.get("ThumbprintList", []), properties.get("ClientIdList", []), []
+        )
+        return cls(provider.arn)
 
 
 def _create_table_with_ttl_and_pitr(

@@ -44,8 +44,8 @@ from typing import Any
 from chalicelib.events import UploadedFile
 from chalicelib.repository import Repository
 from chalicelib.videos import Video
+from deploy import bootstrap, gateway_responses, package, stack, stage, unpacked, vod_notify
 from deploy import deploy as deployer
-from deploy import gateway_responses, package, stack, stage, unpacked, vod_notify
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -53,6 +53,7 @@ REGION = "us-east-1"
 VOD_KEYS = {"VOD_SECRET_ID": "AKIDrehearsalDeployOnly000000000000", "VOD_SECRET_KEY": "rehearsal-vod-secret-key"}
 # A VOD FileId (digits) for the video the rehearsal writes before `make destroy` and reads back after.
 REHEARSAL_FILE_ID = "5285890800000001"
+REPOSITORY = "example-org/vod-upload-backend"  # whose deploy jobs the rehearsal's deploy roles trust
 WORK_DIR = ROOT / ".local" / "rehearsal"  # build directories and logs of the last `make rehearse`
 
 
@@ -83,7 +84,7 @@ def emulators(data_dir: Path) -> Iterator[dict[str, str]]:
     vod_env = {"VODLOCAL_SECRETS": f"{VOD_KEYS['VOD_SECRET_ID']}:{VOD_KEYS['VOD_SECRET_KEY']}"}
     vodlocal = start(from_args(["--port", "0", "--data-dir", str(data_dir / "vodlocal")], env=vod_env))
     try:
-        yield {
+        environ = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", ""),
             "AWS_ENDPOINT_URL": moto_url,
@@ -94,6 +95,9 @@ def emulators(data_dir: Path) -> Iterator[dict[str, str]]:
             "VOD_API_ENDPOINT": vodlocal.url,
             **VOD_KEYS,
         }
+        # What an administrator does once per stage of an account, before its first deploy.
+        bootstrap.bootstrap_all(environ, REPOSITORY)
+        yield environ
     finally:
         vodlocal.stop()
         moto.stop()

@@ -85,7 +85,7 @@ def apply(
         {"ParameterKey": "SelfSignUp", "ParameterValue": "true" if self_signup else "false"},
         {"ParameterKey": "AlarmTopicArn", "ParameterValue": alarm_topic_arn},
     ]
-    action = _create_or_update(cloudformation, name, TEMPLATE.read_text(), parameters, stage)
+    action = create_or_update(cloudformation, name, TEMPLATE.read_text(), parameters, _tags(stage))
     stack = describe(cloudformation, name)
     if stack is None:
         raise StackError(f"stack {name} vanished after {action}")
@@ -103,10 +103,10 @@ def apply_data(cloudformation: Any, dynamodb: Any, stage: str) -> StackResult:
     if describe(cloudformation, name) is None and table_exists(dynamodb, table):
         _import_table(cloudformation, name, body, parameters, table)
         # The import may change nothing else, so the stack's tags come with an update.
-        _create_or_update(cloudformation, name, body, parameters, stage)
+        create_or_update(cloudformation, name, body, parameters, _tags(stage))
         action = f"created around the existing table {table} (imported, data kept)"
     else:
-        action = _create_or_update(cloudformation, name, body, parameters, stage)
+        action = create_or_update(cloudformation, name, body, parameters, _tags(stage))
     return StackResult(name, action, {"TableName": table})
 
 
@@ -118,23 +118,6 @@ def table_exists(dynamodb: Any, table: str) -> bool:
             return False
         raise
     return True
-
-
-def _create_or_update(cloudformation: Any, name: str, body: str, parameters: list[dict[str, str]], stage: str) -> str:
-    if describe(cloudformation, name) is None:
-        cloudformation.create_stack(
-            StackName=name, TemplateBody=body, Parameters=parameters, OnFailure="DELETE", Tags=_tags(stage)
-        )
-        _wait(cloudformation, "stack_create_complete", name)
-        return "created"
-    try:
-        cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters, Tags=_tags(stage))
-    except ClientError as error:
-        if NO_UPDATES not in str(error):
-            raise
-        return "unchanged"
-    _wait(cloudformation, "stack_update_complete", name)
-    return "updated"
 
 
 def _import_table(cloudformation: Any, name: str, body: str, parameters: list[dict[str, str]], table: str) -> None:
@@ -160,6 +143,32 @@ def _import_table(cloudformation: Any, name: str, body: str, parameters: list[di
         raise StackError(f"stack {name}: the change set importing table {table} failed: {error}") from None
     cloudformation.execute_change_set(StackName=name, ChangeSetName=change_set)
     _wait(cloudformation, "stack_import_complete", name)
+
+
+def create_or_update(
+    cloudformation: Any,
+    name: str,
+    body: str,
+    parameters: list[dict[str, str]],
+    tags: list[dict[str, str]],
+    capabilities: tuple[str, ...] = (),
+) -> str:
+    """Creates the stack or updates it to `body`; "created", "updated" or "unchanged"."""
+    common: dict[str, Any] = {"StackName": name, "TemplateBody": body, "Parameters": parameters, "Tags": tags}
+    if capabilities:
+        common["Capabilities"] = list(capabilities)
+    if describe(cloudformation, name) is None:
+        cloudformation.create_stack(**common, OnFailure="DELETE")
+        _wait(cloudformation, "stack_create_complete", name)
+        return "created"
+    try:
+        cloudformation.update_stack(**common)
+    except ClientError as error:
+        if NO_UPDATES not in str(error):
+            raise
+        return "unchanged"
+    _wait(cloudformation, "stack_update_complete", name)
+    return "updated"
 
 
 def checked_outputs(stack: dict[str, Any], expect_user_pool: bool) -> dict[str, str]:

@@ -33,6 +33,9 @@ APP_FILES = ("app.py", "requirements.txt")
 APP_PACKAGES = ("chalicelib",)
 PLACEHOLDER_MARKERS = ("REPLACE", "CHANGEME", "TODO", "<", "example.com")
 CHALICE_TIMEOUT_SECONDS = 1800
+# The functions' roles are the stage's bootstrap stack's (infra/deploy-role.json): the committed config names
+# them by ARN with the account left as this, which the deploy fills in with the account it deploys to.
+ACCOUNT_PLACEHOLDER = "${AWS::AccountId}"
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,21 @@ def fed_environment(
     return env
 
 
-def build_project(stage: str, env: Mapping[str, str], build_dir: Path) -> Path:
-    """The project `chalice deploy` runs in. Chalice's package cache (`.chalice/deployments`) survives
-    between builds; the deployment state does not: it comes only from the bucket."""
+def with_account(stage_settings: Mapping[str, Any], account: str) -> dict[str, Any]:
+    """The stage's chalice settings with `account` in each function's role ARN."""
+    functions = {
+        name: {
+            key: value.replace(ACCOUNT_PLACEHOLDER, account) if key == "iam_role_arn" else value
+            for key, value in settings.items()
+        }
+        for name, settings in stage_settings.get("lambda_functions", {}).items()
+    }
+    return {**stage_settings, "lambda_functions": functions}
+
+
+def build_project(stage: str, env: Mapping[str, str], build_dir: Path, account: str) -> Path:
+    """The project `chalice deploy` runs in, for `account`. Chalice's package cache (`.chalice/deployments`)
+    survives between builds; the deployment state does not: it comes only from the bucket."""
     project = build_dir / "project"
     chalice_dir = project / ".chalice"
     chalice_dir.mkdir(parents=True, exist_ok=True)
@@ -106,10 +121,9 @@ def build_project(stage: str, env: Mapping[str, str], build_dir: Path) -> Path:
         shutil.rmtree(project / package, ignore_errors=True)
         shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     config = json.loads(CONFIG.read_text())
-    stage_settings = {**config["stages"][stage], "environment_variables": dict(env)}
+    stage_settings = {**with_account(config["stages"][stage], account), "environment_variables": dict(env)}
     config["stages"] = {stage: stage_settings}
     (chalice_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    shutil.copy2(CONFIG.parent / stage_settings["iam_policy_file"], chalice_dir / stage_settings["iam_policy_file"])
     shutil.rmtree(chalice_dir / "deployed", ignore_errors=True)
     return project
 

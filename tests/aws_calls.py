@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 APP_SOURCES = (ROOT / "app.py", ROOT / "chalicelib")
 FAKE_ACCOUNT = "123456789012"
+REGION = "us-east-1"
+# One stage's CI bootstrap: its deploy role, and its functions' roles and their policy.
+BOOTSTRAP: dict[str, Any] = json.loads((ROOT / "infra" / "deploy-role.json").read_text())
+REPOSITORY = "example-org/vod-upload-backend"  # the bootstrap's GitHubRepository in these tests
 
 # -- recording -----------------------------------------------------------------------------------------
 
@@ -226,6 +231,50 @@ def runtime_permissions(target: StageResources) -> list[Permission]:
         Permission("logs:CreateLogStream", stream),
         Permission("logs:PutLogEvents", stream),
     ]
+
+
+# -- the bootstrap template, as CloudFormation makes it for one stage -------------------------------------
+
+
+def bootstrap_names(stage: str) -> dict[str, str]:
+    """What `${…}` and `Ref` stand for in the bootstrap stack of `stage`, in this tests' account and region."""
+    defaults = {name: spec["Default"] for name, spec in BOOTSTRAP["Parameters"].items() if "Default" in spec}
+    return {
+        **defaults,
+        "Stage": stage,
+        "GitHubRepository": REPOSITORY,
+        "AWS::Partition": "aws",
+        "AWS::Region": REGION,
+        "AWS::AccountId": FAKE_ACCOUNT,
+    }
+
+
+def resolved(value: Any, stage: str) -> Any:
+    """`value` (a policy document, or part of one) with Fn::Sub, Ref and a role's Fn::GetAtt Arn resolved."""
+    if isinstance(value, list):
+        return [resolved(item, stage) for item in value]
+    if not isinstance(value, dict):
+        return value
+    names = bootstrap_names(stage)
+    if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        return re.sub(r"\$\{([\w:]+)\}", lambda match: names[match.group(1)], value["Fn::Sub"])
+    if set(value) == {"Ref"}:
+        return names[value["Ref"]]
+    if set(value) == {"Fn::GetAtt"}:
+        logical_id, attribute = value["Fn::GetAtt"]
+        resource = BOOTSTRAP["Resources"][logical_id]
+        if resource["Type"] != "AWS::IAM::Role" or attribute != "Arn":
+            raise UnsupportedPolicy(f"Fn::GetAtt {logical_id}.{attribute} is not modelled")
+        return f"arn:aws:iam::{FAKE_ACCOUNT}:role/{resolved(resource['Properties']['RoleName'], stage)}"
+    if any(key.startswith("Fn::") for key in value):
+        raise UnsupportedPolicy(f"intrinsic function not modelled: {value!r}")
+    return {key: resolved(item, stage) for key, item in value.items()}
+
+
+def function_policy(stage: str) -> dict[str, Any]:
+    """The policy of the stage's Lambda functions' roles (the bootstrap's FunctionPolicy)."""
+    document: dict[str, Any] = resolved(BOOTSTRAP["Resources"]["FunctionPolicy"]["Properties"]["PolicyDocument"], stage)
+    return document
 
 
 # -- policy evaluation ----------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from chalicelib.credentials import ServiceSecrets
-from deploy import package, preflight, stack, unpacked, vod_notify
+from deploy import bootstrap, package, preflight, rehearse, stack, unpacked, vod_notify
+from deploy import stage as stage_module
 from deploy.deploy import aws_factory
 from deploy.stage import fed_environment, placeholders
 
@@ -98,6 +99,25 @@ def test_a_first_deploy_without_vod_keys_stops_before_changing_anything(
         "for this deploy (it stores them in the secret), or put them into the secret (README, Deploy)"
     ]
     assert "nothing was changed" in result.stderr and "Traceback" not in result.stderr
+    assert nothing_deployed(emulated)
+
+
+def test_a_stage_whose_roles_no_bootstrap_made_stops_before_changing_anything(
+    emulated: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in an account where nobody ran `make bootstrap`: the config names a role that does not exist."""
+    config = json.loads(stage_module.CONFIG.read_text())
+    function = config["stages"][STAGE]["lambda_functions"]["reconcile"]
+    function["iam_role_arn"] = function["iam_role_arn"].replace("-exec", "-unmade")
+    committed = tmp_path / "config.json"
+    committed.write_text(json.dumps(config))
+    monkeypatch.setattr(stage_module, "CONFIG", committed)
+    found = preflight.run(STAGE, emulated, aws_factory(emulated))
+    assert found.problems == [
+        "bootstrap: role vod-upload-backend-dev-reconcile-unmade of function reconcile does not exist; an "
+        "administrator makes the stage's roles first: make bootstrap STAGE=dev REPOSITORY=<owner>/<repo> "
+        "(README, From CI)"
+    ]
     assert nothing_deployed(emulated)
 
 
@@ -233,13 +253,54 @@ def test_the_callback_token_never_reaches_a_printed_summary() -> None:
     assert "s3cr3t" not in vod_notify.summary(config)
 
 
+# -- the administrator's bootstrap, made before any deploy ---------------------------------------------------
+
+
+def test_each_stage_is_bootstrapped_with_its_own_deploy_role_and_the_accounts_one_github_provider(
+    emulated: dict[str, str],
+) -> None:
+    """What `make bootstrap` made in the rehearsal's account for dev, then prod (deploy/rehearse.py)."""
+    iam, cloudformation = aws(emulated, "iam"), aws(emulated, "cloudformation")
+
+    def stack_of(name: str) -> dict[str, Any]:
+        found: dict[str, Any] = cloudformation.describe_stacks(StackName=bootstrap.stack_name(name))["Stacks"][0]
+        return found
+
+    def provider_parameter(name: str) -> str:
+        [value] = [
+            p["ParameterValue"] for p in stack_of(name)["Parameters"] if p["ParameterKey"] == "GitHubOidcProviderArn"
+        ]
+        return str(value)
+
+    [provider] = iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
+    # The first stage's stack made the provider; the second names it.
+    assert (provider_parameter("dev"), provider_parameter("prod")) == ("", provider["Arn"])
+    for name in ("dev", "prod"):
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack_of(name)["Outputs"]}
+        role = iam.get_role(RoleName=outputs["RoleArn"].split("/")[-1])["Role"]
+        [statement] = role["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Federated": provider["Arn"]}
+        assert statement["Condition"]["StringEquals"] == {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": f"repo:{rehearse.REPOSITORY}:environment:{name}",
+        }
+    # Run again, the stack that made the provider keeps it (naming it would make CloudFormation delete it).
+    bootstrap.apply(cloudformation, iam, "dev", rehearse.REPOSITORY)
+    assert provider_parameter("dev") == ""
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == [provider]
+
+
 # -- deploy, redeploy from a fresh checkout, destroy ---------------------------------------------------------
 
 
 def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -> None:
     report = tmp_path / "smoke.json"
+    # As CI does before it assumes the deploy role: the Lambda package, with no AWS credentials or endpoint.
+    packaged = run("package", {"AWS_REGION": "us-east-1"}, tmp_path / "first")
+    assert packaged.returncode == 0, packaged.stdout + packaged.stderr
     first = run("deploy", emulated, tmp_path / "first", "--report", str(report))
     assert first.returncode == 0, first.stdout + first.stderr
+    assert "Reusing existing deployment package." in first.stdout  # chalice's pip ran in `package` alone
     assert "deploy: changed: stack vod-upload-dev: created" in first.stdout
     assert "deploy: changed: secret vod-upload/dev: VOD key pair stored" in first.stdout
     assert "smoke: 5 passed, 0 failed" in first.stdout
@@ -257,6 +318,21 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     functions = {f["FunctionName"]: f for f in aws(emulated, "lambda").list_functions()["Functions"]}
     scheduled = {"vod-upload-backend-dev-pull_vod_events": 60, "vod-upload-backend-dev-reconcile": 120}
     assert set(functions) == {"vod-upload-backend-dev", *scheduled}
+    # They run with the roles the stage's bootstrap stack made before any deploy (an administrator's step): the
+    # deploy made no role.
+    bootstrap_stack = aws(emulated, "cloudformation").describe_stacks(StackName=bootstrap.stack_name(STAGE))["Stacks"][
+        0
+    ]
+    made = {o["OutputKey"]: o["OutputValue"] for o in bootstrap_stack["Outputs"]}
+    assert {name: function["Role"] for name, function in functions.items()} == {
+        "vod-upload-backend-dev": made["ApiHandlerRoleArn"],
+        "vod-upload-backend-dev-pull_vod_events": made["PullVodEventsRoleArn"],
+        "vod-upload-backend-dev-reconcile": made["ReconcileRoleArn"],
+    }
+    roles = {role["Arn"] for role in aws(emulated, "iam").list_roles()["Roles"]}
+    assert {made[key] for key in ("ApiHandlerRoleArn", "PullVodEventsRoleArn", "ReconcileRoleArn")} <= roles
+    app_roles = [arn for arn in roles if ":role/vod-upload-backend-" in arn]
+    assert app_roles and all(arn.endswith("-exec") for arn in app_roles), app_roles  # none of chalice's
     env = functions["vod-upload-backend-dev"]["Environment"]["Variables"]
     for name, timeout in scheduled.items():
         assert functions[name]["Timeout"] == timeout
@@ -321,6 +397,7 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev-data") is not None
     assert aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["TableStatus"] == "ACTIVE"
     assert not aws(emulated, "lambda").list_functions()["Functions"]
+    assert aws(emulated, "iam").get_role(RoleName=made["ApiHandlerRoleArn"].split("/")[-1])  # the bootstrap's: kept
     assert not aws(emulated, "cloudwatch").describe_alarms()["MetricAlarms"]
     assert not aws(emulated, "apigateway").get_rest_apis()["items"]
     assert vod_notify.describe(vod).upload_media_complete == "OFF"

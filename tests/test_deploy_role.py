@@ -1,5 +1,7 @@
-"""The CI deploy role (infra/deploy-role.json): only GitHub deploy jobs of one repository can assume it,
-and it allows exactly what a deploy and a destroy do, on this app's resources.
+"""A stage's CI bootstrap (infra/deploy-role.json, one stack per stage): its deploy role can be assumed only by
+GitHub deploy jobs of the repository's environment named after the stage, and allows exactly what that
+stage's deploy and destroy do, on that stage's resources; it can make or widen no role, only pass the stage's
+functions' roles (made by the same stack) to Lambda.
 
 What a deploy does is derived, not copied, wherever a source says it:
 
@@ -17,8 +19,10 @@ What a deploy does is derived, not copied, wherever a source says it:
   create/update actions of the properties the template sets (PROPERTY_ACTIONS; each must be one the schema lists).
 - The deploy script's own calls (deploy/*.py) are listed by hand in `script_needs`.
 
-Then: every needed action is allowed on the stage's real resource names, for dev and prod, and every grant
-of the role is needed by one of them.
+Then, for dev and prod, each with its own role: every needed action is allowed on the stage's real resource
+names, every grant of the role is needed, and each action the other stage's deploy needs is denied (but for
+the few IAM cannot tell apart, listed in SHARED_ACROSS_STAGES). IAM is decided by a small evaluator (Allow,
+Deny, Action/Resource wildcards, StringEquals/StringLike) over the template as CloudFormation resolves it.
 
 Last, `chalice package` for dev and prod makes a SAM template that passes cfn-lint.
 """
@@ -47,55 +51,55 @@ from chalice.cli.factory import CLIFactory
 from chalice.deploy import models
 from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
 
+from deploy.bootstrap import bootstrapped_stages
 from deploy.stack import stack_name
-from deploy.stage import state_key
-from tests.aws_calls import FAKE_ACCOUNT, action_matches, resource_matches
+from deploy.stage import ACCOUNT_PLACEHOLDER, state_key, with_account
+from tests.aws_calls import (
+    BOOTSTRAP,
+    FAKE_ACCOUNT,
+    REGION,
+    REPOSITORY,
+    action_matches,
+    bootstrap_names,
+    resolved,
+    resource_matches,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "deploy-role.json").read_text())
+TEMPLATE = BOOTSTRAP
 STAGE_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "stage.json").read_text())
 DATA_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "data.json").read_text())
 CHALICE_CONFIG: dict[str, Any] = json.loads((ROOT / ".chalice" / "config.json").read_text())
 CHALICE_SOURCE = Path(chalice.__file__).parent
 CFN_LINT_DATA = Path(cfnlint.__file__).parent / "data"
 
-REGION = "us-east-1"
-STAGES = ("dev", "prod")
+STAGES = tuple(bootstrapped_stages())
 # The app's scheduled functions and their rates (app.py).
 SCHEDULES = {"pull_vod_events": "rate(1 minute)", "reconcile": "rate(1 hour)"}
-REPOSITORY = "example-org/vod-upload-backend"
-PARAMETERS = {
-    **{name: spec.get("Default") for name, spec in TEMPLATE["Parameters"].items()},
-    "GitHubRepository": REPOSITORY,
-}
-PSEUDO_PARAMETERS = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": FAKE_ACCOUNT}
+PARAMETERS = bootstrap_names("any")  # the names that do not depend on the stage
 GITHUB = "token.actions.githubusercontent.com"
 
 ROLE = TEMPLATE["Resources"]["DeployRole"]
-
-
-def resolve(value: Any) -> str:
-    """A policy string as IAM sees it, with this test's parameters and account."""
-    if isinstance(value, str):
-        return value
-    if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-        names = {**PARAMETERS, **PSEUDO_PARAMETERS}
-        return re.sub(r"\$\{([\w:]+)\}", lambda match: str(names[match.group(1)]), value["Fn::Sub"])
-    if set(value) == {"Ref"} and value["Ref"] in PARAMETERS:
-        return str(PARAMETERS[value["Ref"]])
-    raise AssertionError(f"not modelled in a policy: {value!r}")
+# The functions' execution roles (chalice's config key of the function -> the role's logical id).
+FUNCTION_ROLES = {"api_handler": "ApiHandlerRole", "pull_vod_events": "PullVodEventsRole", "reconcile": "ReconcileRole"}
 
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def role_statements() -> list[dict[str, Any]]:
+def role_statements(stage: str) -> list[dict[str, Any]]:
+    """The deploy role's policy in `stage`'s bootstrap stack, its names resolved."""
     [policy] = ROLE["Properties"]["Policies"]
-    document = policy["PolicyDocument"]
+    document = resolved(policy["PolicyDocument"], stage)
     assert document["Version"] == "2012-10-17"
     statements: list[dict[str, Any]] = document["Statement"]
     return statements
+
+
+def function_role_arn(stage: str, function: str) -> str:
+    arn: str = resolved({"Fn::GetAtt": [FUNCTION_ROLES[function], "Arn"]}, stage)
+    return arn
 
 
 # -- what IAM would decide ------------------------------------------------------------------------------
@@ -114,6 +118,7 @@ def _like(pattern: str, value: str) -> bool:
 
 
 def _conditions_hold(statement: Mapping[str, Any], need: Need) -> bool:
+    """StringEquals / StringLike, every key of every operator must hold; a key the request lacks fails."""
     context = dict(need.context)
     for operator, block in statement.get("Condition", {}).items():
         if operator not in ("StringEquals", "StringLike"):
@@ -121,7 +126,7 @@ def _conditions_hold(statement: Mapping[str, Any], need: Need) -> bool:
         for key, expected in block.items():
             if key not in context:
                 return False
-            patterns = [resolve(item) for item in as_list(expected)]
+            patterns = as_list(expected)
             if operator == "StringEquals" and context[key] not in patterns:
                 return False
             if operator == "StringLike" and not any(_like(pattern, context[key]) for pattern in patterns):
@@ -129,18 +134,21 @@ def _conditions_hold(statement: Mapping[str, Any], need: Need) -> bool:
     return True
 
 
-def statement_allows(statement: Mapping[str, Any], need: Need) -> bool:
-    if statement["Effect"] != "Allow" or {"NotAction", "NotResource", "NotPrincipal"} & set(statement):
-        raise AssertionError(f"statement {statement.get('Sid')}: only Allow + Action + Resource is modelled")
+def statement_applies(statement: Mapping[str, Any], need: Need) -> bool:
+    """Whether the (resolved) statement covers the request, whatever its effect."""
+    if statement["Effect"] not in ("Allow", "Deny") or {"NotAction", "NotResource", "NotPrincipal"} & set(statement):
+        raise AssertionError(f"statement {statement.get('Sid')}: only Allow/Deny + Action + Resource is modelled")
     return (
         any(action_matches(action, need.action) for action in as_list(statement["Action"]))
-        and any(resource_matches(resolve(resource), need.resource) for resource in as_list(statement["Resource"]))
+        and any(resource_matches(resource, need.resource) for resource in as_list(statement["Resource"]))
         and _conditions_hold(statement, need)
     )
 
 
-def allowed(need: Need, statements: Iterable[Mapping[str, Any]] | None = None) -> bool:
-    return any(statement_allows(statement, need) for statement in statements or role_statements())
+def allowed(need: Need, statements: Iterable[Mapping[str, Any]]) -> bool:
+    """IAM's decision within one identity policy: an explicit Deny wins, else an Allow allows, else denied."""
+    applying = [statement["Effect"] for statement in statements if statement_applies(statement, need)]
+    return "Allow" in applying and "Deny" not in applying
 
 
 # -- IAM's own data (shipped with cfn-lint) -------------------------------------------------------------
@@ -194,6 +202,13 @@ def alarm_arn(resource: Mapping[str, Any], stage: str) -> str:
     """The alarm's ARN: its AlarmName is `${AppName}-${Stage}-<what>`."""
     name = resource["Properties"]["AlarmName"]["Fn::Sub"].replace("${AppName}", PARAMETERS["AppName"])
     return arn("cloudwatch", f"alarm:{name.replace('${Stage}', stage)}")
+
+
+def function_roles(stage: str) -> dict[str, str]:
+    """Each function's role ARN as the deploy gives it to chalice (this tests' account filled in)."""
+    functions = [r for r in chalice_resources(stage) if isinstance(r, models.LambdaFunction)]
+    assert all(isinstance(f.role, models.PreCreatedIAMRole) for f in functions), "chalice would make a role"
+    return {f.function_name: f.role.role_arn.replace(ACCOUNT_PLACEHOLDER, FAKE_ACCOUNT) for f in functions}  # type: ignore[union-attr]
 
 
 STACK_TAG = "aws:ResourceTag/aws:cloudformation:stack-name"
@@ -363,7 +378,9 @@ def chalice_entry_points(stage: str) -> dict[str, str]:
             entries.setdefault(method, where)
 
     use(direct_client_calls(remote["resource_deployed_values"]), "RemoteState.resource_deployed_values")
-    use(direct_client_calls(remote["_dynamically_lookup_values"]), "RemoteState._dynamically_lookup_values")
+    if any(isinstance(resource, models.ManagedIAMRole) for resource in chalice_resources(stage)):
+        # It looks up a role chalice manages, and nothing else.
+        use(direct_client_calls(remote["_dynamically_lookup_values"]), "RemoteState._dynamically_lookup_values")
     use(direct_client_calls(executor["_do_builtinfunction"]), "Executor._do_builtinfunction")
     unknown = "this analysis does not know that resource type"
     for resource in chalice_resources(stage):
@@ -466,7 +483,7 @@ def operation_of(call: ClientCall) -> Any:
 
 def chalice_needs(stage: str) -> list[Need]:
     resources = chalice_resources(stage)
-    roles = [r.role_name for r in resources if isinstance(r, models.ManagedIAMRole)]
+    roles = sorted(set(function_roles(stage).values()))
     functions = [r.function_name for r in resources if isinstance(r, models.LambdaFunction)]
     rules = [r.rule_name for r in resources if isinstance(r, models.CloudWatchEventBase)]
     assert roles and functions
@@ -477,8 +494,7 @@ def chalice_needs(stage: str) -> list[Need]:
         if call.service == "lambda":
             needs += [Need(f"lambda:{operation.name}", arn("lambda", f"function:{f}"), why=why) for f in functions]
         elif call.service == "iam":
-            assert "Role" in operation.name, f"{why}: not an operation on a role"
-            needs += [Need(f"iam:{operation.name}", arn("iam", f"role/{r}", region=False), why=why) for r in roles]
+            raise AssertionError(f"{why}: chalice manages a role; the functions' roles are the bootstrap's")
         elif call.service == "events":
             # Rules on the default event bus: chalice names no EventBusName.
             assert "rule-on-default-event-bus" in resource_types(f"events:{operation.name}"), why
@@ -498,7 +514,7 @@ def chalice_needs(stage: str) -> list[Need]:
     if actions & {"lambda:CreateFunction", "lambda:UpdateFunctionConfiguration"}:
         passed = (("iam:PassedToService", "lambda.amazonaws.com"),)
         why = "Lambda: the function's role is passed to it"
-        needs += [Need("iam:PassRole", arn("iam", f"role/{r}", region=False), passed, why) for r in roles]
+        needs += [Need("iam:PassRole", role, passed, why) for role in roles]
     if "lambda:CreateFunction" in actions:
         assert all(r.tags for r in resources if isinstance(r, models.LambdaFunction))
         why = "Lambda: CreateFunction with Tags"
@@ -666,6 +682,10 @@ def script_needs(stage: str) -> list[Need]:
         ("cognito-idp:AdminInitiateAuth", n["user_pool"], "deploy/cognito.py: the smoke test user"),
         ("cognito-idp:AdminDeleteUser", n["user_pool"], "deploy/cognito.py: the smoke test user"),
     ]
+    listed += [
+        ("iam:GetRole", role, "deploy/preflight.py: the bootstrap's roles exist")
+        for role in function_roles(stage).values()
+    ]
     function = arn("lambda", f"function:{CHALICE_CONFIG['app_name']}-{stage}")
     listed.append(("lambda:GetFunctionConfiguration", function, "the deployed function's configuration"))
     return [Need(action, resource, tags_of(resource, stage), why) for action, resource, why in listed]
@@ -678,28 +698,57 @@ def all_needs(stage: str) -> list[Need]:
 # -- the trust policy --------------------------------------------------------------------------------------
 
 
-def test_only_github_deploy_jobs_of_the_repository_can_assume_the_role() -> None:
+def may_assume(stage: str, sub: str, aud: str = "sts.amazonaws.com") -> bool:
+    """Whether GitHub's token with these claims gets `stage`'s deploy role."""
+    [statement] = ROLE["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    condition = {"Condition": resolved(statement["Condition"], stage)}  # the principal is checked above
+    token = Need("sts:AssumeRoleWithWebIdentity", "*", ((f"{GITHUB}:aud", aud), (f"{GITHUB}:sub", sub)))
+    return _conditions_hold(condition, token)
+
+
+def test_the_deploy_role_trusts_one_exact_subject_through_githubs_provider() -> None:
     [statement] = ROLE["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert statement["Effect"] == "Allow"
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert statement["Principal"] == {
         "Federated": {"Fn::If": ["MakeOidcProvider", {"Ref": "GitHubOidcProvider"}, {"Ref": "GitHubOidcProviderArn"}]}
     }
+    # StringEquals only: no wildcard reaches another environment, branch or repository.
     assert statement["Condition"] == {
-        "StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com"},
-        "StringLike": {f"{GITHUB}:sub": {"Fn::Sub": "repo:${GitHubRepository}:environment:*"}},
+        "StringEquals": {
+            f"{GITHUB}:aud": "sts.amazonaws.com",
+            f"{GITHUB}:sub": {"Fn::Sub": "repo:${GitHubRepository}:environment:${Stage}"},
+        }
     }
 
-    def may_assume(sub: str, aud: str = "sts.amazonaws.com") -> bool:
-        token = Need("sts:AssumeRoleWithWebIdentity", "*", ((f"{GITHUB}:aud", aud), (f"{GITHUB}:sub", sub)))
-        return _conditions_hold(statement, token)
 
-    assert may_assume(f"repo:{REPOSITORY}:environment:prod")
-    assert may_assume(f"repo:{REPOSITORY}:environment:dev")
-    assert not may_assume(f"repo:{REPOSITORY}:ref:refs/heads/main")  # a job outside any environment
-    assert not may_assume(f"repo:{REPOSITORY}:pull_request")
-    assert not may_assume("repo:someone-else/fork:environment:prod")
-    assert not may_assume(f"repo:{REPOSITORY}:environment:prod", aud="https://github.com/example-org")
+@pytest.mark.parametrize("stage", STAGES)
+def test_only_the_deploy_jobs_of_the_stages_environment_can_assume_its_role(stage: str) -> None:
+    assert may_assume(stage, f"repo:{REPOSITORY}:environment:{stage}")
+    for other in STAGES:
+        if other != stage:
+            assert not may_assume(stage, f"repo:{REPOSITORY}:environment:{other}")
+    for sub in (
+        f"repo:{REPOSITORY}:environment:{stage}-copy",  # a new environment, made unprotected by naming it
+        f"repo:{REPOSITORY}:environment:{stage.upper()}",
+        f"repo:{REPOSITORY}:environment:*",
+        f"repo:{REPOSITORY}:ref:refs/heads/main",  # a job outside any environment
+        f"repo:{REPOSITORY}:ref:refs/heads/{stage}",
+        f"repo:{REPOSITORY}:ref:refs/tags/v1.0.0",
+        f"repo:{REPOSITORY}:pull_request",
+        f"repo:someone-else/fork:environment:{stage}",
+        f"repo:{REPOSITORY}-fork:environment:{stage}",
+    ):
+        assert not may_assume(stage, sub), sub
+    assert not may_assume(stage, f"repo:{REPOSITORY}:environment:{stage}", aud="https://github.com/example-org")
+
+
+def test_the_repository_may_be_named_with_immutable_subject_claims() -> None:
+    pattern = TEMPLATE["Parameters"]["GitHubRepository"]["AllowedPattern"]
+    assert re.fullmatch(pattern, REPOSITORY)
+    assert re.fullmatch(pattern, "example-org@1234/vod-upload-backend@5678")
+    assert not re.fullmatch(pattern, "example-org/*")
+    assert not re.fullmatch(pattern, "example-org/vod:environment:prod")
 
 
 def test_the_oidc_provider_is_github_and_is_made_only_when_none_is_named() -> None:
@@ -711,26 +760,57 @@ def test_the_oidc_provider_is_github_and_is_made_only_when_none_is_named() -> No
     assert TEMPLATE["Parameters"]["GitHubOidcProviderArn"]["Default"] == ""
 
 
-def test_the_template_makes_no_user_and_no_key() -> None:
-    kinds = {resource["Type"] for resource in TEMPLATE["Resources"].values()}
-    assert kinds == {"AWS::IAM::Role", "AWS::IAM::OIDCProvider"}
-    assert set(TEMPLATE["Outputs"]) == {"RoleArn"}
+def test_the_template_makes_roles_and_their_policy_and_no_user_and_no_key() -> None:
+    kinds = {logical_id: resource["Type"] for logical_id, resource in TEMPLATE["Resources"].items()}
+    roles = {logical_id for logical_id, kind in kinds.items() if kind == "AWS::IAM::Role"}
+    assert roles == {"DeployRole", *FUNCTION_ROLES.values()}
+    assert set(kinds.values()) == {"AWS::IAM::Role", "AWS::IAM::OIDCProvider", "AWS::IAM::ManagedPolicy"}
     assert TEMPLATE["Outputs"]["RoleArn"]["Value"] == {"Fn::GetAtt": ["DeployRole", "Arn"]}
 
 
 def test_the_names_default_to_the_ones_the_stage_stack_and_chalice_use() -> None:
     assert PARAMETERS["AppName"] == STAGE_TEMPLATE["Parameters"]["AppName"]["Default"]
-    assert (
-        TEMPLATE["Parameters"]["AppName"]["AllowedPattern"] == STAGE_TEMPLATE["Parameters"]["AppName"]["AllowedPattern"]
-    )
+    for name in ("AppName", "Stage"):
+        assert TEMPLATE["Parameters"][name]["AllowedPattern"] == STAGE_TEMPLATE["Parameters"][name]["AllowedPattern"]
     assert PARAMETERS["ChaliceAppName"] == CHALICE_CONFIG["app_name"]
+
+
+# -- the functions' roles ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_function_runs_with_its_bootstrap_role_and_chalice_makes_none(stage: str) -> None:
+    app = f"{CHALICE_CONFIG['app_name']}-{stage}"
+    names = {"api_handler": app, **{handler: f"{app}-{handler}" for handler in SCHEDULES}}
+    assert set(names) == set(FUNCTION_ROLES)
+    assert function_roles(stage) == {name: function_role_arn(stage, key) for key, name in names.items()}
+    settings = CHALICE_CONFIG["stages"][stage]
+    assert "iam_policy_file" not in settings and "iam_role_arn" not in settings
+    for key in names:
+        assert settings["lambda_functions"][key]["manage_iam_role"] is False
+        # The deploy fills in the account it deploys to; the committed config holds none.
+        assert with_account(settings, FAKE_ACCOUNT)["lambda_functions"][key]["iam_role_arn"] == function_role_arn(
+            stage, key
+        )
+
+
+def test_the_function_roles_trust_lambda_alone_and_share_the_function_policy() -> None:
+    for logical_id in FUNCTION_ROLES.values():
+        properties = TEMPLATE["Resources"][logical_id]["Properties"]
+        assert properties["AssumeRolePolicyDocument"]["Statement"] == [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+        assert set(properties) == {"RoleName", "Description", "AssumeRolePolicyDocument"}  # no other policy
+    policy = TEMPLATE["Resources"]["FunctionPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": logical_id} for logical_id in FUNCTION_ROLES.values()]
+    # tests/test_iam_policy.py proves this policy against what the app's code sends.
 
 
 # -- the permissions ---------------------------------------------------------------------------------------
 
 
 def test_no_statement_grants_every_action_or_a_whole_service() -> None:
-    for statement in role_statements():
+    for statement in role_statements("dev"):
         assert statement["Effect"] == "Allow" and "Action" in statement and "Resource" in statement
         assert not {"NotAction", "NotResource"} & set(statement)
         for action in as_list(statement["Action"]):
@@ -747,107 +827,209 @@ UNNAMEABLE = {
 }
 
 
-def test_every_resource_is_named_after_the_app_wherever_iam_allows_it() -> None:
-    for statement in role_statements():
+def test_every_resource_is_named_after_the_app_and_the_stage_wherever_iam_allows_it() -> None:
+    [policy] = ROLE["Properties"]["Policies"]
+    for statement in policy["PolicyDocument"]["Statement"]:
         for resource in as_list(statement["Resource"]):
             if resource == "*":
                 named = {action: resource_types(action) for action in as_list(statement["Action"])}
                 assert not any(named.values()), f"{statement['Sid']}: these could be named: {named}"
                 continue
+            if "Fn::GetAtt" in resource:  # one of this stack's roles
+                assert resource["Fn::GetAtt"][0] in FUNCTION_ROLES.values(), f"{statement['Sid']}: {resource}"
+                continue
             assert set(resource) == {"Fn::Sub"}, f"{statement['Sid']}: {resource}"
             pattern: str = resource["Fn::Sub"]
             assert pattern.startswith("arn:${AWS::Partition}:"), pattern
-            service = resolve(resource).split(":")[2]
-            if service not in ("s3", "iam", "apigateway"):
+            service = resolved(resource, "dev").split(":")[2]
+            if service not in ("s3", "apigateway"):
                 assert f":{service}:${{AWS::Region}}:${{AWS::AccountId}}:" in pattern, pattern
             if pattern not in UNNAMEABLE:
-                assert re.search(r"\$\{(AppName|ChaliceAppName)\}", pattern), f"{statement['Sid']}: {pattern}"
+                assert re.search(r"\$\{(AppName|ChaliceAppName)\}[-/]\$\{Stage\}", pattern), (
+                    f"{statement['Sid']}: {pattern}"
+                )
             elif service == "cognito-idp":
-                # Not by name, then by the stack that made the pool.
-                condition = {"StringLike": {STACK_TAG: {"Fn::Sub": "${AppName}-*"}}}
+                # Not by name, then by the stack that made the pool: this stage's.
+                condition = {"StringEquals": {STACK_TAG: {"Fn::Sub": "${AppName}-${Stage}"}}}
                 assert statement.get("Condition") == condition, statement["Sid"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_role_allows_everything_a_deploy_and_a_destroy_do(stage: str) -> None:
-    denied = [f"{need.action} on {need.resource} ({need.why})" for need in all_needs(stage) if not allowed(need)]
+    statements = role_statements(stage)
+    denied = [f"{n.action} on {n.resource} ({n.why})" for n in all_needs(stage) if not allowed(n, statements)]
     assert not denied, "\n".join(denied)
 
 
-def test_every_grant_of_the_role_is_needed() -> None:
-    needs = [need for stage in STAGES for need in all_needs(stage)]
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_grant_of_the_role_is_needed(stage: str) -> None:
+    needs = all_needs(stage)
     unused = []
-    for statement in role_statements():
+    for statement in role_statements(stage):
         for action in as_list(statement["Action"]):
             for resource in as_list(statement["Resource"]):
                 narrowed = {**statement, "Action": action, "Resource": resource}
-                if not any(statement_allows(narrowed, need) for need in needs):
-                    unused.append(f"{statement['Sid']}: {action} on {resolve(resource)}")
+                if not any(statement_applies(narrowed, need) for need in needs):
+                    unused.append(f"{statement['Sid']}: {action} on {resource}")
     assert not unused, "granted but needed by nothing:\n" + "\n".join(unused)
 
 
-def test_removing_any_granted_action_denies_something_a_deploy_needs() -> None:
-    needs = [need for stage in STAGES for need in all_needs(stage)]
-    for statement in role_statements():
+@pytest.mark.parametrize("stage", STAGES)
+def test_removing_any_granted_action_denies_something_a_deploy_needs(stage: str) -> None:
+    needs, statements = all_needs(stage), role_statements(stage)
+    for statement in statements:
         for action in as_list(statement["Action"]):
             others = [
                 {**s, "Action": [a for a in as_list(s["Action"]) if a != action]}
-                for s in role_statements()
+                for s in statements
                 if [a for a in as_list(s["Action"]) if a != action]
             ]
             assert any(not allowed(need, others) for need in needs), f"{action} is granted but never needed"
 
 
+# What one stage's role may also do of another's deploy, because IAM cannot tell the stages apart there:
+# actions that take no resource (they make something new, or read nothing of a stage), and API Gateway's
+# control plane (REST API ids are random and chalice gives every stage's API the app's name). The second
+# is the one way left from the dev role to prod in a shared account: keep prod in an account of its own.
+SHARED_ACROSS_STAGES = {
+    "cloudformation:ValidateTemplate": "no resource: checks a template",
+    "secretsmanager:GetRandomPassword": "no resource: returns random characters",
+    "cognito-idp:CreateUserPool": "no resource: makes a new, empty pool",
+    "apigateway:GET": "/restapis/*",
+    "apigateway:POST": "/restapis, /restapis/*/deployments",
+    "apigateway:PUT": "/restapis/*",
+    "apigateway:PATCH": "/restapis/*",
+    "apigateway:DELETE": "/restapis/*",
+}
+
+
+@pytest.mark.parametrize(("stage", "other"), [(s, o) for s in STAGES for o in STAGES if s != o])
+def test_a_stage_role_is_denied_everything_another_stages_deploy_does(stage: str, other: str) -> None:
+    """Each call of `other`'s deploy and destroy, on `other`'s resources, is refused to `stage`'s role, but
+    for the listed ones IAM cannot tell apart."""
+    statements = role_statements(stage)
+    reached = [need for need in all_needs(other) if allowed(need, statements)]
+    unexpected = [f"{n.action} on {n.resource} ({n.why})" for n in reached if n.action not in SHARED_ACROSS_STAGES]
+    assert not unexpected, f"{stage}'s role reaches {other}'s resources:\n" + "\n".join(unexpected)
+    assert {need.action for need in reached} == set(SHARED_ACROSS_STAGES)
+    changing = {"Create", "Update", "Delete", "Put", "Tag", "Untag", "Admin", "Set", "Add", "Remove"}
+    assert any(word in need.action for need in all_needs(other) for word in changing)  # the check has teeth
+
+
+# Every IAM action that makes or widens a role, a user or a policy, or removes a limit on them.
+ESCALATING = re.compile(
+    r"iam:(Create|Put|Attach|Update|Add|Set|Upload|Tag|Untag|Delete\w*Boundary|Delete\w*Policy|Detach|PassRole"
+    r"|ChangePassword|ResetServiceSpecificCredential|EnableMFADevice)\w*",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_deploy_role_can_make_or_widen_no_role_and_pass_only_its_functions_roles(stage: str) -> None:
+    statements = role_statements(stage)
+    iam_actions_named = {a for s in statements for a in as_list(s["Action"]) if a.lower().startswith("iam:")}
+    assert iam_actions_named == {"iam:PassRole", "iam:GetRole"}, iam_actions_named
+    every_iam_action = [f"iam:{entry}" for entry in iam_actions()["iam"]["Actions"]]
+    escalating = [action for action in every_iam_action if ESCALATING.fullmatch(action)]
+    assert (
+        len(escalating) > 40 and "iam:createpolicyversion" in escalating and "iam:updateassumerolepolicy" in escalating
+    )
+    own_roles = [function_role_arn(stage, key) for key in FUNCTION_ROLES]
+    targets = [
+        *own_roles,
+        arn("iam", f"role/{CHALICE_CONFIG['app_name']}-{stage}-attacker", region=False),
+        arn("iam", "role/OrganizationAccountAccessRole", region=False),
+        arn("iam", f"policy/{PARAMETERS['AppName']}-{stage}-boundary", region=False),
+        arn("iam", "user/anyone", region=False),
+        "*",
+    ]
+    lambda_ = (("iam:PassedToService", "lambda.amazonaws.com"),)
+    granted = [
+        (action, target)
+        for action in escalating
+        for target in targets
+        for context in ((), lambda_)
+        if allowed(Need(action, target, context), statements)
+    ]
+    # PassRole (IAM's list spells it in lower case), to Lambda alone, of the stage's own function roles alone.
+    assert sorted(granted) == sorted(("iam:passrole", role) for role in own_roles)
+    for role in own_roles:
+        for service in ("ec2.amazonaws.com", "cloudformation.amazonaws.com", "events.amazonaws.com"):
+            assert not allowed(Need("iam:PassRole", role, (("iam:PassedToService", service),)), statements)
+
+
 @pytest.mark.parametrize(
     ("action", "resource", "context"),
     [
-        ("lambda:UpdateFunctionCode", arn("lambda", "function:another-app-prod"), ()),
-        ("iam:PutRolePolicy", arn("iam", "role/OrganizationAccountAccessRole", region=False), ()),
-        ("iam:PassRole", arn("iam", "role/vod-upload-backend-dev", region=False), ()),
+        ("lambda:UpdateFunctionCode", arn("lambda", "function:another-app-dev"), ()),
+        ("lambda:UpdateFunctionCode", arn("lambda", "function:vod-upload-backend-devx"), ()),
+        ("iam:PutRolePolicy", arn("iam", "role/vod-upload-backend-dev-api_handler-exec", region=False), ()),
+        ("iam:CreateRole", arn("iam", "role/vod-upload-backend-dev-x", region=False), ()),
+        ("iam:PassRole", arn("iam", "role/vod-upload-backend-dev-api_handler", region=False), ()),  # chalice's
         (
             "iam:PassRole",
-            arn("iam", "role/vod-upload-backend-dev", region=False),
-            (("iam:PassedToService", "ec2.amazonaws.com"),),
+            arn("iam", "role/vod-upload-backend-dev-api_handler", region=False),
+            (("iam:PassedToService", "lambda.amazonaws.com"),),
         ),
         ("iam:CreateUser", arn("iam", "user/vod-upload-backend-x", region=False), ()),
-        ("dynamodb:DeleteTable", arn("dynamodb", "table/vod-upload-prod"), ()),  # retained, never deleted
-        ("dynamodb:Scan", arn("dynamodb", "table/vod-upload-prod"), ()),  # no reading user data
+        ("dynamodb:DeleteTable", arn("dynamodb", "table/vod-upload-dev"), ()),  # retained, never deleted
+        ("dynamodb:Scan", arn("dynamodb", "table/vod-upload-dev"), ()),  # no reading user data
         ("dynamodb:CreateTable", arn("dynamodb", "table/billing"), ()),
-        ("secretsmanager:GetSecretValue", arn("secretsmanager", "secret:another-app/prod-Ab12Cd"), ()),
+        ("secretsmanager:GetSecretValue", arn("secretsmanager", "secret:another-app/dev-Ab12Cd"), ()),
+        ("secretsmanager:GetSecretValue", arn("secretsmanager", "secret:vod-upload/dev-extra-Ab12Cd"), ()),
         ("s3:GetObject", arn("s3", "company-backups/db.dump", region=False, account=False), ()),
-        ("s3:PutBucketPolicy", arn("s3", "vod-upload-prod-statebucket-1a2b3c", region=False, account=False), ()),
+        ("s3:PutBucketPolicy", arn("s3", "vod-upload-dev-statebucket-1a2b3c", region=False, account=False), ()),
         ("cloudformation:DeleteStack", arn("cloudformation", "stack/network/0f1e2d3c"), ()),
+        ("cloudformation:UpdateStack", arn("cloudformation", "stack/vod-upload-bootstrap-dev/0f1e2d3c"), ()),
         ("cognito-idp:AdminGetUser", arn("cognito-idp", "userpool/us-east-1_AbCdEf123"), ()),
         # Another app's pool: the role must not be able to sign in as its users.
         (
             "cognito-idp:AdminSetUserPassword",
             arn("cognito-idp", "userpool/us-east-1_Other"),
-            ((STACK_TAG, "crm-prod"),),
+            ((STACK_TAG, "crm-dev"),),
         ),
         ("cognito-idp:AdminInitiateAuth", arn("cognito-idp", "userpool/us-east-1_Other"), ()),
-        ("cognito-idp:DeleteUserPool", arn("cognito-idp", "userpool/us-east-1_Other"), ((STACK_TAG, "crm-prod"),)),
+        (
+            "cognito-idp:DeleteUserPool",
+            arn("cognito-idp", "userpool/us-east-1_Other"),
+            ((STACK_TAG, "vod-upload-devx"),),
+        ),
         ("apigateway:POST", arn("apigateway", "/domainnames", account=False), ()),
         ("events:PutTargets", arn("events", "rule/billing-nightly"), ()),
-        ("events:PutRule", arn("events", "rule/another-app-prod-cron"), ()),
+        ("events:PutRule", arn("events", "rule/another-app-dev-cron"), ()),
         ("events:DeleteRule", arn("events", "rule/AutoScalingManagedRule"), ()),
         ("events:PutEvents", arn("events", "event-bus/default"), ()),
-        ("lambda:AddPermission", arn("lambda", "function:another-app-prod"), ()),
+        ("lambda:AddPermission", arn("lambda", "function:another-app-dev"), ()),
         ("apigateway:PATCH", arn("apigateway", "/account", account=False), ()),
         ("kms:Decrypt", "*", ()),
         ("sts:AssumeRole", "*", ()),
     ],
 )
-def test_the_role_reaches_nothing_else(action: str, resource: str, context: tuple[tuple[str, str], ...]) -> None:
-    assert not allowed(Need(action, resource, context))
+def test_the_dev_role_reaches_nothing_else(action: str, resource: str, context: tuple[tuple[str, str], ...]) -> None:
+    assert not allowed(Need(action, resource, context), role_statements("dev"))
 
 
-def test_the_inline_policy_fits_iams_limit() -> None:
+def test_the_evaluator_lets_a_deny_win_and_needs_every_condition() -> None:
+    table = arn("dynamodb", "table/t")
+    allow = {"Effect": "Allow", "Action": "dynamodb:*", "Resource": table}
+    deny = {"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"}
+    assert allowed(Need("dynamodb:DeleteTable", table), [allow])
+    assert not allowed(Need("dynamodb:DeleteTable", table), [allow, deny])
+    assert allowed(Need("dynamodb:UpdateTable", table), [allow, deny])
+    assert not allowed(Need("dynamodb:UpdateTable", table), [deny])
+    both = {**allow, "Condition": {"StringEquals": {"k": "v"}, "StringLike": {"l": "a*"}}}
+    assert allowed(Need("dynamodb:UpdateTable", table, (("k", "v"), ("l", "abc"))), [both])
+    assert not allowed(Need("dynamodb:UpdateTable", table, (("k", "v"),)), [both])  # a key the request lacks
+    assert not allowed(Need("dynamodb:UpdateTable", table, (("k", "v"), ("l", "b"))), [both])
+    with pytest.raises(AssertionError, match="not modelled"):
+        allowed(Need("dynamodb:UpdateTable", table), [{**allow, "Condition": {"StringNotEquals": {"k": "v"}}}])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_inline_policy_fits_iams_limit(stage: str) -> None:
     # A role's inline policies may hold 10,240 characters in all, whitespace not counted.
-    statements = [
-        {**s, "Resource": [resolve(r) for r in as_list(s["Resource"])], "Condition": s.get("Condition", {})}
-        for s in role_statements()
-    ]
-    size = len(re.sub(r"\s", "", json.dumps({"Version": "2012-10-17", "Statement": statements})))
+    document = {"Version": "2012-10-17", "Statement": role_statements(stage)}
+    size = len(re.sub(r"\s", "", json.dumps(document)))
     assert size < 10_240, f"{size} characters: move statements into a managed policy before IAM refuses it"
 
 
@@ -857,10 +1039,6 @@ def test_the_inline_policy_fits_iams_limit() -> None:
 def test_the_chalice_analysis_finds_the_calls_of_a_deploy_and_a_delete() -> None:
     calls = {(call.service, operation_of(call).name) for call in client_calls(chalice_entry_points("dev"))}
     assert {
-        ("iam", "GetRole"),
-        ("iam", "CreateRole"),
-        ("iam", "PutRolePolicy"),
-        ("iam", "DeleteRole"),
         ("lambda", "GetFunction"),
         ("lambda", "CreateFunction"),
         ("lambda", "GetFunctionConfiguration"),  # the function_active waiter
@@ -876,7 +1054,8 @@ def test_the_chalice_analysis_finds_the_calls_of_a_deploy_and_a_delete() -> None
         ("events", "RemoveTargets"),  # delete_rule (chalice delete)
         ("events", "DeleteRule"),
     } <= calls
-    assert {service for service, _ in calls} == {"iam", "lambda", "apigateway", "events"}
+    # No IAM call: the functions' roles are the bootstrap's (chalice plans none for a pre-created role).
+    assert {service for service, _ in calls} == {"lambda", "apigateway", "events"}
     # A rule's lambda:AddPermission (events.amazonaws.com) goes through the function's policy check first.
     entries = chalice_entry_points("dev")
     assert entries["add_permission_for_cloudwatch_event"] == "PlanStage._plan_scheduledevent"
@@ -915,19 +1094,18 @@ def test_the_plan_analysis_takes_the_branches_a_resource_takes() -> None:
 
 
 def test_the_app_is_what_the_chalice_analysis_maps() -> None:
-    # What chalice_needs was written for: REST API, functions each with their own managed role, schedules.
+    # What chalice_needs was written for: REST API, functions each with a role of the bootstrap's, schedules.
     # A new kind of resource (queue, layer, domain, log group) must be mapped there (the analysis also fails
     # on a resource type it has no plan method for).
     for stage in STAGES:
         resources = chalice_resources(stage)
         kinds = {type(resource).__name__ for resource in resources}
-        assert kinds == {"LambdaFunction", "ManagedIAMRole", "RestAPI", "ScheduledEvent"}, kinds
+        assert kinds == {"LambdaFunction", "RestAPI", "ScheduledEvent"}, kinds
         app = f"{CHALICE_CONFIG['app_name']}-{stage}"
         functions = {r.function_name: r for r in resources if isinstance(r, models.LambdaFunction)}
         assert set(functions) == {app, *(f"{app}-{handler}" for handler in SCHEDULES)}
         for function in functions.values():
-            assert isinstance(function.role, models.ManagedIAMRole), function.function_name
-            assert function.role.role_name.startswith(f"{app}-"), function.role.role_name
+            assert isinstance(function.role, models.PreCreatedIAMRole), function.function_name
         schedules = {
             r.rule_name: (r.lambda_function.function_name, r.schedule_expression)
             for r in resources
@@ -948,15 +1126,19 @@ def test_the_unused_handler_actions_left_out_are_real_handler_actions() -> None:
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """`chalice package --stage <stage>` of a copy of the project (its package cache stays in the copy)."""
+    """`chalice package --stage <stage>` of a copy of the project (its package cache stays in the copy), with the
+    functions' role ARNs in this tests' account, as the deploy fills them in."""
     project = tmp_path_factory.mktemp("package") / "project"
     project.mkdir()
     shutil.copy(ROOT / "app.py", project / "app.py")
     shutil.copy(ROOT / "requirements.txt", project / "requirements.txt")
     shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
     (project / ".chalice").mkdir()
-    for source in (ROOT / ".chalice").glob("*.json"):
-        shutil.copy(source, project / ".chalice" / source.name)
+    config = {
+        **CHALICE_CONFIG,
+        "stages": {name: with_account(settings, FAKE_ACCOUNT) for name, settings in CHALICE_CONFIG["stages"].items()},
+    }
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
     environ = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     environ.update(AWS_DEFAULT_REGION=REGION, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     chalice_cli = Path(sys.executable).with_name("chalice")
@@ -985,18 +1167,13 @@ def test_chalice_package_makes_a_template_cfn_lint_passes(stage: str, packaged: 
     functions = {r["Properties"]["Handler"]: r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"}
     assert set(functions) == {"app.app", *(f"app.{handler}" for handler in SCHEDULES)}
     config = CHALICE_CONFIG["stages"][stage]
-    policy_file = ROOT / ".chalice" / config["iam_policy_file"]
-    roles = {logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-    function_roles = set()
-    for function in functions.values():
+    # The functions run with the bootstrap's roles: the template makes no role of its own.
+    assert not [r for r in resources.values() if r["Type"].startswith("AWS::IAM::")]
+    handlers = {"app.app": "api_handler", **{f"app.{handler}": handler for handler in SCHEDULES}}
+    for handler, function in functions.items():
         properties = function["Properties"]
         assert properties["Environment"]["Variables"]["STAGE"] == stage
-        role_id, attribute = properties["Role"]["Fn::GetAtt"]
-        assert attribute == "Arn" and role_id in roles
-        function_roles.add(role_id)
-        [policy] = resources[role_id]["Properties"]["Policies"]
-        assert policy["PolicyDocument"] == json.loads(policy_file.read_text())
-    assert function_roles == roles  # a role of its own for each function
+        assert properties["Role"] == function_role_arn(stage, handlers[handler])
     assert functions["app.app"]["Properties"]["Timeout"] == CHALICE_CONFIG["lambda_timeout"]
     assert "Events" not in functions["app.app"]["Properties"]
     for handler, expression in SCHEDULES.items():

@@ -1,6 +1,7 @@
 """Least privilege, proven: every AWS operation the app really sends is allowed by each stage's IAM policy
 on that stage's own resources, every grant of the policy is needed, and removing any needed action from
-a policy makes the check fail.
+a policy makes the check fail. The policy is the one the stage's bootstrap stack (infra/deploy-role.json,
+made by an administrator) gives its functions' roles, which .chalice/config.json names.
 
 The operations come from one recording run: the whole API (every route, the VOD callback's outcomes)
 through the Chalice test client against the local DynamoDB endpoint, with the service secrets read from
@@ -30,6 +31,7 @@ from chalice.test import Client
 from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
+from deploy.bootstrap import bootstrapped_stages
 from devstack.pull import RunContext, scheduled_event
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
@@ -43,6 +45,7 @@ from tests.aws_calls import (
     StageResources,
     UnsupportedPolicy,
     denied,
+    function_policy,
     is_allowed,
     required_permissions,
     runtime_permissions,
@@ -54,7 +57,7 @@ from tests.test_pull_consumer import as_user, commit_through, upload_through
 from vodlocal import Config, Handle, start
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
-STAGES = sorted(name for name, stage in CONFIG["stages"].items() if "iam_policy_file" in stage)
+STAGES = bootstrapped_stages()
 
 # Handlers that are not API routes (schedules, queue/topic/bucket events, pure Lambdas, websockets,
 # authorizers) that the recording run exercises. A new one fails
@@ -78,15 +81,8 @@ def stage_resources(stage: str) -> StageResources:
         stage=stage,
         function_name=f"{CONFIG['app_name']}-{stage}",  # Chalice's name for the API handler function
         table=env["TABLE_NAME"],
-        # local reads its secrets from the environment; its policy has the cloud stages' shape, for the
-        # secret a deployed local stage would be given by the same convention.
-        secret=env.get("SECRET_NAME", f"vod-upload/{stage}"),
+        secret=env["SECRET_NAME"],
     )
-
-
-def stage_policy(stage: str) -> dict[str, Any]:
-    policy: dict[str, Any] = json.loads((ROOT / ".chalice" / CONFIG["stages"][stage]["iam_policy_file"]).read_text())
-    return policy
 
 
 # -- the recording run --------------------------------------------------------------------------------
@@ -393,7 +389,7 @@ def test_recorded_calls_are_the_apps_and_each_is_mapped(recording: Recording) ->
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_policy_allows_every_operation_the_code_sends(recording: Recording, stage: str) -> None:
     target = stage_resources(stage)
-    missing = denied(stage_policy(stage), recording.needed(target))
+    missing = denied(function_policy(stage), recording.needed(target))
     assert not missing, f"{stage}: the code needs permissions the policy does not grant: {missing}"
 
 
@@ -401,7 +397,7 @@ def test_stage_policy_allows_every_operation_the_code_sends(recording: Recording
 def test_removing_any_needed_action_from_the_stage_policy_fails_the_check(recording: Recording, stage: str) -> None:
     """The check above is not vacuous: with any one needed action taken out of the policy it finds a
     denied permission, for every resource that action was needed on."""
-    policy, needed = stage_policy(stage), recording.needed(stage_resources(stage))
+    policy, needed = function_policy(stage), recording.needed(stage_resources(stage))
     already_denied = set(denied(policy, needed))  # reported by the test above
     actions = sorted({p.action for p in needed})
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"} <= set(actions)
@@ -416,13 +412,13 @@ def test_removing_any_needed_action_from_the_stage_policy_fails_the_check(record
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_policy_grants_nothing_the_code_does_not_need(recording: Recording, stage: str) -> None:
-    unused = unused_grants(stage_policy(stage), recording.needed(stage_resources(stage)))
+    unused = unused_grants(function_policy(stage), recording.needed(stage_resources(stage)))
     assert not unused, f"{stage}: grants no recorded call (nor the Lambda runtime) needs: {unused}"
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_policy_reaches_no_other_stages_resources(recording: Recording, stage: str) -> None:
-    policy = stage_policy(stage)
+    policy = function_policy(stage)
     for other in STAGES:
         if other != stage:
             allowed = [p for p in recording.needed(stage_resources(other)) if is_allowed(policy, p)]
@@ -439,7 +435,7 @@ def test_each_function_needs_its_own_log_group(recording: Recording, stage: str)
               for suffix in ("", "-pull_vod_events", "-reconcile")}  # fmt: skip
     assert {p.resource.split(":log-stream:")[0] for p in needed if p.action.startswith("logs:")} == groups
     api_group = target.log_group_arn()
-    policy = stage_policy(stage)
+    policy = function_policy(stage)
 
     def narrowed(statement: dict[str, Any]) -> dict[str, Any]:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]

@@ -118,12 +118,37 @@ def test_ci_runs_the_repository_ci_script_with_python_311_and_node_20() -> None:
     assert (ROOT / ".ci" / "run").stat().st_mode & 0o111, ".ci/run must be executable"
 
 
-def test_every_action_is_pinned_to_a_major_version_or_a_commit() -> None:
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_tag_in_a_comment() -> None:
+    """A tag can be moved to other code; a full commit SHA cannot. The comment names the exact tag the SHA was
+    resolved from (Dependabot keeps such a comment in step with the SHA it updates)."""
+    pinned = 0
     for path in sorted(WORKFLOWS.glob("*.yml")):
-        for job in load(path.name)["jobs"].values():
-            for step in job.get("steps", []):
-                if "uses" in step:
-                    assert re.fullmatch(r"[\w.-]+/[\w./-]+@(v\d+|[0-9a-f]{40})", step["uses"]), (path.name, step)
+        parsed = [
+            step["uses"] for job in load(path.name)["jobs"].values() for step in job.get("steps", []) if "uses" in step
+        ]
+        lines = [match for line in path.read_text().splitlines() if (match := USES.match(line))]
+        assert [match["ref"] for match in lines] == parsed, f"{path.name}: a `uses:` this check does not read"
+        for match in lines:
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match["ref"]), (path.name, match["ref"])
+            assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", match["rest"]), (path.name, match.group(0))
+            pinned += 1
+    assert pinned >= 7
+
+
+def test_the_pin_check_refuses_a_tag_a_branch_and_a_sha_without_its_tag() -> None:
+    sha = "11d5960a326750d5838078e36cf38b85af677262"
+    good = USES.match(f"      - uses: actions/checkout@{sha} # v4.4.0")
+    assert good and good["ref"].endswith(sha) and re.fullmatch(r"\s+# v\d+\.\d+\.\d+", good["rest"])
+    for line in ("- uses: actions/checkout@v4", "- uses: actions/checkout@main", f"- uses: actions/checkout@{sha}"):
+        match = USES.match(line)
+        assert match
+        assert not (
+            re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match["ref"])
+            and re.fullmatch(r"\s+# v\d+\.\d+\.\d+", match["rest"])
+        ), line
 
 
 # -- deploy.yml ------------------------------------------------------------------------------------------
@@ -212,18 +237,90 @@ def test_the_deploy_job_takes_environment_concurrency_and_stage_from_the_stage_j
     assert "environment" not in jobs["stage"], "only the deploy job may run in (and wait for) an environment"
 
 
-def test_credentials_come_from_the_deploy_role_through_oidc_before_the_deploy() -> None:
+CREDENTIAL_OUTPUTS = {
+    "AWS_ACCESS_KEY_ID": "${{ steps.credentials.outputs.aws-access-key-id }}",
+    "AWS_SECRET_ACCESS_KEY": "${{ steps.credentials.outputs.aws-secret-access-key }}",
+    "AWS_SESSION_TOKEN": "${{ steps.credentials.outputs.aws-session-token }}",
+}
+
+
+def test_credentials_come_from_the_stage_role_through_oidc_and_reach_the_deploy_step_alone() -> None:
     deploy = load("deploy.yml")["jobs"]["deploy"]
     credentials = the_step_using(deploy, "aws-actions/configure-aws-credentials")
-    assert credentials["uses"] == "aws-actions/configure-aws-credentials@v4"
-    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+    assert credentials["id"] == "credentials"
+    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"  # the environment's
     assert credentials["with"]["aws-region"] == "${{ vars.AWS_REGION }}"
     assert not {"aws-access-key-id", "aws-secret-access-key", "aws-session-token"} & set(credentials["with"])
+    # Not exported to the job's environment: only a step that names the outputs gets them.
+    assert credentials["with"]["output-env-credentials"] is False
+    assert credentials["with"]["output-credentials"] is True
     steps = deploy["steps"]
     [make] = [step for step in steps if "make deploy" in step.get("run", "")]
-    assert steps.index(credentials) < steps.index(make)
+    assert steps.index(credentials) + 1 == steps.index(make)
+    assert make["env"].items() >= CREDENTIAL_OUTPUTS.items()
+    receiving = [step for step in steps if "steps.credentials.outputs" in json.dumps(step)]
+    assert receiving == [make]
     everything = (WORKFLOWS / "deploy.yml").read_text()
     assert "secrets.AWS_" not in everything, "no long-lived AWS keys in GitHub secrets"
+
+
+def test_everything_third_party_is_installed_before_the_credentials_exist(tmp_path: Path) -> None:
+    """`make package` installs the deploy's tools and fetches the Lambda's dependencies; after the credentials
+    only `make deploy` (its install target then up to date) and the report upload run."""
+    steps = load("deploy.yml")["jobs"]["deploy"]["steps"]
+    credentials = the_step_using(load("deploy.yml")["jobs"]["deploy"], "aws-actions/configure-aws-credentials")
+    [install] = [step for step in steps if "make package" in step.get("run", "")]
+    assert steps.index(install) < steps.index(credentials)
+    assert run_step(install, "prod", tmp_path) == ["package", "STAGE=prod"]
+    after = steps[steps.index(credentials) + 1 :]
+    assert [step.get("name") for step in after] == ["make deploy", "upload the smoke test report"]
+    for step in after:
+        assert not re.search(r"pip|npm|make (install|package)", step.get("run", "")), step
+    result = subprocess.run(
+        ["make", "-n", "package", "STAGE=dev"],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "deploy.package --stage dev" in result.stdout, result.stdout
+
+
+def alarm_step(topic: str | None, tmp_path: Path) -> tuple[str, str]:
+    """The alarm topic step under bash as the runner runs it: (its output, what it added to the job summary)."""
+    [step] = [step for step in load("deploy.yml")["jobs"]["deploy"]["steps"] if step.get("name") == "alarm topic"]
+    assert step["env"] == {"ALARM_TOPIC_ARN": "${{ vars.ALARM_TOPIC_ARN }}"}
+    summary = tmp_path / "summary.md"
+    summary.write_text("")
+    environ = {"PATH": os.environ["PATH"], "STAGE": "prod", "GITHUB_STEP_SUMMARY": str(summary)}
+    # An unset GitHub variable reaches the step as an empty string.
+    environ["ALARM_TOPIC_ARN"] = topic or ""
+    result = subprocess.run(  # noqa: S603
+        ["bash", "-e", "-c", step["run"]],  # noqa: S607
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout, summary.read_text()
+
+
+def test_a_deploy_without_an_alarm_topic_warns_in_the_log_and_the_job_summary(tmp_path: Path) -> None:
+    output, summary = alarm_step(None, tmp_path)
+    [warning] = output.splitlines()
+    assert warning.startswith("::warning title=Alarms notify nobody::the GitHub environment prod has no variable")
+    assert "### Alarms notify nobody" in summary and "Settings > Environments > prod" in summary
+    topic = "arn:aws:sns:us-east-1:123456789012:vod-upload-pager"
+    assert alarm_step(topic, tmp_path) == ("", "")
+
+
+def test_the_deploy_takes_the_alarm_topic_from_the_environments_variables() -> None:
+    deploy = load("deploy.yml")["jobs"]["deploy"]
+    [make] = [step for step in deploy["steps"] if "make deploy" in step.get("run", "")]
+    assert make["env"]["ALARM_TOPIC_ARN"] == "${{ vars.ALARM_TOPIC_ARN }}"
+    assert make["env"]["AWS_REGION"] == "${{ vars.AWS_REGION }}"
 
 
 def run_step(step: dict[str, Any], stage: str, tmp_path: Path) -> list[str]:
@@ -251,7 +348,8 @@ def test_the_deploy_step_runs_make_deploy_with_the_stage_and_its_report(stage: s
     assert run_step(make, stage, tmp_path) == ["deploy", f"STAGE={stage}", f"REPORT=smoke-{stage}.json"]
     # Optional VOD key pairs (first deploy; event config): environment secrets, given to this step alone.
     names = ("VOD_SECRET_ID", "VOD_SECRET_KEY", "VOD_ADMIN_SECRET_ID", "VOD_ADMIN_SECRET_KEY")
-    assert make["env"] == {name: f"${{{{ secrets.{name} }}}}" for name in names}
+    secrets = {name: value for name, value in make["env"].items() if "secrets." in value}
+    assert secrets == {name: f"${{{{ secrets.{name} }}}}" for name in names}
     assert sum("secrets." in json.dumps(step) for step in deploy["steps"]) == 1
 
 
@@ -272,7 +370,6 @@ def test_the_makefile_passes_stage_and_report_to_the_deploy_script(stage: str) -
 def test_the_smoke_report_is_uploaded_whatever_the_deploy_did() -> None:
     deploy = load("deploy.yml")["jobs"]["deploy"]
     upload = the_step_using(deploy, "actions/upload-artifact")
-    assert upload["uses"] == "actions/upload-artifact@v4"
     assert upload["if"] == "always()"
     # The path the deploy step wrote its REPORT to.
     assert upload["with"]["path"] == f"smoke-{STAGE_OUTPUT}.json"
