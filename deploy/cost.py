@@ -7,7 +7,7 @@ Everything a line depends on is read, not copied:
 - the stage's environment (event mode, secrets source and cache, the upload policy's procedures) through
   the app's own settings;
 - the custom metrics the code can emit (`chalicelib.observability.METRICS`), and the alarms, the secrets
-  and the table's billing mode and backups from the stage stack (`infra/stage.json`);
+  and the table's billing mode and backups from the stage's stacks (`infra/stage.json`, `infra/data.json`);
 - list prices, with the date they were checked and their sources, from `deploy/prices.json`;
 - what one run of each scheduled function lasts on an idle stage, and what it logs, from
   `bench/scheduled_runs.json`, which `bench/scheduled_runs.py` measures against vodlocal and a local
@@ -34,7 +34,17 @@ from deploy.stage import CONFIG, ROOT, fed_environment
 
 PRICES = ROOT / "deploy" / "prices.json"
 MEASUREMENTS = ROOT / "bench" / "scheduled_runs.json"
-STACK_TEMPLATE = ROOT / "infra" / "stage.json"
+STACK_TEMPLATES = (ROOT / "infra" / "stage.json", ROOT / "infra" / "data.json")  # the stage stack, its data stack
+
+
+def stack_template() -> dict[str, Any]:
+    """The stage's two stacks as one template: their resources together."""
+    resources: dict[str, Any] = {}
+    for path in STACK_TEMPLATES:
+        resources.update(json.loads(path.read_text())["Resources"])
+    return {"Resources": resources}
+
+
 API_FUNCTION = "api_handler"  # chalice's name for the function behind API Gateway
 HOURS_PER_MONTH = 730  # the month of AWS's pricing pages
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
@@ -294,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.measurements} is missing: run bench/scheduled_runs.py")
     import app
 
-    stage = read_stage(args.stage, json.loads(CONFIG.read_text()), app.app, json.loads(STACK_TEMPLATE.read_text()))
+    stage = read_stage(args.stage, json.loads(CONFIG.read_text()), app.app, stack_template())
     prices = json.loads(args.prices.read_text())
     measured = json.loads(args.measurements.read_text())
     result = scenarios(Model(stage, measured, prices))

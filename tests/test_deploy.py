@@ -58,7 +58,9 @@ def run(
     home.mkdir(parents=True, exist_ok=True)
     clean = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
     build = str(tmp_path / "build")
-    command_line = ["deploy.deploy", command, "--stage", stage, "--build-dir", build, "--smoke-locally", *extra]
+    # `package` is deploy/package.py (`make package`); the rest are the deploy script's commands.
+    script = ["deploy.package"] if command == "package" else ["deploy.deploy", command, "--smoke-locally"]
+    command_line = [*script, "--stage", stage, "--build-dir", build, *extra]
     return subprocess.run(  # noqa: S603
         [sys.executable, "-m", *command_line],
         cwd=ROOT,
