@@ -13,7 +13,7 @@ Everything a line depends on is read, not copied:
   `bench/scheduled_runs.json`, which `bench/scheduled_runs.py` measures against vodlocal and a local
   DynamoDB.
 
-What traffic costs per upload (`Traffic`) is the model's assumption, stated in the README. No free tier.
+What traffic costs per upload (`Traffic`) is the model's assumption, stated in docs/cost.md. No free tier.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ STACK_OUTPUTS = {
 
 @dataclass(frozen=True)
 class Traffic:
-    """What one upload costs beyond the stage's fixed runs: assumptions (README, Cost)."""
+    """What one upload costs beyond the stage's fixed runs: assumptions (docs/cost.md)."""
 
     api_requests_per_upload: int = 8  # create, the commit's signature, the complete call, status and list polls
     api_seconds_per_request: float = 0.1

@@ -66,7 +66,7 @@ def external_issuer(env: Mapping[str, str]) -> str:
 
 def self_signup(env: Mapping[str, str]) -> bool:
     """Whether anyone may register in the stage's own user pool: only when its config sets SELF_SIGNUP=true
-    (README, Security model, says what that opens); ValueError for anything but true/false."""
+    (docs/security.md says what that opens); ValueError for anything but true/false."""
     value = env.get("SELF_SIGNUP", "false")
     if value not in ("true", "false"):
         raise ValueError(f"SELF_SIGNUP must be true or false, not {value[:20]!r}")

@@ -98,7 +98,7 @@ def test_a_first_deploy_without_vod_keys_stops_before_changing_anything(
     assert result.returncode == 2, result.stdout + result.stderr
     assert preflight_lines(result) == [
         "preflight: VOD keys: stack of stage dev does not exist yet, so no VOD_SECRET_ID/VOD_SECRET_KEY; export both "
-        "for this deploy (it stores them in the secret), or put them into the secret (README, Deploy)"
+        "for this deploy (it stores them in the secret), or put them into the secret (docs/deploy.md)"
     ]
     assert "nothing was changed" in result.stderr and "Traceback" not in result.stderr
     assert nothing_deployed(emulated)
@@ -118,7 +118,7 @@ def test_a_stage_whose_roles_no_bootstrap_made_stops_before_changing_anything(
     assert found.problems == [
         "bootstrap: role vod-upload-backend-dev-reconcile-unmade of function reconcile does not exist; an "
         "administrator makes the stage's roles first: make bootstrap STAGE=dev REPOSITORY=<owner>/<repo> "
-        "(README, From CI)"
+        "(docs/deploy.md, From CI)"
     ]
     assert nothing_deployed(emulated)
 
