@@ -30,7 +30,7 @@ from chalice.config import Config
 
 from chalicelib import observability
 from chalicelib.settings import Settings
-from deploy.stage import CONFIG, ROOT, fed_environment
+from deploy.stage import CONFIG, PLACEHOLDER_JWKS_URL, PLACEHOLDER_OUTPUTS, ROOT, fed_environment
 
 PRICES = ROOT / "deploy" / "prices.json"
 MEASUREMENTS = ROOT / "bench" / "scheduled_runs.json"
@@ -51,16 +51,10 @@ SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 MINUTES_PER = {Rate.MINUTES: 1, Rate.HOURS: 60, Rate.DAYS: 1440}
 SCENARIOS = {"idle": 0, "10k": 10_000, "1M": 1_000_000}
 BILLED_MILLISECOND = 0.001  # Lambda rounds a run up to the millisecond
+
+
 # What the stack makes and `make deploy` feeds the environment: names, not prices. Stand-ins let the app's
 # settings validate the committed environment as they would the deployed one.
-STACK_OUTPUTS = {
-    "TableName": "table",
-    "SecretName": "secret",
-    "OidcIssuer": "https://cognito-idp.us-east-1.amazonaws.com/pool",
-    "UserPoolClientId": "client",
-}
-
-
 @dataclass(frozen=True)
 class Traffic:
     """What one upload costs beyond the stage's fixed runs: assumptions (docs/cost.md)."""
@@ -136,7 +130,9 @@ def read_stage(stage: str, config: Mapping[str, Any], app: Chalice, template: Ma
             for source in scheduled
         ),
     )
-    settings = Settings.from_env(fed_environment(stages[stage]["environment_variables"], STACK_OUTPUTS, "x"))
+    settings = Settings.from_env(
+        fed_environment(stages[stage]["environment_variables"], PLACEHOLDER_OUTPUTS, PLACEHOLDER_JWKS_URL)
+    )
     resources = template["Resources"].values()
     [table] = [r["Properties"] for r in resources if r["Type"] == "AWS::DynamoDB::Table"]
     return Stage(

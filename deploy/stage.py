@@ -81,6 +81,17 @@ def cognito_jwks_url(outputs: Mapping[str, str], aws_endpoint: str | None) -> st
     return f"{outputs['OidcIssuer']}/.well-known/jwks.json"
 
 
+# What a stage's stacks output, stood in where no stack is at hand (`make package`, `make cost`): neither the
+# zip nor the month depends on these values, but the settings check does.
+PLACEHOLDER_OUTPUTS = {
+    "TableName": "table",
+    "SecretName": "secret",
+    "OidcIssuer": "https://cognito-idp.us-east-1.amazonaws.com/pool",
+    "UserPoolClientId": "client",
+}
+PLACEHOLDER_JWKS_URL = "https://cognito-idp.us-east-1.amazonaws.com/pool/.well-known/jwks.json"
+
+
 def fed_environment(
     committed: Mapping[str, str], outputs: Mapping[str, str], jwks_url: str | None = None
 ) -> dict[str, str]:

@@ -551,7 +551,7 @@ def test_make_package_ships_bytecode_that_a_read_only_copy_runs_without_compilin
     stage_env: dict[str, str], token_for: Any, tmp_path: Path
 ) -> None:
     built = subprocess.run(  # noqa: S603
-        ["make", "--no-print-directory", "package", "STAGE=local", f"BUILD_DIR={tmp_path / 'build'}"],  # noqa: S607
+        ["make", "--no-print-directory", "package", "STAGE=dev", f"BUILD_DIR={tmp_path / 'build'}"],  # noqa: S607
         cwd=ROOT,
         capture_output=True,
         text=True,
