@@ -305,6 +305,29 @@ def test_the_api_listens_with_a_deep_backlog_and_takes_a_64_way_burst(stack: Mak
         assert statuses == [200] * 64
 
 
+def make_sweep(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", "sweep"],  # noqa: S607
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_make_sweep_sweeps_the_stack_on_the_same_ports_and_fails_without_one(stack: MakeDev) -> None:
+    swept = make_sweep(stack.env)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    report = json.loads(swept.stdout.strip().splitlines()[-1])
+    assert (report["failed"], report["finished"]) == (0, True), report
+    # With no DynamoDB on its port, it fails and names the endpoint it tried (not some other stack's).
+    nowhere = {**stack.env, "DEVSTACK_DYNAMODB_PORT": str(free_ports(1)[0])}
+    failed = make_sweep(nowhere)
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert f"failed against DynamoDB http://127.0.0.1:{nowhere['DEVSTACK_DYNAMODB_PORT']}" in failed.stderr
+
+
 @pytest.mark.skipif(NODE is None, reason="node is not installed (CI installs it)")
 def web_sdk_uploads(stack: MakeDev, tmp_path: Path, count: int) -> None:
     """What `make demo` does, `count` times in a row; each upload must end up in alice's videos."""
