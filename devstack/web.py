@@ -9,6 +9,7 @@ key, as `make token` does.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ CONTENT_TYPES = {
 }
 TOKEN_TTL_SECONDS = 12 * 3600
 MAX_NAME = 64
+MAX_SIGN_IN_BODY = 4096
+# A client that declares a body and never sends it is given up on after this, rather than holding a thread.
+READ_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class LocalPage:
 
 def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_SECONDS
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -87,9 +93,12 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             if self.path != "/local/sign-in":
                 return self._json(404, {"error": "not_found", "message": "no such route"})
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = self.headers.get("Content-Length") or "0"
+            if not declared.isdigit() or int(declared) > MAX_SIGN_IN_BODY:
+                message = f"Content-Length: a body of at most {MAX_SIGN_IN_BODY} bytes"
+                return self._json(400, {"error": "invalid_request", "message": message})
             try:
-                name = str(json.loads(self.rfile.read(min(length, 4096)) or b"{}").get("user", "")).strip()
+                name = str(json.loads(self.rfile.read(int(declared)) or b"{}").get("user", "")).strip()
             except (ValueError, AttributeError):
                 name = ""
             if not name or len(name) > MAX_NAME:
@@ -100,11 +109,21 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
+        """A client that went away or never sent its body costs one line in make dev's output, not a traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+            return
+        print(f"web page: a request from {client_address[0]} was dropped ({type(error).__name__})", file=sys.stderr)
+
+
 class WebServer:
     """The page's server in a daemon thread (port 0: any free port)."""
 
     def __init__(self, page: LocalPage, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = ThreadingHTTPServer((host, port), _handler(page))
+        self.server = _Server((host, port), _handler(page))
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self.url = f"http://{host}:{self.port}/"
