@@ -9,7 +9,6 @@ key, as `make token` does.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
+from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, QuietDisconnects, declared_length
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -34,8 +34,6 @@ CONTENT_TYPES = {
 TOKEN_TTL_SECONDS = 12 * 3600
 MAX_NAME = 64
 MAX_SIGN_IN_BODY = 4096
-# A client that declares a body and never sends it is given up on after this, rather than holding a thread.
-READ_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,12 +91,13 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             if self.path != "/local/sign-in":
                 return self._json(404, {"error": "not_found", "message": "no such route"})
-            declared = self.headers.get("Content-Length") or "0"
-            if not declared.isdigit() or int(declared) > MAX_SIGN_IN_BODY:
-                message = f"Content-Length: a body of at most {MAX_SIGN_IN_BODY} bytes"
-                return self._json(400, {"error": "invalid_request", "message": message})
+            length = declared_length(self.headers)
+            if length is None:
+                return self._json(400, BAD_LENGTH)
+            if length > MAX_SIGN_IN_BODY:
+                return self._json(413, {"error": "payload_too_large", "message": f"at most {MAX_SIGN_IN_BODY} bytes"})
             try:
-                name = str(json.loads(self.rfile.read(int(declared)) or b"{}").get("user", "")).strip()
+                name = str(json.loads(self.rfile.read(length) or b"{}").get("user", "")).strip()
             except (ValueError, AttributeError):
                 name = ""
             if not name or len(name) > MAX_NAME:
@@ -109,14 +108,8 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
-        """A client that went away or never sent its body costs one line in make dev's output, not a traceback."""
-        error = sys.exc_info()[1]
-        if not isinstance(error, (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-            return
-        print(f"web page: a request from {client_address[0]} was dropped ({type(error).__name__})", file=sys.stderr)
+class _Server(QuietDisconnects, ThreadingHTTPServer):
+    dropped_label = "web page"
 
 
 class WebServer:
