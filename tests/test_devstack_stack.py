@@ -306,9 +306,10 @@ def test_the_api_listens_with_a_deep_backlog_and_takes_a_64_way_burst(stack: Mak
         assert statuses == [200] * 64
 
 
-def make_sweep(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["make", "-s", "sweep"],  # noqa: S607
+def make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`make -s <target>` as a user runs it beside the stack `env` points at."""
+    return subprocess.run(  # noqa: S603 - a make target of this repository
+        ["make", "-s", target],  # noqa: S607
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -318,13 +319,13 @@ def make_sweep(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_make_sweep_sweeps_the_stack_on_the_same_ports_and_fails_without_one(stack: MakeDev) -> None:
-    swept = make_sweep(stack.env)
+    swept = make("sweep", stack.env)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     report = json.loads(swept.stdout.strip().splitlines()[-1])
     assert (report["failed"], report["finished"]) == (0, True), report
     # With no DynamoDB on its port, it fails and names the endpoint it tried (not some other stack's).
     nowhere = {**stack.env, "DEVSTACK_DYNAMODB_PORT": str(free_ports(1)[0])}
-    failed = make_sweep(nowhere)
+    failed = make("sweep", nowhere)
     assert failed.returncode != 0, failed.stdout[-3000:]
     assert f"failed against DynamoDB http://127.0.0.1:{nowhere['DEVSTACK_DYNAMODB_PORT']}" in failed.stderr
 
@@ -360,20 +361,9 @@ def test_ten_web_sdk_uploads_are_all_attributed_with_no_api_restart(stack: MakeD
     assert len(re.findall(RESTART_MESSAGE, stack.log())) == 0
 
 
-def make_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["make", "-s", "demo"],  # noqa: S607
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.skipif(NODE is None, reason="node is not installed (CI installs it)")
 def test_make_demo_shows_its_upload_and_says_in_one_line_why_alice_cannot_upload(stack: MakeDev) -> None:
-    shown = make_demo(stack.env)
+    shown = make("demo", stack.env)
     assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
     uploaded = re.search(r"uploaded: fileId (\d+)", shown.stdout)
     assert uploaded is not None, shown.stdout
@@ -395,7 +385,7 @@ def test_make_demo_shows_its_upload_and_says_in_one_line_why_alice_cannot_upload
             break
     else:
         pytest.fail("alice was never refused a new intent")
-    failed = make_demo(stack.env)
+    failed = make("demo", stack.env)
     assert failed.returncode != 0
     assert "upload failed: signing service uploads: HTTP 429" in failed.stderr, failed.stderr
     assert "6 h upload window" in failed.stderr and "{'ok'" not in failed.stderr, failed.stderr
