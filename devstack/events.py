@@ -30,7 +30,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -39,7 +39,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, QuietDisconnects, declared_length
+from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, BackgroundServer, declared_length
 from devstack.outbox_pipe import OutboxPipe, Unrenderable
 
 HOST = "127.0.0.1"
@@ -142,32 +142,13 @@ def _handler(received: Received) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(QuietDisconnects, ThreadingHTTPServer):
-    dropped_label = "event sink"
-
-
-class EventSink:
+class EventSink(BackgroundServer):
     """The sink's server in a daemon thread (port 0: any free port)."""
 
     def __init__(self, host: str = HOST, port: int = 0) -> None:
         self.received = Received()
-        self.server = _Server((host, port), _handler(self.received))
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
+        super().__init__(_handler(self.received), host, port, "event sink")
         self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> EventSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- the reader ----------------------------------------------------------------------------------------------
