@@ -174,6 +174,10 @@ class Checkpoint:
         os.replace(partial, self.path)  # a reader stopped mid-write leaves the previous checkpoint whole
 
 
+class NoStream(RuntimeError):
+    """The table was made without the stream infra/data.json gives it: nothing can ever be delivered."""
+
+
 class StreamReader:
     """Reads the table's stream, filters and transforms as the pipe does, delivers to the sink."""
 
@@ -195,7 +199,9 @@ class StreamReader:
                 stop.wait(RETRY_MOST)
 
     def _follow(self, stop: threading.Event) -> None:
-        stream_arn = self.dynamodb.describe_table(TableName=self.table)["Table"]["LatestStreamArn"]
+        stream_arn = self.dynamodb.describe_table(TableName=self.table)["Table"].get("LatestStreamArn")
+        if stream_arn is None:
+            raise NoStream(f"table {self.table} has no stream: make it from infra/data.json (devstack/table.py)")
         checkpoint = Checkpoint(self.checkpoint_path, stream_arn)
         shards = self.streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
         iterators = {shard["ShardId"]: self._iterator(stream_arn, shard["ShardId"], checkpoint) for shard in shards}
@@ -289,7 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     pipe = OutboxPipe.from_template(args.app_name, args.stage)
     with EventSink(HOST, args.port) as sink:
         reader = StreamReader(args.dynamodb_endpoint, args.table, sink.url, args.checkpoint, pipe)
-        reader.run(stop)
+        try:
+            reader.run(stop)
+        except NoStream as error:
+            raise SystemExit(f"events: {error}") from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ do not; a sink that is down and a reader that restarts lose nothing."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -238,3 +239,18 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout:g} s")
         time.sleep(0.1)
+
+
+def test_a_table_without_its_stream_stops_the_reader_with_the_reason(dynamodb: Any, dynamodb_endpoint: str) -> None:
+    from devstack.events import NoStream
+
+    name = f"test-nostream-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    )
+    reader = StreamReader(dynamodb_endpoint, name, "http://127.0.0.1:9", Path("/nonexistent/checkpoint"), PIPE)
+    with pytest.raises(NoStream, match=f"table {name} has no stream"):
+        reader.run(threading.Event())
