@@ -208,10 +208,13 @@ def video_deleted(file_id: str, owner: str, upload_id: str, now: int) -> DomainE
 
 
 def within_bound(data: dict[str, Any], droppable: Sequence[str]) -> dict[str, Any]:
-    """`data`, with the `droppable` fields set to null in that order until its JSON fits MAX_DATA_BYTES
-    (each field of an event's data is bounded where it came in, but not all of them together)."""
+    """`data`, with fields set to null until its JSON fits MAX_DATA_BYTES: the `droppable` ones in that
+    order, then (a value nobody bounded, from a hostile or broken sender) the others largest first. Each
+    field is bounded where it came in, but not all of them together, and a fact is never refused for the
+    size of its event."""
     fitted = dict(data)
-    for name in droppable:
+    others = sorted((name for name in data if name not in droppable), key=lambda name: -len(json.dumps(data[name])))
+    for name in [*droppable, *others]:
         if len(json.dumps(fitted, separators=(",", ":"))) <= MAX_DATA_BYTES:
             break
         fitted[name] = None

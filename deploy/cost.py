@@ -63,7 +63,8 @@ class Traffic:
     api_seconds_per_request: float = 0.1
     consumer_seconds_per_event: float = 0.1  # the PULL consumer, applying one pulled event
     # Transactions count twice. The outbox adds 8: the attribution's event row (2), and a finished task flow's
-    # snapshot written in a transaction with its event row (2 more for the video, 2 x 2 for the row).
+    # snapshot written in a transaction with its event row (2 x 2 for the row, and the video's write counted
+    # twice: 2 more for a video item of 1-2 KB; a unit more per KB of a larger one).
     write_units_per_upload: int = 28
     read_units_per_upload: int = 21  # and the consistent read of the video before a finished flow's write
     stored_bytes_per_upload: int = 2_000  # the intent, the video and their index entries
