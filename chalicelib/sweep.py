@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
@@ -144,7 +144,7 @@ class ReconciliationSweep:
                 logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
                 continue
             media = media or self._media()
-            if not self._delete(media, file_id, now, report):
+            if not self._delete(media, review, now, report):
                 return False
             logger.info("deleted an unattributed upload from VOD", extra=review)
         return True
@@ -158,8 +158,9 @@ class ReconciliationSweep:
         logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
         return True
 
-    def _delete(self, media: MediaLibrary, file_id: str, now: int, report: SweepReport) -> bool:
+    def _delete(self, media: MediaLibrary, review: dict[str, Any], now: int, report: SweepReport) -> bool:
         """DeleteMedia, then the record; False when the run should stop (the rest waits for the next run)."""
+        file_id = str(review["fileId"])
         try:
             media.delete(file_id)
         except MediaGone:
@@ -170,7 +171,7 @@ class ReconciliationSweep:
             return False  # VOD is failing: leave the rest for the next run
         try:
             with deadline.within(self._step_seconds):
-                self._store.reviews.mark_review_deleted(file_id, now)
+                self._store.reviews.mark_review_deleted(review, now)
         except ServiceUnavailable:
             report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
             return False

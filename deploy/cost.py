@@ -67,8 +67,11 @@ class Traffic:
     api_requests_per_upload: int = 8  # create, the commit's signature, the complete call, status and list polls
     api_seconds_per_request: float = 0.1
     consumer_seconds_per_event: float = 0.1  # the PULL consumer, applying one pulled event
-    write_units_per_upload: int = 20  # transactions count twice
-    read_units_per_upload: int = 20
+    # Transactions count twice. A finished task flow's snapshot is now written in a transaction with its event
+    # row, so the video's write counts twice: 4 more than before the outbox for a video item of 1-2 KB (a unit
+    # more per KB of a larger one). The outbox rows themselves are priced on their own line (domain_events).
+    write_units_per_upload: int = 24
+    read_units_per_upload: int = 21  # and the consistent read of the video before a finished flow's write
     stored_bytes_per_upload: int = 2_000  # the intent, the video and their index entries
     log_bytes_per_api_request: int = 1_000  # the request line and the route's own
     log_bytes_per_invocation: int = 350  # Lambda's own START, END and REPORT lines

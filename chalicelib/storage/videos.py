@@ -3,8 +3,16 @@ its deletion, and the owner's listing."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.domain_events import (
+    MAX_DATA_BYTES,
+    DomainEvent,
+    upload_attributed,
+    video_deleted,
+    video_processing_finished,
+)
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere
 from chalicelib.events import ProcessingUpdate
 from chalicelib.items import (
@@ -19,12 +27,14 @@ from chalicelib.items import (
     page_key,
     page_start,
     processing_entry,
+    stored_snapshot,
     upload_key,
     video_key,
     video_upload_attributes,
 )
 from chalicelib.storage.intents import release_slot_item
-from chalicelib.storage.table import AGAIN, Again, Reasons, Table, failed
+from chalicelib.storage.outbox import outbox_put
+from chalicelib.storage.table import AGAIN, Again, AlreadyPublished, Reasons, Table, failed
 from chalicelib.uploads import UploadIntent
 from chalicelib.videos import PageKey, Video
 
@@ -34,9 +44,10 @@ class VideoStorage:
         self._table = table
 
     def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None:
-        """Intent open -> completed with this FileId, the video record, and the open slot released:
-        one transaction, so an upload is attributed exactly once or not at all. Raises CompletionLost if
-        the intent is no longer open, FileOwnedElsewhere if another user's video has this FileId."""
+        """Intent open -> completed with this FileId, the video record, the open slot released and
+        `upload.attributed` published: one transaction, so an upload is attributed exactly once or not at
+        all. Raises CompletionLost if the intent is no longer open, FileOwnedElsewhere if another user's
+        video has this FileId."""
         attributes = video_upload_attributes(video)
         names = {f"#a{i}": name for i, name in enumerate(attributes)}
         values = {f":a{i}": value for i, value in enumerate(attributes.values())}
@@ -73,11 +84,12 @@ class VideoStorage:
                 }
             },
             "open slot": release_slot_item(self._table, intent),
+            "event": outbox_put(self._table, upload_attributed(video)),
         }
 
         def settle(reasons: Reasons) -> bool:
-            if failed(reasons["intent"]):
-                raise CompletionLost(intent.upload_id)
+            if failed(reasons["intent"]) or failed(reasons["event"]):
+                raise CompletionLost(intent.upload_id)  # completed since it was read: a duplicate, or lost
             if failed(reasons["video"]):
                 raise FileOwnedElsewhere(video.file_id)
             return False
@@ -86,53 +98,71 @@ class VideoStorage:
 
     def file_owner(self, file_id: str) -> str | None:
         """Whom a FileId is attributed to, if anyone (a consistent read: the sweep deletes only what nobody owns)."""
-        response = self._table.call(
-            "get_item",
-            TableName=self._table.name,
-            Key=video_key(file_id),
-            ConsistentRead=True,
-            ProjectionExpression="#owner",
-            ExpressionAttributeNames={"#owner": "owner"},
-        )
-        return get_s(response.get("Item", {}), "owner")
+        return get_s(self._attribution(file_id), "owner")
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
         """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later
         snapshot of the same task is already there. Each task flow is ordered on its own, so the final
         record does not depend on the order in which snapshots of several flows arrive. The map holds at most
         MAX_TASK_FLOWS flows: a new one takes the place of the least recently updated (never of the upload's
-        own flow), so that no number of flows takes the item past DynamoDB's size limit."""
+        own flow), so that no number of flows takes the item past DynamoDB's size limit.
+
+        The first FINISH snapshot of a flow stored publishes `video.processed` (or `_failed`) in the same
+        transaction, naming the video's owner as read just before (the write holds only if it still is);
+        a later copy of it is stored alone."""
         entry = processing_entry(update, now)
 
         def attempt() -> bool | Again:
-            old = self._table.conditional_update(
-                Key=video_key(update.file_id),
-                UpdateExpression="SET processing.#task = :entry",
-                ConditionExpression=(
-                    "attribute_exists(processing) AND (processing.#task.#rank <= :rank OR "
-                    "(attribute_not_exists(processing.#task) AND size(processing) < :flows))"
-                ),
-                ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
-                ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank), ":flows": as_n(MAX_TASK_FLOWS)},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            if old is None:
-                return True
-            if "processing" not in old:
-                created = self._table.conditional_update(  # first snapshot for this file: create the map
-                    Key=video_key(update.file_id),
-                    UpdateExpression="SET processing = :tasks",
-                    ConditionExpression="attribute_not_exists(processing)",
-                    ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
-                )
-                return True if created is None else AGAIN
-            if update.task_id in old["processing"]["M"]:
-                return False  # a later snapshot of this task is already stored
-            return self._replace_oldest_flows(update, entry, old)
+            publishing = self._publishing(update, now) if update.status == FINISHED else None
+            try:
+                return self._store_snapshot(update, entry, publishing)
+            except _AttributionChanged:
+                return AGAIN
+            except AlreadyPublished:
+                return self._store_snapshot(update, entry, None)
 
         return self._table.until_settled("UpdateItem", "processing map changed concurrently", attempt)
 
-    def _replace_oldest_flows(self, update: ProcessingUpdate, entry: dict[str, Any], video: Item) -> bool | Again:
+    def _publishing(self, update: ProcessingUpdate, now: int) -> _Publishing:
+        attribution = self._attribution(update.file_id)
+        owner = get_s(attribution, "owner")
+        snapshot = stored_snapshot(update, MAX_DATA_BYTES)
+        event = video_processing_finished(update, snapshot, owner or "", get_s(attribution, "uploadId") or "", now)
+        return _Publishing(event, owner)
+
+    def _store_snapshot(
+        self, update: ProcessingUpdate, entry: dict[str, Any], publishing: _Publishing | None
+    ) -> bool | Again:
+        old = self._write(
+            publishing,
+            Key=video_key(update.file_id),
+            UpdateExpression="SET processing.#task = :entry",
+            ConditionExpression=(
+                "attribute_exists(processing) AND (processing.#task.#rank <= :rank OR "
+                "(attribute_not_exists(processing.#task) AND size(processing) < :flows))"
+            ),
+            ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
+            ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank), ":flows": as_n(MAX_TASK_FLOWS)},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if old is None:
+            return True
+        if "processing" not in old:
+            created = self._write(  # first snapshot for this file: create the map
+                publishing,
+                Key=video_key(update.file_id),
+                UpdateExpression="SET processing = :tasks",
+                ConditionExpression="attribute_not_exists(processing)",
+                ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
+            )
+            return True if created is None else AGAIN
+        if update.task_id in old["processing"]["M"]:
+            return False  # a later snapshot of this task is already stored
+        return self._replace_oldest_flows(update, entry, old, publishing)
+
+    def _replace_oldest_flows(
+        self, update: ProcessingUpdate, entry: dict[str, Any], video: Item, publishing: _Publishing | None
+    ) -> bool | Again:
         """Put a new task flow's entry in a full `processing` map in place of the least recently updated
         flows (AGAIN if the map changed since it was read)."""
         flows = video["processing"]["M"]
@@ -142,7 +172,8 @@ class VideoStorage:
         removed = oldest[: len(flows) - MAX_TASK_FLOWS + 1]
         paths = [f"processing.#old{i}" for i in range(len(removed))]
         unchanged = " AND ".join(f"{path}.#at = :at{i}" for i, path in enumerate(paths))
-        replaced = self._table.conditional_update(
+        replaced = self._write(
+            publishing,
             Key=video_key(update.file_id),
             UpdateExpression=f"REMOVE {', '.join(paths)} SET processing.#task = :entry",
             ConditionExpression=f"size(processing) = :count AND attribute_not_exists(processing.#task) AND {unchanged}",
@@ -154,13 +185,52 @@ class VideoStorage:
         return True if replaced is None else AGAIN
 
     def mark_deleted(self, file_id: str, now: int) -> None:
-        self._table.call(
-            "update_item",
+        """VOD deleted the file. The first deletion of an attributed video publishes `video.deleted` in the
+        same transaction; a file nobody owns is only marked (and stays unattributed meanwhile)."""
+
+        def attempt() -> Again | None:
+            attribution = self._attribution(file_id)
+            owner = get_s(attribution, "owner")
+            if "deletedAt" in attribution:
+                return None  # deleted before: nothing changes
+            request: dict[str, Any] = {
+                "Key": video_key(file_id),
+                "UpdateExpression": "SET deletedAt = if_not_exists(deletedAt, :now)",
+                "ConditionExpression": "attribute_not_exists(#owner)",
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {":now": as_n(now)},
+            }
+            if owner is None:
+                return None if self._table.conditional_update(**request) is None else AGAIN
+            event = video_deleted(file_id, owner, get_s(attribution, "uploadId") or "", now)
+            request["ConditionExpression"] = "#owner = :owner AND attribute_not_exists(deletedAt)"
+            request["ExpressionAttributeValues"][":owner"] = as_s(owner)
+            try:
+                changed = self._table.conditional_update(event, **request)
+            except AlreadyPublished:  # deleted by its owner's request, whose mark is all that is left to make
+                changed = self._table.conditional_update(**{**request, "ConditionExpression": "#owner = :owner"})
+            return None if changed is None else AGAIN
+
+        self._table.until_settled("UpdateItem", "video attributed or deleted concurrently", attempt)
+
+    def _attribution(self, file_id: str) -> Item:
+        """Of the video item: its owner and upload id if attributed, its deletion time if deleted (a
+        consistent read, so that a write conditioned on them finds them so unless they changed since)."""
+        response = self._table.call(
+            "get_item",
             TableName=self._table.name,
             Key=video_key(file_id),
-            UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
-            ExpressionAttributeValues={":now": as_n(now)},
+            ConsistentRead=True,
+            ProjectionExpression="#owner, uploadId, deletedAt",
+            ExpressionAttributeNames={"#owner": "owner"},
         )
+        item: Item = response.get("Item", {})
+        return item
+
+    def _write(self, publishing: _Publishing | None, **request: Any) -> dict[str, Any] | None:
+        if publishing is None:
+            return self._table.conditional_update(**request)
+        return publishing.write(self._table, request)
 
     def get_video(self, file_id: str) -> Video | None:
         response = self._table.call("get_item", TableName=self._table.name, Key=video_key(file_id))
@@ -184,3 +254,38 @@ class VideoStorage:
         videos = [video for video in map(item_to_video, response.get("Items", [])) if video is not None]
         last = response.get("LastEvaluatedKey")
         return videos, page_key(last) if last else None
+
+
+FINISHED = "FINISH"  # the status of a task flow's last snapshot
+
+
+class _AttributionChanged(Exception):
+    """The video's owner is no longer what the event about to be published names."""
+
+
+@dataclass(frozen=True)
+class _Publishing:
+    """A write that publishes `event`, valid only while the video's owner is still `owner` (None: none)."""
+
+    event: DomainEvent
+    owner: str | None
+
+    def write(self, table: Table, request: dict[str, Any]) -> dict[str, Any] | None:
+        """`request`'s update with the event, in one transaction: None when both were written, else the old
+        item whose condition failed; _AttributionChanged if the owner changed (the event would be wrong)."""
+        names = {**request.get("ExpressionAttributeNames", {}), "#attributedTo": "owner"}
+        values = dict(request["ExpressionAttributeValues"])
+        if self.owner is None:
+            attributed = "attribute_not_exists(#attributedTo)"
+        else:
+            attributed, values[":attributedTo"] = "#attributedTo = :attributedTo", as_s(self.owner)
+        conditioned = {
+            **request,
+            "ConditionExpression": f"({request['ConditionExpression']}) AND {attributed}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        old = table.conditional_update(self.event, **conditioned)
+        if old is not None and get_s(old, "owner") != self.owner:
+            raise _AttributionChanged
+        return old
