@@ -10,6 +10,8 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
                                  until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
                                  a user's video, so the file was kept)
+  OUTBOX#<eventId> / EVENT      a domain event, written in the transaction of the fact it reports;
+                                 expires by TTL after 7 days
   STATS#events    / <EventType>  count of ignored event types
   EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its size and body (the
                                  first FAILED_EVENT_BODY_BYTES); once parked (a dead letter), in gsi1 under
@@ -20,16 +22,19 @@ Pure: values in DynamoDB's attribute-value form, no I/O.
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
 from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
-from chalicelib.uploads import ClientFields, SignatureTerms, UploadIntent
+from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, UploadIntent
 from chalicelib.videos import PageKey, Video
 
 if TYPE_CHECKING:
@@ -40,6 +45,7 @@ Key = dict[str, Any]
 
 ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Repository._abandon)
 EXPIRED = "expired"
+CANCELLED = "cancelled"
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
@@ -204,6 +210,10 @@ def page_key(last_evaluated: Mapping[str, Any]) -> PageKey:
 # -- upload intents -----------------------------------------------------------------------------------
 
 
+# The stored statuses of a settled intent; any other (open, abandoned) reads as open.
+_SETTLED_STATUSES: dict[str, IntentStatus] = {"completed": "completed", EXPIRED: "expired", CANCELLED: "cancelled"}
+
+
 def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
     """The intent as first stored: `signature_token` stands for its first signature (see
     `Repository.renew_signature`)."""
@@ -249,7 +259,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
         upload_id=req_s(item, "pk").removeprefix("UPLOAD#"),
         owner=req_s(item, "owner"),
         tier=req_s(item, "tier"),
-        status="completed" if status == "completed" else "expired" if status == EXPIRED else "open",
+        status=_SETTLED_STATUSES.get(status, "open"),
         created_at=req_n(item, "createdAt"),
         window_ends_at=req_n(item, "windowEndsAt"),
         expires_at=req_n(item, "ttl"),
@@ -276,6 +286,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
         max_signatures=req_n(item, "maxSignatures"),
         file_id=get_s(item, "fileId"),
         completed_at=get_n(item, "completedAt"),
+        cancelled_at=get_n(item, "cancelledAt"),
     )
 
 
@@ -441,4 +452,36 @@ def item_to_dead_letter(item: Mapping[str, Any]) -> dict[str, Any]:
         "lastError": get_s(item, "lastError"),
         "parkedAt": get_n(item, "parkedAt"),
         "body": get_s(item, "body"),
+    }
+
+
+# -- the outbox ---------------------------------------------------------------------------------------
+
+OUTBOX_TTL_SECONDS = 7 * 86_400
+SCHEMA_VERSION = "1"
+# Event ids are UUIDs derived from the event's type and the fact's natural key: a retried write carries the same.
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1c1d2e-5b0a-4f4e-9a55-0c3e2d7b8a10")
+
+
+def event_id(event_type: str, natural_key: str) -> str:
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}#{natural_key}"))
+
+
+def outbox_item(
+    event_type: str, natural_key: str, owner: str, upload_id: str, file_id: str, occurred_at: int, data: dict[str, Any]
+) -> Item:
+    """The outbox row of one domain event, to be put (if absent) in the transaction of the fact it reports."""
+    identifier = event_id(event_type, natural_key)
+    return {
+        "pk": as_s(f"OUTBOX#{identifier}"),
+        "sk": as_s("EVENT"),
+        "eventId": as_s(identifier),
+        "type": as_s(event_type),
+        "schemaVersion": as_s(SCHEMA_VERSION),
+        "occurredAt": as_s(datetime.fromtimestamp(occurred_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        "owner": as_s(owner),
+        "uploadId": as_s(upload_id),
+        "fileId": as_s(file_id),
+        "data": as_s(json.dumps(data, sort_keys=True, separators=(",", ":"))),
+        "ttl": as_n(occurred_at + OUTBOX_TTL_SECONDS),
     }

@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from chalicelib import deadline
@@ -26,6 +27,7 @@ from chalicelib.errors import (
 from chalicelib.events import ProcessingUpdate, UploadedFile
 from chalicelib.items import (
     ABANDONED,
+    CANCELLED,
     DEAD_LETTER_PARTITION,
     EXPIRED,
     FAILED_EVENT_ERROR_CHARS,
@@ -47,6 +49,7 @@ from chalicelib.items import (
     item_to_review,
     item_to_video,
     limits_key,
+    outbox_item,
     owner_partition,
     page_key,
     page_start,
@@ -327,6 +330,46 @@ class Repository:
         except CompletionLost:
             return False
         return True
+
+    def cancel_intent(self, intent: UploadIntent, now: int) -> UploadIntent:
+        """The intent, still as read (open or expired), becomes cancelled: it leaves the sweep's work list, its
+        open slot is released and its `upload.cancelled` event is put in the outbox, in one transaction. Raises
+        CompletionLost if the intent changed since it was read (attributed, cancelled or expired meanwhile)."""
+        items: dict[str, Item] = {
+            "intent": {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": upload_key(intent.upload_id),
+                    "UpdateExpression": "SET #status = :cancelled, cancelledAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ConditionExpression": "#owner = :owner AND #status = :was",
+                    "ExpressionAttributeNames": {"#status": "status", "#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":cancelled": as_s(CANCELLED), ":now": as_n(now), ":owner": as_s(intent.owner),
+                        ":was": as_s(intent.status),
+                    },
+                }
+            },
+            "open slot": self._release_slot_item(intent),
+            "event": {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": outbox_item(
+                        "upload.cancelled", intent.upload_id, intent.owner, intent.upload_id, "", now,
+                        {"previousStatus": intent.status, "signaturesMinted": intent.signatures_minted},
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        }  # fmt: skip
+
+        def settle(reasons: Reasons) -> bool:
+            # The event's id is the intent's own: its row exists only if the intent was cancelled already.
+            if failed(reasons["intent"]) or failed(reasons["event"]):
+                raise CompletionLost(intent.upload_id)
+            return False
+
+        self._commit(items, settle)
+        return replace(intent, status="cancelled", cancelled_at=now)
 
     def open_slots(self, owner: str) -> list[str]:
         response = self._call("get_item", TableName=self._table, Key=limits_key(owner), ConsistentRead=True)
