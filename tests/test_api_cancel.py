@@ -9,12 +9,19 @@ first: the cancel is a 409 and the video stays."""
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib import container
+import pytest
+
+from chalicelib import container, vod_signature
+from chalicelib.errors import UploadClosed
+from chalicelib.identity import Principal
 from chalicelib.items import event_id
 from chalicelib.repository import Repository
+from chalicelib.uploads import ClientFields
 from tests import vod_payloads as vod
 from tests.conftest import ApiFactory, Stack, TokenFactory, bearer, with_policy
 from tests.test_api_complete import complete
@@ -258,3 +265,61 @@ def test_pull_event_then_cancel_is_a_409(
     assert (refused.status_code, refused.json_body["reason"]) == (409, "already_completed"), refused.body
     assert [video["fileId"] for video in stack.videos()] == [file_id]
     assert outbox(stack) == []
+
+
+# -- at the same moment: exactly one of the cancel and the attribution wins ------------------------------------
+
+CANCELS = DELIVERIES = 4
+
+
+@pytest.mark.parametrize("repetition", range(8))
+def test_cancels_and_deliveries_at_the_same_moment_settle_one_way_only(
+    services: Any, dynamodb: Any, table_name: str, repetition: int
+) -> None:
+    """Copies of the cancel and of VOD's event for one upload, all at once: either every cancel answers the
+    cancelled upload and every event is rejected (kept for review), or every cancel is a 409 and the upload is
+    attributed once. Never both, never neither; one outbox row exactly when the cancel won."""
+    alice = Principal("alice", {})
+    issued = services.uploads.create(alice, ClientFields(title=f"race {repetition}"), None)
+    upload_id = issued.intent.upload_id
+    secrets = services.secrets.get()
+    context = vod_signature.verify(issued.signature, secrets.vod_secret_key).params.options.sourceContext
+    body = json.dumps(vod.signed(vod.new_file_upload(f"race-{repetition}", context), secrets.sign_key)).encode()
+    results: list[str] = []
+    barrier = threading.Barrier(CANCELS + DELIVERIES)
+
+    def cancel_it() -> None:
+        barrier.wait()
+        try:
+            results.append(f"cancel:{services.uploads.cancel(alice, upload_id).status}")
+        except UploadClosed as closed:
+            results.append(f"cancel:{closed.reason}")
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(f"event:{services.events.receive(secrets.callback_token, body).outcome}")
+
+    threads = [threading.Thread(target=cancel_it) for _ in range(CANCELS)]
+    threads += [threading.Thread(target=deliver) for _ in range(DELIVERIES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    intent = services.repository.get_intent(upload_id)
+    videos, _ = services.repository.list_videos("alice", 100, None)
+    outbox_rows = [
+        item
+        for item in dynamodb.scan(TableName=table_name)["Items"]
+        if item["pk"]["S"] == f"OUTBOX#{event_id('upload.cancelled', upload_id)}"
+    ]
+    if intent.status == "cancelled":
+        assert Counter(results) == Counter({"cancel:cancelled": CANCELS, "event:rejected": DELIVERIES}), results
+        assert videos == [] and len(services.repository.reviews()) == 1 and len(outbox_rows) == 1
+    else:
+        assert Counter(results) == Counter(
+            {"cancel:already_completed": CANCELS, "event:attributed": 1, "event:duplicate": DELIVERIES - 1}
+        ), results
+        assert [video.file_id for video in videos] == [f"race-{repetition}"]
+        assert services.repository.reviews() == [] and outbox_rows == []
+    assert services.repository.open_slots("alice") == []
