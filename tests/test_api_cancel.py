@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -192,43 +193,60 @@ def test_cancel_then_upload_event_the_upload_is_kept_for_review_not_attributed(s
 # -- a real upload through vodlocal that the SDK finishes around the cancel ------------------------------------
 
 
-def signed_for_commit(vod_handle: Handle, api: Any, token: str) -> tuple[str, str, str]:
-    """What the SDK holds just before its Commit: the upload id, its stored session and the commit signature."""
-    post = as_user(api, token)
+@dataclass
+class BeforeCommit:
+    """An upload whose SDK has stored the file in VOD and holds its commit signature: only the Commit is left."""
+
+    vod: Handle
+    stack: Stack
+    token: str
+    upload_id: str
+    session_key: str
+    signature: str
+
+    def commit(self) -> str:
+        """The SDK's CommitUploadUGC: the FileId VOD answers (VOD then queues its NewFileUpload)."""
+        body = {"signature": self.signature, "vodSessionKey": self.session_key}
+        answer = ugc(self.vod, "CommitUploadUGC", body)
+        assert answer["code"] == 0, answer
+        file_id: str = answer["data"]["fileId"]
+        return file_id
+
+    def report(self, file_id: str) -> Any:
+        return complete(self.stack.api, self.token, self.upload_id, file_id)
+
+
+@pytest.fixture
+def before_commit(
+    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, dynamodb: Any, table_name: str
+) -> BeforeCommit:
+    api, alice = api_factory(), token_for("alice")
+    post = as_user(api, alice)
     created = post("/uploads", b"{}")
-    data = apply_and_store(vod_handle, created["signature"], b"cancelled-video")
+    data = apply_and_store(pull_vod, created["signature"], b"cancelled-video")
     renewed = post(f"/uploads/{created['uploadId']}/signature", b"")
-    return created["uploadId"], data["vodSessionKey"], renewed["signature"]
+    stack = Stack(api, {}, token_for, dynamodb, table_name)
+    return BeforeCommit(pull_vod, stack, alice, created["uploadId"], data["vodSessionKey"], renewed["signature"])
 
 
-def commit(vod_handle: Handle, session_key: str, signature: str) -> str:
-    answer = ugc(vod_handle, "CommitUploadUGC", {"signature": signature, "vodSessionKey": session_key})
-    assert answer["code"] == 0, answer
-    file_id: str = answer["data"]["fileId"]
-    return file_id
+def pull_outcomes() -> dict[str, int]:
+    return dict(container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes)
 
 
 def test_pull_cancel_then_the_sdks_report_and_event_are_refused_and_the_sweep_deletes_the_file(
-    pull_vod: Handle,
-    api_factory: ApiFactory,
-    stage_env: dict[str, str],
-    token_for: TokenFactory,
-    dynamodb: Any,
-    table_name: str,
+    before_commit: BeforeCommit, stage_env: dict[str, str]
 ) -> None:
-    api, alice = api_factory(), token_for("alice")
-    stack = Stack(api, {}, token_for, dynamodb, table_name)
-    upload_id, session_key, signature = signed_for_commit(pull_vod, api, alice)
-    assert cancel(stack, upload_id).status_code == 200
-    file_id = commit(pull_vod, session_key, signature)  # the SDK finished meanwhile
+    sdk, stack = before_commit, before_commit.stack
+    assert cancel(stack, sdk.upload_id).status_code == 200
+    file_id = sdk.commit()  # the SDK finished meanwhile
 
-    reported = complete(api, alice, upload_id, file_id)
+    reported = sdk.report(file_id)
     assert reported.status_code == 409, reported.body
     assert (reported.json_body["error"], reported.json_body["reason"]) == ("conflict", "cancelled")
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"rejected": 1}
+    assert pull_outcomes() == {"rejected": 1}
     assert stack.videos() == []
     assert [(review["fileId"], review["kind"]) for review in reviews(stack)] == [(file_id, "rejected")]
-    assert upload_status(stack, upload_id)["status"] == "cancelled"
+    assert upload_status(stack, sdk.upload_id)["status"] == "cancelled"
 
     # Kept for review like any unattributed upload: the sweep deletes it from VOD once its grace period is over.
     deleting = sweep_ahead(GRACE + 1, "delete", media_at(stage_env, stage_env["VOD_API_ENDPOINT"])).run(30)
@@ -236,32 +254,24 @@ def test_pull_cancel_then_the_sdks_report_and_event_are_refused_and_the_sweep_de
     assert not exists_in_vod(stage_env, file_id)
 
 
-def test_pull_the_sdks_report_then_cancel_is_a_409(
-    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, dynamodb: Any, table_name: str
-) -> None:
-    api, alice = api_factory(), token_for("alice")
-    stack = Stack(api, {}, token_for, dynamodb, table_name)
-    upload_id, session_key, signature = signed_for_commit(pull_vod, api, alice)
-    file_id = commit(pull_vod, session_key, signature)
-    assert complete(api, alice, upload_id, file_id).json_body["outcome"] == "attributed"
+def test_pull_the_sdks_report_then_cancel_is_a_409(before_commit: BeforeCommit) -> None:
+    sdk, stack = before_commit, before_commit.stack
+    file_id = sdk.commit()
+    assert sdk.report(file_id).json_body["outcome"] == "attributed"
 
-    refused = cancel(stack, upload_id)
+    refused = cancel(stack, sdk.upload_id)
     assert (refused.status_code, refused.json_body["reason"]) == (409, "already_completed"), refused.body
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"duplicate": 1}
+    assert pull_outcomes() == {"duplicate": 1}
     assert [video["fileId"] for video in stack.videos()] == [file_id]
     assert reviews(stack) == [] and outbox(stack) == []
 
 
-def test_pull_event_then_cancel_is_a_409(
-    pull_vod: Handle, api_factory: ApiFactory, token_for: TokenFactory, dynamodb: Any, table_name: str
-) -> None:
-    api, alice = api_factory(), token_for("alice")
-    stack = Stack(api, {}, token_for, dynamodb, table_name)
-    upload_id, session_key, signature = signed_for_commit(pull_vod, api, alice)
-    file_id = commit(pull_vod, session_key, signature)
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
+def test_pull_event_then_cancel_is_a_409(before_commit: BeforeCommit) -> None:
+    sdk, stack = before_commit, before_commit.stack
+    file_id = sdk.commit()
+    assert pull_outcomes() == {"attributed": 1}
 
-    refused = cancel(stack, upload_id)
+    refused = cancel(stack, sdk.upload_id)
     assert (refused.status_code, refused.json_body["reason"]) == (409, "already_completed"), refused.body
     assert [video["fileId"] for video in stack.videos()] == [file_id]
     assert outbox(stack) == []

@@ -50,39 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"the most one call to the API may take, retries included (default {DEFAULT_DEADLINE:g}) [VODUP_DEADLINE]",
     )
+    # What the commands that talk to VOD and COS, and keep resume state, share.
+    transfer = _Parser(add_help=False)
+    transfer.add_argument(
+        "--state-dir", type=Path, default=env.get("VODUP_STATE_DIR"), help="where resume state lives [VODUP_STATE_DIR]"
+    )
+    transfer.add_argument(
+        "--emulator",
+        default=env.get("VODUP_EMULATOR"),
+        help="send VOD and COS traffic over HTTP through this local emulator (vodlocal) [VODUP_EMULATOR]",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    upload = commands.add_parser("upload", parents=[common], help="upload a video, resuming an interrupted upload")
+    upload = commands.add_parser(
+        "upload", parents=[common, transfer], help="upload a video, resuming an interrupted upload"
+    )
     upload.add_argument("file", type=Path, help="the video file")
     upload.add_argument("--cover", type=Path, help="a cover image")
     upload.add_argument("--title", help="the video's title")
     upload.add_argument("--procedure", help="a VOD task flow your plan allows")
     upload.add_argument("--part-size", type=int, default=8, metavar="MIB", help="COS part size in MiB (default 8)")
     upload.add_argument("--parallel", type=int, default=6, help="parts in flight (default 6)")
-    upload.add_argument(
-        "--state-dir", type=Path, default=env.get("VODUP_STATE_DIR"), help="where resume state lives [VODUP_STATE_DIR]"
-    )
-    upload.add_argument(
-        "--emulator",
-        default=env.get("VODUP_EMULATOR"),
-        help="send VOD and COS traffic over HTTP through this local emulator (vodlocal) [VODUP_EMULATOR]",
-    )
 
     cancel = commands.add_parser(
-        "cancel", parents=[common], help="cancel an interrupted upload of a file, or an upload by its id"
+        "cancel", parents=[common, transfer], help="cancel an interrupted upload of a file, or an upload by its id"
     )
     which = cancel.add_mutually_exclusive_group(required=True)
     which.add_argument("file", type=Path, nargs="?", help="the video file whose interrupted upload to cancel")
     which.add_argument("--upload-id", help="the upload to cancel (the uploadId that `upload --json` printed)")
     cancel.add_argument("--cover", type=Path, help="the cover image the upload was started with")
-    cancel.add_argument(
-        "--state-dir", type=Path, default=env.get("VODUP_STATE_DIR"), help="where resume state lives [VODUP_STATE_DIR]"
-    )
-    cancel.add_argument(
-        "--emulator",
-        default=env.get("VODUP_EMULATOR"),
-        help="send VOD and COS traffic over HTTP through this local emulator (vodlocal) [VODUP_EMULATOR]",
-    )
 
     commands.add_parser("videos", parents=[common], help="list your videos, newest first")
     return parser
