@@ -12,7 +12,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from chalicelib import deadline
@@ -331,7 +330,7 @@ class Repository:
             return False
         return True
 
-    def cancel_intent(self, intent: UploadIntent, now: int) -> UploadIntent:
+    def cancel_intent(self, intent: UploadIntent, now: int) -> None:
         """The intent, still as read (open or expired), becomes cancelled: it leaves the sweep's work list, its
         open slot is released and its `upload.cancelled` event is put in the outbox, in one transaction. Raises
         CompletionLost if the intent changed since it was read (attributed, cancelled or expired meanwhile)."""
@@ -369,7 +368,6 @@ class Repository:
             return False
 
         self._commit(items, settle)
-        return replace(intent, status="cancelled", cancelled_at=now)
 
     def open_slots(self, owner: str) -> list[str]:
         response = self._call("get_item", TableName=self._table, Key=limits_key(owner), ConsistentRead=True)

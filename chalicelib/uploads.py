@@ -30,8 +30,8 @@ from chalicelib.policy import ClientKind, Tier, UploadPolicy
 from chalicelib.strict_json import dump_json
 
 RESUME_WINDOW_SECONDS = 86_400
-# Reads and conditional writes of one cancel against concurrent changes of its intent (an attribution, a
-# concurrent cancel, the sweep's expiry); each change settles the intent, so a second try always decides.
+# Reads of one cancel: the intent as it is, then as the cancel left it. A change in between (an attribution,
+# another cancel, the sweep's expiry) takes one more: open can only become expired, and expired only settled.
 _CANCEL_ATTEMPTS = 3
 
 # "expired": no upload was seen by the time its last signature expired (the sweep closes it); an event
@@ -131,7 +131,7 @@ class IntentStore(Protocol):
 
     def get_intent(self, upload_id: str) -> UploadIntent | None: ...
 
-    def cancel_intent(self, intent: UploadIntent, now: int) -> UploadIntent:
+    def cancel_intent(self, intent: UploadIntent, now: int) -> None:
         """Mark the intent, as read, cancelled and release its slot, with its `upload.cancelled` event: one
         transaction. Raises CompletionLost if the intent is no longer as read."""
         ...
@@ -225,9 +225,10 @@ class UploadService:
                     f"upload already completed with file {intent.file_id}: delete the video instead",
                 )
             try:
-                return self._store.cancel_intent(intent, int(self._clock()))
+                self._store.cancel_intent(intent, int(self._clock()))
             except CompletionLost:
-                continue  # attributed, cancelled or expired meanwhile: decide again on what is stored now
+                pass  # attributed, cancelled or expired meanwhile: decide again on what is stored now
+            # Cancelled now: answered as stored, so that a second cancel answers the same.
         raise CompletionLost(f"upload {upload_id} kept changing under us")
 
     def _sign(self, intent: UploadIntent, now: int) -> tuple[str, int]:
