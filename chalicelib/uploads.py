@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from chalicelib import source_context, vod_signature
 from chalicelib.credentials import SecretsProvider
+from chalicelib.domain_events import UPLOAD_CANCELLED, DomainEvent
 from chalicelib.errors import (
     CompletionLost,
     Conflict,
@@ -131,9 +132,9 @@ class IntentStore(Protocol):
 
     def get_intent(self, upload_id: str) -> UploadIntent | None: ...
 
-    def cancel_intent(self, intent: UploadIntent, now: int) -> None:
-        """Mark the intent, as read, cancelled and release its slot, with its `upload.cancelled` event: one
-        transaction. Raises CompletionLost if the intent is no longer as read."""
+    def cancel_intent(self, intent: UploadIntent, event: DomainEvent) -> None:
+        """Mark the intent, as read, cancelled at the event's time and release its slot, with `event` in the
+        outbox: one transaction. Raises CompletionLost if the intent is no longer as read."""
         ...
 
 
@@ -225,7 +226,7 @@ class UploadService:
                     f"upload already completed with file {intent.file_id}: delete the video instead",
                 )
             try:
-                self._store.cancel_intent(intent, int(self._clock()))
+                self._store.cancel_intent(intent, cancelled_event(intent, int(self._clock())))
             except CompletionLost:
                 pass  # attributed, cancelled or expired meanwhile: decide again on what is stored now
             # Cancelled now: answered as stored, so that a second cancel answers the same.
@@ -246,6 +247,18 @@ class UploadService:
             size = len(dump_json(client.metadata).encode("utf-8"))
             if size > self._max_metadata_bytes:
                 raise InvalidRequest("metadata", f"must serialise to at most {self._max_metadata_bytes} bytes")
+
+
+def cancelled_event(intent: UploadIntent, now: int) -> DomainEvent:
+    """`upload.cancelled`: one per intent (its natural key is the upload id), with what the intent was."""
+    return DomainEvent(
+        UPLOAD_CANCELLED,
+        key=intent.upload_id,
+        occurred_at=now,
+        owner=intent.owner,
+        upload_id=intent.upload_id,
+        data={"previousStatus": intent.status, "signaturesMinted": intent.signatures_minted},
+    )
 
 
 def _why_not(current: UploadIntent | None, now: int) -> DomainError:

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from chalicelib import container, vod_signature
+from chalicelib.domain_events import UPLOAD_CANCELLED, DomainEvent
 from chalicelib.errors import UploadClosed
 from chalicelib.identity import Principal
-from chalicelib.items import event_id
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.uploads import ClientFields
 from tests import vod_payloads as vod
 from tests.conftest import ApiFactory, Stack, TokenFactory, bearer, with_policy
@@ -41,7 +41,12 @@ def outbox(stack: Stack) -> list[dict[str, Any]]:
 
 
 def reviews(stack: Stack) -> list[dict[str, Any]]:
-    return Repository(stack.dynamodb, stack.table).reviews()
+    return Storage.over(stack.dynamodb, stack.table).reviews.pending()
+
+
+def cancelled_event_id(upload_id: str) -> str:
+    """The id of an upload's `upload.cancelled`: its natural key is the upload id, whenever it happened."""
+    return DomainEvent(UPLOAD_CANCELLED, key=upload_id, occurred_at=0).event_id
 
 
 def upload_status(stack: Stack, upload_id: str, user: str = "alice") -> dict[str, Any]:
@@ -75,7 +80,7 @@ def test_the_cancel_frees_the_open_slot_at_once(
     full = stack.api.post("/uploads", headers=bearer(token_for("alice")), body=b"")
     assert (full.status_code, full.json_body["limit"]) == (429, "open_intents")
     assert cancel(stack, upload_id).status_code == 200
-    assert Repository(dynamodb, table_name).open_slots("alice") == []
+    assert Storage.over(dynamodb, table_name).intents.open_slots("alice") == []
     stack.create_upload()  # asserts the 201
 
 
@@ -106,7 +111,7 @@ def test_the_cancel_writes_one_upload_cancelled_event_in_the_outbox(stack: Stack
     cancelled_at = cancel(stack, upload_id).json_body["cancelledAt"]
     cancel(stack, upload_id)
     [row] = outbox(stack)
-    identifier = event_id("upload.cancelled", upload_id)
+    identifier = cancelled_event_id(upload_id)
     assert (row["pk"]["S"], row["sk"]["S"], row["eventId"]["S"]) == (f"OUTBOX#{identifier}", "EVENT", identifier)
     fields = {name: row[name]["S"] for name in ("type", "schemaVersion", "owner", "uploadId", "fileId")}
     assert fields == {
@@ -316,20 +321,20 @@ def test_cancels_and_deliveries_at_the_same_moment_settle_one_way_only(
     for thread in threads:
         thread.join()
 
-    intent = services.repository.get_intent(upload_id)
-    videos, _ = services.repository.list_videos("alice", 100, None)
+    intent = services.storage.intents.get_intent(upload_id)
+    videos, _ = services.storage.videos.list_videos("alice", 100, None)
     outbox_rows = [
         item
         for item in dynamodb.scan(TableName=table_name)["Items"]
-        if item["pk"]["S"] == f"OUTBOX#{event_id('upload.cancelled', upload_id)}"
+        if item["pk"]["S"] == f"OUTBOX#{cancelled_event_id(upload_id)}"
     ]
     if intent.status == "cancelled":
         assert Counter(results) == Counter({"cancel:cancelled": CANCELS, "event:rejected": DELIVERIES}), results
-        assert videos == [] and len(services.repository.reviews()) == 1 and len(outbox_rows) == 1
+        assert videos == [] and len(services.storage.reviews.pending()) == 1 and len(outbox_rows) == 1
     else:
         assert Counter(results) == Counter(
             {"cancel:already_completed": CANCELS, "event:attributed": 1, "event:duplicate": DELIVERIES - 1}
         ), results
         assert [video.file_id for video in videos] == [f"race-{repetition}"]
-        assert services.repository.reviews() == [] and outbox_rows == []
-    assert services.repository.open_slots("alice") == []
+        assert services.storage.reviews.pending() == [] and outbox_rows == []
+    assert services.storage.intents.open_slots("alice") == []
