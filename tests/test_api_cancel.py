@@ -269,7 +269,8 @@ def test_pull_the_sdks_report_then_cancel_is_a_409(before_commit: BeforeCommit) 
     assert (refused.status_code, refused.json_body["reason"]) == (409, "already_completed"), refused.body
     assert pull_outcomes() == {"duplicate": 1}
     assert [video["fileId"] for video in stack.videos()] == [file_id]
-    assert reviews(stack) == [] and outbox(stack) == []
+    assert reviews(stack) == []
+    assert [row["type"]["S"] for row in outbox(stack)] == ["upload.attributed"]  # the refused cancel adds none
 
 
 def test_pull_event_then_cancel_is_a_409(before_commit: BeforeCommit) -> None:
@@ -280,7 +281,7 @@ def test_pull_event_then_cancel_is_a_409(before_commit: BeforeCommit) -> None:
     refused = cancel(stack, sdk.upload_id)
     assert (refused.status_code, refused.json_body["reason"]) == (409, "already_completed"), refused.body
     assert [video["fileId"] for video in stack.videos()] == [file_id]
-    assert outbox(stack) == []
+    assert [row["type"]["S"] for row in outbox(stack)] == ["upload.attributed"]  # the refused cancel adds none
 
 
 # -- at the same moment: exactly one of the cancel and the attribution wins ------------------------------------
