@@ -15,6 +15,7 @@ from typing import Literal, Protocol, assert_never
 
 from chalicelib import callback_auth, source_context, vod_notification
 from chalicelib.credentials import SecretsProvider
+from chalicelib.deletion import Reason, reason_for
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere, PayloadTooLarge, ServiceUnavailable
 from chalicelib.events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
 from chalicelib.uploads import UploadIntent
@@ -50,7 +51,11 @@ class EventStore(Protocol):
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool: ...
 
-    def mark_deleted(self, file_id: str, now: int) -> None: ...
+    def get_video(self, file_id: str, consistent: bool = False) -> Video | None: ...
+
+    def mark_unattributed_deleted(self, file_id: str, now: int) -> bool: ...
+
+    def complete_deletion(self, video: Video, reason: Reason, now: int) -> bool: ...
 
     def count_event(self, event_type: str) -> None: ...
 
@@ -128,14 +133,29 @@ class EventService:
                 applied = self._store.apply_processing(update, now)
                 return Outcome(event_type, "updated" if applied else "stale", update.file_id)
             case FilesDeleted(file_ids=file_ids):
-                for file_id in file_ids:
-                    self._store.mark_deleted(file_id, now)
-                return Outcome(event_type, "deleted", ",".join(file_ids)[:200] or None)
+                recorded = [self._file_deleted(file_id, now) for file_id in file_ids]
+                outcome: OutcomeKind = "deleted" if any(recorded) or not recorded else "duplicate"
+                return Outcome(event_type, outcome, ",".join(file_ids)[:200] or None)
             case OtherEvent(event_type=other):
                 self._store.count_event(other[:64])
                 return Outcome(event_type, "ignored")
             case unreachable:
                 assert_never(unreachable)
+
+    def _file_deleted(self, file_id: str, now: int) -> bool:
+        """VOD deleted the file: a video is deleted as its owner's request deletes it (chalicelib/deletion.py),
+        with its one `video.deleted` event; a file nobody owns is marked deleted. False when the video was
+        deleted already (our own DeleteMedia's event comes after the deletion it reports)."""
+        for _ in range(_COMPLETION_ATTEMPTS):
+            video = self._store.get_video(file_id, consistent=True)
+            if video is None:
+                if self._store.mark_unattributed_deleted(file_id, now):
+                    return True
+                continue  # attributed in the meantime: delete it as a video
+            if video.deleted_at is not None:
+                return False
+            return self._store.complete_deletion(video, reason_for(video), now)
+        raise CompletionLost(f"file {file_id} kept changing under us")
 
     def _uploaded(self, event_type: str, uploaded: UploadedFile, tag_key: bytes, now: int) -> Outcome:
         try:

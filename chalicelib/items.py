@@ -5,8 +5,13 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
                                  OPEN#<shard> by the time it closes (the sweep's work list)
   USER#<sub>      / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
   USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
-  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed; `processing`: its
-                                 task flows' snapshots by TaskId, bounded (see MAX_TASK_FLOWS)
+  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed, until deleted;
+                                 `processing`: its task flows' snapshots by TaskId, bounded (see
+                                 MAX_TASK_FLOWS); `deletionRequestedAt` once its owner asked to delete it,
+                                 `deletedAt` once deleted (chalicelib/deletion.py has the states)
+  VIDEO#<fileId>  / DELETION     its owner's deletion request: in gsi1 under DELETING (by request time)
+                                 until the deletion completes (the sweep's work list), then kept as the trace
+  OUTBOX#<eventId> / EVENT       a domain event, written in the transaction of the fact it reports
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
                                  until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
                                  a user's video, so the file was kept)
@@ -20,7 +25,10 @@ Pure: values in DynamoDB's attribute-value form, no I/O.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -43,6 +51,7 @@ EXPIRED = "expired"
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
+DELETING_PARTITION = "DELETING"
 DEAD_LETTER_PARTITION = "DEADLETTER"
 # Of a failed event's body, what its record keeps: enough to replay any real event by hand, and far below
 # DynamoDB's 400 KB item limit whatever the event's size.
@@ -156,6 +165,10 @@ def rate_key(owner: str, hour: int) -> Key:
 
 def video_key(file_id: str) -> Key:
     return {"pk": as_s(f"VIDEO#{file_id}"), "sk": as_s("VIDEO")}
+
+
+def deletion_key(file_id: str) -> Key:
+    return {"pk": as_s(f"VIDEO#{file_id}"), "sk": as_s("DELETION")}
 
 
 def review_key(file_id: str) -> Key:
@@ -327,6 +340,7 @@ def item_to_video(item: Mapping[str, Any]) -> Video | None:
             task_id: load_stored_json(entry["M"]["snapshot"]["S"], STORED_JSON_DEPTH) or {"taskId": task_id}
             for task_id, entry in item.get("processing", {}).get("M", {}).items()
         },
+        deletion_requested_at=get_n(item, "deletionRequestedAt"),
         deleted_at=get_n(item, "deletedAt"),
     )
 
@@ -441,4 +455,38 @@ def item_to_dead_letter(item: Mapping[str, Any]) -> dict[str, Any]:
         "lastError": get_s(item, "lastError"),
         "parkedAt": get_n(item, "parkedAt"),
         "body": get_s(item, "body"),
+    }
+
+
+# -- the outbox: domain events, written in the transaction of their fact ------------------------------
+
+VIDEO_DELETED = "video.deleted"
+EVENT_SCHEMA_VERSION = "1"
+OUTBOX_TTL_SECONDS = 7 * 86_400
+_EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/vod-upload-backend/events")
+
+
+def event_id(event_type: str, natural_key: str) -> str:
+    """Stable: the same fact gives the same id, so a retried write or a second report of it is one event."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}#{natural_key}"))
+
+
+def outbox_item(
+    event_type: str, natural_key: str, owner: str, upload_id: str, file_id: str, data: Mapping[str, Any], now: int
+) -> Item:
+    """The outbox row of one event (OUTBOX_CONTRACT.md), to put with `attribute_not_exists(pk)` in the
+    transaction of its fact."""
+    identifier = event_id(event_type, natural_key)
+    return {
+        "pk": as_s(f"OUTBOX#{identifier}"),
+        "sk": as_s("EVENT"),
+        "eventId": as_s(identifier),
+        "type": as_s(event_type),
+        "schemaVersion": as_s(EVENT_SCHEMA_VERSION),
+        "occurredAt": as_s(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))),
+        "owner": as_s(owner),
+        "uploadId": as_s(upload_id),
+        "fileId": as_s(file_id),
+        "data": as_s(json.dumps(data, sort_keys=True, separators=(",", ":"))),
+        "ttl": as_n(now + OUTBOX_TTL_SECONDS),
     }

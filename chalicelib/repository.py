@@ -27,6 +27,7 @@ from chalicelib.events import ProcessingUpdate, UploadedFile
 from chalicelib.items import (
     ABANDONED,
     DEAD_LETTER_PARTITION,
+    DELETING_PARTITION,
     EXPIRED,
     FAILED_EVENT_ERROR_CHARS,
     FAILED_EVENT_TYPE_CHARS,
@@ -34,9 +35,11 @@ from chalicelib.items import (
     REVIEW_DELETED_PARTITION,
     REVIEW_OWNED_PARTITION,
     REVIEW_PARTITION,
+    VIDEO_DELETED,
     Item,
     as_n,
     as_s,
+    deletion_key,
     event_count_key,
     failed_event_body,
     failed_event_key,
@@ -47,11 +50,13 @@ from chalicelib.items import (
     item_to_review,
     item_to_video,
     limits_key,
+    outbox_item,
     owner_partition,
     page_key,
     page_start,
     processing_entry,
     rate_key,
+    req_s,
     review_item,
     review_key,
     slot_ends,
@@ -85,6 +90,10 @@ _RETRYABLE_ERRORS = frozenset(
         "TransactionInProgressException",  # a retry of a transaction still being applied: ask again
     }
 )
+
+
+class _VideoDeleted(Exception):
+    """A write conditioned on a video not being deleted found it deleted."""
 
 
 class _Again:
@@ -495,14 +504,108 @@ class Repository:
         )
         return True if replaced is None else AGAIN
 
-    def mark_deleted(self, file_id: str, now: int) -> None:
-        self._call(
-            "update_item",
-            TableName=self._table,
-            Key=video_key(file_id),
-            UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
-            ExpressionAttributeValues={":now": as_n(now)},
+    def mark_unattributed_deleted(self, file_id: str, now: int) -> bool:
+        """VOD deleted a file nobody owns (yet): the record says so, and an attribution arriving later finds it
+        deleted. False (nothing written) if the file is attributed: its deletion is `complete_deletion`'s."""
+        return (
+            self._conditional_update(
+                Key=video_key(file_id),
+                UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
+                ConditionExpression="attribute_not_exists(#owner)",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":now": as_n(now)},
+            )
+            is None
         )
+
+    # -- deleting videos (the states: chalicelib/deletion.py) ---------------------------------------
+
+    def request_deletion(self, video: Video, now: int) -> bool:
+        """The owner's video becomes `deleting` (its first request time is kept), and enters the sweep's work
+        list: one transaction. False (nothing written) if it is deleted already."""
+        items: dict[str, Item] = {
+            "video": {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": video_key(video.file_id),
+                    "UpdateExpression": "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)",
+                    "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
+                }
+            },
+            "work list": {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": deletion_key(video.file_id),
+                    "UpdateExpression": (
+                        "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
+                        "gsi1sk = if_not_exists(gsi1sk, :sort)"
+                    ),
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":owner": as_s(video.owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
+                        ":sort": as_s(video_sort_key(now, video.file_id)),
+                    },
+                }
+            },
+        }  # fmt: skip
+        return self._commit_unless_deleted(items)
+
+    def complete_deletion(self, video: Video, reason: str, now: int) -> bool:
+        """The video is deleted: it leaves its owner's listing and the sweep's work list, and its `video.deleted`
+        event is written, in one transaction. False (nothing written) if it was deleted already."""
+        items: dict[str, Item] = {
+            "video": {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": video_key(video.file_id),
+                    "UpdateExpression": "SET deletedAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
+                }
+            },
+            "event": {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": outbox_item(
+                        VIDEO_DELETED, video.file_id, video.owner, video.upload_id, video.file_id,
+                        {"reason": reason}, now,
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        }  # fmt: skip
+        if reason == "owner_request":  # it was on the sweep's work list
+            items["work list"] = {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": deletion_key(video.file_id),
+                    "UpdateExpression": "SET completedAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ExpressionAttributeValues": {":now": as_n(now)},
+                }
+            }
+        return self._commit_unless_deleted(items)
+
+    def deletions_requested_before(self, moment: int, limit: int) -> list[str]:
+        """The FileIds of the oldest videos still `deleting` whose deletion was asked for before `moment`."""
+        items = self._index_partition(DELETING_PARTITION, limit, before=moment)
+        return [req_s(item, "pk").removeprefix("VIDEO#") for item in items]
+
+    def _commit_unless_deleted(self, items: Mapping[str, Item]) -> bool:
+        """Commit a transaction whose conditions hold while the video is not deleted: False when it was."""
+
+        def settle(reasons: Reasons) -> bool:
+            if any(failed(reason) for reason in reasons.values()):
+                raise _VideoDeleted
+            return False
+
+        try:
+            self._commit(items, settle)
+        except _VideoDeleted:
+            return False
+        return True
 
     def count_event(self, event_type: str) -> None:
         self._call(
@@ -552,8 +655,8 @@ class Repository:
         parked = self._index_partition(DEAD_LETTER_PARTITION, limit, newest_first=True)
         return [item_to_dead_letter(item) for item in parked]
 
-    def get_video(self, file_id: str) -> Video | None:
-        response = self._call("get_item", TableName=self._table, Key=video_key(file_id))
+    def get_video(self, file_id: str, consistent: bool = False) -> Video | None:
+        response = self._call("get_item", TableName=self._table, Key=video_key(file_id), ConsistentRead=consistent)
         item = response.get("Item")
         return None if item is None else item_to_video(item)
 
