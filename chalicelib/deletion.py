@@ -35,10 +35,11 @@ from chalicelib.videos import Video, is_file_id
 
 logger = logging.getLogger("vodupload")
 
-# One DeleteMedia attempt within a request (the VOD client's timeout). A retry is made only while another
-# attempt, plus what the deletion's own storage write needs, fits the request's deadline (3.5 s by default).
+# One DeleteMedia attempt within a request (the VOD client's timeout). An attempt is made only while it, plus
+# the deletion's own storage write (one transaction), fits the request's deadline (3.5 s by default): two
+# attempts when VOD is slow, more quickly failing ones would not help.
 DELETE_MEDIA_REQUEST_SECONDS = 1.2
-STORAGE_RESERVE_SECONDS = 1.0
+STORAGE_RESERVE_SECONDS = 0.5
 _DELETE_ATTEMPTS = 2
 RETRY_AFTER_SECONDS = 5
 # How long a deletion is left `deleting` before the sweep finishes it: far past the deadline of the request
