@@ -524,16 +524,9 @@ class Repository:
         """The owner's video becomes `deleting` (its first request time is kept), and enters the sweep's work
         list: one transaction. False (nothing written) if it is deleted already."""
         items: dict[str, Item] = {
-            "video": {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": video_key(video.file_id),
-                    "UpdateExpression": "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)",
-                    "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
-                    "ExpressionAttributeNames": {"#owner": "owner"},
-                    "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
-                }
-            },
+            "video": self._undeleted_video_update(
+                video, "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)", now
+            ),
             "work list": {
                 "Update": {
                     "TableName": self._table,
@@ -556,16 +549,7 @@ class Repository:
         """The video is deleted: it leaves its owner's listing and the sweep's work list, and its `video.deleted`
         event is written, in one transaction. False (nothing written) if it was deleted already."""
         items: dict[str, Item] = {
-            "video": {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": video_key(video.file_id),
-                    "UpdateExpression": "SET deletedAt = :now REMOVE gsi1pk, gsi1sk",
-                    "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
-                    "ExpressionAttributeNames": {"#owner": "owner"},
-                    "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
-                }
-            },
+            "video": self._undeleted_video_update(video, "SET deletedAt = :now REMOVE gsi1pk, gsi1sk", now),
             "event": {
                 "Put": {
                     "TableName": self._table,
@@ -592,6 +576,19 @@ class Repository:
         """The FileIds of the oldest videos still `deleting` whose deletion was asked for before `moment`."""
         items = self._index_partition(DELETING_PARTITION, limit, before=moment)
         return [req_s(item, "pk").removeprefix("VIDEO#") for item in items]
+
+    def _undeleted_video_update(self, video: Video, expression: str, now: int) -> Item:
+        """An update of the owner's video (`:now` bound to `now`) that holds only while it is not deleted."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": video_key(video.file_id),
+                "UpdateExpression": expression,
+                "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
+            }
+        }
 
     def _commit_unless_deleted(self, items: Mapping[str, Item]) -> bool:
         """Commit a transaction whose conditions hold while the video is not deleted: False when it was."""

@@ -187,6 +187,46 @@ def test_vod_failing_is_a_503_with_retry_after_and_a_retry_finishes_the_deletion
     assert_deleted_once(items, file_id, "alice", upload_id, "owner_request")
 
 
+@pytest.mark.parametrize("failing", ["deleting", "deleted"])
+def test_storage_failing_leaves_nothing_half_done_and_a_retry_finishes(
+    vod: Vod, api_factory: ApiFactory, stage_env: dict[str, str], token_for: TokenFactory, items: Items, failing: str
+) -> None:
+    """Every attempt of one of the deletion's two transactions is lost on its way to DynamoDB: the one that
+    marks the video `deleting` (VOD is then not called) or the one that completes it (VOD has deleted the
+    file). Either is all or nothing, and the owner's retry finishes the deletion."""
+    api, alice = api_factory(), token_for("alice")
+    upload_id, file_id = attributed_video(vod, api, alice)
+    before = items()
+    transactions_through = 0 if failing == "deleting" else 1
+    transactions = 0
+
+    def plan(_number: int, operation: str) -> str | None:
+        nonlocal transactions
+        transactions += operation == "TransactWriteItems"
+        return "unreachable" if operation == "TransactWriteItems" and transactions > transactions_through else None
+
+    storage = FaultProxy(stage_env["DYNAMODB_ENDPOINT_URL"], plan)
+    real_storage, stage_env["DYNAMODB_ENDPOINT_URL"] = stage_env["DYNAMODB_ENDPOINT_URL"], storage.url
+    try:
+        answer = delete(warm(api_factory(), alice), alice, file_id)
+    finally:
+        storage.stop()
+        stage_env["DYNAMODB_ENDPOINT_URL"] = real_storage
+    assert (answer.status_code, answer.json_body["error"]) == (503, "service_unavailable"), answer.body
+    assert "Retry-After" in answer.headers
+    assert outbox(items) == []
+    healed = api_factory()  # the stage's services are built again, on the real endpoint
+    if failing == "deleting":
+        assert items() == before and "DeleteMedia" not in vod.calls and vod.has(file_id)
+    else:
+        [shown] = healed.get("/videos", headers=bearer(alice)).json_body["videos"]
+        assert isinstance(shown["deletionRequestedAt"], int) and not vod.has(file_id)
+
+    assert delete(healed, alice, file_id).status_code == 204
+    assert not vod.has(file_id) and listed(healed, alice) == []
+    assert_deleted_once(items, file_id, "alice", upload_id, "owner_request")
+
+
 def test_filedeleted_arriving_before_the_retry_finishes_the_pending_deletion_once(
     vod: Vod, api_factory: ApiFactory, token_for: TokenFactory, items: Items
 ) -> None:
