@@ -11,7 +11,6 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
                                  `deletedAt` once deleted (chalicelib/deletion.py has the states)
   VIDEO#<fileId>  / DELETION     its owner's deletion request: in gsi1 under DELETING (by request time)
                                  until the deletion completes (the sweep's work list), then kept as the trace
-  OUTBOX#<eventId> / EVENT       a domain event, written in the transaction of the fact it reports
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
                                  until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
                                  a user's video, so the file was kept)
@@ -19,21 +18,21 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its size and body (the
                                  first FAILED_EVENT_BODY_BYTES); once parked (a dead letter), in gsi1 under
                                  DEADLETTER
+  OUTBOX#<eventId> / EVENT       a domain event, written in its fact's transaction; the table's stream
+                                 delivers it, and it expires after OUTBOX_RETENTION_SECONDS
 
 Pure: values in DynamoDB's attribute-value form, no I/O.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from chalicelib.domain_events import OUTBOX_RETENTION_SECONDS, SCHEMA_VERSION, DomainEvent, envelope
 from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
 from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 Item = dict[str, Any]
 Key = dict[str, Any]
 
-ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Repository._abandon)
+ABANDONED = "abandoned"  # the status of an intent whose create gave up (see IntentStorage._abandon)
 EXPIRED = "expired"
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
@@ -183,6 +182,10 @@ def failed_event_key(digest: str) -> Key:
     return {"pk": as_s(f"EVENT#{digest}"), "sk": as_s("FAILURES")}
 
 
+def outbox_key(event_id: str) -> Key:
+    return {"pk": as_s(f"OUTBOX#{event_id}"), "sk": as_s("EVENT")}
+
+
 def owner_partition(owner: str) -> dict[str, str]:
     """The gsi1 partition of an owner's videos."""
     return as_s(f"OWNER#{owner}")
@@ -219,7 +222,7 @@ def page_key(last_evaluated: Mapping[str, Any]) -> PageKey:
 
 def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
     """The intent as first stored: `signature_token` stands for its first signature (see
-    `Repository.renew_signature`)."""
+    `IntentStorage.renew_signature`)."""
     assert intent.signatures_minted == 1, "an intent is stored with its first signature"
     terms, client = intent.terms, intent.client
     return {
@@ -458,35 +461,34 @@ def item_to_dead_letter(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# -- the outbox: domain events, written in the transaction of their fact ------------------------------
-
-VIDEO_DELETED = "video.deleted"
-EVENT_SCHEMA_VERSION = "1"
-OUTBOX_TTL_SECONDS = 7 * 86_400
-_EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/vod-upload-backend/events")
+# -- the outbox ---------------------------------------------------------------------------------------
 
 
-def event_id(event_type: str, natural_key: str) -> str:
-    """Stable: the same fact gives the same id, so a retried write or a second report of it is one event."""
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}#{natural_key}"))
-
-
-def outbox_item(
-    event_type: str, natural_key: str, owner: str, upload_id: str, file_id: str, data: Mapping[str, Any], now: int
-) -> Item:
-    """The outbox row of one event (OUTBOX_CONTRACT.md), to put with `attribute_not_exists(pk)` in the
-    transaction of its fact."""
-    identifier = event_id(event_type, natural_key)
+def outbox_item(event: DomainEvent) -> Item:
+    """A domain event's outbox row (docs/events.md): every attribute a string but `ttl`, so that the
+    stream's image maps to the delivered envelope field by field."""
     return {
-        "pk": as_s(f"OUTBOX#{identifier}"),
-        "sk": as_s("EVENT"),
-        "eventId": as_s(identifier),
-        "type": as_s(event_type),
-        "schemaVersion": as_s(EVENT_SCHEMA_VERSION),
-        "occurredAt": as_s(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))),
-        "owner": as_s(owner),
-        "uploadId": as_s(upload_id),
-        "fileId": as_s(file_id),
-        "data": as_s(json.dumps(data, sort_keys=True, separators=(",", ":"))),
-        "ttl": as_n(now + OUTBOX_TTL_SECONDS),
+        **outbox_key(event.event_id),
+        "eventId": as_s(event.event_id),
+        "type": as_s(event.type),
+        "schemaVersion": as_s(SCHEMA_VERSION),
+        "occurredAt": as_s(event.occurred_at_text),
+        "owner": as_s(event.owner),
+        "uploadId": as_s(event.upload_id),
+        "fileId": as_s(event.file_id),
+        "data": as_s(event.data_json),
+        "ttl": as_n(event.occurred_at + OUTBOX_RETENTION_SECONDS),
     }
+
+
+def item_to_envelope(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope an outbox row (or its stream image) is delivered as."""
+    return envelope(
+        req_s(item, "eventId"),
+        req_s(item, "type"),
+        req_s(item, "occurredAt"),
+        req_s(item, "owner"),
+        req_s(item, "uploadId"),
+        req_s(item, "fileId"),
+        load_stored_json(req_s(item, "data"), STORED_JSON_DEPTH),
+    )

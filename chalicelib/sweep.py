@@ -22,13 +22,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from chalicelib import deadline
-from chalicelib.deletion import PENDING_SECONDS, MediaLibrary, Reason
+from chalicelib.deletion import PENDING_SECONDS, MediaLibrary
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
-from chalicelib.videos import Video
+
+if TYPE_CHECKING:
+    from chalicelib.storage import Storage
 
 logger = logging.getLogger("vodupload")
 
@@ -42,24 +44,6 @@ DELETIONS_PER_RUN = 100
 DELETE_MEDIA_SECONDS = 5.0
 
 Deletion = Literal["dry-run", "delete"]
-
-
-class SweepStore(Protocol):
-    def expire_closed_intents(self, partition: str, now: int, limit: int) -> tuple[int, list[str]]: ...
-
-    def reviews_received_before(self, moment: int, limit: int) -> list[dict[str, object]]: ...
-
-    def mark_review_deleted(self, file_id: str, now: int) -> None: ...
-
-    def file_owner(self, file_id: str) -> str | None: ...
-
-    def mark_review_owned(self, file_id: str, owner: str, now: int) -> None: ...
-
-    def deletions_requested_before(self, moment: int, limit: int) -> list[str]: ...
-
-    def get_video(self, file_id: str, consistent: bool = False) -> Video | None: ...
-
-    def complete_deletion(self, video: Video, reason: Reason, now: int) -> bool: ...
 
 
 @dataclass
@@ -86,7 +70,7 @@ class SweepReport:
 class ReconciliationSweep:
     def __init__(
         self,
-        store: SweepStore,
+        store: Storage,
         media: Callable[[], MediaLibrary],
         deletion: Deletion,
         grace_seconds: int,
@@ -119,7 +103,7 @@ class ReconciliationSweep:
                 return False
             try:
                 with deadline.within(self._step_seconds):
-                    seen, expired = self._store.expire_closed_intents(partition, now, BATCH)
+                    seen, expired = self._store.intents.expire_closed_intents(partition, now, BATCH)
             except ServiceUnavailable:
                 report.failed += 1
                 return False
@@ -135,7 +119,7 @@ class ReconciliationSweep:
     def _delete_unattributed(self, now: int, stop_at: float, report: SweepReport) -> bool:
         try:
             with deadline.within(self._step_seconds):
-                due = self._store.reviews_received_before(now - self._grace_seconds, DELETIONS_PER_RUN)
+                due = self._store.reviews.reviews_received_before(now - self._grace_seconds, DELETIONS_PER_RUN)
         except ServiceUnavailable:
             report.failed += 1
             return False
@@ -165,10 +149,10 @@ class ReconciliationSweep:
 
     def _close_if_owned(self, file_id: str, now: int, review: dict[str, object]) -> bool:
         """Whether the reviewed FileId is attributed to someone; if so its review item is closed, as `owned`."""
-        owner = self._store.file_owner(file_id)
+        owner = self._store.videos.file_owner(file_id)
         if owner is None:
             return False
-        self._store.mark_review_owned(file_id, owner, now)
+        self._store.reviews.mark_review_owned(file_id, owner, now)
         logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
         return True
 
@@ -178,7 +162,7 @@ class ReconciliationSweep:
             return False
         try:
             with deadline.within(self._step_seconds):
-                self._store.mark_review_deleted(file_id, now)
+                self._store.reviews.mark_review_deleted(file_id, now)
         except ServiceUnavailable:
             report.failed += 1  # deleted from VOD; the next run finds it gone and records it
             return False
@@ -190,7 +174,7 @@ class ReconciliationSweep:
         deleted with its event, as the owner's request would have done it."""
         try:
             with deadline.within(self._step_seconds):
-                pending = self._store.deletions_requested_before(now - PENDING_SECONDS, DELETIONS_PER_RUN)
+                pending = self._store.videos.deletions_requested_before(now - PENDING_SECONDS, DELETIONS_PER_RUN)
         except ServiceUnavailable:
             report.failed += 1
             return False
@@ -200,7 +184,7 @@ class ReconciliationSweep:
                 return False
             try:
                 with deadline.within(self._step_seconds):
-                    video = self._store.get_video(file_id, consistent=True)
+                    video = self._store.videos.get_video(file_id, consistent=True)
             except ServiceUnavailable:
                 report.failed += 1
                 return False
@@ -213,7 +197,7 @@ class ReconciliationSweep:
                 return False
             try:
                 with deadline.within(self._step_seconds):
-                    self._store.complete_deletion(video, "owner_request", now)
+                    self._store.videos.complete_deletion(video, "owner_request", now)
             except ServiceUnavailable:
                 report.failed += 1  # the next run finds the file gone from VOD and completes it
                 return False

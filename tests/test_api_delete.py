@@ -18,7 +18,7 @@ import pytest
 
 from chalicelib import container
 from chalicelib.deletion import PENDING_SECONDS, RETRY_AFTER_SECONDS
-from chalicelib.items import event_id
+from chalicelib.domain_events import video_deleted
 from chalicelib.sweep import ReconciliationSweep
 from chalicelib.vod_api import VodMediaLibrary
 from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, wait_for_video
@@ -96,7 +96,7 @@ def listed(api: Any, token: str) -> list[str]:
 
 def assert_deleted_once(items: Items, file_id: str, owner: str, upload_id: str, reason: str) -> None:
     [row] = outbox(items)
-    assert row["pk"]["S"] == f"OUTBOX#{event_id('video.deleted', file_id)}"
+    assert row["pk"]["S"] == f"OUTBOX#{video_deleted(file_id, owner, upload_id, reason, 0).event_id}"
     fields = {name: row[name]["S"] for name in ("type", "schemaVersion", "owner", "uploadId", "fileId", "data")}
     assert fields == {
         "type": "video.deleted", "schemaVersion": "1", "owner": owner, "uploadId": upload_id, "fileId": file_id,
@@ -251,7 +251,7 @@ def sweep_ahead(seconds: float, media_endpoint: str, stage_env: dict[str, str]) 
     """The stage's sweep on a clock `seconds` ahead, deleting through VOD at `media_endpoint`."""
     services = container.services()
     return ReconciliationSweep(
-        services.repository,
+        services.storage,
         lambda: VodMediaLibrary(stage_env["VOD_SECRET_ID"], stage_env["VOD_SECRET_KEY"], media_endpoint, None),
         services.settings.delete_unattributed,  # the default, dry-run: pending deletions are finished all the same
         services.settings.delete_unattributed_after_seconds,

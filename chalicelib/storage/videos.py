@@ -1,0 +1,283 @@
+"""Videos: an upload's attribution to its owner (which completes its intent), VOD's processing of it and
+its deletion, and the owner's listing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.domain_events import video_deleted
+from chalicelib.errors import CompletionLost, FileOwnedElsewhere
+from chalicelib.events import ProcessingUpdate
+from chalicelib.items import (
+    DELETING_PARTITION,
+    EXPIRED,
+    MAX_TASK_FLOWS,
+    Item,
+    as_n,
+    as_s,
+    deletion_key,
+    get_s,
+    item_to_video,
+    owner_partition,
+    page_key,
+    page_start,
+    processing_entry,
+    req_s,
+    upload_key,
+    video_key,
+    video_sort_key,
+    video_upload_attributes,
+)
+from chalicelib.storage.intents import release_slot_item
+from chalicelib.storage.outbox import outbox_put
+from chalicelib.storage.table import AGAIN, Again, Reasons, Table, failed
+from chalicelib.uploads import UploadIntent
+from chalicelib.videos import PageKey, Video
+
+
+class _VideoDeleted(Exception):
+    """A write conditioned on a video not being deleted found it deleted."""
+
+
+class VideoStorage:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None:
+        """Intent open -> completed with this FileId, the video record, and the open slot released:
+        one transaction, so an upload is attributed exactly once or not at all. Raises CompletionLost if
+        the intent is no longer open, FileOwnedElsewhere if another user's video has this FileId."""
+        attributes = video_upload_attributes(video)
+        names = {f"#a{i}": name for i, name in enumerate(attributes)}
+        values = {f":a{i}": value for i, value in enumerate(attributes.values())}
+        items: dict[str, Item] = {
+            "intent": {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": upload_key(intent.upload_id),
+                    "UpdateExpression": (
+                        "SET #status = :completed, fileId = :file, completedAt = :now REMOVE gsi1pk, gsi1sk"
+                    ),
+                    # Only an open (or expired: its event came late) intent completes: a concurrent copy of
+                    # the same event finds it completed and reports a duplicate, writing nothing.
+                    "ConditionExpression": "#owner = :owner AND #status IN (:open, :expired)",
+                    "ExpressionAttributeNames": {"#status": "status", "#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":completed": as_s("completed"),
+                        ":open": as_s("open"),
+                        ":expired": as_s(EXPIRED),
+                        ":file": as_s(video.file_id),
+                        ":owner": as_s(intent.owner),
+                        ":now": as_n(now),
+                    },
+                }
+            },
+            "video": {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": video_key(video.file_id),
+                    "UpdateExpression": "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(names))),
+                    "ConditionExpression": "attribute_not_exists(#a0) OR #a0 = :a0",  # #a0: the owner
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            "open slot": release_slot_item(self._table, intent),
+        }
+
+        def settle(reasons: Reasons) -> bool:
+            if failed(reasons["intent"]):
+                raise CompletionLost(intent.upload_id)
+            if failed(reasons["video"]):
+                raise FileOwnedElsewhere(video.file_id)
+            return False
+
+        self._table.commit(items, settle)
+
+    def file_owner(self, file_id: str) -> str | None:
+        """Whom a FileId is attributed to, if anyone (a consistent read: the sweep deletes only what nobody owns)."""
+        response = self._table.call(
+            "get_item",
+            TableName=self._table.name,
+            Key=video_key(file_id),
+            ConsistentRead=True,
+            ProjectionExpression="#owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+        )
+        return get_s(response.get("Item", {}), "owner")
+
+    def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
+        """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later
+        snapshot of the same task is already there. Each task flow is ordered on its own, so the final
+        record does not depend on the order in which snapshots of several flows arrive. The map holds at most
+        MAX_TASK_FLOWS flows: a new one takes the place of the least recently updated (never of the upload's
+        own flow), so that no number of flows takes the item past DynamoDB's size limit."""
+        entry = processing_entry(update, now)
+
+        def attempt() -> bool | Again:
+            old = self._table.conditional_update(
+                Key=video_key(update.file_id),
+                UpdateExpression="SET processing.#task = :entry",
+                ConditionExpression=(
+                    "attribute_exists(processing) AND (processing.#task.#rank <= :rank OR "
+                    "(attribute_not_exists(processing.#task) AND size(processing) < :flows))"
+                ),
+                ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
+                ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank), ":flows": as_n(MAX_TASK_FLOWS)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            if old is None:
+                return True
+            if "processing" not in old:
+                created = self._table.conditional_update(  # first snapshot for this file: create the map
+                    Key=video_key(update.file_id),
+                    UpdateExpression="SET processing = :tasks",
+                    ConditionExpression="attribute_not_exists(processing)",
+                    ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
+                )
+                return True if created is None else AGAIN
+            if update.task_id in old["processing"]["M"]:
+                return False  # a later snapshot of this task is already stored
+            return self._replace_oldest_flows(update, entry, old)
+
+        return self._table.until_settled("UpdateItem", "processing map changed concurrently", attempt)
+
+    def _replace_oldest_flows(self, update: ProcessingUpdate, entry: dict[str, Any], video: Item) -> bool | Again:
+        """Put a new task flow's entry in a full `processing` map in place of the least recently updated
+        flows (AGAIN if the map changed since it was read)."""
+        flows = video["processing"]["M"]
+        own = get_s(video, "procedureTaskId")
+        updated_at = {task: flow["M"]["updatedAt"] for task, flow in flows.items() if task != own}
+        oldest = sorted(updated_at, key=lambda task: (int(updated_at[task]["N"]), task))
+        removed = oldest[: len(flows) - MAX_TASK_FLOWS + 1]
+        paths = [f"processing.#old{i}" for i in range(len(removed))]
+        unchanged = " AND ".join(f"{path}.#at = :at{i}" for i, path in enumerate(paths))
+        replaced = self._table.conditional_update(
+            Key=video_key(update.file_id),
+            UpdateExpression=f"REMOVE {', '.join(paths)} SET processing.#task = :entry",
+            ConditionExpression=f"size(processing) = :count AND attribute_not_exists(processing.#task) AND {unchanged}",
+            ExpressionAttributeNames={"#task": update.task_id, "#at": "updatedAt"}
+            | {f"#old{i}": task for i, task in enumerate(removed)},
+            ExpressionAttributeValues={":entry": entry, ":count": as_n(len(flows))}
+            | {f":at{i}": updated_at[task] for i, task in enumerate(removed)},
+        )
+        return True if replaced is None else AGAIN
+
+    def mark_unattributed_deleted(self, file_id: str, now: int) -> bool:
+        """VOD deleted a file nobody owns (yet): the record says so, and an attribution arriving later finds it
+        deleted. False (nothing written) if the file is attributed: its deletion is `complete_deletion`'s."""
+        return (
+            self._table.conditional_update(
+                Key=video_key(file_id),
+                UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
+                ConditionExpression="attribute_not_exists(#owner)",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":now": as_n(now)},
+            )
+            is None
+        )
+
+    # -- deleting a video (the states: chalicelib/deletion.py) ------------------------------------------
+
+    def request_deletion(self, video: Video, now: int) -> bool:
+        """The owner's video becomes `deleting` (its first request time is kept), and enters the sweep's work
+        list: one transaction. False (nothing written) if it is deleted already."""
+        items: dict[str, Item] = {
+            "video": self._undeleted_video_update(
+                video, "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)", now
+            ),
+            "work list": {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": deletion_key(video.file_id),
+                    "UpdateExpression": (
+                        "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
+                        "gsi1sk = if_not_exists(gsi1sk, :sort)"
+                    ),
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":owner": as_s(video.owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
+                        ":sort": as_s(video_sort_key(now, video.file_id)),
+                    },
+                }
+            },
+        }  # fmt: skip
+        return self._commit_unless_deleted(items)
+
+    def complete_deletion(self, video: Video, reason: str, now: int) -> bool:
+        """The video is deleted: it leaves its owner's listing (and, asked by its owner, the sweep's work list),
+        and its `video.deleted` event is written, in one transaction. False (nothing written) if it was deleted
+        already. The one write of a deletion, whoever finishes it."""
+        event = video_deleted(video.file_id, video.owner, video.upload_id, reason, now)
+        items: dict[str, Item] = {
+            "video": self._undeleted_video_update(video, "SET deletedAt = :now REMOVE gsi1pk, gsi1sk", now),
+            "event": outbox_put(self._table, event),
+        }
+        if reason == "owner_request":  # it is on the sweep's work list
+            items["work list"] = {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": deletion_key(video.file_id),
+                    "UpdateExpression": "SET completedAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ExpressionAttributeValues": {":now": as_n(now)},
+                }
+            }
+        return self._commit_unless_deleted(items)
+
+    def deletions_requested_before(self, moment: int, limit: int) -> list[str]:
+        """The FileIds of the oldest videos still `deleting` whose deletion was asked for before `moment`."""
+        items = self._table.index_partition(DELETING_PARTITION, limit, before=moment)
+        return [req_s(item, "pk").removeprefix("VIDEO#") for item in items]
+
+    def _undeleted_video_update(self, video: Video, expression: str, now: int) -> Item:
+        """An update of the owner's video (`:now` bound to `now`) that holds only while it is not deleted."""
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": video_key(video.file_id),
+                "UpdateExpression": expression,
+                "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
+            }
+        }
+
+    def _commit_unless_deleted(self, items: dict[str, Item]) -> bool:
+        """Commit a transaction whose conditions hold while the video is not deleted (its event, written only
+        with its deletion, is not there either): False when it was."""
+
+        def settle(reasons: Reasons) -> bool:
+            if any(failed(reason) for reason in reasons.values()):
+                raise _VideoDeleted
+            return False
+
+        try:
+            self._table.commit(items, settle)
+        except _VideoDeleted:
+            return False
+        return True
+
+    def get_video(self, file_id: str, consistent: bool = False) -> Video | None:
+        response = self._table.call(
+            "get_item", TableName=self._table.name, Key=video_key(file_id), ConsistentRead=consistent
+        )
+        item = response.get("Item")
+        return None if item is None else item_to_video(item)
+
+    def list_videos(self, owner: str, limit: int, after: PageKey | None) -> tuple[list[Video], PageKey | None]:
+        """Newest first. Deleted videos are filtered out, so a page may hold fewer than `limit`."""
+        request: dict[str, Any] = {
+            "TableName": self._table.name,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :owner",
+            "FilterExpression": "attribute_not_exists(deletedAt)",
+            "ExpressionAttributeValues": {":owner": owner_partition(owner)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after is not None:
+            request["ExclusiveStartKey"] = page_start(owner, after)
+        response = self._table.call("query", **request)
+        videos = [video for video in map(item_to_video, response.get("Items", [])) if video is not None]
+        last = response.get("LastEvaluatedKey")
+        return videos, page_key(last) if last else None
