@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from chalicelib.deletion import PENDING_SECONDS, RETRY_AFTER_SECONDS
 from chalicelib.domain_events import video_deleted
 from chalicelib.sweep import ReconciliationSweep
 from chalicelib.vod_api import VodMediaLibrary
+from devstack.events import EventSink, StreamReader, reading
+from devstack.outbox_pipe import OutboxPipe
 from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, wait_for_video
 from tests.fault_proxy import FaultProxy
 from tests.test_api_complete import http_post
@@ -137,6 +140,33 @@ def test_the_owner_deletes_a_video_from_vod_and_from_the_list_once(
     # VOD's own FileDeleted, PULLed: the deletion it reports is done, so nothing is written.
     pull_file_deleted("duplicate")
     assert items() == after
+
+
+def test_one_video_deleted_event_is_delivered_per_deleted_video(
+    vod: Vod, api_factory: ApiFactory, token_for: TokenFactory, dynamodb_endpoint: str, table_name: str, tmp_path: Path
+) -> None:
+    """Through the table's stream to the local sink (devstack/events.py, as make dev delivers them): a deletion,
+    its retry and VOD's FileDeleted deliver one event; a second video's deletion, delivered after them on the
+    stream, is the signal that nothing more is on its way."""
+    api, alice = api_factory(), token_for("alice")
+    upload_id, file_id = attributed_video(vod, api, alice)
+    other_upload, other = attributed_video(vod, api, alice)
+    pipe = OutboxPipe.from_template("vod-upload", "local")
+    with EventSink() as sink, reading(StreamReader(dynamodb_endpoint, table_name, sink.url, tmp_path / "ckpt", pipe)):
+        for _ in range(2):
+            assert delete(api, alice, file_id).status_code == 204
+        pull_file_deleted("duplicate")
+        assert delete(api, alice, other).status_code == 204
+        ends = time.monotonic() + 20
+        while other not in [event["fileId"] for event in sink.received.listed("video.deleted")]:
+            assert time.monotonic() < ends, sink.received.listed()
+            time.sleep(0.1)
+    deleted = sink.received.listed("video.deleted")
+    assert [(event["fileId"], event["uploadId"], event["owner"], event["data"]) for event in deleted] == [
+        (file_id, upload_id, "alice", {"reason": "owner_request"}),
+        (other, other_upload, "alice", {"reason": "owner_request"}),
+    ]
+    assert deleted[0]["id"] == video_deleted(file_id, "alice", upload_id, "owner_request", 0).event_id
 
 
 def test_another_users_or_an_unknown_video_is_404_and_nothing_is_deleted(
