@@ -11,6 +11,9 @@
   run) the sweep reads whether the FileId is attributed; if it is, the review item is closed as `owned`
   (in either mode: that deletes nothing) and the file is left alone. An attribution landing between that
   read and DeleteMedia is not excluded; none is expected for a file already weeks under review.
+- Video deletions left `deleting` (VOD failed while the owner's request waited, and no retry came) are
+  finished once PENDING_SECONDS old, whatever DELETE_UNATTRIBUTED says: their owner asked for them
+  (the states: chalicelib/deletion.py).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib import deadline
+from chalicelib.deletion import PENDING_SECONDS, MediaLibrary
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
 
@@ -42,14 +46,6 @@ DELETE_MEDIA_SECONDS = 5.0
 Deletion = Literal["dry-run", "delete"]
 
 
-class MediaGone(Exception):
-    """VOD has no such file (already deleted)."""
-
-
-class MediaLibrary(Protocol):
-    def delete(self, file_id: str) -> None: ...
-
-
 @dataclass
 class SweepReport:
     expired: int = 0
@@ -59,14 +55,15 @@ class SweepReport:
     due_for_deletion: list[str] = field(default_factory=list)
     deleted: int = 0
     kept_owned: list[str] = field(default_factory=list)  # reviewed FileIds found attributed: closed, not deleted
+    deletions_finished: int = 0  # videos whose owner's deletion was left pending, deleted now
     failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
     finished: bool = True  # False when the run stopped at its deadline with work left
 
     def as_fields(self) -> dict[str, object]:
         return {
             "expired": self.expired, "deletion": self.deletion, "dueForDeletion": len(self.due_for_deletion),
-            "deleted": self.deleted, "keptOwned": len(self.kept_owned), "failed": self.failed,
-            "finished": self.finished,
+            "deleted": self.deleted, "keptOwned": len(self.kept_owned),
+            "deletionsFinished": self.deletions_finished, "failed": self.failed, "finished": self.finished,
         }  # fmt: skip
 
 
@@ -95,6 +92,7 @@ class ReconciliationSweep:
         report = SweepReport(deletion=self._deletion)
         for partition in open_intent_partitions():
             report.finished &= self._expire_partition(partition, now, stop_at, report)
+        report.finished &= self._finish_deletions(now, stop_at, report)
         report.finished &= self._delete_unattributed(now, stop_at, report)
         return report
 
@@ -161,21 +159,63 @@ class ReconciliationSweep:
     def _delete(self, media: MediaLibrary, review: dict[str, Any], now: int, report: SweepReport) -> bool:
         """DeleteMedia, then the record; False when the run should stop (the rest waits for the next run)."""
         file_id = str(review["fileId"])
-        try:
-            media.delete(file_id)
-        except MediaGone:
-            pass  # deleted by someone else: only the record is left to update
-        except VodUnavailable as error:
-            logger.warning("DeleteMedia failed", extra={"fileId": file_id, "failure": str(error)})
-            report.failed += 1
-            return False  # VOD is failing: leave the rest for the next run
+        if not self._delete_in_vod(media, file_id, report):
+            return False
         try:
             with deadline.within(self._step_seconds):
                 self._store.reviews.mark_review_deleted(review, now)
         except ServiceUnavailable:
-            report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
+            report.failed += 1  # deleted from VOD; the next run finds it gone and records it
             return False
         report.deleted += 1
+        return True
+
+    def _finish_deletions(self, now: int, stop_at: float, report: SweepReport) -> bool:
+        """Finish the video deletions asked for more than PENDING_SECONDS ago: DeleteMedia, then the video is
+        deleted with its event, as the owner's request would have done it."""
+        try:
+            with deadline.within(self._step_seconds):
+                pending = self._store.videos.deletions_requested_before(now - PENDING_SECONDS, DELETIONS_PER_RUN)
+        except ServiceUnavailable:
+            report.failed += 1
+            return False
+        media: MediaLibrary | None = None
+        for file_id in pending:
+            if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
+                return False
+            try:
+                with deadline.within(self._step_seconds):
+                    video = self._store.videos.get_video(file_id, consistent=True)
+            except ServiceUnavailable:
+                report.failed += 1
+                return False
+            if video is None or video.deleted_at is not None:
+                # Not expected: the transaction that deletes a video takes it off the list.
+                logger.error("a finished deletion is still listed as pending", extra={"fileId": file_id})
+                continue
+            media = media or self._media()
+            if not self._delete_in_vod(media, file_id, report):
+                return False
+            try:
+                with deadline.within(self._step_seconds):
+                    self._store.videos.complete_deletion(video, "owner_request", now)
+            except ServiceUnavailable:
+                report.failed += 1  # the next run finds the file gone from VOD and completes it
+                return False
+            report.deletions_finished += 1
+            logger.info("finished a pending video deletion", extra={"fileId": file_id, "owner": video.owner})
+        return True
+
+    @staticmethod
+    def _delete_in_vod(media: MediaLibrary, file_id: str, report: SweepReport) -> bool:
+        """DeleteMedia (a file VOD no longer has counts as deleted); False when VOD is failing, which leaves the
+        rest of the run's deletions for the next run."""
+        try:
+            media.delete(file_id)
+        except VodUnavailable as error:
+            logger.warning("DeleteMedia failed", extra={"fileId": file_id, "failure": str(error)})
+            report.failed += 1
+            return False
         return True
 
     def _time_for_a_step(self, stop_at: float, vod_seconds: float = 0.0) -> bool:

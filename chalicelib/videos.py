@@ -32,6 +32,7 @@ class Video:
     media: MediaFacts = field(default_factory=MediaFacts)
     # Written by ProcedureStateChanged / FileDeleted, possibly before the upload event.
     processing_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # TaskId -> latest snapshot
+    deletion_requested_at: int | None = None  # its owner asked to delete it (chalicelib/deletion.py)
     deleted_at: int | None = None
 
     @property
