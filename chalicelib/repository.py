@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib import deadline
 from chalicelib.errors import (
@@ -23,7 +23,6 @@ from chalicelib.errors import (
     ServiceUnavailable,
     SignatureRefused,
 )
-from chalicelib.events import ProcessingUpdate, UploadedFile
 from chalicelib.items import (
     ABANDONED,
     DEAD_LETTER_PARTITION,
@@ -63,7 +62,10 @@ from chalicelib.items import (
     video_upload_attributes,
 )
 from chalicelib.uploads import IntentLimits, UploadIntent
-from chalicelib.videos import PageKey, Video
+
+if TYPE_CHECKING:
+    from chalicelib.events import ProcessingUpdate, UploadedFile
+    from chalicelib.videos import PageKey, Video
 
 T = TypeVar("T")
 # The per-item reasons DynamoDB gives for cancelling a transaction, by the name the caller gave each item.
