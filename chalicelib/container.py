@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from chalicelib.credentials import SecretsProvider
     from chalicelib.event_service import EventService
     from chalicelib.pull_consumer import PullConsumer
-    from chalicelib.repository import Repository
     from chalicelib.settings import Settings
+    from chalicelib.storage import Storage
     from chalicelib.sweep import MediaLibrary, ReconciliationSweep
     from chalicelib.uploads import UploadService
     from chalicelib.videos import VideoService
@@ -74,12 +74,12 @@ class Services:
         return TokenVerifier(keys, issuer, audience, settings.jwt_leeway_seconds)
 
     @cached_property
-    def repository(self) -> Repository:
-        from chalicelib.repository import Repository
+    def storage(self) -> Storage:
+        from chalicelib.storage import Storage
 
         settings = self.settings
         connect, read = settings.dynamodb_connect_timeout_seconds, settings.dynamodb_read_timeout_seconds
-        return Repository(
+        return Storage.over(
             aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url, connect, read),
             settings.table_name,
             attempt_seconds=connect + read,
@@ -90,7 +90,7 @@ class Services:
         from chalicelib.uploads import UploadService
 
         settings = self.settings
-        return UploadService(self.repository, self.secrets, settings.upload_policy, settings.max_metadata_bytes)
+        return UploadService(self.storage.intents, self.secrets, settings.upload_policy, settings.max_metadata_bytes)
 
     @cached_property
     def events(self) -> EventService:
@@ -98,7 +98,7 @@ class Services:
 
         settings = self.settings
         return EventService(
-            self.repository,
+            self.storage,
             self.secrets,
             settings.callback_max_body_bytes,
             require_sign=settings.require_callback_sign,
@@ -114,7 +114,7 @@ class Services:
         return PullConsumer(
             CurrentKeysEventQueue(self._vod_keys, settings.vod_api_endpoint, self._vod_sub_app_id),
             self.events,
-            self.repository,
+            self.storage.vod_events,
             settings.pull_max_failures,
             settings.request_deadline_seconds,
             settings.pull_confirm_window_seconds,
@@ -131,7 +131,7 @@ class Services:
 
         settings = self.settings
         return ReconciliationSweep(
-            self.repository,
+            self.storage,
             media,
             settings.delete_unattributed,
             settings.delete_unattributed_after_seconds,
@@ -174,7 +174,7 @@ class Services:
     def videos(self) -> VideoService:
         from chalicelib.videos import VideoService
 
-        return VideoService(self.repository)
+        return VideoService(self.storage.videos)
 
 
 def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:

@@ -11,14 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol, assert_never
+from typing import TYPE_CHECKING, Literal, assert_never
 
 from chalicelib import callback_auth, source_context, vod_notification
 from chalicelib.credentials import SecretsProvider
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere, PayloadTooLarge, ServiceUnavailable
 from chalicelib.events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
-from chalicelib.uploads import UploadIntent
 from chalicelib.videos import Video
+
+if TYPE_CHECKING:
+    from chalicelib.storage import Storage
 
 _COMPLETION_ATTEMPTS = 3
 NEW_FILE_UPLOAD = "NewFileUpload"
@@ -26,7 +28,6 @@ NEW_FILE_UPLOAD = "NewFileUpload"
 logger = logging.getLogger("vodupload")
 
 OutcomeKind = Literal["attributed", "duplicate", "rejected", "orphan", "updated", "stale", "deleted", "ignored"]
-ReviewKind = Literal["orphan", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -39,26 +40,10 @@ class Outcome:
     uploaded_at: float | None = None  # attributed: when VOD created the file (its CreateTime), epoch seconds
 
 
-class EventStore(Protocol):
-    def get_intent(self, upload_id: str) -> UploadIntent | None: ...
-
-    def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None: ...
-
-    def record_for_review(
-        self, kind: ReviewKind, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
-    ) -> None: ...
-
-    def apply_processing(self, update: ProcessingUpdate, now: int) -> bool: ...
-
-    def mark_deleted(self, file_id: str, now: int) -> None: ...
-
-    def count_event(self, event_type: str) -> None: ...
-
-
 class EventService:
     def __init__(
         self,
-        store: EventStore,
+        store: Storage,
         secrets: SecretsProvider,
         max_body_bytes: int,
         require_sign: bool = True,
@@ -125,14 +110,14 @@ class EventService:
             case UploadedFile() as uploaded:
                 return self._uploaded(event_type, uploaded, tag_key, now)
             case ProcessingUpdate() as update:
-                applied = self._store.apply_processing(update, now)
+                applied = self._store.videos.apply_processing(update, now)
                 return Outcome(event_type, "updated" if applied else "stale", update.file_id)
             case FilesDeleted(file_ids=file_ids):
                 for file_id in file_ids:
-                    self._store.mark_deleted(file_id, now)
+                    self._store.videos.mark_deleted(file_id, now)
                 return Outcome(event_type, "deleted", ",".join(file_ids)[:200] or None)
             case OtherEvent(event_type=other):
-                self._store.count_event(other[:64])
+                self._store.vod_events.count_event(other[:64])
                 return Outcome(event_type, "ignored")
             case unreachable:
                 assert_never(unreachable)
@@ -141,26 +126,26 @@ class EventService:
         try:
             upload_id = source_context.decode(uploaded.source_context or "", tag_key)
         except source_context.InvalidContext as exc:
-            self._store.record_for_review("orphan", uploaded, str(exc), now)
+            self._store.reviews.record_for_review("orphan", uploaded, str(exc), now)
             return Outcome(event_type, "orphan", uploaded.file_id, reason=str(exc))
         for _ in range(_COMPLETION_ATTEMPTS):
-            intent = self._store.get_intent(upload_id)
+            intent = self._store.intents.get_intent(upload_id)
             if intent is None:
-                self._store.record_for_review("orphan", uploaded, "no such upload intent", now)
+                self._store.reviews.record_for_review("orphan", uploaded, "no such upload intent", now)
                 return Outcome(event_type, "orphan", uploaded.file_id, upload_id, "no such upload intent")
             if intent.status == "completed":
                 if intent.file_id == uploaded.file_id:
                     return Outcome(event_type, "duplicate", uploaded.file_id, upload_id)
                 reason = f"intent already completed with another file ({intent.file_id})"
-                self._store.record_for_review("rejected", uploaded, reason, now, intent)
+                self._store.reviews.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
             try:
-                self._store.complete_upload(intent, Video.attribute(intent, uploaded, now), now)
+                self._store.videos.complete_upload(intent, Video.attribute(intent, uploaded, now), now)
             except CompletionLost:
                 continue
             except FileOwnedElsewhere:
                 reason = "file id already attributed to another user"
-                self._store.record_for_review("rejected", uploaded, reason, now, intent)
+                self._store.reviews.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
             created = _epoch(uploaded.media.vod_create_time)
             return Outcome(event_type, "attributed", uploaded.file_id, upload_id, uploaded_at=created)
