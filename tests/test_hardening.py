@@ -103,6 +103,7 @@ def test_non_finite_vod_output_details_are_not_stored(stack: Stack) -> None:
     assert "Duration" not in strict_json(snapshot)["tasks"][0].get("detail", {})
 
 
+@pytest.mark.serial  # threads racing: after the parallel pass, alone (Makefile, `unit`)
 def test_concurrent_copies_of_one_event_attribute_it_once(stack: Stack) -> None:
     upload_id, context = stack.create_upload()
     body = json.dumps(vod.signed(vod.new_file_upload("f-copies", context), stack.env["VOD_SIGN_KEY"])).encode()
