@@ -26,8 +26,6 @@ from deploy.stage import fed_environment, placeholders
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "dev"
-# One worker runs this module: its tests share one set of emulators (`emulated`), and some assert what they left.
-pytestmark = pytest.mark.xdist_group("deploy")
 
 
 @pytest.fixture(scope="module")

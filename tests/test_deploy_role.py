@@ -67,8 +67,6 @@ from tests.aws_calls import (
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = BOOTSTRAP
-# One worker runs this module: its tests share the stages' `chalice package` output (`packaged`), made once.
-pytestmark = pytest.mark.xdist_group("deploy_role")
 STAGE_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "stage.json").read_text())
 DATA_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "data.json").read_text())
 CHALICE_CONFIG: dict[str, Any] = json.loads((ROOT / ".chalice" / "config.json").read_text())

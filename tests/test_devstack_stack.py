@@ -31,8 +31,6 @@ from vodlocal.testing import run_harness
 NODE = shutil.which("node")
 MiB = 1 << 20
 COMPONENTS = {"api": "-m devstack.api", "vodlocal": "-m vodlocal", "dynamodb": "-m devstack.dynamodb"}
-# One worker runs this module: its tests share one `make dev` (`stack`), started once.
-pytestmark = pytest.mark.xdist_group("devstack_stack")
 
 
 def free_ports(count: int) -> list[int]:

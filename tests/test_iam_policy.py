@@ -57,8 +57,6 @@ from tests.test_pull_consumer import as_user, commit_through, upload_through
 from vodlocal import Config, Handle, start
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
-# One worker runs this module: its tests share one recording of the app's AWS calls (`recording`), made once.
-pytestmark = pytest.mark.xdist_group("iam_policy")
 STAGES = bootstrapped_stages()
 
 # Handlers that are not API routes (schedules, queue/topic/bucket events, pure Lambdas, websockets,
