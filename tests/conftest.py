@@ -215,6 +215,30 @@ def wait_for_video(api: str, token: str, file_id: str, timeout: float = 15) -> d
     pytest.fail(f"video {file_id} was never attributed")
 
 
+# The files that take minutes, longest first, then the rest in pytest's order: `make test` gives each file to one
+# pytest-xdist worker in collection order (--dist loadfile --no-loadscope-reorder), so the long ones start at once
+# and the short ones fill the other workers around them.
+SLOWEST_FILES = (
+    "test_rehearse.py",
+    "test_deploy_role.py",
+    "test_browser.py",
+    "test_deploy.py",
+    "test_pull_cadence.py",
+    "test_vodup_cli.py",
+    "test_devstack_shutdown.py",
+    "test_api_events.py",
+    "test_vodup.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 # Every response of the app that a test gets through chalice's test client is checked against the
 # OpenAPI document (tests/openapi_recorder.py); a mismatch fails the test that got it.
 pytest_plugins = ["tests.openapi_recorder"]
