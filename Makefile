@@ -103,8 +103,9 @@ lint: install
 
 # The tests on TEST_WORKERS pytest-xdist workers (they mostly wait on servers and subprocesses, so more workers
 # than cores pay), each test file on one worker, in order (its module fixtures, e.g. a `make dev` or the deploy's
-# emulators, start once), the slowest files first (tests/conftest.py, SLOWEST_FILES); then the tests marked
-# `serial` (a deadline or a race that CPU contention could upset) alone. PYTEST_ARGS="-n 0": both passes serially.
+# emulators, start once), the slowest files first, the two fault-injection runs a worker each (tests/conftest.py);
+# then the tests marked `serial` (a deadline or a race that CPU contention could upset) alone.
+# PYTEST_ARGS="-n 0": both passes serially.
 # pytest exits 5 when it collects nothing: one pass may (PYTEST_ARGS chose only the other's tests), but not both,
 # which is a failure here, never a silent pass.
 TEST_WORKERS ?= 4

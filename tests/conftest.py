@@ -219,6 +219,7 @@ def wait_for_video(api: str, token: str, file_id: str, timeout: float = 15) -> d
 # pytest-xdist worker in collection order (--dist loadfile --no-loadscope-reorder), so the long ones start at once
 # and the short ones fill the other workers around them.
 SLOWEST_FILES = (
+    "test_fault_injection.py",
     "test_rehearse.py",
     "test_deploy_role.py",
     "test_browser.py",
@@ -237,6 +238,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
     items.sort(key=rank)  # stable: each file's tests keep their order
+
+
+# Files whose tests each take minutes and share no fixture wider than a test's: a worker for each test.
+ONE_WORKER_PER_TEST = ("tests/test_fault_injection.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` (a file's tests on one worker, in order), but ONE_WORKER_PER_TEST's tests each alone."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in ONE_WORKER_PER_TEST else path
+
+    return FileScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 # Every response of the app that a test gets through chalice's test client is checked against the

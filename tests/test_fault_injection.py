@@ -33,8 +33,6 @@ from vodlocal import Config, Handle, start
 UPLOADS = 200
 USERS = 10
 FAULTS = ("unreachable", "throttled", "slow", "answer_lost")
-# After the parallel pass, alone (Makefile, `unit`): timeouts, confirm windows and VOD's PUSH deadlines.
-pytestmark = pytest.mark.serial
 DEADLINE_SECONDS = 240
 CONFIRM_WINDOW_SECONDS = 10.0  # VOD's is 30 s: shorter, so that a redelivery comes sooner
 
