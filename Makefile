@@ -43,7 +43,7 @@ dev: install js
 browse: install js browser
 	$(PY) -m devstack.browser
 
-# The page for a cloud stage: static files for any HTTPS host (README, "The upload page"); add its config.json.
+# The page for a cloud stage: static files for any HTTPS host (docs/upload-page.md); add its config.json.
 web-dist: js
 	rm -rf dist/web && mkdir -p dist/web/vendor
 	cp web/index.html web/app.js web/style.css dist/web/
@@ -63,7 +63,7 @@ token: install
 smoke: install
 	$(PY) -m deploy.smoke --url $(URL) --stage $(STAGE) $(if $(REPORT),--report $(REPORT))
 
-# One stage to AWS (README, Deploy): `make deploy STAGE=dev [REPORT=smoke-dev.json]`; `make destroy STAGE=dev`
+# One stage to AWS (docs/deploy.md): `make deploy STAGE=dev [REPORT=smoke-dev.json]`; `make destroy STAGE=dev`
 # keeps the table for the next deploy, `make destroy STAGE=dev DELETE_DATA=1` deletes it.
 STAGE_ARG = --stage $(or $(STAGE),$(error name the stage: STAGE=dev or STAGE=prod))
 
@@ -79,7 +79,7 @@ deploy: install
 destroy: install
 	$(PY) -m deploy.deploy destroy $(STAGE_ARG) $(if $(DELETE_DATA),--delete-data)
 
-# An administrator, once per stage and account, before its first deploy (README, Deploy):
+# An administrator, once per stage and account, before its first deploy (docs/deploy.md, From CI):
 # `make bootstrap STAGE=dev REPOSITORY=owner/name` makes the stage's deploy role and its functions' roles.
 bootstrap: install
 	$(PY) -m deploy.bootstrap $(STAGE_ARG) --repository $(or $(REPOSITORY),$(error name the repository: REPOSITORY=owner/name))
@@ -88,7 +88,7 @@ bootstrap: install
 rehearse: install
 	$(PY) -m deploy.rehearse --stage $(or $(STAGE),dev) $(if $(REPORT),--report $(REPORT))
 
-# A stage's month on AWS from its config, its code and list prices (README, Cost): `make cost STAGE=prod
+# A stage's month on AWS from its config, its code and list prices (docs/cost.md): `make cost STAGE=prod
 # [FORMAT=json]`. The scheduled functions' idle runs are measured once (delete the file to measure again).
 bench/scheduled_runs.json:
 	$(PY) bench/scheduled_runs.py > /dev/null

@@ -38,10 +38,14 @@ class CorsPolicy:
         methods = sorted(set(route_methods) - {"OPTIONS"})
         allowed_headers = {name.lower() for name in ALLOWED_REQUEST_HEADERS}
         requested = [name.strip().lower() for name in (request_headers or "").split(",") if name.strip()]
+        if not origin:
+            raise Forbidden("a preflight needs an Origin header")
         if not self.allows(origin):
-            raise Forbidden(f"cross-origin requests from {str(origin)[:100]!r} are not allowed")
+            raise Forbidden(f"cross-origin requests from {origin[:100]!r} are not allowed")
+        if not method:
+            raise Forbidden("a preflight needs an Access-Control-Request-Method header")
         if method not in methods or not set(requested) <= allowed_headers:
-            raise Forbidden(f"a cross-origin {str(method)[:20]} with headers {requested!r} is not allowed here")
+            raise Forbidden(f"a cross-origin {method[:20]} with headers {requested!r} is not allowed here")
         return {
             "Access-Control-Allow-Origin": str(origin),
             "Access-Control-Allow-Methods": ", ".join(methods),

@@ -23,8 +23,8 @@ NAMESPACE = "VodUpload"
 
 # The custom metrics the app can emit. Each is one CloudWatch metric (its name with the stage and service
 # dimensions), billed for each hour it is emitted, so there is one only where an alarm (infra/stage.json)
-# watches it; every other figure is a field of a log line, for Logs Insights (README, "Logs, metrics and
-# alarms"). The cost model (deploy/cost.py) prices exactly these.
+# watches it; every other figure is a field of a log line, for Logs Insights
+# (docs/observability.md). The cost model (deploy/cost.py) prices exactly these.
 MetricName = Literal["EventsParked", "ConsumerErrors"]
 METRICS: tuple[MetricName, ...] = get_args(MetricName)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from chalicelib.errors import InvalidRequest
 from chalicelib.vod_signature import MAX_VALIDITY_SECONDS
 
-# The upload SDK a client declares on POST /uploads (README, "Wiring Tencent's upload SDKs").
+# The upload SDK a client declares on POST /uploads (docs/sdk-wiring.md).
 ClientKind = Literal["web", "android", "ios", "miniprogram"]
 Lifetime = Annotated[int, Field(ge=1, le=MAX_VALIDITY_SECONDS)]
 # Tencent's Android and iOS SDKs send one signature to Prepare, Apply and Commit, and the mini-program SDK
@@ -82,7 +82,7 @@ class UploadPolicy(BaseModel):
         for name in self.tiers:
             tier = self.tier_named(name)
             # VOD's event config, the PULL consumer and the sweep serve one (sub)application, the default
-            # tier's: another tier's uploads would never be attributed (README, Upload policy).
+            # tier's: another tier's uploads would never be attributed (docs/configuration.md, Upload policy).
             if tier.vod_sub_app_id != self.default.vod_sub_app_id:
                 default = self.default.vod_sub_app_id
                 which = "the main application" if default is None else f"sub-application {default}"

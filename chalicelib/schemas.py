@@ -197,7 +197,7 @@ class EventAck(_Body):
     """What the callback answers for an event it accepted (VOD only needs the 200)."""
 
     code: Literal[0]
-    outcome: Outcome = Field(description="What the event did; README, `POST /vod/events/{token}`, says each")
+    outcome: Outcome = Field(description="What the event did; docs/events.md, `POST /vod/events/{token}`, says each")
 
 
 # -- errors: one shape, one model per status ------------------------------------------------------

@@ -54,7 +54,7 @@ class Settings(BaseModel):
     callback_sign_max_lifetime_seconds: int = Field(default=3600, ge=600)
 
     # How VOD's events arrive: pushed to the callback, or pulled (PullEvents) by the scheduled consumer,
-    # which is the mode that loses nothing (README, Events). VOD_API_ENDPOINT: an emulator's address.
+    # which is the mode that loses nothing (docs/events.md). VOD_API_ENDPOINT: an emulator's address.
     event_mode: Literal["push", "pull"] = "push"
     vod_api_endpoint: str | None = None
     # A pulled event that fails to apply this many times is parked as a dead letter and confirmed.

@@ -7,13 +7,13 @@ Everything a line depends on is read, not copied:
 - the stage's environment (event mode, secrets source and cache, the upload policy's procedures) through
   the app's own settings;
 - the custom metrics the code can emit (`chalicelib.observability.METRICS`), and the alarms, the secrets
-  and the table's billing mode and backups from the stage stack (`infra/stage.json`);
+  and the table's billing mode and backups from the stage's stacks (`infra/stage.json`, `infra/data.json`);
 - list prices, with the date they were checked and their sources, from `deploy/prices.json`;
 - what one run of each scheduled function lasts on an idle stage, and what it logs, from
   `bench/scheduled_runs.json`, which `bench/scheduled_runs.py` measures against vodlocal and a local
   DynamoDB.
 
-What traffic costs per upload (`Traffic`) is the model's assumption, stated in the README. No free tier.
+What traffic costs per upload (`Traffic`) is the model's assumption, stated in docs/cost.md. No free tier.
 """
 
 from __future__ import annotations
@@ -30,30 +30,34 @@ from chalice.config import Config
 
 from chalicelib import observability
 from chalicelib.settings import Settings
-from deploy.stage import CONFIG, ROOT, fed_environment
+from deploy.stage import CONFIG, PLACEHOLDER_JWKS_URL, PLACEHOLDER_OUTPUTS, ROOT, fed_environment
 
 PRICES = ROOT / "deploy" / "prices.json"
 MEASUREMENTS = ROOT / "bench" / "scheduled_runs.json"
-STACK_TEMPLATE = ROOT / "infra" / "stage.json"
+STACK_TEMPLATES = (ROOT / "infra" / "stage.json", ROOT / "infra" / "data.json")  # the stage stack, its data stack
+
+
+def stack_template() -> dict[str, Any]:
+    """The stage's two stacks as one template: their resources together."""
+    resources: dict[str, Any] = {}
+    for path in STACK_TEMPLATES:
+        resources.update(json.loads(path.read_text())["Resources"])
+    return {"Resources": resources}
+
+
 API_FUNCTION = "api_handler"  # chalice's name for the function behind API Gateway
 HOURS_PER_MONTH = 730  # the month of AWS's pricing pages
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 MINUTES_PER = {Rate.MINUTES: 1, Rate.HOURS: 60, Rate.DAYS: 1440}
 SCENARIOS = {"idle": 0, "10k": 10_000, "1M": 1_000_000}
 BILLED_MILLISECOND = 0.001  # Lambda rounds a run up to the millisecond
+
+
 # What the stack makes and `make deploy` feeds the environment: names, not prices. Stand-ins let the app's
 # settings validate the committed environment as they would the deployed one.
-STACK_OUTPUTS = {
-    "TableName": "table",
-    "SecretName": "secret",
-    "OidcIssuer": "https://cognito-idp.us-east-1.amazonaws.com/pool",
-    "UserPoolClientId": "client",
-}
-
-
 @dataclass(frozen=True)
 class Traffic:
-    """What one upload costs beyond the stage's fixed runs: assumptions (README, Cost)."""
+    """What one upload costs beyond the stage's fixed runs: assumptions (docs/cost.md)."""
 
     api_requests_per_upload: int = 8  # create, the commit's signature, the complete call, status and list polls
     api_seconds_per_request: float = 0.1
@@ -126,7 +130,9 @@ def read_stage(stage: str, config: Mapping[str, Any], app: Chalice, template: Ma
             for source in scheduled
         ),
     )
-    settings = Settings.from_env(fed_environment(stages[stage]["environment_variables"], STACK_OUTPUTS, "x"))
+    settings = Settings.from_env(
+        fed_environment(stages[stage]["environment_variables"], PLACEHOLDER_OUTPUTS, PLACEHOLDER_JWKS_URL)
+    )
     resources = template["Resources"].values()
     [table] = [r["Properties"] for r in resources if r["Type"] == "AWS::DynamoDB::Table"]
     return Stage(
@@ -294,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.measurements} is missing: run bench/scheduled_runs.py")
     import app
 
-    stage = read_stage(args.stage, json.loads(CONFIG.read_text()), app.app, json.loads(STACK_TEMPLATE.read_text()))
+    stage = read_stage(args.stage, json.loads(CONFIG.read_text()), app.app, stack_template())
     prices = json.loads(args.prices.read_text())
     measured = json.loads(args.measurements.read_text())
     result = scenarios(Model(stage, measured, prices))

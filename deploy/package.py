@@ -155,19 +155,25 @@ def _pyc(source: Path) -> Path:
     return Path(importlib.util.cache_from_source(str(source)))
 
 
+def build_offline(stage_name: str, build_dir: Path, environ: Mapping[str, str]) -> Package:
+    """The stage's zip as the deploy builds it, with no stack and no AWS access. The zip holds no environment,
+    no account and no region (Lambda and the deploy hold those), so placeholders for what the stack outputs
+    build the same zip. No AWS credential reaches chalice, whose pip runs third-party code: CI builds the
+    package before it assumes the deploy role. Chalice only wants a region for its template."""
+    offline = {name: value for name, value in environ.items() if not name.startswith("AWS_")}
+    offline["AWS_DEFAULT_REGION"] = environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    committed = stage.stage_config(stage_name)["environment_variables"]
+    env = stage.fed_environment(committed, stage.PLACEHOLDER_OUTPUTS, stage.PLACEHOLDER_JWKS_URL)
+    return build(stage_name, env, build_dir, offline, NO_ACCOUNT)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", required=True)
     parser.add_argument("--build-dir", type=Path, default=stage.BUILD_ROOT, help="where projects are built [.deploy]")
     args = parser.parse_args(argv)
-    # The zip holds no environment, no account and no region (Lambda and the deploy hold those): the committed
-    # config builds the same zip as the deploy's. No AWS credential reaches chalice, whose pip runs third-party
-    # code: CI builds the package before it assumes the deploy role. Chalice only wants a region for its template.
-    offline = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-    environ = {**offline, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     try:
-        committed = stage.stage_config(args.stage)["environment_variables"]
-        built = build(args.stage, committed, args.build_dir / args.stage, environ, NO_ACCOUNT)
+        built = build_offline(args.stage, args.build_dir / args.stage, os.environ)
     except (KeyError, PackageError, RuntimeError) as error:
         print(error, file=sys.stderr)
         return 2

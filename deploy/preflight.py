@@ -118,7 +118,7 @@ def _function_roles(found: Findings, stage: str, aws: Any) -> None:
                 continue
             found.problems.append(
                 f"bootstrap: role {role} of function {function} does not exist; an administrator makes the "
-                f"stage's roles first: make bootstrap STAGE={stage} REPOSITORY=<owner>/<repo> (README, From CI)"
+                f"stage's roles first: make bootstrap STAGE={stage} REPOSITORY=<owner>/<repo> (docs/deploy.md, From CI)"
             )
 
 
@@ -172,7 +172,7 @@ def _vod_keys(found: Findings, stage: str, environ: Mapping[str, str], aws: Any)
         )
         found.problems.append(
             f"VOD keys: {where} VOD_SECRET_ID/VOD_SECRET_KEY; export both for this deploy (it stores them in the "
-            "secret), or put them into the secret (README, Deploy)"
+            "secret), or put them into the secret (docs/deploy.md)"
         )
         return
     admin = {key: environ[key] for key in VOD_ADMIN_KEYS if environ.get(key)}

@@ -66,7 +66,7 @@ def external_issuer(env: Mapping[str, str]) -> str:
 
 def self_signup(env: Mapping[str, str]) -> bool:
     """Whether anyone may register in the stage's own user pool: only when its config sets SELF_SIGNUP=true
-    (README, Security model, says what that opens); ValueError for anything but true/false."""
+    (docs/security.md says what that opens); ValueError for anything but true/false."""
     value = env.get("SELF_SIGNUP", "false")
     if value not in ("true", "false"):
         raise ValueError(f"SELF_SIGNUP must be true or false, not {value[:20]!r}")
@@ -79,6 +79,17 @@ def cognito_jwks_url(outputs: Mapping[str, str], aws_endpoint: str | None) -> st
     if aws_endpoint:
         return f"{aws_endpoint.rstrip('/')}/{outputs['UserPoolId']}/.well-known/jwks.json"
     return f"{outputs['OidcIssuer']}/.well-known/jwks.json"
+
+
+# What a stage's stacks output, stood in where no stack is at hand (`make package`, `make cost`): neither the
+# zip nor the month depends on these values, but the settings check does.
+PLACEHOLDER_OUTPUTS = {
+    "TableName": "table",
+    "SecretName": "secret",
+    "OidcIssuer": "https://cognito-idp.us-east-1.amazonaws.com/pool",
+    "UserPoolClientId": "client",
+}
+PLACEHOLDER_JWKS_URL = "https://cognito-idp.us-east-1.amazonaws.com/pool/.well-known/jwks.json"
 
 
 def fed_environment(

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, QuietDisconnects, declared_length
+
 DEFAULT_BACKLOG = 128
 
 
@@ -59,13 +61,27 @@ def create_server(
     app_obj = config.chalice_app  # applies config.environment_variables to os.environ, then imports app
     validate_routes(app_obj.routes)
 
-    class Server(ThreadedHTTPServer):
+    class Server(QuietDisconnects, ThreadedHTTPServer):
         request_queue_size = backlog
+        dropped_label = "API"
 
     class Handler(ChaliceRequestHandler):
         """API Gateway, and chalice local after it, answer a path that no route matches with
         `403 {"message": "Missing Authentication Token"}` (the app has no authorizers, so that is the only
-        403 the gateway itself produces). The API's documented answer is a 404 in its own error shape."""
+        403 the gateway itself produces). The API's documented answer is a 404 in its own error shape. And
+        chalice local reads the body by a `Content-Length` it trusts (devstack/framing.py)."""
+
+        timeout = READ_TIMEOUT_SECONDS
+
+        def _generic_handle(self) -> None:
+            if declared_length(self.headers) is None:
+                self.close_connection = True  # the body's end is unknown: nothing more can be read from it
+                self._send_http_response(400, {"Content-Type": "application/json"}, json.dumps(BAD_LENGTH))
+                return
+            super()._generic_handle()
+
+        # chalice binds these to its own `_generic_handle` when its class is made.
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle  # noqa: N815
 
         def _send_error_response(self, error: LocalGatewayException) -> None:
             if isinstance(error, ForbiddenError):

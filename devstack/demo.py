@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import time
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,11 @@ from devstack.token import local_stage_env
 from vodlocal.testing import run_harness
 
 API = f"http://{HOST}:{API_PORT}"
+# Each `POST /uploads` (the README's curl example too) holds one of alice's open slots until an upload completes it.
+OPEN_INTENTS_HINT = (
+    "\nalice's upload intents stay open for the local stage's 6 h upload window unless an upload completes them;"
+    " a restarted make dev starts with an empty table"
+)
 
 
 def _get(path: str, token: str) -> Any:
@@ -41,24 +47,32 @@ def run_demo() -> None:
         except RuntimeError as error:  # no result line: the harness's own output says why
             raise SystemExit(f"upload failed: {error}") from None
     if not result.get("ok"):
-        raise SystemExit(f"upload failed: {result}")
+        refusal = result.get("error") or {}
+        hint = OPEN_INTENTS_HINT if refusal.get("code") == HTTPStatus.TOO_MANY_REQUESTS else ""
+        raise SystemExit(f"upload failed: {refusal.get('message') or result}{hint}")
     file_id = result["result"]["fileId"]
-    print(f"uploaded: fileId {file_id}, upload intent {result['uploadId']}; waiting for the callback…", flush=True)
+    print(
+        f"uploaded: fileId {file_id}, upload intent {result['uploadId']}; waiting for VOD's event to reach the API…",
+        flush=True,
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        videos = _get("/videos", token)["videos"]
-        if any(video["fileId"] == file_id for video in videos):
-            print("GET /videos as alice:")
-            print(json.dumps(videos[0], indent=2))
+        uploaded = [video for video in _get("/videos", token)["videos"] if video["fileId"] == file_id]
+        if uploaded:
+            print("GET /videos as alice, the uploaded video:")
+            print(json.dumps(uploaded[0], indent=2))
             return
         time.sleep(0.2)
-    raise SystemExit(f"video {file_id} did not appear in alice's list: is the callback wired?")
+    raise SystemExit(
+        f"video {file_id} did not appear in alice's list: did VOD's event reach the API (the callback, or the PULL "
+        "consumer)? make dev's output says"
+    )
 
 
 def main() -> None:
     with contextlib.ExitStack() as stack:
         if not is_healthy(f"{API}/health"):
-            print("no local stack on 127.0.0.1:8000: starting one for the demo", flush=True)
+            print(f"no local stack on {API}: starting one for the demo", flush=True)
             stack.enter_context(local_stack(local_stage_env(), autoreload=False))
         run_demo()
 

@@ -3,8 +3,9 @@ API, and `make sweep` runs the reconciliation sweep once.
 
 `chalice local` does not run scheduled functions, so this process invokes the same handler the schedule
 invokes in Lambda (`app.pull_vod_events` or `app.reconcile`, through chalice's handler map, with an
-EventBridge scheduled event), one run after another (or `--once`), in the local stage's environment plus
-`--override NAME=VALUE`s.
+EventBridge scheduled event), one run after another (or `--once`), in the local stage's environment pointed
+at the stack `make dev` runs with the same `DEVSTACK_*_PORT`s (its DynamoDB and vodlocal), plus `--override
+NAME=VALUE`s. A `--once` run that failed exits non-zero.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devstack.run import stack_overrides
 from devstack.token import local_stage_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--handler", choices=("pull_vod_events", "reconcile"), default="pull_vod_events")
     parser.add_argument("--once", action="store_true", help="one run, its report printed as JSON")
     args = parser.parse_args(argv)
-    os.environ.update(local_stage_env())
+    stage_env = local_stage_env()
+    os.environ.update(stage_env)
+    os.environ.update(stack_overrides(stage_env))  # the stack `make dev` runs with the same DEVSTACK_* ports
     os.environ.update(dict(item.partition("=")[::2] for item in args.override))
     os.chdir(ROOT)  # the stage's relative paths (the local key) are the project's
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
@@ -73,7 +77,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     handler = app.app.handler_map[args.handler]
     rule = f"vod-upload-backend-local-{args.handler}"
     if args.once:
-        print(json.dumps(handler(scheduled_event(rule), RunContext(args.run_seconds))))
+        report = handler(scheduled_event(rule), RunContext(args.run_seconds))
+        print(json.dumps(report))
+        if report.get("failed"):
+            raise SystemExit(
+                f"{args.handler}: {report['failed']} failed against DynamoDB {os.environ['DYNAMODB_ENDPOINT_URL']}: "
+                "is `make dev` running, with the same DEVSTACK_* ports?"
+            )
         return
     log = logging.getLogger("devstack.pull")
     while True:

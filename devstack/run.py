@@ -282,6 +282,18 @@ def configure_events(env: dict[str, str]) -> None:
     vod_notify.configure(vod, vod_notify.wanted(api_url, env["VOD_CALLBACK_TOKEN"], EVENT_MODE), env["VOD_SIGN_KEY"])
 
 
+def stack_overrides(env: dict[str, str]) -> dict[str, str]:
+    """What this stack's app processes (the API, the PULL consumer, `make sweep`) change in the local stage's
+    environment `env`: this stack's DynamoDB, vodlocal and page (the `DEVSTACK_*_PORT`s), and `EVENT_MODE`."""
+    endpoint = f"http://{HOST}:{DYNAMODB_PORT}"
+    overrides = {} if env.get("DYNAMODB_ENDPOINT_URL") == endpoint else {"DYNAMODB_ENDPOINT_URL": endpoint}
+    return overrides | {
+        "EVENT_MODE": EVENT_MODE,
+        "VOD_API_ENDPOINT": f"http://{HOST}:{VOD_PORT}",
+        "CORS_ALLOWED_ORIGINS": ",".join(web_origins()),
+    }
+
+
 class Stack:
     """DynamoDB and its table, vodlocal, the API and the upload page, on their ports."""
 
@@ -290,15 +302,9 @@ class Stack:
         self.dynamodb: subprocess.Popen[bytes] | None = None
         self.vodlocal: subprocess.Popen[bytes] | None = None
         self.consumer: subprocess.Popen[bytes] | None = None
-        endpoint = f"http://{HOST}:{DYNAMODB_PORT}"
-        self.overrides = {} if env.get("DYNAMODB_ENDPOINT_URL") == endpoint else {"DYNAMODB_ENDPOINT_URL": endpoint}
         if EVENT_MODE not in ("push", "pull"):
             raise SystemExit(f"EVENT_MODE must be push or pull, not {EVENT_MODE!r}")
-        self.overrides.update(
-            EVENT_MODE=EVENT_MODE,
-            VOD_API_ENDPOINT=f"http://{HOST}:{VOD_PORT}",
-            CORS_ALLOWED_ORIGINS=",".join(web_origins()),
-        )
+        self.overrides = stack_overrides(env)
         self.web: WebServer | None = None
         self.api = ApiServer(ROOT, STAGE, API_PORT, self.overrides, watch=autoreload)
 
@@ -321,9 +327,8 @@ class Stack:
         self.api.start(shutdown)
         key_file, issuer = local_signing_key()
         self.web = WebServer(LocalPage(self.api.url, key_file, issuer), HOST, WEB_PORT)
-        if EVENT_MODE == "pull":
-            overrides = [f"--override={name}={value}" for name, value in self.overrides.items()]
-            self.consumer = _spawn([sys.executable, "-m", "devstack.pull", *overrides])
+        if EVENT_MODE == "pull":  # it reads this stack's ports and mode from the environment, as `make sweep` does
+            self.consumer = _spawn([sys.executable, "-m", "devstack.pull"])
 
     def failed_component(self) -> str | None:
         components = (("DynamoDB", self.dynamodb), ("vodlocal", self.vodlocal), ("the PULL consumer", self.consumer))

@@ -18,6 +18,7 @@ from typing import Any
 
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
+from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, QuietDisconnects, declared_length
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -32,6 +33,7 @@ CONTENT_TYPES = {
 }
 TOKEN_TTL_SECONDS = 12 * 3600
 MAX_NAME = 64
+MAX_SIGN_IN_BODY = 4096
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class LocalPage:
 
 def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_SECONDS
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -87,9 +91,13 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             if self.path != "/local/sign-in":
                 return self._json(404, {"error": "not_found", "message": "no such route"})
-            length = int(self.headers.get("Content-Length") or 0)
+            length = declared_length(self.headers)
+            if length is None:
+                return self._json(400, BAD_LENGTH)
+            if length > MAX_SIGN_IN_BODY:
+                return self._json(413, {"error": "payload_too_large", "message": f"at most {MAX_SIGN_IN_BODY} bytes"})
             try:
-                name = str(json.loads(self.rfile.read(min(length, 4096)) or b"{}").get("user", "")).strip()
+                name = str(json.loads(self.rfile.read(length) or b"{}").get("user", "")).strip()
             except (ValueError, AttributeError):
                 name = ""
             if not name or len(name) > MAX_NAME:
@@ -100,11 +108,15 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(QuietDisconnects, ThreadingHTTPServer):
+    dropped_label = "web page"
+
+
 class WebServer:
     """The page's server in a daemon thread (port 0: any free port)."""
 
     def __init__(self, page: LocalPage, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = ThreadingHTTPServer((host, port), _handler(page))
+        self.server = _Server((host, port), _handler(page))
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self.url = f"http://{host}:{self.port}/"

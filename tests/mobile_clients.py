@@ -8,7 +8,7 @@
   Apply attempt (up to 4); Commit reuses the last Apply's signature.
 
 Both talk to vodlocal over HTTP (`ugc`, and COS through qcloud_cos with vodlocal as its proxy). Signatures
-come from our API the way the README tells app teams to wire it (`SigningApi`).
+come from our API the way docs/sdk-wiring.md tells app teams to wire it (`SigningApi`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Network:
 
 @dataclass
 class SigningApi:
-    """The README's wiring: `POST /uploads` once per video (declaring the SDK), then
+    """The wiring of docs/sdk-wiring.md: `POST /uploads` once per video (declaring the SDK), then
     `POST /uploads/{id}/signature` for every further signature of that video."""
 
     post: Post

@@ -64,6 +64,19 @@ def test_a_disallowed_origin_method_or_header_is_refused(api: Any) -> None:
         assert response.headers["Vary"] == "Origin"  # another origin would have been granted
 
 
+def test_a_preflight_without_its_headers_is_refused_saying_which_is_missing(api: Any) -> None:
+    """Before: `cross-origin requests from 'None' are not allowed`, and `a cross-origin None with headers []`."""
+    for headers, missing in (
+        ({"Access-Control-Request-Method": "POST"}, "Origin"),
+        ({"Origin": "", "Access-Control-Request-Method": "POST"}, "Origin"),
+        ({"Origin": PAGE}, "Access-Control-Request-Method"),
+    ):
+        response = api.request("OPTIONS", "/uploads", headers=headers)
+        assert response.status_code == 403, (headers, response.body)
+        assert response.json_body == {"error": "forbidden", "message": f"a preflight needs an {missing} header"}
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
 def test_the_callback_has_no_preflight(api: Any) -> None:
     assert "OPTIONS" not in application.app.routes["/vod/events/{token}"]
 

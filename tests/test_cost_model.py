@@ -17,7 +17,7 @@ from chalicelib import observability
 from deploy import cost
 
 CONFIG = json.loads(cost.CONFIG.read_text())
-TEMPLATE = json.loads(cost.STACK_TEMPLATE.read_text())
+TEMPLATE = cost.stack_template()
 PRICES = json.loads(cost.PRICES.read_text())
 MEASURED = json.loads(cost.MEASUREMENTS.read_text())
 

@@ -59,7 +59,9 @@ def run(
     home.mkdir(parents=True, exist_ok=True)
     clean = {"PATH": os.environ["PATH"], "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
     build = str(tmp_path / "build")
-    command_line = ["deploy.deploy", command, "--stage", stage, "--build-dir", build, "--smoke-locally", *extra]
+    # `package` is deploy/package.py (`make package`); the rest are the deploy script's commands.
+    script = ["deploy.package"] if command == "package" else ["deploy.deploy", command, "--smoke-locally"]
+    command_line = [*script, "--stage", stage, "--build-dir", build, *extra]
     return subprocess.run(  # noqa: S603
         [sys.executable, "-m", *command_line],
         cwd=ROOT,
@@ -97,7 +99,7 @@ def test_a_first_deploy_without_vod_keys_stops_before_changing_anything(
     assert result.returncode == 2, result.stdout + result.stderr
     assert preflight_lines(result) == [
         "preflight: VOD keys: stack of stage dev does not exist yet, so no VOD_SECRET_ID/VOD_SECRET_KEY; export both "
-        "for this deploy (it stores them in the secret), or put them into the secret (README, Deploy)"
+        "for this deploy (it stores them in the secret), or put them into the secret (docs/deploy.md)"
     ]
     assert "nothing was changed" in result.stderr and "Traceback" not in result.stderr
     assert nothing_deployed(emulated)
@@ -117,7 +119,7 @@ def test_a_stage_whose_roles_no_bootstrap_made_stops_before_changing_anything(
     assert found.problems == [
         "bootstrap: role vod-upload-backend-dev-reconcile-unmade of function reconcile does not exist; an "
         "administrator makes the stage's roles first: make bootstrap STAGE=dev REPOSITORY=<owner>/<repo> "
-        "(README, From CI)"
+        "(docs/deploy.md, From CI)"
     ]
     assert nothing_deployed(emulated)
 
@@ -525,7 +527,7 @@ def test_make_package_ships_bytecode_that_a_read_only_copy_runs_without_compilin
     stage_env: dict[str, str], token_for: Any, tmp_path: Path
 ) -> None:
     built = subprocess.run(  # noqa: S603
-        ["make", "--no-print-directory", "package", "STAGE=local", f"BUILD_DIR={tmp_path / 'build'}"],  # noqa: S607
+        ["make", "--no-print-directory", "package", "STAGE=dev", f"BUILD_DIR={tmp_path / 'build'}"],  # noqa: S607
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,6 +15,7 @@ import subprocess
 import termios
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -305,6 +306,30 @@ def test_the_api_listens_with_a_deep_backlog_and_takes_a_64_way_burst(stack: Mak
         assert statuses == [200] * 64
 
 
+def make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`make -s <target>` as a user runs it beside the stack `env` points at."""
+    return subprocess.run(  # noqa: S603 - a make target of this repository
+        ["make", "-s", target],  # noqa: S607
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_make_sweep_sweeps_the_stack_on_the_same_ports_and_fails_without_one(stack: MakeDev) -> None:
+    swept = make("sweep", stack.env)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    report = json.loads(swept.stdout.strip().splitlines()[-1])
+    assert (report["failed"], report["finished"]) == (0, True), report
+    # With no DynamoDB on its port, it fails and names the endpoint it tried (not some other stack's).
+    nowhere = {**stack.env, "DEVSTACK_DYNAMODB_PORT": str(free_ports(1)[0])}
+    failed = make("sweep", nowhere)
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert f"failed against DynamoDB http://127.0.0.1:{nowhere['DEVSTACK_DYNAMODB_PORT']}" in failed.stderr
+
+
 @pytest.mark.skipif(NODE is None, reason="node is not installed (CI installs it)")
 def web_sdk_uploads(stack: MakeDev, tmp_path: Path, count: int) -> None:
     """What `make demo` does, `count` times in a row; each upload must end up in alice's videos."""
@@ -334,6 +359,36 @@ def test_ten_web_sdk_uploads_are_all_attributed_with_no_api_restart(stack: MakeD
     web_sdk_uploads(stack, tmp_path, 10)
     assert stack.pid_of("api") == api_pid
     assert len(re.findall(RESTART_MESSAGE, stack.log())) == 0
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (CI installs it)")
+def test_make_demo_shows_its_upload_and_says_in_one_line_why_alice_cannot_upload(stack: MakeDev) -> None:
+    shown = make("demo", stack.env)
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    uploaded = re.search(r"uploaded: fileId (\d+)", shown.stdout)
+    assert uploaded is not None, shown.stdout
+    assert json.loads(shown.stdout.split("the uploaded video:\n", 1)[1])["fileId"] == uploaded[1]
+    # alice's open slots all taken (the last test of this stack to upload as alice): the demo's upload is
+    # refused, and it says why in words rather than printing the harness's result.
+    token = local_token("alice")
+    for _ in range(6):
+        request = urllib.request.Request(
+            f"{stack.api}/uploads",
+            data=b"{}",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 429
+            break
+    else:
+        pytest.fail("alice was never refused a new intent")
+    failed = make("demo", stack.env)
+    assert failed.returncode != 0
+    assert "upload failed: signing service uploads: HTTP 429" in failed.stderr, failed.stderr
+    assert "6 h upload window" in failed.stderr and "{'ok'" not in failed.stderr, failed.stderr
 
 
 def test_make_dev_event_mode_pull_attributes_web_sdk_uploads_through_the_consumer(tmp_path: Path) -> None:

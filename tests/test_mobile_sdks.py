@@ -21,7 +21,7 @@ VIDEO = Media(os.urandom(2 * MiB + 1000))  # three parts of the SDK's 1 MiB
 
 
 class App:
-    """An app built on one SDK, as one user: it signs through our API as the README says."""
+    """An app built on one SDK, as one user: it signs through our API as docs/sdk-wiring.md says."""
 
     def __init__(self, api: Any, token: str) -> None:
         self.api, self.token = api, token

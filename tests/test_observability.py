@@ -66,7 +66,7 @@ def test_each_invocation_logs_its_request_id_and_whether_it_was_a_cold_start(
         ("request-2", False, 201),
     ]
     assert all(r["level"] == "INFO" and r["service"] == "vodupload" and r["timestamp"] for r in requests)
-    assert metrics_in(lines) == {}  # a signature is a request line, not a custom metric (README, Cost)
+    assert metrics_in(lines) == {}  # a signature is a request line, not a custom metric (docs/cost.md)
     assert stage_env["VOD_SECRET_KEY"] not in out
 
 

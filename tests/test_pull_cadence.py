@@ -1,5 +1,5 @@
 """What the PULL consumer's schedule costs and buys: an idle run ends after one empty pull, and a burst of
-queued uploads is drained within the runs the README promises. Runs go through the scheduled handler, as
+queued uploads is drained within the runs docs/events.md promises. Runs go through the scheduled handler, as
 its Lambda's would, with the stage's timeout, against vodlocal holding an empty PullEvents as long as VOD
 (5 s) and confirming within VOD's window (30 s)."""
 
@@ -21,7 +21,7 @@ from vodlocal import Handle
 VOD_PULL_HOLD_SECONDS = 5.0
 VOD_CONFIRM_WINDOW_SECONDS = 30.0
 BURST = 500
-# README, "The PULL consumer's schedule": each run applies until the queue is empty or its deadline, so a burst
+# docs/events.md, "The PULL consumer's schedule": each run applies until the queue is empty or its deadline, so a burst
 # takes as many runs as its apply time needs, about 2 on Lambda. Moto on a shared 2-core machine applies an
 # event in about 0.3 s, several times Lambda's: the bound only catches runs that stop early.
 BURST_RUNS_HERE = 6
@@ -47,7 +47,7 @@ def scheduled_run() -> dict[str, Any]:
 
 
 def test_an_empty_queue_ends_the_run_after_one_empty_pull(vod_queue: Handle) -> None:
-    run = scheduled_run()  # one long-poll, not the minute: what an idle stage pays for a run (README, Cost)
+    run = scheduled_run()  # one long-poll, not the minute: what an idle stage pays for a run (docs/cost.md)
     assert (run["pulls"], run["pulled"]) == (1, 0), run
     assert len(vod_queue.requests("PullEvents")) == 1
 

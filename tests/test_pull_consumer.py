@@ -24,6 +24,9 @@ from tests.vodlocal.conftest import apply_and_store, ugc
 from vodlocal import Handle
 
 CONSUMER_SECONDS = 8.0  # one pull and its confirm fit, with the emulator's short long-poll
+# A run pulls until a long-poll and a confirm (7 s) no longer fit: 3 s more keep it pulling well past vodlocal's
+# 1 s confirm window, so that a redelivery comes within the run however loaded the machine.
+REDELIVERY_RUN_SECONDS = CONSUMER_SECONDS + 3.0
 
 
 Post = Callable[[str, bytes], dict[str, Any]]  # (path, body) -> the JSON answer
@@ -108,7 +111,7 @@ def test_a_crash_before_the_confirm_redelivers_and_the_redelivery_applies_nothin
     token = token_for("alice")
     upload_id = upload_through(pull_vod, as_user(api, token))
     queue = FaultyQueue(real_queue(stage_env), lose_confirms=1)
-    report = consumer(queue).run(CONSUMER_SECONDS)
+    report = consumer(queue).run(REDELIVERY_RUN_SECONDS)
     # Applied, its confirm lost; delivered again after vodlocal's 1 s window, a duplicate, then confirmed.
     assert report.outcomes == {"attributed": 1, "duplicate": 1} and report.unconfirmed == 1, report
     assert len(queue.confirmed) == 1

@@ -1,4 +1,4 @@
-"""Our signing API (README, API): upload intents, their signatures, and the caller's videos.
+"""Our signing API (docs/api.md): upload intents, their signatures, and the caller's videos.
 
 Nothing the API answers is trusted: each call has one deadline for all of it (connect, headers, body, retries),
 an answer is read up to a size bound, every answer is validated before it is used, and every id is checked
@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from vodup.errors import ApiError, one_line
 from vodup.transport import ExchangeFailed, Reply, exchange
 
-# A 503 means storage did not answer in time and nothing changed (README, API): worth a few retries.
+# A 503 means storage did not answer in time and nothing changed (docs/api.md): worth a few retries.
 UNAVAILABLE_RETRIES = 3
-# The API answers within about 3.5 s or with a 503 (README, API); the retries of a 503 fit in this too.
+# The API answers within about 3.5 s or with a 503 (docs/api.md); the retries of a 503 fit in this too.
 DEFAULT_DEADLINE = 30.0
 # A page of 100 videos with their metadata is well under 1 MiB.
 DEFAULT_MAX_ANSWER_BYTES = 8 << 20

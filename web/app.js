@@ -109,7 +109,7 @@ function showError(message) {
 }
 
 // ----------------------------------------------------------------------------------------------- upload
-// getSignature, as README.md tells app developers: every VOD request the SDK makes gets a fresh one-time
+// getSignature, as docs/api.md tells app developers: every VOD request the SDK makes gets a fresh one-time
 // signature for the same upload intent. One per upload, holding that upload's intent and its user's token, so
 // that no other upload, user or intent ever signs for it. A stopped upload (paused, cancelled, signed out) gets
 // no more signatures: the SDK may still be mid-request when its task is cancelled.
@@ -264,7 +264,7 @@ async function startUpload() {
 }
 
 // The SDK's success carries the FileId: reporting it attributes the upload now rather than when VOD's event
-// reaches the backend (README.md, "Report the upload done"). A failed report loses nothing, the event still
+// reaches the backend (docs/sdk-wiring.md, "Report the upload done"). A failed report loses nothing, the event still
 // attributes the upload; a 503 is retried after the time the API asks for.
 async function reportDone(upload, fileId) {
   for (let attempt = 1; ; attempt++) {
