@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,14 @@ from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 from tests import vod_payloads as vod
 from vodlocal import Config, Handle, start
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started as a background job of a script (`make test &`, nohup) inherits SIGINT ignored, as does every
+    process it starts: the tests that press Ctrl-C (tests/test_vodup.py in this process, tests/test_vodup_cli.py in
+    vodup's) then wait for an interrupt that never comes, the first one for ever. Handle it as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
