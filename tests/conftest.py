@@ -24,6 +24,7 @@ from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
 from chalicelib.repository import Repository
+from chalicelib.settings import Settings
 from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
@@ -72,6 +73,18 @@ def stage_env(dynamodb_endpoint: str, table_name: str, tmp_path: Path) -> dict[s
         LOCAL_JWT_KEY_FILE=str(tmp_path / "jwt-key.pem"),
     )
     return env
+
+
+def patient_services(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> container.Services:
+    """The app's services on the stage `env`, for a test of many racing requests. The local DynamoDB answers one
+    request at a time, in the test's process, beside the racing threads: on a loaded machine the last in its queue
+    waits seconds, past production's 1.2 s read timeout (chalicelib/settings.py), and is a 503 that DynamoDB, serving
+    them in parallel, would not give. What such a test proves (atomicity) does not depend on the timeouts, so these
+    services wait 10 s a call, 25 s a request; the tests of the timeouts (test_storage_stall.py) keep production's."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # botocore reads credentials from the process
+        monkeypatch.setenv(name, env[name])
+    patient = {**env, "DYNAMODB_READ_TIMEOUT_SECONDS": "10", "REQUEST_DEADLINE_SECONDS": "25"}
+    return container.build_services(Settings.from_env(patient), patient)
 
 
 def with_policy(env: dict[str, str], **default_overrides: Any) -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from chalicelib import container, vod_signature
 from chalicelib.identity import Principal
-from chalicelib.settings import Settings
 from chalicelib.uploads import ClientFields
 from tests import vod_payloads as vod
+from tests.conftest import patient_services
 
 CONTENDERS = 32
 # After the parallel pass, alone (Makefile, `unit`): 32 threads racing, one of them must win.
@@ -23,14 +23,7 @@ pytestmark = pytest.mark.serial
 
 @pytest.fixture
 def services(stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # botocore reads credentials from the process
-        monkeypatch.setenv(name, stage_env[name])
-    # The local DynamoDB answers one request at a time, in this process, beside the 32 racing threads: on a loaded
-    # machine the last in its queue waits seconds, past production's 1.2 s read timeout (chalicelib/settings.py),
-    # and is a 503 that DynamoDB, serving them in parallel, would not give. Atomicity, which this test proves, does
-    # not depend on the timeouts; the tests of the timeouts (test_storage_stall.py) keep production's.
-    patient = {**stage_env, "DYNAMODB_READ_TIMEOUT_SECONDS": "10", "REQUEST_DEADLINE_SECONDS": "25"}
-    built = container.build_services(Settings.from_env(patient), patient)
+    built = patient_services(stage_env, monkeypatch)
     yield built
     container.reset()
 
