@@ -101,10 +101,19 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
+# The tests on TEST_WORKERS pytest-xdist workers (they mostly wait on servers and subprocesses, so more workers
+# than cores pay), each test file on one worker, in order (its module fixtures, e.g. a `make dev` or the deploy's
+# emulators, start once), the slowest files first, the two fault-injection runs a worker each (tests/conftest.py);
+# then the tests marked `serial` (a deadline or a race that CPU contention could upset) alone.
+# PYTEST_ARGS="-n 0": both passes serially.
+# pytest exits 5 when it collects nothing: one pass may (PYTEST_ARGS chose only the other's tests), but not both,
+# which is a failure here, never a silent pass.
+TEST_WORKERS ?= 4
 unit: install js browser $(ACTIONLINT)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" $(PYTEST_ARGS); parallel=$$?; \
+	$(PY) -m pytest -n 0 -m serial $(PYTEST_ARGS); alone=$$?; \
+	if [ $$parallel -eq 5 ] && [ $$alone -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	for rc in $$parallel $$alone; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
 
 test: lint unit
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from chalice.test import Client
 from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
+from chalicelib.settings import Settings
 from chalicelib.storage import Storage
 from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
@@ -30,6 +32,14 @@ from devstack.token import local_stage_env
 from tests import vod_payloads as vod
 from tests.fault_proxy import FaultProxy
 from vodlocal import Config, Handle, start
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started as a background job of a script (`make test &`, nohup) inherits SIGINT ignored, as does every
+    process it starts: the tests that press Ctrl-C (tests/test_vodup.py in this process, tests/test_vodup_cli.py in
+    vodup's) then wait for an interrupt that never comes, the first one for ever. Handle it as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +85,18 @@ def stage_env(dynamodb_endpoint: str, table_name: str, tmp_path: Path) -> dict[s
         LOCAL_JWT_KEY_FILE=str(tmp_path / "jwt-key.pem"),
     )
     return env
+
+
+def patient_services(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> container.Services:
+    """The app's services on the stage `env`, for a test of many racing requests. The local DynamoDB answers one
+    request at a time, in the test's process, beside the racing threads: on a loaded machine the last in its queue
+    waits seconds, past production's 1.2 s read timeout (chalicelib/settings.py), and is a 503 that DynamoDB, serving
+    them in parallel, would not give. What such a test proves (atomicity) does not depend on the timeouts, so these
+    services wait 10 s a call, 25 s a request; the tests of the timeouts (test_storage_stall.py) keep production's."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # botocore reads credentials from the process
+        monkeypatch.setenv(name, env[name])
+    patient = {**env, "DYNAMODB_READ_TIMEOUT_SECONDS": "10", "REQUEST_DEADLINE_SECONDS": "25"}
+    return container.build_services(Settings.from_env(patient), patient)
 
 
 def with_policy(env: dict[str, str], **default_overrides: Any) -> None:
@@ -236,6 +258,48 @@ def wait_for_video(api: str, token: str, file_id: str, timeout: float = 15) -> d
             return dict(body)
         time.sleep(0.1)
     pytest.fail(f"video {file_id} was never attributed")
+
+
+# The files that take minutes, longest first, then the rest in pytest's order: `make test` gives each file to one
+# pytest-xdist worker in collection order (--dist loadfile --no-loadscope-reorder), so the long ones start at once
+# and the short ones fill the other workers around them.
+SLOWEST_FILES = (
+    "test_fault_injection.py",
+    "test_rehearse.py",
+    "test_deploy_role.py",
+    "test_browser.py",
+    "test_deploy.py",
+    "test_pull_cadence.py",
+    "test_vodup_cli.py",
+    "test_devstack_shutdown.py",
+    "test_api_events.py",
+    "test_vodup.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
+# Files whose tests each take minutes and share no fixture wider than a test's: a worker for each test.
+ONE_WORKER_PER_TEST = ("tests/test_fault_injection.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` (a file's tests on one worker, in order), but ONE_WORKER_PER_TEST's tests each alone."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in ONE_WORKER_PER_TEST else path
+
+    return FileScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 # Every response of the app that a test gets through chalice's test client is checked against the

@@ -11,7 +11,8 @@ protocol, not operations of the API).
 
 A mismatch fails the test that received it (an error at its teardown). One received outside any test's
 own fixtures (say, in a session fixture's teardown) is reported when the session finishes and makes
-the run exit non-zero. `tests/test_openapi.py` proves both in a child pytest.
+the run exit non-zero; under pytest-xdist, each worker hands what it saw to the controller, which reports
+it and sets the run's exit status. `tests/test_openapi.py` proves these in a child pytest.
 
 Loaded by `pytest_plugins` in tests/conftest.py, or `-p tests.openapi_recorder`.
 """
@@ -22,7 +23,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -32,6 +33,7 @@ from chalice.test import HTTPResponse, TestHTTPClient
 
 JSON = "application/json"
 Pair = tuple[str, str, int]  # (METHOD, route pattern, status)
+WORKER_OUTPUT = "openapi_contract"  # the key of what a pytest-xdist worker hands its controller
 
 
 def _pointer(*parts: str) -> str:
@@ -176,6 +178,21 @@ class Contract:
                 mismatch.reported = True
             return taken
 
+    def export(self) -> dict[str, Any]:
+        """What an xdist worker saw, in the plain types execnet carries to the controller (see `merge`)."""
+        with self._lock:
+            return {
+                "seen": [[*pair, count] for pair, count in self.seen.items()],
+                "gateway": [[*pair, count] for pair, count in self.gateway.items()],
+                "mismatches": [asdict(mismatch) for mismatch in self.mismatches],
+            }
+
+    def merge(self, exported: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.seen.update({(method, route, status): count for method, route, status, count in exported["seen"]})
+            self.gateway.update({(method, status): count for method, status, count in exported["gateway"]})
+            self.mismatches += [Mismatch(**fields) for fields in exported["mismatches"]]
+
 
 def _pointer_join(pointer: str, *parts: str) -> str:
     return pointer + _pointer(*parts)
@@ -231,8 +248,21 @@ def _openapi_contract(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its exit status is not the run's, the controller counts
+        workeroutput[WORKER_OUTPUT] = CONTRACT.export()
+        return
     if CONTRACT.unreported() and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Under pytest-xdist (`-n`), in the controller: a worker's responses join the run's, before the run's own
+    `pytest_sessionfinish` and summary. A worker that crashed sends nothing: xdist fails the run for it."""
+    exported = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT)
+    if exported is not None:
+        CONTRACT.merge(exported)
 
 
 def _count(n: int, noun: str) -> str:

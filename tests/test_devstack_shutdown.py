@@ -1,12 +1,13 @@
 """Stopping `make dev` (through make, in its own process group) leaves nothing running and every port free: SIGTERM
 to the group (make forwards it, so devstack.run gets it twice), SIGINT to the group, Ctrl-C in a terminal, SIGTERM
 to devstack.run alone, a volley of signals, a stop while the stack is still starting, a child that does not stop
-on SIGTERM, and a user forcing the stop."""
+on SIGTERM, and a user forcing the stop. Cleaning up after a stack touches nothing but that stack's processes."""
 
 from __future__ import annotations
 
-import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,18 +75,18 @@ def test_ctrl_c_in_a_terminal_stops_everything(make_dev: Callable[..., MakeDev])
 
 def test_sigterm_to_devstack_run_alone_stops_everything(make_dev: Callable[..., MakeDev]) -> None:
     dev = make_dev().wait_up()
-    os.kill(dev.run_pid(), signal.SIGTERM)
+    dev.process_of("devstack.run").signal(signal.SIGTERM)
     assert_stopped_cleanly(dev)
 
 
 def test_a_volley_of_signals_does_not_interrupt_the_shutdown(make_dev: Callable[..., MakeDev]) -> None:
     dev = make_dev().wait_up()
-    run = dev.run_pid()
+    run = dev.process_of("devstack.run")
     dev.signal_group(signal.SIGTERM)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
         time.sleep(0.02)
         try:
-            os.kill(run, signum)
+            run.signal(signum)
         except ProcessLookupError:
             break  # already done
     assert_stopped_cleanly(dev)
@@ -100,7 +101,7 @@ def test_a_stop_while_starting_stops_what_has_started(make_dev: Callable[..., Ma
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout(make_dev: Callable[..., MakeDev]) -> None:
     dev = make_dev().wait_up()
-    os.kill(dev.pid_of("vodlocal"), signal.SIGSTOP)  # cannot act on SIGTERM
+    dev.process_of("vodlocal").signal(signal.SIGSTOP)  # cannot act on SIGTERM
     started = time.monotonic()
     dev.signal_group(signal.SIGTERM)
     assert_stopped_cleanly(dev)
@@ -109,14 +110,33 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout(make_dev: Call
 
 def test_a_later_signal_forces_the_stop(make_dev: Callable[..., MakeDev]) -> None:
     dev = make_dev().wait_up()
-    os.kill(dev.pid_of("vodlocal"), signal.SIGSTOP)
-    run = dev.run_pid()
+    dev.process_of("vodlocal").signal(signal.SIGSTOP)
+    run = dev.process_of("devstack.run")
     dev.signal_group(signal.SIGTERM)
     signalled = time.monotonic()
     dev.wait_until("stopping…")  # devstack.run has the signal and is stopping its children
     time.sleep(max(0.0, signalled + FORCE_AFTER + 0.3 - time.monotonic()))  # so that the next signal forces
     assert dev.process is not None and dev.process.poll() is None  # still waiting for vodlocal
     forced = time.monotonic()
-    os.kill(run, signal.SIGINT)  # the user presses Ctrl-C again
+    run.signal(signal.SIGINT)  # the user presses Ctrl-C again
     assert_stopped_cleanly(dev)  # killed, and still waited for
     assert time.monotonic() - forced < 2
+
+
+def test_cleaning_up_a_stopped_stack_leaves_the_next_user_of_its_port_alone(make_dev: Callable[..., MakeDev]) -> None:
+    # On parallel workers another test's server can take a port the moment a stack frees it; its command line names
+    # the port as the stack's did (before, a stack's cleanup found and SIGKILLed anything with `--port <its port>`).
+    dev = make_dev().wait_up()
+    dev.signal_group(signal.SIGTERM)
+    assert_stopped_cleanly(dev)
+    other = subprocess.Popen(  # noqa: S603 - runs until its stdin closes
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "--port", str(dev.api_port)], stdin=subprocess.PIPE
+    )
+    try:
+        assert dev.survivors() == {}
+        dev.cleanup()
+        assert other.poll() is None
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait(timeout=10)

@@ -4,10 +4,12 @@ on any command line, and little CPU when idle."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -31,12 +33,16 @@ from vodlocal.testing import run_harness
 
 NODE = shutil.which("node")
 MiB = 1 << 20
+# The stack's processes and their `-m` modules.
 COMPONENTS = {
-    "api": "-m devstack.api",
-    "vodlocal": "-m vodlocal",
-    "dynamodb": "-m devstack.dynamodb",
-    "events": "-m devstack.events",
+    "api": "devstack.api",
+    "vodlocal": "vodlocal",
+    "dynamodb": "devstack.dynamodb",
+    "events": "devstack.events",
 }
+# Set, with a value of its own, in the environment of each `make dev` a test starts: every process of that stack
+# inherits it, and no other process has it, so it is how a test finds its stack's processes (and only those).
+STACK_MARKER = "DEVSTACK_TEST_STACK"
 
 
 def free_ports(count: int) -> list[int]:
@@ -55,25 +61,36 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _stat(pid: int) -> list[str] | None:
+def argv_of(pid: int) -> list[str]:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
 
 
-def alive(pid: int, cmdline: str) -> bool:
-    """Running (not a zombie) and still the same program, so a recycled pid does not count."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z" and cmdline_of(pid) == cmdline
+def runs_module(argv: list[str], module: str) -> bool:
+    """`python -m <module>`, matched on whole arguments."""
+    return any(argv[i : i + 2] == ["-m", module] for i in range(len(argv) - 1))
 
 
-def cmdline_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
+class StackProcess:
+    """One process of a stack held by a pidfd: a signal reaches that process or none, never one that was given
+    its pid after it ended (with a loaded machine's threads and subprocesses, pids come round again in minutes)."""
+
+    def __init__(self, pid: int, pidfd: int) -> None:
+        self.pid, self.pidfd = pid, pidfd
+
+    def running(self) -> bool:
+        readable, _, _ = select.select([self.pidfd], [], [], 0)  # a pidfd turns readable when its process ends
+        return not readable
+
+    def signal(self, signum: int) -> None:
+        """Raises ProcessLookupError once the process has ended and been reaped."""
+        signal.pidfd_send_signal(self.pidfd, signum)
+
+    def close(self) -> None:
+        os.close(self.pidfd)
 
 
 class MakeDev:
@@ -95,10 +112,13 @@ class MakeDev:
             "DEVSTACK_EVENTS_PORT": str(self.events_port),
             "DEVSTACK_VODLOCAL_DIR": str(workdir / "vodlocal"),
             "DEVSTACK_TLS_DIR": str(workdir / "tls"),
+            STACK_MARKER: str(workdir),
         }
+        self.marker = f"{STACK_MARKER}={workdir}".encode()
         self.process: subprocess.Popen[bytes] | None = None
         self.seen: dict[int, str] = {}  # every process of the stack seen while it ran: pid -> command line
         self._master: int | None = None
+        self._held: list[StackProcess] = []
 
     @property
     def api(self) -> str:
@@ -169,65 +189,80 @@ class MakeDev:
         self.wait_until("Local stack is up")
         return self
 
-    def descendants(self) -> dict[int, str]:
-        assert self.process is not None
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and (fields := _stat(int(entry))) is not None:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-        found, todo = {}, [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            found[pid] = cmdline_of(pid)
-            todo.extend(children.get(pid, []))
-        return found
+    def _ours(self, pid: int) -> bool:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:  # gone
+            return False
+        return self.marker in environ.split(b"\0")
+
+    def processes(self) -> dict[int, str]:
+        """The running processes of this stack (`make dev` and everything it started, however reparented): those
+        with this stack's marker in their environment (a zombie's reads empty). pid -> command line."""
+        return {
+            int(entry): " ".join(argv_of(int(entry)))
+            for entry in os.listdir("/proc")
+            if entry.isdigit() and self._ours(int(entry))
+        }
+
+    def _hold(self, pid: int) -> StackProcess | None:
+        """A pidfd on `pid` if it is a running process of this stack: checked after the pidfd is open, so the
+        check and every later signal are about the same process."""
+        try:
+            held = StackProcess(pid, os.pidfd_open(pid))
+        except ProcessLookupError:
+            return None
+        if self._ours(pid) and held.running():
+            return held
+        held.close()
+        return None
 
     def record(self) -> None:
-        self.seen.update({pid: cmd for pid, cmd in self.descendants().items() if cmd})
+        self.seen.update({pid: cmd for pid, cmd in self.processes().items() if cmd})
+
+    def process_of(self, module: str) -> StackProcess:
+        """The stack's one `python -m <module>`, held (released by `cleanup`)."""
+        pids = [pid for pid in self.processes() if runs_module(argv_of(pid), module)]
+        assert len(pids) == 1, (module, self.processes())
+        held = self._hold(pids[0])
+        assert held is not None, (module, "ended")
+        self._held.append(held)
+        return held
 
     def pid_of(self, component: str) -> int:
-        pids = [pid for pid, cmd in self.descendants().items() if COMPONENTS[component] in cmd]
-        assert len(pids) == 1, (component, self.descendants())
-        return pids[0]
-
-    def run_pid(self) -> int:
-        pids = [pid for pid, cmd in self.descendants().items() if "-m devstack.run" in cmd]
-        assert len(pids) == 1, self.descendants()
-        return pids[0]
+        return self.process_of(COMPONENTS[component]).pid
 
     def signal_group(self, signum: int) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signum)
+        os.killpg(self.process.pid, signum)  # make's group: make is our unreaped child, so the group is still its
 
     def wait(self, timeout: float = 30) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
 
     def survivors(self) -> dict[int, str]:
-        """Processes of this stack still running: seen while it ran, or anything serving one of its ports."""
-        ours = {pid: cmd for pid, cmd in self.seen.items() if alive(pid, cmd)}
-        flags = [f" --port {port}" for port in self.ports]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and any(flag in f" {cmdline_of(int(entry))} " for flag in flags):
-                cmd = cmdline_of(int(entry))
-                if alive(int(entry), cmd):
-                    ours[int(entry)] = cmd
-        return ours
+        """Processes of this stack still running."""
+        return self.processes()
 
     def cleanup(self) -> None:
-        """Whatever the test did: nothing of this stack keeps running after it."""
+        """Whatever the test did: nothing of this stack keeps running after it (and nothing else is touched)."""
         if self.process is not None and self.process.poll() is None:
             self.signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        for pid, cmd in self.survivors().items():
-            if cmd:
-                os.kill(pid, signal.SIGKILL)
+        for pid in self.survivors():
+            if (held := self._hold(pid)) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    held.signal(signal.SIGKILL)
+                held.close()
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        for held in self._held:
+            held.close()
+        self._held.clear()
         if self._master is not None:
             os.close(self._master)
             self._master = None
@@ -282,7 +317,7 @@ def test_no_secret_on_any_command_line(stack: MakeDev) -> None:
     env = local_stage_env()
     secrets = [env[name] for name in ("VOD_SECRET_KEY", "VOD_SIGN_KEY", "VOD_CALLBACK_TOKEN", "CONTEXT_TAG_KEY")]
     vodlocal = stack.pid_of("vodlocal")
-    command_lines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stack.descendants()}
+    command_lines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stack.processes()}
     assert vodlocal in command_lines
     for pid, cmdline in command_lines.items():
         assert not [secret for secret in secrets if secret.encode() in cmdline], (pid, cmdline)
@@ -404,8 +439,7 @@ def test_make_dev_event_mode_pull_attributes_web_sdk_uploads_through_the_consume
     try:
         dev.start().wait_up()
         assert "queues events; the PULL consumer" in dev.log()
-        consumer = [pid for pid, cmd in dev.descendants().items() if "-m devstack.pull" in cmd]
-        assert len(consumer) == 1
+        dev.process_of("devstack.pull")
         web_sdk_uploads(dev, tmp_path, 3)
         assert "POST /vod/events" not in dev.log()  # attributed, and never pushed: pulled
         dev.signal_group(signal.SIGTERM)

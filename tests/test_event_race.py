@@ -10,12 +10,22 @@ from typing import Any
 
 import pytest
 
-from chalicelib import vod_signature
+from chalicelib import container, vod_signature
 from chalicelib.identity import Principal
 from chalicelib.uploads import ClientFields
 from tests import vod_payloads as vod
+from tests.conftest import patient_services
 
 CONTENDERS = 32
+# After the parallel pass, alone (Makefile, `unit`): 32 threads racing, one of them must win.
+pytestmark = pytest.mark.serial
+
+
+@pytest.fixture
+def services(stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    built = patient_services(stage_env, monkeypatch)
+    yield built
+    container.reset()
 
 
 @pytest.mark.parametrize("repetition", range(20))

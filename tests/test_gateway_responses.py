@@ -1,6 +1,6 @@
 """API Gateway's own answers in the app's shape (deploy/gateway_responses.py): the document chalice imports
 carries them, and each is the app's `{"error","message","requestId"}` with the status and headers asked for.
-`make rehearse` (tests/test_deploy.py) checks that a deployed API carries them."""
+`make rehearse` (tests/test_rehearse.py) checks that a deployed API carries them."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pytest
 
 from chalicelib.items import upload_key
 from tests import vod_payloads as vod
-from tests.conftest import Stack, TokenFactory, bearer
+from tests.conftest import Stack, TokenFactory, bearer, patient_services
 from tests.test_api_uploads import post
 
 # A JWT whose header names RS256 while the local stage's key is an EC key (the crypto layer raised
@@ -103,16 +103,15 @@ def test_non_finite_vod_output_details_are_not_stored(stack: Stack) -> None:
     assert "Duration" not in strict_json(snapshot)["tasks"][0].get("detail", {})
 
 
-def test_concurrent_copies_of_one_event_attribute_it_once(stack: Stack) -> None:
+@pytest.mark.serial  # threads racing: after the parallel pass, alone (Makefile, `unit`)
+def test_concurrent_copies_of_one_event_attribute_it_once(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     upload_id, context = stack.create_upload()
     body = json.dumps(vod.signed(vod.new_file_upload("f-copies", context), stack.env["VOD_SIGN_KEY"])).encode()
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
     copies = 32
     barrier = threading.Barrier(copies)
-    from chalicelib.container import services
-
-    events = services().events  # the services the test client's app uses, shared by all threads
+    events = patient_services(stack.env, monkeypatch).events  # shared by all threads
     token = stack.env["VOD_CALLBACK_TOKEN"]
 
     def deliver() -> None:

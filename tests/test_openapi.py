@@ -190,19 +190,30 @@ MISMATCHING_SUITE = """
 
 
 @pytest.mark.parametrize(
-    ("status", "in_test", "late", "outcome"),
-    [(200, True, False, "1 passed, 1 error"), (418, True, False, "1 passed, 1 error"), (200, False, True, "1 passed")],
+    ("status", "in_test", "late", "outcome", "workers"),
+    [
+        (200, True, False, "1 passed, 1 error", []),
+        (418, True, False, "1 passed, 1 error", []),
+        (200, False, True, "1 passed", []),
+        (418, True, False, "1 passed, 1 error", ["-n", "2"]),
+        (200, False, True, "1 passed", ["-n", "2"]),
+    ],
 )
-def test_a_mismatch_fails_the_run(tmp_path: Path, status: int, in_test: bool, late: bool, outcome: str) -> None:
+def test_a_mismatch_fails_the_run(
+    tmp_path: Path, status: int, in_test: bool, late: bool, outcome: str, workers: list[str]
+) -> None:
     """In a child pytest with only this plugin: a mismatching body or an undocumented status fails the test
-    that got it; one seen after every test (a session fixture's teardown) still makes pytest exit 1."""
+    that got it; one seen after every test (a session fixture's teardown) still makes pytest exit 1. With
+    pytest-xdist workers (`make test` runs them) too: a worker's exit status is not the run's, so the
+    controller collects what each worker saw."""
     source = textwrap.dedent(MISMATCHING_SUITE).replace("STATUS", str(status))
     source = source.replace("IN_TEST", str(in_test)).replace("LATE", str(late))
     (tmp_path / "test_proof.py").write_text(source)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plugins = ["-p", "tests.openapi_recorder", "-p", "no:cacheprovider"]
     result = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "pytest", "-p", "tests.openapi_recorder", "-p", "no:cacheprovider", str(tmp_path)],
+        [sys.executable, "-m", "pytest", *plugins, *workers, str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     output = result.stdout + result.stderr

@@ -49,6 +49,7 @@ def make_file(path: Path, size: int) -> Path:
 class CallbackReceiver:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.arrived = 0  # requests whose body has been read, counted before any `delay`
         self.delay = 0.0
         self.status = 200  # of every reply: VOD ignores it
         self.cond = threading.Condition()
@@ -60,6 +61,8 @@ class CallbackReceiver:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with receiver.cond:
+                    receiver.arrived += 1
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver.cond:

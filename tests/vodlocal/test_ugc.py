@@ -28,6 +28,7 @@ from tests.vodlocal.conftest import (
     upload,
     wait_until_pushed,
 )
+from tests.waiting import wait_until
 from vodlocal import Config, Handle, start
 
 
@@ -360,8 +361,8 @@ def test_undelivered_push_resumes_after_restart(
     callbacks.delay = 0.5  # the emulator stops while the first delivery is still in flight
     emulator = restartable()
     file_id = upload(emulator, signing)["commit"]["fileId"]
-    time.sleep(0.1)
-    restartable()  # stop + start on the same data directory
+    wait_until(lambda: callbacks.arrived, "the first delivery never reached the receiver", timeout=15)
+    restartable()  # stop + start on the same data directory, while the receiver still holds that delivery
     events = callbacks.wait(lambda evs: len(evs) >= 2)
     assert [e["FileUploadEvent"]["FileId"] for e in events] == [file_id, file_id]  # at-least-once
 
