@@ -9,8 +9,9 @@ What was lost is counted from vodlocal's side, not from the test's own list: the
 (its media records, each with the sourceContext that names its upload) against the videos the API lists.
 
 The domain events are counted as a consumer gets them: make dev's stream reader and sink (devstack/events.py)
-run on the test's table throughout, the sink going down for part of the run, and what the sink received is
-held against the committed facts (the API's videos) and the table's outbox rows."""
+run on the test's table throughout, the sink going down for part of the run and the reader crashing after it
+(class Delivery), and what the sink received is held against the committed facts (the API's videos) and the
+table's outbox rows."""
 
 from __future__ import annotations
 
@@ -101,30 +102,45 @@ DELIVERY_SECONDS = 60  # after the run: the reader's backlog is a few thousand s
 
 class Delivery:
     """make dev's events reader and sink (devstack/events.py) on the test's table: what the outbox pipe delivers.
-    The sink can go down and come back on its port; what every sink received is what a consumer got."""
+    `committed()` reads the event ids of the table's outbox rows. What every sink received is what a consumer got.
 
-    def __init__(self, dynamodb_endpoint: str, table: str, checkpoint: Path) -> None:
+    Two delivery faults, in one outage: the sink goes down (the reader is refused and retries) and comes back on its
+    port; once it has what was committed meanwhile, the reader crashes and a new one resumes from the checkpoint
+    written as the sink went down, as a reader that never recorded its later batches: they are delivered again."""
+
+    def __init__(self, dynamodb_endpoint: str, table: str, checkpoint: Path, committed: Callable[[], set[str]]) -> None:
         self._sinks = [EventSink()]
-        self.reader = StreamReader(
-            dynamodb_endpoint, table, self._sinks[0].url, checkpoint, OutboxPipe.from_template("vod-upload", "local")
-        )
+        self._endpoint, self._table, self._checkpoint, self.committed = dynamodb_endpoint, table, checkpoint, committed
+        self._pipe = OutboxPipe.from_template("vod-upload", "local")
+        self._reader = contextlib.ExitStack()
+        self._checkpoint_when_down: str | None = None
         self.rows_when_down = self.rows_when_up = 0  # outbox rows as the sink went down, and came back
+        self._start_reader()
+
+    def _start_reader(self) -> None:
+        reader = StreamReader(self._endpoint, self._table, self._sinks[0].url, self._checkpoint, self._pipe)
+        self._reader.enter_context(reading(reader))
 
     def events(self) -> list[dict[str, Any]]:
         """Every envelope delivered, duplicates kept, in arrival order."""
         return [event for sink in self._sinks for event in sink.received.listed()]
 
-    @property
-    def sink_is_up(self) -> bool:
-        return len(self._sinks) != 1 or self.rows_when_down == 0
-
-    def sink_down(self, outbox_rows: int) -> None:
+    def outage_starts(self) -> None:
         self._sinks[-1].stop()
-        self.rows_when_down = outbox_rows
+        self._checkpoint_when_down = self._checkpoint.read_text() if self._checkpoint.exists() else None
+        self.rows_when_down = len(self.committed())
 
-    def sink_up(self, outbox_rows: int) -> None:
+    def outage_ends(self) -> None:
         self._sinks.append(EventSink(port=self._sinks[0].port))
-        self.rows_when_up = outbox_rows
+        committed = self.committed()
+        self.rows_when_up = len(committed)
+        self.wait_for(committed)
+        self._reader.close()
+        if self._checkpoint_when_down is None:  # nothing read yet when the sink went down: from the stream's start
+            self._checkpoint.unlink(missing_ok=True)
+        else:
+            self._checkpoint.write_text(self._checkpoint_when_down)
+        self._start_reader()
 
     def wait_for(self, event_ids: set[str]) -> list[dict[str, Any]]:
         """The delivered events once every one of `event_ids` is among them (bounded)."""
@@ -135,16 +151,21 @@ class Delivery:
             time.sleep(0.2)
         return self.events()
 
+    def figures(self) -> dict[str, int]:
+        return {"committedWhileSinkDown": self.rows_when_up - self.rows_when_down}
+
     def stop(self) -> None:
+        self._reader.close()
         self._sinks[-1].stop()
 
 
 @contextlib.contextmanager
-def delivering(dynamodb_endpoint: str, table: str, checkpoint: Path) -> Iterator[Delivery]:
-    delivery = Delivery(dynamodb_endpoint, table, checkpoint)
+def delivering(dynamodb: Any, dynamodb_endpoint: str, table: str, checkpoint: Path) -> Iterator[Delivery]:
+    delivery = Delivery(
+        dynamodb_endpoint, table, checkpoint, lambda: {event["id"] for event in outbox(dynamodb, table)}
+    )
     try:
-        with reading(delivery.reader):
-            yield delivery
+        yield delivery
     finally:
         delivery.stop()
 
@@ -193,9 +214,9 @@ class EventTally:
         assert self.changed_in_redelivery() == [], context  # a duplicate is the same envelope
 
 
-def delivered_events(delivery: Delivery, dynamodb: Any, table: str, listed: list[tuple[str, str, str]]) -> EventTally:
+def delivered_events(delivery: Delivery, listed: list[tuple[str, str, str]]) -> EventTally:
     """Once the run's writes are over: the outbox rows, and what the sink got once all of them arrived."""
-    outbox_ids = {event["id"] for event in outbox(dynamodb, table)}
+    outbox_ids = delivery.committed()
     return EventTally(delivery.wait_for(outbox_ids), outbox_ids, listed)
 
 
@@ -228,8 +249,8 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     tmp_path: Path,
 ) -> None:
     table = stage_env["TABLE_NAME"]
-    with delivering(dynamodb_endpoint, table, tmp_path / "events-checkpoint.json") as delivery:
-        pulled_under_faults(pull_vod, api_factory, token_for, stage_env, monkeypatch, dynamodb, delivery)
+    with delivering(dynamodb, dynamodb_endpoint, table, tmp_path / "events-checkpoint.json") as delivery:
+        pulled_under_faults(pull_vod, api_factory, token_for, stage_env, monkeypatch, delivery)
 
 
 def pulled_under_faults(
@@ -238,10 +259,8 @@ def pulled_under_faults(
     token_for: TokenFactory,
     stage_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-    dynamodb: Any,
     delivery: Delivery,
 ) -> None:
-    table = stage_env["TABLE_NAME"]
     api = api_factory()
     tokens = {f"user{n}": token_for(f"user{n}") for n in range(USERS)}
     owners = [f"user{n % USERS}" for n in range(UPLOADS)]
@@ -263,35 +282,34 @@ def pulled_under_faults(
             report = container.services().pull_consumer.run(8.0)
             outcomes.update(report.outcomes)
             runs += 1
-            # The sink is down for the consumer's second run: the reader is refused and retries.
-            if runs == 1:
-                delivery.sink_down(len(outbox(dynamodb, table)))
+            if runs == 1:  # the delivery outage lasts the consumer's second run
+                delivery.outage_starts()
             elif runs == 2:
-                delivery.sink_up(len(outbox(dynamodb, table)))
+                delivery.outage_ends()
     finally:
         proxy.stop()
         monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", stage_env["DYNAMODB_ENDPOINT_URL"])
         container.reset()
     elapsed = time.monotonic() - started
-    if not delivery.sink_is_up:  # one run did it all
-        delivery.sink_up(len(outbox(dynamodb, table)))
+    if runs == 1:  # one run did it all
+        delivery.outage_ends()
 
     counted = tally(
         pull_vod, lambda user: api.get("/videos?limit=100", headers=bearer(tokens[user])).json_body["videos"], tokens
     )
-    events = delivered_events(delivery, dynamodb, table, counted.listed)
+    events = delivered_events(delivery, counted.listed)
     figures = {
         "uploads": UPLOADS, **counted.figures(), "consumerRuns": runs, "seconds": round(elapsed, 1),
         "outcomes": dict(outcomes), "faults": dict(proxy.faults), "dynamodbRequests": proxy.requests,
-        **events.figures(), "committedWhileSinkDown": delivery.rows_when_up - delivery.rows_when_down,
-        "eventTypes": dict(types(events.delivered)),
+        **events.figures(), **delivery.figures(), "eventTypes": dict(types(events.delivered)),
     }  # fmt: skip
     print(f"PULL under faults: {json.dumps(figures)}")
     print(events_line("PULL", events))
     assert types(events.delivered).keys() == {"upload.attributed"}, figures  # the only fact type this run commits
     events.check(figures)
     assert figures["distinctIds"] == UPLOADS, figures
-    assert figures["committedWhileSinkDown"] > 0, figures  # the sink's outage had events to lose
+    # The outage had events to lose, and the crashed reader delivered them again.
+    assert figures["duplicates"] >= figures["committedWhileSinkDown"] > 0, figures
     assert sorted(counted.committed.values()) == sorted(made), figures  # vodlocal committed each upload once
     assert counted.lost == set(), figures
     assert counted.listed_twice == [] and counted.misattributed(made) == [], figures
@@ -393,8 +411,8 @@ def test_the_same_run_in_push_mode_loses_exactly_what_vods_push_rules_predict(
     dynamodb_endpoint: str,
 ) -> None:
     table = stage_env["TABLE_NAME"]
-    with delivering(dynamodb_endpoint, table, tmp_path / "events-checkpoint.json") as delivery:
-        pushed_under_faults(faulty_dynamodb, chalice_local, stage_env, token_for, tmp_path, dynamodb, delivery)
+    with delivering(dynamodb, dynamodb_endpoint, table, tmp_path / "events-checkpoint.json") as delivery:
+        pushed_under_faults(faulty_dynamodb, chalice_local, stage_env, token_for, tmp_path, delivery)
 
 
 def pushed_under_faults(
@@ -403,10 +421,8 @@ def pushed_under_faults(
     stage_env: dict[str, str],
     token_for: TokenFactory,
     tmp_path: Path,
-    dynamodb: Any,
     delivery: Delivery,
 ) -> None:
-    table = stage_env["TABLE_NAME"]
     vod = start(
         Config(
             port=0,
@@ -422,11 +438,10 @@ def pushed_under_faults(
         for n in range(UPLOADS):
             owner = f"user{n % USERS}"
             made[upload_through(vod, over_http(chalice_local, tokens[owner]), b"p%d" % n)] = owner
-            # The sink is down for the middle third of the uploads: the reader is refused and retries.
-            if n == UPLOADS // 3:
-                delivery.sink_down(len(outbox(dynamodb, table)))
+            if n == UPLOADS // 3:  # the delivery outage lasts the middle third of the uploads
+                delivery.outage_starts()
             elif n == 2 * UPLOADS // 3:
-                delivery.sink_up(len(outbox(dynamodb, table)))
+                delivery.outage_ends()
         wait_until_pushed(vod, timeout=DEADLINE_SECONDS)  # every event delivered or given up, retries included
         predicted = push_prediction(vod, faulty_dynamodb)
         faulty_dynamodb.plan = lambda _number, _operation: None  # read the outcome without faults
@@ -440,20 +455,19 @@ def pushed_under_faults(
         )
     finally:
         vod.stop()
-    events = delivered_events(delivery, dynamodb, table, counted.listed)
+    events = delivered_events(delivery, counted.listed)
     figures = {
         "uploads": UPLOADS, **counted.figures(), "predicted": len(predicted.lost),
         "notAccepted": len(predicted.not_accepted), "appliedUnanswered": len(predicted.applied_unanswered),
         "replies": dict(replies), "faults": dict(faulty_dynamodb.faults), **events.figures(),
-        "committedWhileSinkDown": delivery.rows_when_up - delivery.rows_when_down,
-        "eventTypes": dict(types(events.delivered)),
+        **delivery.figures(), "eventTypes": dict(types(events.delivered)),
     }  # fmt: skip
     print(f"PUSH under faults: {json.dumps(figures)}")
     print(events_line("PUSH", events))
     # A lost upload committed nothing: no event names its fileId (without_fact); an applied one, its one event.
     assert types(events.delivered).keys() == {"upload.attributed"}, figures
     events.check(figures)
-    assert figures["committedWhileSinkDown"] > 0, figures
+    assert figures["duplicates"] >= figures["committedWhileSinkDown"] > 0, figures
     assert sorted(counted.committed.values()) == sorted(made), figures
     assert counted.lost == predicted.lost, {**figures, "lostNotPredicted": sorted(counted.lost - predicted.lost),
                                             "predictedNotLost": sorted(predicted.lost - counted.lost)}  # fmt: skip
