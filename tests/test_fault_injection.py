@@ -6,16 +6,22 @@ The consumer is also stopped while all 200 are made, and starts on a full queue;
 covered by tests/test_pull_consumer.py.
 
 What was lost is counted from vodlocal's side, not from the test's own list: the uploads vodlocal committed
-(its media records, each with the sourceContext that names its upload) against the videos the API lists."""
+(its media records, each with the sourceContext that names its upload) against the videos the API lists.
+
+The domain events are counted as a consumer gets them: make dev's stream reader and sink (devstack/events.py)
+run on the test's table throughout, the sink going down for part of the run and the reader crashing after it
+(class Delivery), and what the sink received is held against the committed facts (the API's videos) and the
+table's outbox rows."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +30,8 @@ from typing import Any
 import pytest
 
 from chalicelib import container
+from devstack.events import EventSink, StreamReader, reading
+from devstack.outbox_pipe import OutboxPipe
 from tests.conftest import ApiFactory, TokenFactory, bearer, start_pull_vodlocal, with_policy
 from tests.fault_proxy import FaultProxy, Plan
 from tests.test_outbox import outbox, types
@@ -87,6 +95,141 @@ def tally(vod: Handle, list_videos: Callable[[str], list[dict[str, Any]]], users
     return Tally(committed_uploads(vod), listed)
 
 
+# -- the domain events, as delivered ---------------------------------------------------------------------------
+
+DELIVERY_SECONDS = 60  # after the run: the reader's backlog is a few thousand stream records, ten per read
+
+
+class Delivery:
+    """make dev's events reader and sink (devstack/events.py) on the test's table: what the outbox pipe delivers.
+    `committed()` reads the event ids of the table's outbox rows. What every sink received is what a consumer got.
+
+    Two delivery faults, in one outage: the sink goes down (the reader is refused and retries) and comes back on its
+    port; once it has what was committed meanwhile, the reader crashes and a new one resumes from the checkpoint
+    written as the sink went down, as a reader that never recorded its later batches: they are delivered again."""
+
+    def __init__(self, dynamodb_endpoint: str, table: str, checkpoint: Path, committed: Callable[[], set[str]]) -> None:
+        self._sinks = [EventSink()]
+        self._endpoint, self._table, self._checkpoint, self.committed = dynamodb_endpoint, table, checkpoint, committed
+        self._pipe = OutboxPipe.from_template("vod-upload", "local")
+        self._reader = contextlib.ExitStack()
+        self._checkpoint_when_down: str | None = None
+        self.rows_when_down = self.rows_when_up = 0  # outbox rows as the sink went down, and came back
+        self._start_reader()
+
+    def _start_reader(self) -> None:
+        reader = StreamReader(self._endpoint, self._table, self._sinks[0].url, self._checkpoint, self._pipe)
+        self._reader.enter_context(reading(reader))
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every envelope delivered, duplicates kept, in arrival order."""
+        return [event for sink in self._sinks for event in sink.received.listed()]
+
+    def outage_starts(self) -> None:
+        self._sinks[-1].stop()
+        self._checkpoint_when_down = self._checkpoint.read_text() if self._checkpoint.exists() else None
+        self.rows_when_down = len(self.committed())
+
+    def outage_ends(self) -> None:
+        self._sinks.append(EventSink(port=self._sinks[0].port))
+        committed = self.committed()
+        self.rows_when_up = len(committed)
+        self.wait_for(committed)
+        self._reader.close()
+        if self._checkpoint_when_down is None:  # nothing read yet when the sink went down: from the stream's start
+            self._checkpoint.unlink(missing_ok=True)
+        else:
+            self._checkpoint.write_text(self._checkpoint_when_down)
+        self._start_reader()
+
+    def wait_for(self, event_ids: set[str]) -> list[dict[str, Any]]:
+        """The delivered events once every one of `event_ids` is among them (bounded)."""
+        deadline = time.monotonic() + DELIVERY_SECONDS
+        while missing := event_ids - {event["id"] for event in self.events()}:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{len(missing)} of {len(event_ids)} events not delivered in {DELIVERY_SECONDS} s")
+            time.sleep(0.2)
+        return self.events()
+
+    def figures(self) -> dict[str, int]:
+        return {"committedWhileSinkDown": self.rows_when_up - self.rows_when_down}
+
+    def stop(self) -> None:
+        self._reader.close()
+        self._sinks[-1].stop()
+
+
+@contextlib.contextmanager
+def delivering(dynamodb: Any, dynamodb_endpoint: str, table: str, checkpoint: Path) -> Iterator[Delivery]:
+    delivery = Delivery(
+        dynamodb_endpoint, table, checkpoint, lambda: {event["id"] for event in outbox(dynamodb, table)}
+    )
+    try:
+        yield delivery
+    finally:
+        delivery.stop()
+
+
+@dataclass(frozen=True)
+class EventTally:
+    """The events delivered against the facts committed (the API's videos) and the table's outbox rows."""
+
+    delivered: list[dict[str, Any]]
+    outbox_ids: set[str]
+    listed: list[tuple[str, str, str]]  # (owner, fileId, uploadId), the API's
+
+    def ids_per_fact(self) -> dict[tuple[str, str, str, str], set[str]]:
+        """(type, owner, fileId, uploadId) -> the distinct event ids delivered for it."""
+        ids: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+        for event in self.delivered:
+            ids[(event["type"], event["owner"], event["fileId"], event["uploadId"])].add(event["id"])
+        return ids
+
+    def without_fact(self) -> list[tuple[str, str, str, str]]:
+        """Delivered for an attribution the API does not list (or of a type no fact of this run has)."""
+        facts = {("upload.attributed", *fact) for fact in self.listed}
+        return [key for key in self.ids_per_fact() if key not in facts]
+
+    def not_once(self) -> dict[tuple[str, str, str], int]:
+        """Committed facts whose distinct delivered event ids are not exactly one: fact -> how many."""
+        ids = self.ids_per_fact()
+        counts = {fact: len(ids.get(("upload.attributed", *fact), set())) for fact in self.listed}
+        return {fact: n for fact, n in counts.items() if n != 1}
+
+    def changed_in_redelivery(self) -> list[str]:
+        first: dict[str, dict[str, Any]] = {}
+        return [e["id"] for e in self.delivered if first.setdefault(e["id"], e) != e]
+
+    def figures(self) -> dict[str, int]:
+        distinct = len({event["id"] for event in self.delivered})
+        return {
+            "factsCommitted": len(self.listed), "eventsDelivered": len(self.delivered), "distinctIds": distinct,
+            "duplicates": len(self.delivered) - distinct, "outboxRows": len(self.outbox_ids),
+        }  # fmt: skip
+
+    def check(self, context: dict[str, Any]) -> None:
+        assert {event["id"] for event in self.delivered} == self.outbox_ids, context
+        assert self.not_once() == {}, context  # every committed fact: one event id, however often delivered
+        assert self.without_fact() == [], context  # no event for a write that did not commit
+        assert self.changed_in_redelivery() == [], context  # a duplicate is the same envelope
+
+
+def delivered_events(delivery: Delivery, listed: list[tuple[str, str, str]]) -> EventTally:
+    """Once the run's writes are over: the outbox rows, and what the sink got once all of them arrived."""
+    outbox_ids = delivery.committed()
+    return EventTally(delivery.wait_for(outbox_ids), outbox_ids, listed)
+
+
+def events_line(mode: str, tally: EventTally) -> str:
+    """The line the closing note quotes."""
+    figures = tally.figures()
+    return (
+        f"{mode} events under faults: {UPLOADS} uploads, facts committed {figures['factsCommitted']}, events "
+        f"delivered {figures['eventsDelivered']}, distinct ids {figures['distinctIds']}, duplicates "
+        f"{figures['duplicates']} (outbox rows {figures['outboxRows']})"
+    )
+
+
 @pytest.fixture
 def pull_vod(stage_env: dict[str, str], tmp_path: Path) -> Iterator[Handle]:
     handle = start_pull_vodlocal(stage_env, tmp_path / "vodlocal", CONFIRM_WINDOW_SECONDS)
@@ -102,6 +245,21 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     stage_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     dynamodb: Any,
+    dynamodb_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    table = stage_env["TABLE_NAME"]
+    with delivering(dynamodb, dynamodb_endpoint, table, tmp_path / "events-checkpoint.json") as delivery:
+        pulled_under_faults(pull_vod, api_factory, token_for, stage_env, monkeypatch, delivery)
+
+
+def pulled_under_faults(
+    pull_vod: Handle,
+    api_factory: ApiFactory,
+    token_for: TokenFactory,
+    stage_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    delivery: Delivery,
 ) -> None:
     api = api_factory()
     tokens = {f"user{n}": token_for(f"user{n}") for n in range(USERS)}
@@ -124,26 +282,34 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
             report = container.services().pull_consumer.run(8.0)
             outcomes.update(report.outcomes)
             runs += 1
+            if runs == 1:  # the delivery outage lasts the consumer's second run
+                delivery.outage_starts()
+            elif runs == 2:
+                delivery.outage_ends()
     finally:
         proxy.stop()
         monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", stage_env["DYNAMODB_ENDPOINT_URL"])
         container.reset()
     elapsed = time.monotonic() - started
+    if runs == 1:  # one run did it all
+        delivery.outage_ends()
 
     counted = tally(
         pull_vod, lambda user: api.get("/videos?limit=100", headers=bearer(tokens[user])).json_body["videos"], tokens
     )
-    # Each attribution committed its event with it: one per video, none for a write that did not commit.
-    events = outbox(dynamodb, stage_env["TABLE_NAME"])
+    events = delivered_events(delivery, counted.listed)
     figures = {
         "uploads": UPLOADS, **counted.figures(), "consumerRuns": runs, "seconds": round(elapsed, 1),
         "outcomes": dict(outcomes), "faults": dict(proxy.faults), "dynamodbRequests": proxy.requests,
-        "events": len(events), "distinctEventIds": len({event["id"] for event in events}),
+        **events.figures(), **delivery.figures(), "eventTypes": dict(types(events.delivered)),
     }  # fmt: skip
     print(f"PULL under faults: {json.dumps(figures)}")
-    attributions = sorted((event["owner"], event["fileId"], event["uploadId"]) for event in events)
-    assert types(events) == {"upload.attributed": UPLOADS} and attributions == sorted(counted.listed), figures
-    assert figures["distinctEventIds"] == UPLOADS, figures
+    print(events_line("PULL", events))
+    assert types(events.delivered).keys() == {"upload.attributed"}, figures  # the only fact type this run commits
+    events.check(figures)
+    assert figures["distinctIds"] == UPLOADS, figures
+    # The outage had events to lose, and the crashed reader delivered them again.
+    assert figures["duplicates"] >= figures["committedWhileSinkDown"] > 0, figures
     assert sorted(counted.committed.values()) == sorted(made), figures  # vodlocal committed each upload once
     assert counted.lost == set(), figures
     assert counted.listed_twice == [] and counted.misattributed(made) == [], figures
@@ -236,7 +402,26 @@ def call_until_answered(method: str, url: str, token: str, body: bytes | None = 
 
 
 def test_the_same_run_in_push_mode_loses_exactly_what_vods_push_rules_predict(
-    faulty_dynamodb: FaultProxy, chalice_local: str, stage_env: dict[str, str], token_for: TokenFactory, tmp_path: Path
+    faulty_dynamodb: FaultProxy,
+    chalice_local: str,
+    stage_env: dict[str, str],
+    token_for: TokenFactory,
+    tmp_path: Path,
+    dynamodb: Any,
+    dynamodb_endpoint: str,
+) -> None:
+    table = stage_env["TABLE_NAME"]
+    with delivering(dynamodb, dynamodb_endpoint, table, tmp_path / "events-checkpoint.json") as delivery:
+        pushed_under_faults(faulty_dynamodb, chalice_local, stage_env, token_for, tmp_path, delivery)
+
+
+def pushed_under_faults(
+    faulty_dynamodb: FaultProxy,
+    chalice_local: str,
+    stage_env: dict[str, str],
+    token_for: TokenFactory,
+    tmp_path: Path,
+    delivery: Delivery,
 ) -> None:
     vod = start(
         Config(
@@ -253,6 +438,10 @@ def test_the_same_run_in_push_mode_loses_exactly_what_vods_push_rules_predict(
         for n in range(UPLOADS):
             owner = f"user{n % USERS}"
             made[upload_through(vod, over_http(chalice_local, tokens[owner]), b"p%d" % n)] = owner
+            if n == UPLOADS // 3:  # the delivery outage lasts the middle third of the uploads
+                delivery.outage_starts()
+            elif n == 2 * UPLOADS // 3:
+                delivery.outage_ends()
         wait_until_pushed(vod, timeout=DEADLINE_SECONDS)  # every event delivered or given up, retries included
         predicted = push_prediction(vod, faulty_dynamodb)
         faulty_dynamodb.plan = lambda _number, _operation: None  # read the outcome without faults
@@ -266,12 +455,19 @@ def test_the_same_run_in_push_mode_loses_exactly_what_vods_push_rules_predict(
         )
     finally:
         vod.stop()
+    events = delivered_events(delivery, counted.listed)
     figures = {
         "uploads": UPLOADS, **counted.figures(), "predicted": len(predicted.lost),
         "notAccepted": len(predicted.not_accepted), "appliedUnanswered": len(predicted.applied_unanswered),
-        "replies": dict(replies), "faults": dict(faulty_dynamodb.faults),
+        "replies": dict(replies), "faults": dict(faulty_dynamodb.faults), **events.figures(),
+        **delivery.figures(), "eventTypes": dict(types(events.delivered)),
     }  # fmt: skip
     print(f"PUSH under faults: {json.dumps(figures)}")
+    print(events_line("PUSH", events))
+    # A lost upload committed nothing: no event names its fileId (without_fact); an applied one, its one event.
+    assert types(events.delivered).keys() == {"upload.attributed"}, figures
+    events.check(figures)
+    assert figures["duplicates"] >= figures["committedWhileSinkDown"] > 0, figures
     assert sorted(counted.committed.values()) == sorted(made), figures
     assert counted.lost == predicted.lost, {**figures, "lostNotPredicted": sorted(counted.lost - predicted.lost),
                                             "predictedNotLost": sorted(predicted.lost - counted.lost)}  # fmt: skip
