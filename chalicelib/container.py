@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chalicelib.credentials import SecretsProvider
     from chalicelib.event_service import EventService
     from chalicelib.pull_consumer import PullConsumer
+    from chalicelib.quotas import AccountService
     from chalicelib.repository import Repository
     from chalicelib.settings import Settings
     from chalicelib.sweep import MediaLibrary, ReconciliationSweep
@@ -90,7 +91,15 @@ class Services:
         from chalicelib.uploads import UploadService
 
         settings = self.settings
-        return UploadService(self.repository, self.secrets, settings.upload_policy, settings.max_metadata_bytes)
+        return UploadService(
+            self.repository, self.secrets, settings.upload_policy, settings.max_metadata_bytes, self.repository
+        )
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        from chalicelib.quotas import AccountService
+
+        return AccountService(self.repository, self.settings.upload_policy)
 
     @cached_property
     def events(self) -> EventService:
@@ -100,6 +109,7 @@ class Services:
         return EventService(
             self.repository,
             self.secrets,
+            settings.upload_policy,
             settings.callback_max_body_bytes,
             require_sign=settings.require_callback_sign,
             max_sign_lifetime_seconds=settings.callback_sign_max_lifetime_seconds,

@@ -40,6 +40,7 @@ from chalicelib.items import (
     event_count_key,
     failed_event_body,
     failed_event_key,
+    get_n,
     get_s,
     intent_to_item,
     item_to_dead_letter,
@@ -62,7 +63,9 @@ from chalicelib.items import (
     video_sort_key,
     video_upload_attributes,
 )
+from chalicelib.quotas import UNLIMITED, QuotaBreak, QuotaTerms, Usage, known_duration, stored_size
 from chalicelib.uploads import IntentLimits, UploadIntent
+from chalicelib.usage_storage import Attribution, UsageStorage
 from chalicelib.videos import PageKey, Video
 
 T = TypeVar("T")
@@ -115,6 +118,7 @@ class Repository:
         self._table = table_name
         self._sleep = sleep
         self._attempt_seconds = attempt_seconds
+        self._usage = UsageStorage(table_name, self._call)
 
     # -- upload intents -------------------------------------------------------------------------
 
@@ -334,15 +338,25 @@ class Repository:
 
     # -- events and videos ----------------------------------------------------------------------
 
-    def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None:
-        """Intent open -> completed with this FileId, the video record, and the open slot released:
-        one transaction, so an upload is attributed exactly once or not at all. Raises CompletionLost if
-        the intent is no longer open, FileOwnedElsewhere if another user's video has this FileId."""
-        attributes = video_upload_attributes(video)
-        names = {f"#a{i}": name for i, name in enumerate(attributes)}
-        values = {f":a{i}": value for i, value in enumerate(attributes.values())}
-        items: dict[str, Item] = {
-            "intent": {
+    def complete_upload(
+        self, intent: UploadIntent, video: Video, now: int, quota: QuotaTerms = UNLIMITED
+    ) -> list[QuotaBreak]:
+        """Intent open -> completed with this FileId, the video record, the open slot released and the owner's
+        usage counted: one transaction, so an upload is attributed and counted exactly once or not at all.
+        Returns the quotas it broke (the video is marked, and each break published, in the same transaction).
+        Raises CompletionLost if the intent is no longer open, FileOwnedElsewhere if another user's video has
+        this FileId."""
+        attribution = Attribution.start(stored_size(video.media.size, intent.client.file_size), quota)
+        breaks: list[QuotaBreak] = []
+        items: dict[str, Item] = {}
+
+        def build() -> None:
+            breaks[:] = attribution.breaks(known_duration(video.media.duration))
+            attributes = video_upload_attributes(video) | self._usage.video_attributes(intent.tier, attribution, breaks)
+            names = {f"#a{i}": name for i, name in enumerate(attributes)}
+            values = {f":a{i}": value for i, value in enumerate(attributes.values())}
+            items.clear()
+            items["intent"] = {
                 "Update": {
                     "TableName": self._table,
                     "Key": upload_key(intent.upload_id),
@@ -362,28 +376,42 @@ class Repository:
                         ":now": as_n(now),
                     },
                 }
-            },
-            "video": {
+            }
+            items["video"] = {
                 "Update": {
                     "TableName": self._table,
                     "Key": video_key(video.file_id),
                     "UpdateExpression": "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(names))),
-                    "ConditionExpression": "attribute_not_exists(#a0) OR #a0 = :a0",  # #a0: the owner
+                    # #a0: the owner. A video VOD already reported deleted is attributed, and counts nothing.
+                    "ConditionExpression": "(attribute_not_exists(#a0) OR #a0 = :a0)"
+                    + ("" if attribution.deleted else " AND attribute_not_exists(deletedAt)"),
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
-            },
-            "open slot": self._release_slot_item(intent),
-        }
+            }
+            items["open slot"] = self._release_slot_item(intent)
+            if not attribution.deleted:
+                items["usage"] = self._usage.count_item(intent.owner, attribution)
+            items.update(self._usage.break_items(intent.owner, intent.upload_id, video.file_id, breaks, now))
 
         def settle(reasons: Reasons) -> bool:
             if failed(reasons["intent"]):
                 raise CompletionLost(intent.upload_id)
             if failed(reasons["video"]):
-                raise FileOwnedElsewhere(video.file_id)
-            return False
+                if "deletedAt" not in reasons["video"].get("Item", {}) or attribution.deleted:
+                    raise FileOwnedElsewhere(video.file_id)
+                attribution.deleted = True
+            elif "usage" in reasons and failed(reasons["usage"]):
+                attribution.fits = not attribution.fits  # usage crossed the room for it since the last try
+            else:
+                return False
+            build()
+            return True
 
+        build()
         self._commit(items, settle)
+        return breaks
 
     def record_for_review(
         self, kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
@@ -496,13 +524,90 @@ class Repository:
         return True if replaced is None else AGAIN
 
     def mark_deleted(self, file_id: str, now: int) -> None:
-        self._call(
-            "update_item",
-            TableName=self._table,
-            Key=video_key(file_id),
-            UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
-            ExpressionAttributeValues={":now": as_n(now)},
-        )
+        """The video is deleted from VOD: it leaves its owner's list and gives back what its attribution counted,
+        in one transaction, once (a second report of the deletion changes nothing). A FileId attributed to nobody
+        yet is only marked: its attribution, if it comes, counts nothing."""
+
+        def attempt() -> _Again | None:
+            video = self._call("get_item", TableName=self._table, Key=video_key(file_id), ConsistentRead=True)
+            owner = get_s(video.get("Item", {}), "owner")
+            if "deletedAt" in video.get("Item", {}):
+                return None
+            if owner is None:
+                marked = self._conditional_update(
+                    Key=video_key(file_id),
+                    UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
+                    ConditionExpression="attribute_not_exists(#owner)",
+                    ExpressionAttributeNames={"#owner": "owner"},
+                    ExpressionAttributeValues={":now": as_n(now)},
+                )
+                return None if marked is None else AGAIN  # attributed meanwhile: count it out
+            condemned = get_s(video["Item"], "overQuota") == "delete" and "quotaExceeded" in video["Item"]
+            items = [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": video_key(file_id),
+                        "UpdateExpression": "SET deletedAt = :now",
+                        "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
+                        "ExpressionAttributeNames": {"#owner": "owner"},
+                        "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(owner)},
+                    }
+                },
+                self._usage.uncount_item(owner, get_n(video["Item"], "countedBytes") or 0),
+                *([self._usage.done_item(file_id, now)] if condemned else []),
+            ]
+            return None if self._transact(items) is None else AGAIN  # deleted or changed meanwhile: read again
+
+        self._until_settled("TransactWriteItems", "video changed during its deletion", attempt)
+
+    def record_duration(
+        self, file_id: str, duration: float, terms_for: Callable[[str], QuotaTerms], now: int
+    ) -> QuotaBreak | None:
+        """A duration VOD reported after the attribution (a task flow's metadata), checked against the quota of
+        the tier the video was attributed in: a break marks the video and is published in one transaction, once."""
+        read = self._call("get_item", TableName=self._table, Key=video_key(file_id), ConsistentRead=True)
+        item = read.get("Item", {})
+        owner, tier = get_s(item, "owner"), get_s(item, "tier")
+        if owner is None or tier is None or "deletedAt" in item or "duration" in string_set(item, "quotaExceeded"):
+            return None  # not attributed yet (its attribution checks VOD's own duration), gone, or marked already
+        broken = terms_for(tier).duration_break(duration)
+        if broken is None:
+            return None
+        items: dict[str, Item] = {
+            "video": {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": video_key(file_id),
+                    "UpdateExpression": "ADD quotaExceeded :duration SET overQuota = if_not_exists(overQuota, :rule)",
+                    "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)"
+                    " AND NOT contains(quotaExceeded, :quota)",
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":duration": {"SS": ["duration"]}, ":quota": as_s("duration"), ":rule": as_s(broken.rule),
+                        ":owner": as_s(owner),
+                    },
+                }
+            },
+            **self._usage.break_items(owner, get_s(item, "uploadId") or "", file_id, [broken], now),
+        }  # fmt: skip
+
+        def settle(reasons: Reasons) -> bool:
+            if failed(reasons["video"]):
+                raise CompletionLost(file_id)  # deleted or marked since the read
+            return False
+
+        try:
+            self._commit(items, settle)
+        except CompletionLost:
+            return None
+        return broken
+
+    def usage(self, owner: str, now: int) -> Usage:
+        return self._usage.usage(owner, now)
+
+    def quota_deletions(self, limit: int) -> list[str]:
+        return self._usage.quota_deletions(limit, self._index_partition)
 
     def count_event(self, event_type: str) -> None:
         self._call(

@@ -11,6 +11,9 @@
   run) the sweep reads whether the FileId is attributed; if it is, the review item is closed as `owned`
   (in either mode: that deletes nothing) and the file is left alone. An attribution landing between that
   read and DeleteMedia is not excluded; none is expected for a file already weeks under review.
+- Videos that broke a quota of a tier whose rule is `delete` (chalicelib/quotas.py) are deleted from VOD at
+  once, whatever DELETE_UNATTRIBUTED says: the tier asked for it. Each leaves its owner's list and gives back
+  its usage in one transaction, as VOD's FileDeleted would.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class SweepStore(Protocol):
 
     def mark_review_owned(self, file_id: str, owner: str, now: int) -> None: ...
 
+    def quota_deletions(self, limit: int) -> list[str]: ...
+
+    def mark_deleted(self, file_id: str, now: int) -> None: ...
+
 
 @dataclass
 class SweepReport:
@@ -68,13 +75,15 @@ class SweepReport:
     due_for_deletion: list[str] = field(default_factory=list)
     deleted: int = 0
     kept_owned: list[str] = field(default_factory=list)  # reviewed FileIds found attributed: closed, not deleted
+    over_quota_deleted: int = 0  # videos the `delete` rule of their tier condemned, deleted from VOD
     failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
     finished: bool = True  # False when the run stopped at its deadline with work left
 
     def as_fields(self) -> dict[str, object]:
         return {
             "expired": self.expired, "deletion": self.deletion, "dueForDeletion": len(self.due_for_deletion),
-            "deleted": self.deleted, "keptOwned": len(self.kept_owned), "failed": self.failed,
+            "deleted": self.deleted, "keptOwned": len(self.kept_owned), "overQuotaDeleted": self.over_quota_deleted,
+            "failed": self.failed,
             "finished": self.finished,
         }  # fmt: skip
 
@@ -104,8 +113,27 @@ class ReconciliationSweep:
         report = SweepReport(deletion=self._deletion)
         for partition in open_intent_partitions():
             report.finished &= self._expire_partition(partition, now, stop_at, report)
+        report.finished &= self._delete_over_quota(now, stop_at, report)
         report.finished &= self._delete_unattributed(now, stop_at, report)
         return report
+
+    def _delete_over_quota(self, now: int, stop_at: float, report: SweepReport) -> bool:
+        try:
+            with deadline.within(self._step_seconds):
+                due = self._store.quota_deletions(DELETIONS_PER_RUN)
+        except ServiceUnavailable:
+            report.failed += 1
+            return False
+        media: MediaLibrary | None = None
+        for file_id in due:
+            if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
+                return False
+            media = media or self._media()
+            if not self._delete(media, file_id, now, report, self._store.mark_deleted):
+                return False
+            report.over_quota_deleted += 1
+            logger.info("deleted an over-quota video from VOD", extra={"fileId": file_id})
+        return True
 
     def _expire_partition(self, partition: str, now: int, stop_at: float, report: SweepReport) -> bool:
         """Whether the partition holds no closed intent any more (as far as this run could tell)."""
@@ -153,8 +181,9 @@ class ReconciliationSweep:
                 logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
                 continue
             media = media or self._media()
-            if not self._delete(media, file_id, now, report):
+            if not self._delete(media, file_id, now, report, self._store.mark_review_deleted):
                 return False
+            report.deleted += 1
             logger.info("deleted an unattributed upload from VOD", extra=review)
         return True
 
@@ -167,8 +196,10 @@ class ReconciliationSweep:
         logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
         return True
 
-    def _delete(self, media: MediaLibrary, file_id: str, now: int, report: SweepReport) -> bool:
-        """DeleteMedia, then the record; False when the run should stop (the rest waits for the next run)."""
+    def _delete(
+        self, media: MediaLibrary, file_id: str, now: int, report: SweepReport, record: Callable[[str, int], None]
+    ) -> bool:
+        """DeleteMedia, then `record`s it; False when the run should stop (the rest waits for the next run)."""
         try:
             media.delete(file_id)
         except MediaGone:
@@ -179,11 +210,10 @@ class ReconciliationSweep:
             return False  # VOD is failing: leave the rest for the next run
         try:
             with deadline.within(self._step_seconds):
-                self._store.mark_review_deleted(file_id, now)
+                record(file_id, now)
         except ServiceUnavailable:
             report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
             return False
-        report.deleted += 1
         return True
 
     def _time_for_a_step(self, stop_at: float, vod_seconds: float = 0.0) -> bool:

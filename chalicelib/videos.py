@@ -33,6 +33,7 @@ class Video:
     # Written by ProcedureStateChanged / FileDeleted, possibly before the upload event.
     processing_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # TaskId -> latest snapshot
     deleted_at: int | None = None
+    quota_exceeded: tuple[str, ...] = ()  # the quotas it broke (chalicelib/quotas.py): marked, and its tier's rule
 
     @property
     def processing(self) -> dict[str, Any] | None:

@@ -1,0 +1,208 @@
+"""The usage aggregate: each user's `USER#<sub>/USAGE` counters, and what a quota break adds to a transaction.
+
+The counters change only inside the transactions that attribute and delete videos (chalicelib/repository.py:
+`complete_upload`, `mark_deleted`), from the items built here. Why concurrent uploads cannot take
+`bytesStored` past the quota is `Attribution`'s docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.items import (
+    QUOTA_DELETION_PARTITION,
+    Item,
+    as_n,
+    as_s,
+    get_n,
+    limits_key,
+    quota_deletion_key,
+    slot_ends,
+    string_set,
+    upload_key,
+    usage_key,
+    video_sort_key,
+)
+from chalicelib.quotas import QuotaBreak, QuotaTerms, Usage
+
+QUOTA_EXCEEDED = "quota.exceeded"
+_OUTBOX_RETENTION_SECONDS = 7 * 86_400
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-5b0d-4c1e-9a57-3d2b8e7f4c61")
+_BATCH_GET_LIMIT = 100
+
+
+@dataclass
+class Attribution:
+    """How one attribution counts against its owner's usage, decided with DynamoDB in the same transaction.
+
+    Why `bytesStored` never passes `maxStoredBytes`, however many of a user's uploads are attributed at once:
+    it changes only in two kinds of transaction, both on the one item `USER#<sub>/USAGE`.
+    - An attribution adds the upload's size only with the condition `bytesStored <= maxStoredBytes - size`
+      (DynamoDB conditions do no arithmetic: `QuotaTerms.room_for` is the operand), so each one that adds
+      leaves `bytesStored <= maxStoredBytes`. When the condition fails, the transaction is cancelled whole and
+      retried as an over-quota attribution: the video is marked and published, and nothing is added (its
+      condition, `bytesStored > room`, sends it back to counting if a deletion made room meanwhile).
+    - A deletion subtracts what the video's attribution added (its `countedBytes`).
+    DynamoDB applies a transaction's condition and update on an item atomically, and transactions on the same
+    item are serialisable (a concurrent one is cancelled with TransactionConflict and retried): every
+    attribution is checked against the counter as every earlier one left it. So the counter overshoots by
+    nothing, better than the one in-flight upload per user that a check at `POST /uploads` alone allows. What
+    VOD holds beyond it is exactly the uploads marked `bytes`: with `overQuota: delete` the sweep deletes
+    them; with `review` they wait, marked, for someone to look.
+    """
+
+    size: int
+    terms: QuotaTerms
+    fits: bool = True
+    deleted: bool = False  # VOD's FileDeleted came first: nothing to count
+
+    @classmethod
+    def start(cls, size: int, terms: QuotaTerms) -> Attribution:
+        """Counting is tried first unless no usage at all leaves room for `size`."""
+        room = terms.room_for(size)
+        return cls(size, terms, fits=room is None or room >= 0)
+
+    @property
+    def counted(self) -> int:
+        return self.size if self.fits and not self.deleted else 0
+
+    def breaks(self, duration: float | None) -> list[QuotaBreak]:
+        if self.deleted:
+            return []
+        found = [] if self.fits else [QuotaBreak("bytes", self.terms.max_stored_bytes or 0, self.size, self.terms.rule)]
+        over_time = self.terms.duration_break(duration)
+        return found + ([over_time] if over_time else [])
+
+
+class UsageStorage:
+    def __init__(self, table: str, call: Callable[..., Any]) -> None:
+        self._table = table
+        self._call = call
+
+    def usage(self, owner: str, now: int) -> Usage:
+        """The owner's counters, with the open intents (those whose upload window has not ended) and the bytes
+        they declared. Reads, not a reservation: see chalicelib/quotas.py."""
+        items = {item["sk"]["S"]: item for item in self._batch_get([usage_key(owner), limits_key(owner)])}
+        counters, slots = items.get("USAGE", {}), string_set(items.get("LIMITS", {}), "openSlots")
+        open_ids = [slot.split("#", 1)[1] for slot, ends in zip(slots, slot_ends(slots), strict=True) if ends > now]
+        declared = self._batch_get([upload_key(upload_id) for upload_id in open_ids], "fileSize")
+        return Usage(
+            bytes_stored=get_n(counters, "bytesStored") or 0,
+            videos=get_n(counters, "videos") or 0,
+            open_intents=len(open_ids),
+            bytes_reserved=sum(get_n(item, "fileSize") or 0 for item in declared),
+        )
+
+    def _batch_get(self, keys: list[Item], projection: str | None = None) -> list[Item]:
+        """The items of `keys` that exist, read consistently (BatchGetItem: a transaction in flight on one of them
+        does not fail the read, as it would TransactGetItems')."""
+        found: list[Item] = []
+        for start in range(0, len(keys), _BATCH_GET_LIMIT):
+            wanted: dict[str, Any] = {"Keys": keys[start : start + _BATCH_GET_LIMIT], "ConsistentRead": True}
+            if projection:
+                wanted["ProjectionExpression"] = projection
+            request: dict[str, Any] = {self._table: wanted}
+            while request:
+                answer = self._call("batch_get_item", RequestItems=request)
+                found += answer["Responses"].get(self._table, [])
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def quota_deletions(self, limit: int, index: Callable[[str, int], list[Item]]) -> list[str]:
+        """FileIds of videos the `delete` rule condemned, oldest first."""
+        return [str(item["pk"]["S"]).removeprefix("QUOTA#") for item in index(QUOTA_DELETION_PARTITION, limit)]
+
+    # -- what the attribution and deletion transactions carry --------------------------------------------------
+
+    def video_attributes(self, tier: str, attribution: Attribution, breaks: list[QuotaBreak]) -> dict[str, Any]:
+        """Set on the video by its attribution: what it counted (a deletion gives it back), its tier (a duration
+        reported later is checked against it), and the quotas it broke."""
+        attributes: dict[str, Any] = {"countedBytes": as_n(attribution.counted), "tier": as_s(tier)}
+        if breaks:
+            attributes |= {
+                "quotaExceeded": {"SS": sorted({b.quota for b in breaks})},
+                "overQuota": as_s(breaks[0].rule),
+            }
+        return attributes
+
+    def count_item(self, owner: str, attribution: Attribution) -> Item:
+        """The counters' update: the size if it fits (conditioned on it), else only the video."""
+        room = attribution.terms.room_for(attribution.size)
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": usage_key(owner),
+            "UpdateExpression": "ADD bytesStored :size, videos :one",
+            "ExpressionAttributeValues": {":size": as_n(attribution.counted), ":one": as_n(1)},
+        }
+        if room is not None and room >= 0:
+            update["ExpressionAttributeValues"][":room"] = as_n(room)
+            update["ConditionExpression"] = (
+                "attribute_not_exists(bytesStored) OR bytesStored <= :room"
+                if attribution.fits
+                else "bytesStored > :room"
+            )
+        return {"Update": update}
+
+    def uncount_item(self, owner: str, counted: int) -> Item:
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": usage_key(owner),
+                "UpdateExpression": "ADD bytesStored :size, videos :one",
+                "ExpressionAttributeValues": {":size": as_n(-counted), ":one": as_n(-1)},
+            }
+        }
+
+    def break_items(
+        self, owner: str, upload_id: str, file_id: str, breaks: list[QuotaBreak], now: int
+    ) -> dict[str, Item]:
+        """A `quota.exceeded` outbox row per quota broken and, under the `delete` rule, the sweep's work item."""
+        items = {f"event {b.quota}": self._outbox_row(owner, upload_id, file_id, b, now) for b in breaks}
+        if any(b.rule == "delete" for b in breaks):
+            items["deletion"] = {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **quota_deletion_key(file_id),
+                        "owner": as_s(owner),
+                        "gsi1pk": as_s(QUOTA_DELETION_PARTITION),
+                        "gsi1sk": as_s(video_sort_key(now, file_id)),
+                    },
+                }
+            }
+        return items
+
+    def done_item(self, file_id: str, now: int) -> Item:
+        """Takes the sweep's work item off its list once the video is deleted; the item expires a week later."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": quota_deletion_key(file_id),
+                "UpdateExpression": "SET deletedAt = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk",
+                "ExpressionAttributeNames": {"#ttl": "ttl"},
+                "ExpressionAttributeValues": {":now": as_n(now), ":ttl": as_n(now + _OUTBOX_RETENTION_SECONDS)},
+            }
+        }
+
+    def _outbox_row(self, owner: str, upload_id: str, file_id: str, broken: QuotaBreak, now: int) -> Item:
+        event_id = str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{QUOTA_EXCEEDED}\n{file_id}#{broken.quota}"))
+
+        row = {
+            "pk": as_s(f"OUTBOX#{event_id}"),
+            "sk": as_s("EVENT"),
+            "eventId": as_s(event_id),
+            "type": as_s(QUOTA_EXCEEDED),
+            "schemaVersion": as_s("1"),
+            "occurredAt": as_s(datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+            "owner": as_s(owner),
+            "uploadId": as_s(upload_id),
+            "fileId": as_s(file_id),
+            "data": as_s(json.dumps(broken.event_data(), sort_keys=True, separators=(",", ":"))),
+            "ttl": as_n(now + _OUTBOX_RETENTION_SECONDS),
+        }
+        return {"Put": {"TableName": self._table, "Item": row, "ConditionExpression": "attribute_not_exists(pk)"}}
