@@ -395,7 +395,10 @@ class Repository:
                 items["usage"] = self._usage.count_item(intent.owner, attribution)
             items.update(self._usage.break_items(intent.owner, intent.upload_id, video.file_id, breaks, now))
 
+        changes = 0
+
         def settle(reasons: Reasons) -> bool:
+            nonlocal changes
             if failed(reasons["intent"]):
                 raise CompletionLost(intent.upload_id)
             if failed(reasons["video"]):
@@ -407,7 +410,8 @@ class Repository:
             else:
                 return False
             build()
-            return True
+            changes += 1
+            return changes <= _RACE_ATTEMPTS  # then after a pause, within the race budget: usage keeps changing
 
         build()
         self._commit(items, settle)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.errors import ServiceUnavailable
 from chalicelib.items import (
     QUOTA_DELETION_PARTITION,
     Item,
@@ -34,6 +35,7 @@ QUOTA_EXCEEDED = "quota.exceeded"
 _OUTBOX_RETENTION_SECONDS = 7 * 86_400
 _EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-5b0d-4c1e-9a57-3d2b8e7f4c61")
 _BATCH_GET_LIMIT = 100
+_BATCH_GET_ATTEMPTS = 3  # BatchGetItem calls for one batch: it leaves keys unread when throttled
 
 
 @dataclass
@@ -107,10 +109,14 @@ class UsageStorage:
             if projection:
                 wanted["ProjectionExpression"] = projection
             request: dict[str, Any] = {self._table: wanted}
-            while request:
+            for _ in range(_BATCH_GET_ATTEMPTS):
                 answer = self._call("batch_get_item", RequestItems=request)
                 found += answer["Responses"].get(self._table, [])
                 request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise ServiceUnavailable("storage is busy, retry")  # throttled: keys left unread
         return found
 
     def quota_deletions(self, limit: int, index: Callable[[str, int], list[Item]]) -> list[str]:
