@@ -46,7 +46,7 @@ def main() -> None:
         services = container.build_services(Settings.from_env(env), env)
         calls: Counter[str] = Counter()
         in_dynamodb = [0.0, 0.0]  # [started, total seconds]
-        events = services.repository._db.meta.events
+        events = services.storage.table.client.meta.events
 
         def before(model, **_):  # type: ignore[no-untyped-def]
             calls.update([model.name])

@@ -3,7 +3,7 @@
 Run: `.venv/bin/python bench/local_dynamodb.py [--pairs 1000] [--unpatched] [--max-rss-mb 4096]`. Starts
 `python -m devstack.dynamodb` on a free port (`--unpatched`: moto's own TransactWriteItems and instance
 registry, for before/after numbers), creates the table from infra/data.json, and runs "create intent +
-complete upload" pairs through chalicelib.repository.Repository: two TransactWriteItems each, as the app
+complete upload" pairs through chalicelib.storage: two TransactWriteItems each, as the app
 sends them. Prints the server's RSS (VmRSS, and VmHWM its peak) and the median latency of the first and
 the last 100 transactions. Stops early (and says so) if the server's RSS passes --max-rss-mb.
 """
@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chalicelib.media import MediaFacts
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.uploads import IntentLimits
 from chalicelib.videos import Video
 from devstack.table import ensure_table, local_client
@@ -97,7 +97,7 @@ def main() -> None:
     try:
         client = local_client(f"http://127.0.0.1:{port}")
         ensure_table(client, "bench")
-        repository = Repository(client, "bench")
+        storage = Storage.over(client, "bench")
         latencies: list[float] = []
         started = [0.0]
 
@@ -115,8 +115,8 @@ def main() -> None:
         began = time.perf_counter()
         for index in range(args.pairs):
             created = intent(f"bench{index}")
-            repository.create_intent(created, limits, NOW)
-            repository.complete_upload(created, video(index, created.upload_id), NOW + 60)
+            storage.intents.create_intent(created, limits, NOW)
+            storage.videos.complete_upload(created, video(index, created.upload_id), NOW + 60)
             if memory_kb(server.pid)["VmRSS"] > args.max_rss_mb * 1024:
                 stopped_at = index + 1
                 break

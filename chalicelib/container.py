@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from chalicelib.event_service import EventService
     from chalicelib.pull_consumer import PullConsumer
     from chalicelib.quotas import AccountService
-    from chalicelib.repository import Repository
     from chalicelib.settings import Settings
+    from chalicelib.storage import Storage
     from chalicelib.sweep import MediaLibrary, ReconciliationSweep
     from chalicelib.uploads import UploadService
     from chalicelib.videos import VideoService
@@ -75,12 +75,12 @@ class Services:
         return TokenVerifier(keys, issuer, audience, settings.jwt_leeway_seconds)
 
     @cached_property
-    def repository(self) -> Repository:
-        from chalicelib.repository import Repository
+    def storage(self) -> Storage:
+        from chalicelib.storage import Storage
 
         settings = self.settings
         connect, read = settings.dynamodb_connect_timeout_seconds, settings.dynamodb_read_timeout_seconds
-        return Repository(
+        return Storage.over(
             aws.client("dynamodb", settings.aws_region, settings.dynamodb_endpoint_url, connect, read),
             settings.table_name,
             attempt_seconds=connect + read,
@@ -92,14 +92,14 @@ class Services:
 
         settings = self.settings
         return UploadService(
-            self.repository, self.secrets, settings.upload_policy, settings.max_metadata_bytes, self.repository
+            self.storage.intents, self.secrets, settings.upload_policy, settings.max_metadata_bytes, self.storage.usage
         )
 
     @cached_property
     def accounts(self) -> AccountService:
         from chalicelib.quotas import AccountService
 
-        return AccountService(self.repository, self.settings.upload_policy)
+        return AccountService(self.storage.usage, self.settings.upload_policy)
 
     @cached_property
     def events(self) -> EventService:
@@ -107,7 +107,7 @@ class Services:
 
         settings = self.settings
         return EventService(
-            self.repository,
+            self.storage,
             self.secrets,
             settings.upload_policy,
             settings.callback_max_body_bytes,
@@ -124,7 +124,7 @@ class Services:
         return PullConsumer(
             CurrentKeysEventQueue(self._vod_keys, settings.vod_api_endpoint, self._vod_sub_app_id),
             self.events,
-            self.repository,
+            self.storage.vod_events,
             settings.pull_max_failures,
             settings.request_deadline_seconds,
             settings.pull_confirm_window_seconds,
@@ -141,7 +141,7 @@ class Services:
 
         settings = self.settings
         return ReconciliationSweep(
-            self.repository,
+            self.storage,
             media,
             settings.delete_unattributed,
             settings.delete_unattributed_after_seconds,
@@ -184,7 +184,7 @@ class Services:
     def videos(self) -> VideoService:
         from chalicelib.videos import VideoService
 
-        return VideoService(self.repository)
+        return VideoService(self.storage.videos)
 
 
 def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol, assert_never
+from typing import TYPE_CHECKING, Literal, assert_never
 
 from chalicelib import callback_auth, source_context, vod_notification
 from chalicelib.credentials import SecretsProvider
@@ -19,8 +19,10 @@ from chalicelib.errors import CompletionLost, FileOwnedElsewhere, PayloadTooLarg
 from chalicelib.events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
 from chalicelib.policy import UploadPolicy
 from chalicelib.quotas import QuotaBreak, QuotaTerms, known_duration
-from chalicelib.uploads import UploadIntent
 from chalicelib.videos import Video
+
+if TYPE_CHECKING:
+    from chalicelib.storage import Storage
 
 _COMPLETION_ATTEMPTS = 3
 NEW_FILE_UPLOAD = "NewFileUpload"
@@ -28,7 +30,6 @@ NEW_FILE_UPLOAD = "NewFileUpload"
 logger = logging.getLogger("vodupload")
 
 OutcomeKind = Literal["attributed", "duplicate", "rejected", "orphan", "updated", "stale", "deleted", "ignored"]
-ReviewKind = Literal["orphan", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -41,30 +42,10 @@ class Outcome:
     uploaded_at: float | None = None  # attributed: when VOD created the file (its CreateTime), epoch seconds
 
 
-class EventStore(Protocol):
-    def get_intent(self, upload_id: str) -> UploadIntent | None: ...
-
-    def complete_upload(self, intent: UploadIntent, video: Video, now: int, quota: QuotaTerms) -> list[QuotaBreak]: ...
-
-    def record_for_review(
-        self, kind: ReviewKind, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None = None
-    ) -> None: ...
-
-    def apply_processing(self, update: ProcessingUpdate, now: int) -> bool: ...
-
-    def mark_deleted(self, file_id: str, now: int) -> None: ...
-
-    def record_duration(
-        self, file_id: str, duration: float, terms_for: Callable[[str], QuotaTerms], now: int
-    ) -> QuotaBreak | None: ...
-
-    def count_event(self, event_type: str) -> None: ...
-
-
 class EventService:
     def __init__(
         self,
-        store: EventStore,
+        store: Storage,
         secrets: SecretsProvider,
         policy: UploadPolicy,
         max_body_bytes: int,
@@ -133,18 +114,18 @@ class EventService:
             case UploadedFile() as uploaded:
                 return self._uploaded(event_type, uploaded, tag_key, now)
             case ProcessingUpdate() as update:
-                applied = self._store.apply_processing(update, now)
+                applied = self._store.videos.apply_processing(update, now)
                 duration = known_duration(update.duration)
                 if duration is not None:
-                    broken = self._store.record_duration(update.file_id, duration, self._quota_terms, now)
+                    broken = self._store.videos.record_duration(update.file_id, duration, self._quota_terms, now)
                     _log_breaks(update.file_id, [broken] if broken else [])
                 return Outcome(event_type, "updated" if applied else "stale", update.file_id)
             case FilesDeleted(file_ids=file_ids):
                 for file_id in file_ids:
-                    self._store.mark_deleted(file_id, now)
+                    self._store.videos.mark_deleted(file_id, now)
                 return Outcome(event_type, "deleted", ",".join(file_ids)[:200] or None)
             case OtherEvent(event_type=other):
-                self._store.count_event(other[:64])
+                self._store.vod_events.count_event(other[:64])
                 return Outcome(event_type, "ignored")
             case unreachable:
                 assert_never(unreachable)
@@ -153,27 +134,27 @@ class EventService:
         try:
             upload_id = source_context.decode(uploaded.source_context or "", tag_key)
         except source_context.InvalidContext as exc:
-            self._store.record_for_review("orphan", uploaded, str(exc), now)
+            self._store.reviews.record_for_review("orphan", uploaded, str(exc), now)
             return Outcome(event_type, "orphan", uploaded.file_id, reason=str(exc))
         for _ in range(_COMPLETION_ATTEMPTS):
-            intent = self._store.get_intent(upload_id)
+            intent = self._store.intents.get_intent(upload_id)
             if intent is None:
-                self._store.record_for_review("orphan", uploaded, "no such upload intent", now)
+                self._store.reviews.record_for_review("orphan", uploaded, "no such upload intent", now)
                 return Outcome(event_type, "orphan", uploaded.file_id, upload_id, "no such upload intent")
             if intent.status == "completed":
                 if intent.file_id == uploaded.file_id:
                     return Outcome(event_type, "duplicate", uploaded.file_id, upload_id)
                 reason = f"intent already completed with another file ({intent.file_id})"
-                self._store.record_for_review("rejected", uploaded, reason, now, intent)
+                self._store.reviews.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
             try:
                 quota = self._quota_terms(intent.tier)
-                breaks = self._store.complete_upload(intent, Video.attribute(intent, uploaded, now), now, quota)
+                breaks = self._store.videos.complete_upload(intent, Video.attribute(intent, uploaded, now), now, quota)
             except CompletionLost:
                 continue
             except FileOwnedElsewhere:
                 reason = "file id already attributed to another user"
-                self._store.record_for_review("rejected", uploaded, reason, now, intent)
+                self._store.reviews.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
             _log_breaks(uploaded.file_id, breaks)
             created = _epoch(uploaded.media.vod_create_time)

@@ -18,6 +18,8 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its size and body (the
                                  first FAILED_EVENT_BODY_BYTES); once parked (a dead letter), in gsi1 under
                                  DEADLETTER
+  OUTBOX#<eventId> / EVENT       a domain event, written in its fact's transaction; the table's stream
+                                 delivers it, and it expires after OUTBOX_RETENTION_SECONDS
 
 Pure: values in DynamoDB's attribute-value form, no I/O.
 """
@@ -30,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from chalicelib.domain_events import OUTBOX_RETENTION_SECONDS, SCHEMA_VERSION, DomainEvent, envelope
 from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
 from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 Item = dict[str, Any]
 Key = dict[str, Any]
 
-ABANDONED = "abandoned"  # the status of an intent whose create gave up (see Repository._abandon)
+ABANDONED = "abandoned"  # the status of an intent whose create gave up (see IntentStorage._abandon)
 EXPIRED = "expired"
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
@@ -183,6 +186,10 @@ def failed_event_key(digest: str) -> Key:
     return {"pk": as_s(f"EVENT#{digest}"), "sk": as_s("FAILURES")}
 
 
+def outbox_key(event_id: str) -> Key:
+    return {"pk": as_s(f"OUTBOX#{event_id}"), "sk": as_s("EVENT")}
+
+
 def owner_partition(owner: str) -> dict[str, str]:
     """The gsi1 partition of an owner's videos."""
     return as_s(f"OWNER#{owner}")
@@ -219,7 +226,7 @@ def page_key(last_evaluated: Mapping[str, Any]) -> PageKey:
 
 def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
     """The intent as first stored: `signature_token` stands for its first signature (see
-    `Repository.renew_signature`)."""
+    `IntentStorage.renew_signature`)."""
     assert intent.signatures_minted == 1, "an intent is stored with its first signature"
     terms, client = intent.terms, intent.client
     return {
@@ -456,3 +463,36 @@ def item_to_dead_letter(item: Mapping[str, Any]) -> dict[str, Any]:
         "parkedAt": get_n(item, "parkedAt"),
         "body": get_s(item, "body"),
     }
+
+
+# -- the outbox ---------------------------------------------------------------------------------------
+
+
+def outbox_item(event: DomainEvent) -> Item:
+    """A domain event's outbox row (docs/events.md): every attribute a string but `ttl`, so that the
+    stream's image maps to the delivered envelope field by field."""
+    return {
+        **outbox_key(event.event_id),
+        "eventId": as_s(event.event_id),
+        "type": as_s(event.type),
+        "schemaVersion": as_s(SCHEMA_VERSION),
+        "occurredAt": as_s(event.occurred_at_text),
+        "owner": as_s(event.owner),
+        "uploadId": as_s(event.upload_id),
+        "fileId": as_s(event.file_id),
+        "data": as_s(event.data_json),
+        "ttl": as_n(event.occurred_at + OUTBOX_RETENTION_SECONDS),
+    }
+
+
+def item_to_envelope(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope an outbox row (or its stream image) is delivered as."""
+    return envelope(
+        req_s(item, "eventId"),
+        req_s(item, "type"),
+        req_s(item, "occurredAt"),
+        req_s(item, "owner"),
+        req_s(item, "uploadId"),
+        req_s(item, "fileId"),
+        load_stored_json(req_s(item, "data"), STORED_JSON_DEPTH),
+    )

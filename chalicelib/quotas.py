@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from chalicelib.domain_events import QUOTA_EXCEEDED, DomainEvent
 from chalicelib.errors import QuotaExceeded
 from chalicelib.identity import Principal
 from chalicelib.policy import OverQuotaRule, Tier, UploadPolicy
@@ -65,6 +66,10 @@ class QuotaBreak:
     def event_data(self) -> dict[str, Any]:
         """The `quota.exceeded` event's own fields (docs/events.md)."""
         return {"quota": self.quota, "limit": self.limit, "measured": self.measured, "rule": self.rule}
+
+    def event(self, owner: str, upload_id: str, file_id: str, now: int) -> DomainEvent:
+        """Published once per video and quota: its key is the FileId and the quota."""
+        return DomainEvent(QUOTA_EXCEEDED, f"{file_id}#{self.quota}", now, owner, upload_id, file_id, self.event_data())
 
 
 @dataclass(frozen=True)

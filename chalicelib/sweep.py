@@ -22,11 +22,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
+
+if TYPE_CHECKING:
+    from chalicelib.storage import Storage
 
 logger = logging.getLogger("vodupload")
 
@@ -48,22 +51,6 @@ class MediaGone(Exception):
 
 class MediaLibrary(Protocol):
     def delete(self, file_id: str) -> None: ...
-
-
-class SweepStore(Protocol):
-    def expire_closed_intents(self, partition: str, now: int, limit: int) -> tuple[int, list[str]]: ...
-
-    def reviews_received_before(self, moment: int, limit: int) -> list[dict[str, object]]: ...
-
-    def mark_review_deleted(self, file_id: str, now: int) -> None: ...
-
-    def file_owner(self, file_id: str) -> str | None: ...
-
-    def mark_review_owned(self, file_id: str, owner: str, now: int) -> None: ...
-
-    def quota_deletions(self, limit: int) -> list[str]: ...
-
-    def mark_deleted(self, file_id: str, now: int) -> None: ...
 
 
 @dataclass
@@ -91,7 +78,7 @@ class SweepReport:
 class ReconciliationSweep:
     def __init__(
         self,
-        store: SweepStore,
+        store: Storage,
         media: Callable[[], MediaLibrary],
         deletion: Deletion,
         grace_seconds: int,
@@ -120,7 +107,7 @@ class ReconciliationSweep:
     def _delete_over_quota(self, now: int, stop_at: float, report: SweepReport) -> bool:
         try:
             with deadline.within(self._step_seconds):
-                due = self._store.quota_deletions(DELETIONS_PER_RUN)
+                due = self._store.usage.quota_deletions(DELETIONS_PER_RUN)
         except ServiceUnavailable:
             report.failed += 1
             return False
@@ -129,7 +116,7 @@ class ReconciliationSweep:
             if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
                 return False
             media = media or self._media()
-            if not self._delete(media, file_id, now, report, self._store.mark_deleted):
+            if not self._delete(media, file_id, now, report, self._store.videos.mark_deleted):
                 return False
             report.over_quota_deleted += 1
             logger.info("deleted an over-quota video from VOD", extra={"fileId": file_id})
@@ -142,7 +129,7 @@ class ReconciliationSweep:
                 return False
             try:
                 with deadline.within(self._step_seconds):
-                    seen, expired = self._store.expire_closed_intents(partition, now, BATCH)
+                    seen, expired = self._store.intents.expire_closed_intents(partition, now, BATCH)
             except ServiceUnavailable:
                 report.failed += 1
                 return False
@@ -158,7 +145,7 @@ class ReconciliationSweep:
     def _delete_unattributed(self, now: int, stop_at: float, report: SweepReport) -> bool:
         try:
             with deadline.within(self._step_seconds):
-                due = self._store.reviews_received_before(now - self._grace_seconds, DELETIONS_PER_RUN)
+                due = self._store.reviews.reviews_received_before(now - self._grace_seconds, DELETIONS_PER_RUN)
         except ServiceUnavailable:
             report.failed += 1
             return False
@@ -181,7 +168,7 @@ class ReconciliationSweep:
                 logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
                 continue
             media = media or self._media()
-            if not self._delete(media, file_id, now, report, self._store.mark_review_deleted):
+            if not self._delete(media, file_id, now, report, self._store.reviews.mark_review_deleted):
                 return False
             report.deleted += 1
             logger.info("deleted an unattributed upload from VOD", extra=review)
@@ -189,10 +176,10 @@ class ReconciliationSweep:
 
     def _close_if_owned(self, file_id: str, now: int, review: dict[str, object]) -> bool:
         """Whether the reviewed FileId is attributed to someone; if so its review item is closed, as `owned`."""
-        owner = self._store.file_owner(file_id)
+        owner = self._store.videos.file_owner(file_id)
         if owner is None:
             return False
-        self._store.mark_review_owned(file_id, owner, now)
+        self._store.reviews.mark_review_owned(file_id, owner, now)
         logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
         return True
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.events import UploadedFile
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.videos import Video
 from deploy import bootstrap, gateway_responses, package, stack, stage, unpacked, vod_notify
 from deploy import deploy as deployer
@@ -138,7 +138,7 @@ def rehearse(stage_name: str, work_dir: Path, report: Path | None = None) -> Reh
     with emulators(work_dir) as environ:
         smoke_target = served_locally(environ)
         aws = deployer.aws_factory(environ)
-        repository = Repository(aws("dynamodb"), stack.table_name(stage_name))
+        storage = Storage.over(aws("dynamodb"), stack.table_name(stage_name))
 
         def deploy(run: str) -> deployer.Outcome:
             build_root = work_dir / f"build-{run}"
@@ -146,11 +146,11 @@ def rehearse(stage_name: str, work_dir: Path, report: Path | None = None) -> Reh
             return deployer.deploy(stage_name, environ, report, smoke_target=smoke_target, build_root=build_root)
 
         first, second = deploy("first"), deploy("fresh-checkout")
-        video = write_video(repository, _an_intent_id(aws("dynamodb"), stack.table_name(stage_name)))
+        video = write_video(storage, _an_intent_id(aws("dynamodb"), stack.table_name(stage_name)))
         for line in deployer.destroy(stage_name, environ, work_dir / "build-destroy"):
             deployer.say(line)
         after_destroy = deploy("after-destroy")
-        video_read = repository.get_video(video.file_id)
+        video_read = storage.videos.get_video(video.file_id)
         rest_apis = len(aws("apigateway").get_rest_apis()["items"])
         vod = vod_notify.client(VOD_KEYS["VOD_SECRET_ID"], VOD_KEYS["VOD_SECRET_KEY"], environ)
         project = work_dir / "build-after-destroy" / stage_name / "project"
@@ -183,15 +183,15 @@ def _an_intent_id(dynamodb: Any, table: str) -> str:
     return str(items[0]["pk"]["S"]).removeprefix("UPLOAD#")
 
 
-def write_video(repository: Repository, upload_id: str) -> Video:
+def write_video(storage: Storage, upload_id: str) -> Video:
     """The intent's upload attributed as VOD's NewFileUpload attributes it: the video record written and the
     intent completed, by the repository's own transaction."""
-    intent = repository.get_intent(upload_id)
+    intent = storage.intents.get_intent(upload_id)
     if intent is None:
         raise RuntimeError(f"upload intent {upload_id} is not in the table")
     now = int(time.time())
     video = Video.attribute(intent, UploadedFile(REHEARSAL_FILE_ID, source_context=None), now)
-    repository.complete_upload(intent, video, now)
+    storage.videos.complete_upload(intent, video, now)
     return video
 
 

@@ -43,7 +43,7 @@ class AwsCall:
     operation: str  # API operation: "TransactWriteItems"
     params: Mapping[str, Any]  # the API parameters as the code passed them
     region: str
-    origin: str | None  # innermost app function that made the call, e.g. "Repository.create_intent"
+    origin: str | None  # innermost app function that made the call, e.g. "IntentStorage.create_intent"
     route: str | None  # "POST /uploads" while a route's view was running
 
 

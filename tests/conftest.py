@@ -22,7 +22,7 @@ from chalice.test import Client
 from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from devstack.dynamodb import DynamoDBServer
 from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
@@ -50,8 +50,8 @@ def table_name(dynamodb: Any) -> str:
 
 
 @pytest.fixture
-def repository(dynamodb: Any, table_name: str) -> Repository:
-    return Repository(dynamodb, table_name)
+def storage(dynamodb: Any, table_name: str) -> Storage:
+    return Storage.over(dynamodb, table_name)
 
 
 @pytest.fixture

@@ -114,9 +114,9 @@ def test_forged_or_missing_context_is_an_orphan(stack: Stack, context_of: Any, r
 
 
 def _reviews(stack: Stack) -> list[dict[str, Any]]:
-    from chalicelib.repository import Repository
+    from chalicelib.storage import Storage
 
-    return Repository(stack.dynamodb, stack.table).reviews()
+    return Storage.over(stack.dynamodb, stack.table).reviews.pending()
 
 
 def test_authentic_context_for_unknown_intent_is_an_orphan(stack: Stack) -> None:

@@ -55,8 +55,8 @@ def test_exactly_one_of_32_concurrent_files_is_attributed(services: Any, repetit
         thread.join()
 
     assert outcomes == Counter(attributed=1, rejected=CONTENDERS - 1)
-    videos, _ = services.repository.list_videos("alice", 100, None)
+    videos, _ = services.storage.videos.list_videos("alice", 100, None)
     assert len(videos) == 1
-    intent = services.repository.get_intent(issued.intent.upload_id)
+    intent = services.storage.intents.get_intent(issued.intent.upload_id)
     assert intent.status == "completed" and intent.file_id == videos[0].file_id
-    assert len(services.repository.reviews()) == CONTENDERS - 1
+    assert len(services.storage.reviews.pending()) == CONTENDERS - 1

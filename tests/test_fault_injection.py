@@ -141,7 +141,10 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     assert counted.listed_twice == [] and counted.misattributed(made) == [], figures
     assert outcomes["attributed"] <= UPLOADS <= outcomes["attributed"] + outcomes["duplicate"], figures
     assert set(proxy.faults) == set(FAULTS), figures
-    assert container.services().repository.dead_letters() == [] and container.services().repository.reviews() == []
+    assert (
+        container.services().storage.vod_events.dead_letters() == []
+        and container.services().storage.reviews.pending() == []
+    )
 
 
 # -- the same run in PUSH mode: what VOD's documented PUSH loses ------------------------------------------

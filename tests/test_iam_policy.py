@@ -316,7 +316,7 @@ def _app_files() -> Iterator[Path]:
 
 def _operations_named_in_code() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Statically: the AWS operations the app's source names (as client methods, or as the operation
-    string given to `Repository._call`), and the kinds of transaction items it builds. Each with where."""
+    string given to `Table.call`), and the kinds of transaction items it builds. Each with where."""
     trees = {path: ast.parse(path.read_text(), str(path)) for path in _app_files()}
     services = {
         node.args[0].value
@@ -341,7 +341,7 @@ def _operations_named_in_code() -> tuple[dict[str, list[str]], dict[str, list[st
                 if method in names:
                     operations.setdefault(names[method], []).append(f"{where}:{node.lineno}")
                 first = node.args[0] if node.args else None
-                if method == "_call" and isinstance(first, ast.Constant) and first.value in names:
+                if method == "call" and isinstance(first, ast.Constant) and first.value in names:
                     operations.setdefault(names[first.value], []).append(f"{where}:{node.lineno}")
             if isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values, strict=True):

@@ -190,7 +190,7 @@ def test_a_second_upload_for_one_intent_is_kept_for_review_not_attributed(pull_v
     assert len(files) == 2 and again.video_id in files
     [first] = [file_id for file_id in files if file_id != again.video_id]
     app.attributed(signing, first, attributed=1, rejected=1)
-    [review] = container.services().repository.reviews()
+    [review] = container.services().storage.reviews.pending()
     assert (review["fileId"], review["kind"]) == (again.video_id, "rejected")
 
 

@@ -17,7 +17,7 @@ from chalicelib import container
 from chalicelib.credentials import SECRET_KEYS
 from chalicelib.items import FAILED_EVENT_BODY_BYTES
 from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable, event_body
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.vod_api import VodEventQueue
 from tests.conftest import ApiFactory, TokenFactory, bearer
 from tests.vodlocal.conftest import apply_and_store, ugc
@@ -88,7 +88,7 @@ def real_queue(stage_env: dict[str, str]) -> VodEventQueue:
 
 def consumer(queue: Any) -> PullConsumer:
     services = container.services()
-    return PullConsumer(queue, services.events, services.repository, services.settings.pull_max_failures)
+    return PullConsumer(queue, services.events, services.storage.vod_events, services.settings.pull_max_failures)
 
 
 def test_pulled_uploads_are_attributed_once_and_confirmed(
@@ -207,7 +207,7 @@ def test_a_poison_event_is_parked_at_the_limit_while_its_batch_applies_at_once(
     pulls = PullConsumer(
         queue,
         services.events,
-        services.repository,
+        services.storage.vod_events,
         PARKING_LIMIT,
         confirm_window_seconds=services.settings.pull_confirm_window_seconds,
     )
@@ -223,14 +223,16 @@ def test_a_poison_event_is_parked_at_the_limit_while_its_batch_applies_at_once(
     assert upload_event.handle in queue.confirmed  # applied from the first pull
     assert len(poison_deliveries()) >= 1 and poison_deliveries()[0] in queue.batches[0]
 
-    run_until(pulls, lambda: bool(services.repository.dead_letters()) or len(poison_deliveries()) > PARKING_LIMIT)
+    run_until(
+        pulls, lambda: bool(services.storage.vod_events.dead_letters()) or len(poison_deliveries()) > PARKING_LIMIT
+    )
     deliveries = poison_deliveries()
     assert len(deliveries) == PARKING_LIMIT, f"{len(deliveries)} deliveries and not parked"
     # Each delivery came with its own handle; the event, less its handle, is the same every time.
     assert len({event.handle for event in deliveries}) == PARKING_LIMIT
     assert len({event.body for event in deliveries}) == 1
     body = deliveries[0].body
-    [parked] = services.repository.dead_letters()
+    [parked] = services.storage.vod_events.dead_letters()
     assert parked["failures"] == PARKING_LIMIT and parked["size"] == len(body)
     assert body.decode().startswith(parked["body"]) and parked["body"], parked["body"][:200]
     assert parked["eventType"] == str(poison["EventType"])[:64] and parked["lastError"]
@@ -265,11 +267,11 @@ def test_a_failure_storage_refuses_to_record_holds_up_its_event_only(
 
 
 def test_a_failure_record_keeps_a_bounded_excerpt_whatever_the_event_size(
-    repository: Repository, dynamodb: Any, table_name: str
+    storage: Storage, dynamodb: Any, table_name: str
 ) -> None:
     body = ("视" * 700_000).encode()  # 2.1 MB, and the excerpt's end splits a character
     reason = "PayloadTooLarge: " + "e" * 5_000
-    assert repository.count_failure("f" * 64, "NewFileUpload", body, reason, 1_800_000_000) == 1
+    assert storage.vod_events.count_failure("f" * 64, "NewFileUpload", body, reason, 1_800_000_000) == 1
     key = {"pk": {"S": f"EVENT#{'f' * 64}"}, "sk": {"S": "FAILURES"}}
     item = dynamodb.get_item(TableName=table_name, Key=key)["Item"]
     assert item_bytes(item) < DYNAMODB_ITEM_LIMIT and int(item["size"]["N"]) == len(body)

@@ -19,20 +19,20 @@ from chalicelib.errors import (
 )
 from chalicelib.events import ProcessingUpdate
 from chalicelib.media import MediaFacts
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.uploads import IntentLimits, UploadIntent
 from chalicelib.videos import Video
 from tests.test_repository_limits import NOW, intent
 
 
 @pytest.fixture
-def stubbed() -> Iterator[tuple[Repository, Stubber, list[float]]]:
+def stubbed() -> Iterator[tuple[Storage, Stubber, list[float]]]:
     client = botocore.session.get_session().create_client(
         "dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
     sleeps: list[float] = []
     with Stubber(client) as stubber:
-        yield Repository(client, "table", sleep=sleeps.append), stubber, sleeps
+        yield Storage.over(client, "table", sleep=sleeps.append), stubber, sleeps
         stubber.assert_no_pending_responses()
 
 
@@ -40,20 +40,20 @@ def conflict(stubber: Stubber) -> None:
     cancelled(stubber, "None", "TransactionConflict", "None")
 
 
-def test_a_conflict_is_retried(stubbed: tuple[Repository, Stubber, list[float]]) -> None:
-    repository, stubber, sleeps = stubbed
+def test_a_conflict_is_retried(stubbed: tuple[Storage, Stubber, list[float]]) -> None:
+    storage, stubber, sleeps = stubbed
     conflict(stubber)
     stubber.add_response("transact_write_items", {}, {"TransactItems": ANY, "ClientRequestToken": ANY})
-    repository.create_intent(intent("conflicted"), IntentLimits(5, 30), NOW)
+    storage.intents.create_intent(intent("conflicted"), IntentLimits(5, 30), NOW)
     assert sleeps == [0.05]
 
 
-def test_persistent_conflict_is_503(stubbed: tuple[Repository, Stubber, list[float]]) -> None:
-    repository, stubber, sleeps = stubbed
+def test_persistent_conflict_is_503(stubbed: tuple[Storage, Stubber, list[float]]) -> None:
+    storage, stubber, sleeps = stubbed
     for _ in range(4):
         conflict(stubber)
     with pytest.raises(ServiceUnavailable, match="busy"):
-        repository.create_intent(intent("conflicted"), IntentLimits(5, 30), NOW)
+        storage.intents.create_intent(intent("conflicted"), IntentLimits(5, 30), NOW)
     assert sleeps == pytest.approx([0.05, 0.1, 0.15])  # no pause after the last attempt
 
 
@@ -84,18 +84,18 @@ def attributed(upload_id: str) -> tuple[UploadIntent, Video]:
 
 
 def test_a_completion_in_conflict_is_retried_and_a_lasting_one_is_503(
-    stubbed: tuple[Repository, Stubber, list[float]],
+    stubbed: tuple[Storage, Stubber, list[float]],
 ) -> None:
-    repository, stubber, sleeps = stubbed
+    storage, stubber, sleeps = stubbed
     created, video = attributed("completing")
     cancelled(stubber, "None", "TransactionConflict", "None")
     committed(stubber)
-    repository.complete_upload(created, video, NOW)
+    storage.videos.complete_upload(created, video, NOW)
     assert sleeps == [0.05]
     for _ in range(4):
         cancelled(stubber, "TransactionConflict", "None", "None")
     with pytest.raises(ServiceUnavailable):
-        repository.complete_upload(created, video, NOW)
+        storage.videos.complete_upload(created, video, NOW)
 
 
 @pytest.mark.parametrize(
@@ -106,38 +106,38 @@ def test_a_completion_in_conflict_is_retried_and_a_lasting_one_is_503(
     ],
 )
 def test_a_completion_reports_which_condition_failed(
-    stubbed: tuple[Repository, Stubber, list[float]], codes: tuple[str, ...], outcome: type[Exception]
+    stubbed: tuple[Storage, Stubber, list[float]], codes: tuple[str, ...], outcome: type[Exception]
 ) -> None:
-    repository, stubber, sleeps = stubbed
+    storage, stubber, sleeps = stubbed
     cancelled(stubber, *codes)
     with pytest.raises(outcome):
-        repository.complete_upload(*attributed("completing"), NOW)
+        storage.videos.complete_upload(*attributed("completing"), NOW)
     assert sleeps == []
 
 
 def test_a_create_reports_each_full_limit_and_a_collision_by_name(
-    stubbed: tuple[Repository, Stubber, list[float]],
+    stubbed: tuple[Storage, Stubber, list[float]],
 ) -> None:
-    repository, stubber, sleeps = stubbed
+    storage, stubber, sleeps = stubbed
     cancelled(stubber, "None", "None", "ConditionalCheckFailed")
     with pytest.raises(LimitReached) as hourly:
-        repository.create_intent(intent("hourly"), IntentLimits(5, 30), NOW)
+        storage.intents.create_intent(intent("hourly"), IntentLimits(5, 30), NOW)
     assert (hourly.value.limit, hourly.value.until) == ("intents_per_hour", (NOW // 3600 + 1) * 3600)
     open_slots = {"openSlots": {"SS": [f"{NOW + 40}#a", f"{NOW + 20}#b"]}}
     cancelled(stubber, "None", "ConditionalCheckFailed", "None", item=open_slots)
     with pytest.raises(LimitReached) as full:
-        repository.create_intent(intent("open"), IntentLimits(2, 30), NOW)
+        storage.intents.create_intent(intent("open"), IntentLimits(2, 30), NOW)
     assert (full.value.limit, full.value.until) == ("open_intents", NOW + 20)
     cancelled(stubber, "ConditionalCheckFailed", "None", "None")
     with pytest.raises(IdCollision):
-        repository.create_intent(intent("collides"), IntentLimits(5, 30), NOW)
+        storage.intents.create_intent(intent("collides"), IntentLimits(5, 30), NOW)
     assert sleeps == []
 
 
 def test_a_first_processing_snapshot_that_loses_the_race_to_create_the_map_is_retried(
-    stubbed: tuple[Repository, Stubber, list[float]],
+    stubbed: tuple[Storage, Stubber, list[float]],
 ) -> None:
-    repository, stubber, sleeps = stubbed
+    storage, stubber, sleeps = stubbed
     update = ProcessingUpdate("task-1", "5285890000000001", "PROCESSING", None, ())
     condition_failed = {
         "service_error_code": "ConditionalCheckFailedException",
@@ -147,5 +147,5 @@ def test_a_first_processing_snapshot_that_loses_the_race_to_create_the_map_is_re
     stubber.add_client_error("update_item", **condition_failed, modeled_fields={"Item": {}})  # no map yet
     stubber.add_client_error("update_item", **condition_failed)  # another snapshot created it first
     stubber.add_response("update_item", {})  # so this one goes into the map
-    assert repository.apply_processing(update, NOW) is True
+    assert storage.videos.apply_processing(update, NOW) is True
     assert sleeps == [0.05]

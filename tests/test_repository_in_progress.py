@@ -12,7 +12,7 @@ import pytest
 from chalicelib import aws
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.items import rate_key
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.uploads import IntentLimits
 from tests.fault_proxy import FaultProxy
 from tests.test_repository_conflicts import attributed
@@ -28,9 +28,9 @@ def proxy(dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
     faults.stop()
 
 
-def through(proxy: FaultProxy, table_name: str, sleeps: list[float]) -> Repository:
+def through(proxy: FaultProxy, table_name: str, sleeps: list[float]) -> Storage:
     """The repository as the app builds it (its quick-to-give-up client), talking to the proxy."""
-    return Repository(aws.client("dynamodb", "us-east-1", proxy.url), table_name, sleep=sleeps.append)
+    return Storage.over(aws.client("dynamodb", "us-east-1", proxy.url), table_name, sleep=sleeps.append)
 
 
 def test_a_transaction_in_progress_is_asked_again_with_its_token_and_applies_once(
@@ -42,23 +42,23 @@ def test_a_transaction_in_progress_is_asked_again_with_its_token_and_applies_onc
     proxy.plan = lambda number, _operation: faults.get(number)
     sleeps: list[float] = []
     created = intent("in-progress")
-    through(proxy, table_name, sleeps).create_intent(created, IntentLimits(5, 30), NOW)
+    through(proxy, table_name, sleeps).intents.create_intent(created, IntentLimits(5, 30), NOW)
     assert (proxy.requests, dict(proxy.faults)) == (3, {"answer_lost": 1, "in_progress": 1})
     assert sleeps == pytest.approx([0.05, 0.1])
     # Applied once: a retry with a new token would have found its own intent there (IdCollision).
     hourly = dynamodb.get_item(TableName=table_name, Key=rate_key(created.owner, NOW // 3600))
     assert hourly["Item"]["intents"] == {"N": "1"}
-    assert Repository(dynamodb, table_name).get_intent(created.upload_id) == created
+    assert Storage.over(dynamodb, table_name).intents.get_intent(created.upload_id) == created
 
 
 def test_a_transaction_that_stays_in_progress_is_503_after_the_attempt_budget(
     proxy: FaultProxy, table_name: str, dynamodb: Any
 ) -> None:
     created, video = attributed("stays-in-progress")
-    Repository(dynamodb, table_name).create_intent(created, IntentLimits(5, 30), NOW)
+    Storage.over(dynamodb, table_name).intents.create_intent(created, IntentLimits(5, 30), NOW)
     proxy.plan = lambda _number, operation: "in_progress" if operation == "TransactWriteItems" else None
     sleeps: list[float] = []
     with pytest.raises(ServiceUnavailable):
-        through(proxy, table_name, sleeps).complete_upload(created, video, NOW)
+        through(proxy, table_name, sleeps).videos.complete_upload(created, video, NOW)
     assert (proxy.requests, dict(proxy.faults)) == (4, {"in_progress": 4})
     assert sleeps == pytest.approx([0.05, 0.1, 0.15])  # no pause after the last attempt

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from chalicelib.errors import LimitReached, SignatureRefused
-from chalicelib.repository import Repository
+from chalicelib.storage import Storage
 from chalicelib.uploads import ClientFields, IntentLimits, SignatureTerms, UploadIntent
 
 NOW = 1_800_000_000
@@ -31,16 +31,16 @@ def intent(upload_id: str, owner: str = "alice", window_ends_at: int = NOW + 360
     )
 
 
-def test_intent_round_trips(repository: Repository) -> None:
+def test_intent_round_trips(storage: Storage) -> None:
     original = intent("roundtrip")
-    repository.create_intent(original, IntentLimits(5, 30), NOW)
-    assert repository.get_intent(original.upload_id) == original
+    storage.intents.create_intent(original, IntentLimits(5, 30), NOW)
+    assert storage.intents.get_intent(original.upload_id) == original
 
 
 @pytest.mark.parametrize("round_", range(5))
-def test_concurrent_creates_never_exceed_the_open_limit(repository: Repository, round_: int) -> None:
+def test_concurrent_creates_never_exceed_the_open_limit(storage: Storage, round_: int) -> None:
     limit, contenders = 5, 16
-    repository.create_intent(intent(f"seed{round_}"), IntentLimits(limit, 1000), NOW)
+    storage.intents.create_intent(intent(f"seed{round_}"), IntentLimits(limit, 1000), NOW)
     outcomes: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(contenders)
@@ -48,7 +48,7 @@ def test_concurrent_creates_never_exceed_the_open_limit(repository: Repository, 
     def contend(index: int) -> None:
         barrier.wait()
         try:
-            repository.create_intent(intent(f"race{round_}x{index}"), IntentLimits(limit, 1000), NOW)
+            storage.intents.create_intent(intent(f"race{round_}x{index}"), IntentLimits(limit, 1000), NOW)
             result = "created"
         except LimitReached as exc:
             result = exc.limit
@@ -62,38 +62,38 @@ def test_concurrent_creates_never_exceed_the_open_limit(repository: Repository, 
         thread.join()
     assert outcomes.count("created") == limit - 1
     assert outcomes.count("open_intents") == contenders - (limit - 1)
-    assert len(repository.open_slots("alice")) == limit
+    assert len(storage.intents.open_slots("alice")) == limit
 
 
-def test_expired_slots_are_pruned_in_the_limit_path(repository: Repository) -> None:
+def test_expired_slots_are_pruned_in_the_limit_path(storage: Storage) -> None:
     limits = IntentLimits(2, 1000)
-    repository.create_intent(intent("old1", window_ends_at=NOW + 10), limits, NOW)
-    repository.create_intent(intent("old2", window_ends_at=NOW + 20), limits, NOW)
+    storage.intents.create_intent(intent("old1", window_ends_at=NOW + 10), limits, NOW)
+    storage.intents.create_intent(intent("old2", window_ends_at=NOW + 20), limits, NOW)
     with pytest.raises(LimitReached) as info:
-        repository.create_intent(intent("new1"), limits, NOW)
+        storage.intents.create_intent(intent("new1"), limits, NOW)
     assert (info.value.limit, info.value.until) == ("open_intents", NOW + 10)
     later = NOW + 15  # the first slot's window has ended
-    repository.create_intent(replace(intent("new2"), created_at=later), limits, later)
-    slots = repository.open_slots("alice")
+    storage.intents.create_intent(replace(intent("new2"), created_at=later), limits, later)
+    slots = storage.intents.open_slots("alice")
     assert len(slots) == 2 and not any("old1" in slot for slot in slots)
 
 
-def test_renew_signature_reports_the_intent_it_could_not_count_for(repository: Repository) -> None:
+def test_renew_signature_reports_the_intent_it_could_not_count_for(storage: Storage) -> None:
     """The repository reports facts (the intent as stored, or none of this owner's); the service decides
     what they mean (tests/test_api_uploads.py)."""
     created = intent("minting", window_ends_at=NOW + 100)
-    repository.create_intent(created, IntentLimits(5, 30), NOW)
+    storage.intents.create_intent(created, IntentLimits(5, 30), NOW)
     for upload_id, owner in [(created.upload_id, "mallory"), ("nosuchuploadnosuchuplo", "alice")]:
         with pytest.raises(SignatureRefused) as refused:
-            repository.renew_signature(upload_id, owner, NOW)
+            storage.intents.renew_signature(upload_id, owner, NOW)
         assert refused.value.current is None
-    assert repository.renew_signature(created.upload_id, "alice", NOW).signatures_minted == 2
-    assert repository.renew_signature(created.upload_id, "alice", NOW).signatures_minted == 3
+    assert storage.intents.renew_signature(created.upload_id, "alice", NOW).signatures_minted == 2
+    assert storage.intents.renew_signature(created.upload_id, "alice", NOW).signatures_minted == 3
     with pytest.raises(SignatureRefused) as refused:
-        repository.renew_signature(created.upload_id, "alice", NOW)
+        storage.intents.renew_signature(created.upload_id, "alice", NOW)
     assert refused.value.current.signatures_minted == refused.value.current.max_signatures == 3
     other = intent("windowed", window_ends_at=NOW + 100)
-    repository.create_intent(other, IntentLimits(5, 30), NOW)
+    storage.intents.create_intent(other, IntentLimits(5, 30), NOW)
     with pytest.raises(SignatureRefused) as refused:
-        repository.renew_signature(other.upload_id, "alice", NOW + 100)
+        storage.intents.renew_signature(other.upload_id, "alice", NOW + 100)
     assert refused.value.current.window_ends_at == NOW + 100 and refused.value.current.signatures_minted == 1

@@ -49,7 +49,7 @@ def sweep_ahead(
     """The stage's sweep, on a clock `seconds` ahead."""
     services = container.services()
     return ReconciliationSweep(
-        services.repository,
+        services.storage,
         media or (lambda: pytest.fail("the sweep called VOD without a deletion to make")),
         deletion,
         GRACE,
@@ -143,7 +143,7 @@ def test_old_unattributed_uploads_are_deleted_from_vod_only_when_enabled(
     stack = Stack(api_factory(), stage_env, token_for, dynamodb, stage_env["TABLE_NAME"])
     orphan_in_vod(pull_vod, stage_env)
     assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"orphan": 1}
-    [review] = container.services().repository.reviews()
+    [review] = container.services().storage.reviews.pending()
     orphan = review["fileId"]
     gone = "5285890000000404"  # kept for review, but not (or no longer) in VOD
     assert stack.deliver(vod.new_file_upload(gone, "not-a-context")).json_body["outcome"] == "orphan"
@@ -156,12 +156,12 @@ def test_old_unattributed_uploads_are_deleted_from_vod_only_when_enabled(
 
     failing = sweep_ahead(GRACE + 1, "delete", media_at(stage_env, REFUSING_VOD)).run(30)
     assert (failing.deleted, failing.failed, failing.finished) == (0, 1, False)
-    assert len(container.services().repository.reviews()) == 2  # left for the next run
+    assert len(container.services().storage.reviews.pending()) == 2  # left for the next run
 
     deleting = sweep_ahead(GRACE + 1, "delete", vod_media).run(30)
     assert (sorted(deleting.due_for_deletion), deleting.deleted, deleting.failed) == (sorted([orphan, gone]), 2, 0)
     assert not exists_in_vod(stage_env, orphan)
-    assert container.services().repository.reviews() == []
+    assert container.services().storage.reviews.pending() == []
     stored = dynamodb.get_item(
         TableName=stage_env["TABLE_NAME"], Key={"pk": {"S": f"REVIEW#{orphan}"}, "sk": {"S": "REVIEW"}}
     )["Item"]
@@ -186,7 +186,9 @@ def test_the_sweep_deletes_only_uploads_nobody_owns(
     assert stack.deliver(vod.new_file_upload(owned, bobs_context)).json_body["outcome"] == "rejected"
     orphan_in_vod(pull_vod, stage_env)
     assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"orphan": 1}
-    [orphan] = [review["fileId"] for review in container.services().repository.reviews() if review["fileId"] != owned]
+    [orphan] = [
+        review["fileId"] for review in container.services().storage.reviews.pending() if review["fileId"] != owned
+    ]
     eight_days = 8 * 86400
     vod_media = media_at(stage_env, stage_env["VOD_API_ENDPOINT"])
 
@@ -199,7 +201,7 @@ def test_the_sweep_deletes_only_uploads_nobody_owns(
     # VOD tells of the one deletion (FileDeleted); Alice's video is still hers to see.
     assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"deleted": 1}
     assert stack.api.get(f"/videos/{owned}", headers=bearer(token_for("alice"))).status_code == 200
-    assert container.services().repository.reviews() == []
+    assert container.services().storage.reviews.pending() == []
     kept = dynamodb.get_item(
         TableName=stage_env["TABLE_NAME"], Key={"pk": {"S": f"REVIEW#{owned}"}, "sk": {"S": "REVIEW"}}
     )["Item"]

@@ -1,17 +1,13 @@
 """The usage aggregate: each user's `USER#<sub>/USAGE` counters, and what a quota break adds to a transaction.
 
-The counters change only inside the transactions that attribute and delete videos (chalicelib/repository.py:
+The counters change only inside the transactions that attribute and delete videos (chalicelib/storage/videos.py:
 `complete_upload`, `mark_deleted`), from the items built here. Why concurrent uploads cannot take
 `bytesStored` past the quota is `Attribution`'s docstring.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.errors import ServiceUnavailable
@@ -30,10 +26,11 @@ from chalicelib.items import (
     video_sort_key,
 )
 from chalicelib.quotas import QuotaBreak, QuotaTerms, Usage
+from chalicelib.storage.outbox import outbox_put
+from chalicelib.storage.table import Table
 
-QUOTA_EXCEEDED = "quota.exceeded"
-_OUTBOX_RETENTION_SECONDS = 7 * 86_400
-_EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-5b0d-4c1e-9a57-3d2b8e7f4c61")
+# How long the sweep's work item for a deleted over-quota video stays, as a trace, once off its list.
+_DONE_RETENTION_SECONDS = 7 * 86_400
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 3  # BatchGetItem calls for one batch: it leaves keys unread when throttled
 
@@ -82,9 +79,8 @@ class Attribution:
 
 
 class UsageStorage:
-    def __init__(self, table: str, call: Callable[..., Any]) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
-        self._call = call
 
     def usage(self, owner: str, now: int) -> Usage:
         """The owner's counters, with the open intents (those whose upload window has not ended) and the bytes
@@ -108,10 +104,10 @@ class UsageStorage:
             wanted: dict[str, Any] = {"Keys": keys[start : start + _BATCH_GET_LIMIT], "ConsistentRead": True}
             if projection:
                 wanted["ProjectionExpression"] = projection
-            request: dict[str, Any] = {self._table: wanted}
+            request: dict[str, Any] = {self._table.name: wanted}
             for _ in range(_BATCH_GET_ATTEMPTS):
-                answer = self._call("batch_get_item", RequestItems=request)
-                found += answer["Responses"].get(self._table, [])
+                answer = self._table.call("batch_get_item", RequestItems=request)
+                found += answer["Responses"].get(self._table.name, [])
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -119,9 +115,10 @@ class UsageStorage:
                 raise ServiceUnavailable("storage is busy, retry")  # throttled: keys left unread
         return found
 
-    def quota_deletions(self, limit: int, index: Callable[[str, int], list[Item]]) -> list[str]:
+    def quota_deletions(self, limit: int) -> list[str]:
         """FileIds of videos the `delete` rule condemned, oldest first."""
-        return [str(item["pk"]["S"]).removeprefix("QUOTA#") for item in index(QUOTA_DELETION_PARTITION, limit)]
+        listed = self._table.index_partition(QUOTA_DELETION_PARTITION, limit)
+        return [str(item["pk"]["S"]).removeprefix("QUOTA#") for item in listed]
 
     # -- what the attribution and deletion transactions carry --------------------------------------------------
 
@@ -140,7 +137,7 @@ class UsageStorage:
         """The counters' update: the size if it fits (conditioned on it), else only the video."""
         room = attribution.terms.room_for(attribution.size)
         update: dict[str, Any] = {
-            "TableName": self._table,
+            "TableName": self._table.name,
             "Key": usage_key(owner),
             "UpdateExpression": "ADD bytesStored :size, videos :one",
             "ExpressionAttributeValues": {":size": as_n(attribution.counted), ":one": as_n(1)},
@@ -157,7 +154,7 @@ class UsageStorage:
     def uncount_item(self, owner: str, counted: int) -> Item:
         return {
             "Update": {
-                "TableName": self._table,
+                "TableName": self._table.name,
                 "Key": usage_key(owner),
                 "UpdateExpression": "ADD bytesStored :size, videos :one",
                 "ExpressionAttributeValues": {":size": as_n(-counted), ":one": as_n(-1)},
@@ -168,11 +165,11 @@ class UsageStorage:
         self, owner: str, upload_id: str, file_id: str, breaks: list[QuotaBreak], now: int
     ) -> dict[str, Item]:
         """A `quota.exceeded` outbox row per quota broken and, under the `delete` rule, the sweep's work item."""
-        items = {f"event {b.quota}": self._outbox_row(owner, upload_id, file_id, b, now) for b in breaks}
+        items = {f"event {b.quota}": outbox_put(self._table, b.event(owner, upload_id, file_id, now)) for b in breaks}
         if any(b.rule == "delete" for b in breaks):
             items["deletion"] = {
                 "Put": {
-                    "TableName": self._table,
+                    "TableName": self._table.name,
                     "Item": {
                         **quota_deletion_key(file_id),
                         "owner": as_s(owner),
@@ -187,28 +184,10 @@ class UsageStorage:
         """Takes the sweep's work item off its list once the video is deleted; the item expires a week later."""
         return {
             "Update": {
-                "TableName": self._table,
+                "TableName": self._table.name,
                 "Key": quota_deletion_key(file_id),
                 "UpdateExpression": "SET deletedAt = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk",
                 "ExpressionAttributeNames": {"#ttl": "ttl"},
-                "ExpressionAttributeValues": {":now": as_n(now), ":ttl": as_n(now + _OUTBOX_RETENTION_SECONDS)},
+                "ExpressionAttributeValues": {":now": as_n(now), ":ttl": as_n(now + _DONE_RETENTION_SECONDS)},
             }
         }
-
-    def _outbox_row(self, owner: str, upload_id: str, file_id: str, broken: QuotaBreak, now: int) -> Item:
-        event_id = str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{QUOTA_EXCEEDED}\n{file_id}#{broken.quota}"))
-
-        row = {
-            "pk": as_s(f"OUTBOX#{event_id}"),
-            "sk": as_s("EVENT"),
-            "eventId": as_s(event_id),
-            "type": as_s(QUOTA_EXCEEDED),
-            "schemaVersion": as_s("1"),
-            "occurredAt": as_s(datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
-            "owner": as_s(owner),
-            "uploadId": as_s(upload_id),
-            "fileId": as_s(file_id),
-            "data": as_s(json.dumps(broken.event_data(), sort_keys=True, separators=(",", ":"))),
-            "ttl": as_n(now + _OUTBOX_RETENTION_SECONDS),
-        }
-        return {"Put": {"TableName": self._table, "Item": row, "ConditionExpression": "attribute_not_exists(pk)"}}

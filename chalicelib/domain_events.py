@@ -1,0 +1,118 @@
+"""Domain events: the facts this service publishes to the app's other services (docs/events.md).
+
+Each event leaves through an outbox row written in the same DynamoDB transaction as the fact it reports
+(chalicelib/storage/outbox.py), so there is no fact without its event and no event without its fact. Its
+id is derived from the fact (its type and the fact's natural key), so a retried write or a duplicate
+delivery carries the same id: consumers deduplicate on it.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = "1"
+
+UPLOAD_ATTRIBUTED: Final = "upload.attributed"
+VIDEO_PROCESSED: Final = "video.processed"
+VIDEO_PROCESSING_FAILED: Final = "video.processing_failed"
+VIDEO_DELETED: Final = "video.deleted"
+UPLOAD_KEPT_FOR_REVIEW: Final = "upload.kept_for_review"
+UPLOAD_REJECTED: Final = "upload.rejected"
+UPLOAD_EXPIRED: Final = "upload.expired"
+UPLOAD_CANCELLED: Final = "upload.cancelled"
+QUOTA_EXCEEDED: Final = "quota.exceeded"
+EVENT_TYPES: Final = frozenset(
+    {
+        UPLOAD_ATTRIBUTED,
+        VIDEO_PROCESSED,
+        VIDEO_PROCESSING_FAILED,
+        VIDEO_DELETED,
+        UPLOAD_KEPT_FOR_REVIEW,
+        UPLOAD_REJECTED,
+        UPLOAD_EXPIRED,
+        UPLOAD_CANCELLED,
+        QUOTA_EXCEEDED,
+    }
+)
+
+# An event's own fields, as canonical JSON: far below EventBridge's 256 KB entry and DynamoDB's 400 KB item,
+# with room for the envelope whatever the other attributes hold.
+MAX_DATA_BYTES: Final = 16 * 1024
+# How long an outbox row stays in the table after the fact: the stream delivers it within seconds, and
+# this leaves days to trace an event back to its row.
+OUTBOX_RETENTION_SECONDS: Final = 7 * 24 * 3600
+# The namespace of event ids (uuid5 of the type and the fact's natural key): fixed forever, or ids change.
+_EVENT_ID_NAMESPACE: Final = uuid.UUID("6f1c2a4e-5b0d-4c1e-9a57-3d2b8e7f4c61")
+
+
+class EventTooLarge(ValueError):
+    """An event's data would exceed MAX_DATA_BYTES: the caller must bound what it puts in."""
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """One fact as published. `key` is the fact's natural key within its type (a FileId, an upload id,
+    a FileId and TaskId, ...): the same fact always has the same key, two facts never do."""
+
+    type: str
+    key: str
+    occurred_at: int  # epoch seconds
+    owner: str = ""
+    upload_id: str = ""
+    file_id: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+        if not self.key:
+            raise ValueError(f"{self.type}: an event needs its fact's natural key")
+        size = len(self.data_json)  # ASCII: its length is its size in bytes
+        if size > MAX_DATA_BYTES:
+            raise EventTooLarge(f"{self.type} {self.key}: data is {size} bytes, at most {MAX_DATA_BYTES}")
+
+    @property
+    def event_id(self) -> str:
+        return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{self.type}\n{self.key}"))
+
+    @property
+    def data_json(self) -> str:
+        """The data as canonical JSON (sorted keys, compact, ASCII): the same data is always the same text,
+        and any string (even a lone surrogate from a parsed `\\ud800`) can be stored."""
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @property
+    def occurred_at_text(self) -> str:
+        return rfc3339(self.occurred_at)
+
+    def envelope(self) -> dict[str, Any]:
+        """The event as delivered (EventBridge `detail`, the local sink's listing)."""
+        return envelope(
+            self.event_id, self.type, self.occurred_at_text, self.owner, self.upload_id, self.file_id, self.data
+        )
+
+
+def envelope(
+    event_id: str, event_type: str, occurred_at: str, owner: str, upload_id: str, file_id: str, data: Any
+) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": event_type,
+        "schemaVersion": SCHEMA_VERSION,
+        "occurredAt": occurred_at,
+        "owner": owner,
+        "uploadId": upload_id,
+        "fileId": file_id,
+        "data": data,
+    }
+
+
+def rfc3339(moment: int) -> str:
+    """`2026-12-02T06:30:00Z`: UTC, whole seconds."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
