@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from chalicelib.media import api_fields
+
+if TYPE_CHECKING:
+    from chalicelib.events import ProcessingUpdate, UploadedFile
+    from chalicelib.uploads import UploadIntent
+    from chalicelib.videos import Video
 
 SCHEMA_VERSION: Final = "1"
 
@@ -116,3 +124,98 @@ def envelope(
 def rfc3339(moment: int) -> str:
     """`2026-12-02T06:30:00Z`: UTC, whole seconds."""
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the events of the facts this service records (docs/events.md "Catalogue") --------------------------
+
+
+def upload_attributed(video: Video) -> DomainEvent:
+    """An upload was attributed to its intent's owner (once, by NewFileUpload or by the uploader's report)."""
+    data = {
+        "title": video.title,
+        "fileName": video.file_name,
+        "procedure": video.procedure,
+        "procedureTaskId": video.procedure_task_id,
+        **api_fields(video.media),
+        "metadata": video.metadata,
+    }
+    return DomainEvent(
+        UPLOAD_ATTRIBUTED,
+        video.upload_id,
+        video.received_at,
+        video.owner,
+        video.upload_id,
+        video.file_id,
+        within_bound(data, ("metadata", "coverUrl", "mediaUrl", "title", "fileName", "name")),
+    )
+
+
+def video_processing_finished(
+    update: ProcessingUpdate, snapshot: dict[str, Any], owner: str, upload_id: str, now: int
+) -> DomainEvent:
+    """A task flow of the video finished: `video.processing_failed` if it or one of its tasks failed.
+    `snapshot` is the flow's snapshot bounded by the caller (see items.stored_snapshot); `owner` and
+    `upload_id` are empty when the file is not attributed (yet)."""
+    failed = bool(update.err_code) or any(output.status == "FAIL" for output in update.outputs)
+    kind = VIDEO_PROCESSING_FAILED if failed else VIDEO_PROCESSED
+    return DomainEvent(kind, f"{update.file_id}/{update.task_id}", now, owner, upload_id, update.file_id, snapshot)
+
+
+def upload_kept_for_review(
+    kind: str, uploaded: UploadedFile, reason: str, now: int, intent: UploadIntent | None
+) -> DomainEvent:
+    """An upload could not be attributed (`orphan`: to no intent; `rejected`: not to the intent it names)."""
+    data = {"kind": kind, "reason": reason, "name": uploaded.media.name, "size": uploaded.media.size}
+    return DomainEvent(
+        UPLOAD_KEPT_FOR_REVIEW,
+        uploaded.file_id,
+        now,
+        intent.owner if intent else "",
+        intent.upload_id if intent else "",
+        uploaded.file_id,
+        within_bound(data, ("name", "reason")),
+    )
+
+
+def upload_rejected(review: Mapping[str, Any], now: int) -> DomainEvent:
+    """The sweep deleted from VOD an upload kept for review that nobody owns (`review`: items.item_to_review)."""
+    data = {"kind": review.get("kind"), "reason": review.get("reason"), "keptSince": review.get("receivedAt")}
+    return DomainEvent(
+        UPLOAD_REJECTED,
+        str(review["fileId"]),
+        now,
+        review.get("intentOwner") or "",
+        review.get("uploadId") or "",
+        str(review["fileId"]),
+        within_bound(data, ("reason",)),
+    )
+
+
+def upload_expired(intent: UploadIntent, now: int) -> DomainEvent:
+    """An intent's window and last signature ended with no upload attributed to it."""
+    data = {
+        "title": intent.client.title,
+        "fileName": intent.client.file_name,
+        "signaturesIssued": intent.signatures_minted,
+        "windowEndedAt": rfc3339(intent.window_ends_at),
+    }
+    return DomainEvent(UPLOAD_EXPIRED, intent.upload_id, now, intent.owner, intent.upload_id, "", data)
+
+
+def video_deleted(file_id: str, owner: str, upload_id: str, now: int) -> DomainEvent:
+    """An attributed video was deleted (VOD's FileDeleted, or its owner's request): once per FileId."""
+    return DomainEvent(VIDEO_DELETED, file_id, now, owner, upload_id, file_id)
+
+
+def within_bound(data: dict[str, Any], droppable: Sequence[str]) -> dict[str, Any]:
+    """`data`, with fields set to null until its JSON fits MAX_DATA_BYTES: the `droppable` ones in that
+    order, then (a value nobody bounded, from a hostile or broken sender) the others largest first. Each
+    field is bounded where it came in, but not all of them together, and a fact is never refused for the
+    size of its event."""
+    fitted = dict(data)
+    others = sorted((name for name in data if name not in droppable), key=lambda name: -len(json.dumps(data[name])))
+    for name in [*droppable, *others]:
+        if len(json.dumps(fitted, separators=(",", ":"))) <= MAX_DATA_BYTES:
+            break
+        fitted[name] = None
+    return fitted

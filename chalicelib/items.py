@@ -358,11 +358,11 @@ def processing_entry(update: ProcessingUpdate, now: int) -> dict[str, Any]:
     return {"M": {"rank": as_n(update.rank), "snapshot": snapshot, "updatedAt": as_n(now)}}
 
 
-def stored_snapshot(update: ProcessingUpdate) -> dict[str, Any]:
+def stored_snapshot(update: ProcessingUpdate, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
     """What is kept of a task flow's snapshot: the fields the API returns, each bounded; of each kind of output
-    the last MAX_OUTPUTS_PER_KIND VOD lists; and within MAX_SNAPSHOT_BYTES of JSON, the review results VOD
-    lists first, then the outputs it lists last. The fields outside the two lists fit far below that bound,
-    whatever they hold, so every snapshot does."""
+    the last MAX_OUTPUTS_PER_KIND VOD lists; and within `max_bytes` of JSON, the review results VOD lists
+    first, then the outputs it lists last. The fields outside the two lists fit far below MAX_SNAPSHOT_BYTES
+    and MAX_DATA_BYTES, whatever they hold, so every snapshot does."""
     head: dict[str, Any] = {
         "taskId": update.task_id,
         "status": update.status,
@@ -371,7 +371,7 @@ def stored_snapshot(update: ProcessingUpdate) -> dict[str, Any]:
         "tasks": [],
         "review": [],
     }
-    budget = MAX_SNAPSHOT_BYTES - len(dump_json(head))
+    budget = max_bytes - len(dump_json(head))
     review = _leading_within(list(update.review), budget)
     budget -= sum(map(_cost_in_a_list, review))
     outputs = [_stored_output(output) for output in _last_of_each_kind(update.outputs)]

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from chalicelib import deadline
@@ -116,7 +117,7 @@ class ReconciliationSweep:
             if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
                 return False
             media = media or self._media()
-            if not self._delete(media, file_id, now, report, self._store.videos.mark_deleted):
+            if not self._delete(media, file_id, report, partial(self._store.videos.mark_deleted, file_id, now)):
                 return False
             report.over_quota_deleted += 1
             logger.info("deleted an over-quota video from VOD", extra={"fileId": file_id})
@@ -168,7 +169,7 @@ class ReconciliationSweep:
                 logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
                 continue
             media = media or self._media()
-            if not self._delete(media, file_id, now, report, self._store.reviews.mark_review_deleted):
+            if not self._delete(media, file_id, report, partial(self._store.reviews.mark_review_deleted, review, now)):
                 return False
             report.deleted += 1
             logger.info("deleted an unattributed upload from VOD", extra=review)
@@ -183,10 +184,8 @@ class ReconciliationSweep:
         logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
         return True
 
-    def _delete(
-        self, media: MediaLibrary, file_id: str, now: int, report: SweepReport, record: Callable[[str, int], None]
-    ) -> bool:
-        """DeleteMedia, then `record`s it; False when the run should stop (the rest waits for the next run)."""
+    def _delete(self, media: MediaLibrary, file_id: str, report: SweepReport, record: Callable[[], None]) -> bool:
+        """DeleteMedia, then `record` it; False when the run should stop (the rest waits for the next run)."""
         try:
             media.delete(file_id)
         except MediaGone:
@@ -197,7 +196,7 @@ class ReconciliationSweep:
             return False  # VOD is failing: leave the rest for the next run
         try:
             with deadline.within(self._step_seconds):
-                record(file_id, now)
+                record()
         except ServiceUnavailable:
             report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
             return False

@@ -6,6 +6,7 @@ Everything a line depends on is read, not copied:
 - the scheduled functions and their schedules from the Chalice app object (`app.app.event_sources`);
 - the stage's environment (event mode, secrets source and cache, the upload policy's procedures) through
   the app's own settings;
+- the outbox pipe (infra/events.json): whether the stage has one, its batch size;
 - the custom metrics the code can emit (`chalicelib.observability.METRICS`), and the alarms, the secrets
   and the table's billing mode and backups from the stage's stacks (`infra/stage.json`, `infra/data.json`);
 - list prices, with the date they were checked and their sources, from `deploy/prices.json`;
@@ -34,11 +35,12 @@ from deploy.stage import CONFIG, PLACEHOLDER_JWKS_URL, PLACEHOLDER_OUTPUTS, ROOT
 
 PRICES = ROOT / "deploy" / "prices.json"
 MEASUREMENTS = ROOT / "bench" / "scheduled_runs.json"
-STACK_TEMPLATES = (ROOT / "infra" / "stage.json", ROOT / "infra" / "data.json")  # the stage stack, its data stack
+# The stage stack, its data stack, its events stack.
+STACK_TEMPLATES = tuple(ROOT / "infra" / name for name in ("stage.json", "data.json", "events.json"))
 
 
 def stack_template() -> dict[str, Any]:
-    """The stage's two stacks as one template: their resources together."""
+    """The stage's stacks as one template: their resources together."""
     resources: dict[str, Any] = {}
     for path in STACK_TEMPLATES:
         resources.update(json.loads(path.read_text())["Resources"])
@@ -51,6 +53,9 @@ SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 MINUTES_PER = {Rate.MINUTES: 1, Rate.HOURS: 60, Rate.DAYS: 1440}
 SCENARIOS = {"idle": 0, "10k": 10_000, "1M": 1_000_000}
 BILLED_MILLISECOND = 0.001  # Lambda rounds a run up to the millisecond
+# A pipe polls each shard of a DynamoDB stream about 4 times a second (AWS's eb-pipes-dynamodb page), whether
+# or not anything was written; a table's stream has one shard at these write rates.
+PIPE_POLLS_PER_SECOND = 4
 
 
 # What the stack makes and `make deploy` feeds the environment: names, not prices. Stand-ins let the app's
@@ -62,11 +67,16 @@ class Traffic:
     api_requests_per_upload: int = 8  # create, the commit's signature, the complete call, status and list polls
     api_seconds_per_request: float = 0.1
     consumer_seconds_per_event: float = 0.1  # the PULL consumer, applying one pulled event
-    write_units_per_upload: int = 20  # transactions count twice
-    read_units_per_upload: int = 20
+    # Transactions count twice. A finished task flow's snapshot is now written in a transaction with its event
+    # row, so the video's write counts twice: 4 more than before the outbox for a video item of 1-2 KB (a unit
+    # more per KB of a larger one). The outbox rows themselves are priced on their own line (domain_events).
+    write_units_per_upload: int = 24
+    read_units_per_upload: int = 21  # and the consistent read of the video before a finished flow's write
     stored_bytes_per_upload: int = 2_000  # the intent, the video and their index entries
     log_bytes_per_api_request: int = 1_000  # the request line and the route's own
     log_bytes_per_invocation: int = 350  # Lambda's own START, END and REPORT lines
+    domain_events_per_upload: int = 2  # upload.attributed, then video.processed (or its failure)
+    write_units_per_outbox_row: int = 2  # a row under 1 KB, written in its fact's transaction (twice the units)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Stage:
     metrics: tuple[str, ...]
     table_billing_mode: str
     point_in_time_recovery: bool
+    outbox_pipes: int  # pipes from the table's stream to the stage's bus
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ def read_stage(stage: str, config: Mapping[str, Any], app: Chalice, template: Ma
         metrics=tuple(observability.METRICS),
         table_billing_mode=table["BillingMode"],
         point_in_time_recovery=table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        outbox_pipes=sum(r["Type"] == "AWS::Pipes::Pipe" for r in resources),
     )
 
 
@@ -241,9 +253,34 @@ class Model:
                 len(stage.metrics) * price["customMetricMonth"],
             )
         )
+        lines += self.domain_events(uploads)
         lines.append(Line(f"CloudWatch alarms: {stage.alarms}", stage.alarms * price["alarmMonth"]))
         lines.append(Line("CloudWatch Logs ingestion", log_bytes / 1e9 * price["logsIngestedGb"]))
         return lines
+
+    def domain_events(self, uploads: int) -> list[Line]:
+        """The outbox rows, the pipe reading the stream (idle too) and what it puts on the bus."""
+        if not self.stage.outbox_pipes:
+            return []
+        traffic, price = self.traffic, self.price
+        events = uploads * traffic.domain_events_per_upload
+        polls = self.stage.outbox_pipes * PIPE_POLLS_PER_SECOND * SECONDS_PER_MONTH
+        return [
+            Line(
+                f"DynamoDB outbox rows: {traffic.domain_events_per_upload} events an upload, "
+                f"{traffic.write_units_per_outbox_row} write units each",
+                events * traffic.write_units_per_outbox_row * price["dynamodbWriteUnit"],
+            ),
+            Line(
+                f"DynamoDB Streams: the pipe's {PIPE_POLLS_PER_SECOND} reads a second (if billed to Pipes as to "
+                "any reader but Lambda)",
+                polls * price["dynamodbStreamsReadRequest"],
+            ),
+            Line(
+                "EventBridge Pipes: one request per event (filtered records are free)", events * price["pipesRequest"]
+            ),
+            Line("EventBridge: events on the stage's bus", events * price["eventBridgeCustomEvent"]),
+        ]
 
     def secret_reads(self, api_requests: float) -> float:
         """A warm function reads the secret again when its cache expires; a cold one on its first call."""

@@ -7,8 +7,9 @@
 A deploy:
   1. preflights (deploy/preflight.py) and stops, having changed nothing, if anything is wrong;
   2. creates or updates the stage stack (infra/stage.json), then the data stack (infra/data.json: the table,
-     kept by `make destroy` unless DELETE_DATA=1, adopted when it exists without its stack), and stores the
-     VOD key pair in the secret when this deploy was given one;
+     kept by `make destroy` unless DELETE_DATA=1, adopted when it exists without its stack), then the events
+     stack (infra/events.json: the bus and the pipe from the table's stream to it), and stores the VOD key pair
+     in the secret when this deploy was given one;
   3. builds the Chalice project with the stage's environment completed from the stack's outputs and its
      package with bytecode (deploy/package.py), restores Chalice's deployment state from the stack's bucket,
      runs `chalice deploy` (which uploads that package), saves the state back, and checks that every
@@ -133,6 +134,8 @@ def deploy(
     # After the stage stack: one made before the data stack existed held the table, and its update lets go of it.
     data = stack.apply_data(aws("cloudformation"), aws("dynamodb"), stage_name)
     outcome.changes.append(f"stack {data.name}: {data.action}")
+    events = stack.apply_events(aws("cloudformation"), aws("dynamodb"), stage_name)
+    outcome.changes.append(f"stack {events.name}: {events.action} (bus {events.outputs.get('BusName', '?')})")
     outputs = {**result.outputs, **data.outputs}
     secrets_manager = aws("secretsmanager")
     secret = preflight.read_secret(secrets_manager, outputs["SecretArn"])
@@ -234,11 +237,18 @@ def destroy(
     if problem:
         raise DeployError(problem)
     aws = aws_factory(environ)
+    events = stack.events_stack_name(stage_name)
+    # First: its pipe reads the table, which stays, and delivers to the bus, which goes with it.
+    done = (
+        [f"stack {events}: deleted (bus, outbox pipe, dead-letter queue)"]
+        if stack.delete(aws("cloudformation"), events)
+        else []
+    )
     existing = stack.describe(aws("cloudformation"), stack.stack_name(stage_name))
     if existing is None:
-        done = [f"stack {stack.stack_name(stage_name)} does not exist: nothing of it to remove"]
+        done.append(f"stack {stack.stack_name(stage_name)} does not exist: nothing of it to remove")
     else:
-        done = _destroy_stage(stage_name, environ, aws, build_root, existing)
+        done += _destroy_stage(stage_name, environ, aws, build_root, existing)
     return done + _destroy_data(stage_name, aws, delete_data)
 
 

@@ -102,14 +102,18 @@ def _aws_identity(found: Findings, aws: Any) -> bool:
 
 
 def _function_roles(found: Findings, stage: str, aws: Any) -> None:
-    """The roles .chalice/config.json names for the functions exist: without them `chalice deploy` would stop
-    at the first function, after the stage stack was made."""
+    """The roles .chalice/config.json names for the functions, and the outbox pipe's role (infra/events.json),
+    exist: without them `chalice deploy` would stop at the first function, after the stage stack was made, and
+    the events stack would fail to make its pipe."""
     settings = stage_module.with_account(stage_module.stage_config(stage), str(found.account))
+    roles = [
+        (function_settings["iam_role_arn"].rsplit("/", 1)[-1], f"function {function}")
+        for function, function_settings in sorted(settings.get("lambda_functions", {}).items())
+        if "iam_role_arn" in function_settings
+    ]
+    roles.append((stack_module.outbox_pipe_role_name(stage), "the outbox pipe"))
     iam = aws("iam")
-    for function, function_settings in sorted(settings.get("lambda_functions", {}).items()):
-        if "iam_role_arn" not in function_settings:
-            continue
-        role = function_settings["iam_role_arn"].rsplit("/", 1)[-1]
+    for role, user in roles:
         try:
             iam.get_role(RoleName=role)
         except ClientError as error:
@@ -117,20 +121,21 @@ def _function_roles(found: Findings, stage: str, aws: Any) -> None:
                 found.problems.append(f"bootstrap: role {role} cannot be read: {_first_line(error)}")
                 continue
             found.problems.append(
-                f"bootstrap: role {role} of function {function} does not exist; an administrator makes the "
+                f"bootstrap: role {role} of {user} does not exist; an administrator makes the "
                 f"stage's roles first: make bootstrap STAGE={stage} REPOSITORY=<owner>/<repo> (docs/deploy.md, From CI)"
             )
 
 
 def _stack_state(found: Findings, stage: str, aws: Any) -> None:
     cloudformation = aws("cloudformation")
-    for template in (stack_module.TEMPLATE, stack_module.DATA_TEMPLATE):
+    for template in (stack_module.TEMPLATE, stack_module.DATA_TEMPLATE, stack_module.EVENTS_TEMPLATE):
         try:
             cloudformation.validate_template(TemplateBody=template.read_text())
         except ClientError as error:
             found.problems.append(f"template {template.name}: CloudFormation refuses it: {_first_line(error)}")
     found.stack = _idle_stack(found, cloudformation, stack_module.stack_name(stage))
     _idle_stack(found, cloudformation, stack_module.data_stack_name(stage))
+    _idle_stack(found, cloudformation, stack_module.events_stack_name(stage))
 
 
 def _idle_stack(found: Findings, cloudformation: Any, name: str) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """moto, extended so that the deploy can be rehearsed against it (docs/deploy-rehearsal.md).
 
-moto 5.2.5 silently skips four resource types of `infra/stage.json` in CloudFormation and still reports
+moto 5.2.5 silently skips five resource types of `infra/stage.json` in CloudFormation and still reports
 `CREATE_COMPLETE`; its API Gateway import refuses the Swagger 2.0 document `chalice deploy` sends. This
 module gives CloudFormation the missing types, built on moto's own Secrets Manager and Cognito backends so
 that the secret and the pool are real objects the deploy and the app then read and sign in against:
@@ -8,6 +8,8 @@ that the secret and the pool are real objects the deploy and the app then read a
   - `AWS::Cognito::UserPool` and `AWS::Cognito::UserPoolClient`;
   - `AWS::CloudWatch::Alarm`, on moto's CloudWatch backend (moto has the API, not the resource type);
   - `AWS::IAM::OIDCProvider` (GitHub's, in a stage's bootstrap stack), on moto's IAM backend;
+  - `AWS::Pipes::Pipe` (the outbox pipe of infra/events.json), on moto's Pipes backend, which stores the
+    pipe's configuration for DescribePipe and delivers nothing;
   - the table's TTL and point-in-time recovery, which moto's table model ignores;
   - an IMPORT change set adopting an existing table (moto ignores `ResourcesToImport` and would create it),
     and a `Retain` resource kept when an update removes it (moto deletes it);
@@ -34,6 +36,7 @@ from moto.core.common_models import CloudFormationModel
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.table import Table
 from moto.iam.models import iam_backends
+from moto.pipes.models import pipes_backends
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.server import ThreadedMotoServer
 from moto.utilities.utils import get_partition
@@ -291,6 +294,70 @@ class CfnOidcProvider(CloudFormationModel):
             properties["Url"], properties.get("ThumbprintList", []), properties.get("ClientIdList", []), []
         )
         return cls(provider.arn)
+
+
+class CfnPipe(CloudFormationModel):
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    @property
+    def physical_resource_id(self) -> str:
+        return str(self.pipe.name)  # `Ref` of a pipe is its name
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Pipes::Pipe"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "Name"
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return str(self.pipe.arn)
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **_: Any
+    ) -> CfnPipe:
+        properties = cloudformation_json["Properties"]
+        pipe = pipes_backends[account_id][region_name].create_pipe(
+            name=resource_name,
+            description=properties.get("Description"),
+            desired_state=properties.get("DesiredState"),
+            source=properties["Source"],
+            source_parameters=properties.get("SourceParameters"),
+            enrichment=properties.get("Enrichment"),
+            enrichment_parameters=properties.get("EnrichmentParameters"),
+            target=properties["Target"],
+            target_parameters=properties.get("TargetParameters"),
+            role_arn=properties["RoleArn"],
+            tags=properties.get("Tags"),
+            log_configuration=properties.get("LogConfiguration"),
+            kms_key_identifier=properties.get("KmsKeyIdentifier"),
+        )
+        return cls(pipe)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: CfnPipe,
+        new_resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+    ) -> CfnPipe:
+        pipes_backends[account_id][region_name].delete_pipe(original_resource.pipe.name)
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str
+    ) -> None:
+        pipes_backends[account_id][region_name].delete_pipe(resource_name)
 
 
 def _create_table_with_ttl_and_pitr(

@@ -10,8 +10,10 @@ No AWS account or VOD account is reachable here, so the rehearsal points the unm
 It deploys three times: once; again from an empty build directory as a fresh CI checkout would (only the
 state bucket remembers the first), checking that the second updated the same API and made no other; and,
 after a video was written and `make destroy` ran, once more, checking the video is read back (the data stack
-keeps the table). It also checks that the API carries the gateway responses the deploy defines
-(deploy/gateway_responses.py): chalice really sends them in its document; moto applying them is
+keeps the table), checking that `make destroy` removed the stage's event bus and the deploy made it again with its
+dead-letter queue and the pipe from the table's stream to it (moto stores the pipe; nothing runs it: the
+local stack's devstack/events.py plays its part). It also checks that the API carries the gateway responses the
+deploy defines (deploy/gateway_responses.py): chalice really sends them in its document; moto applying them is
 deploy/rehearsal_moto.py's model of what AWS does with them.
 
 What cannot run here is API Gateway and Lambda executing the function (moto runs Lambda only in Docker and
@@ -40,6 +42,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from chalicelib.events import UploadedFile
 from chalicelib.storage import Storage
@@ -70,6 +74,50 @@ class Rehearsal:
     # Gateway response types the deploy defines, and those of them the API carries as defined.
     gateway_responses_defined: tuple[str, ...]
     gateway_responses_carried: tuple[str, ...]
+    # What delivers domain events (infra/events.json) after the last deploy, and whether destroy removed the bus.
+    delivery: EventDelivery
+    bus_removed_by_destroy: bool
+
+
+@dataclass(frozen=True)
+class EventDelivery:
+    bus_arn: str | None
+    dead_letter_queue: str | None
+    pipe_source: str | None  # the pipe's source: the table's stream, when it is right
+    pipe_target: str | None  # the bus, when it is right
+    table_stream: str | None
+
+    @property
+    def wired(self) -> bool:
+        return (
+            self.bus_arn is not None
+            and self.dead_letter_queue is not None
+            and self.pipe_source is not None
+            and self.pipe_source == self.table_stream
+            and self.pipe_target == self.bus_arn
+        )
+
+
+def event_delivery(aws: Any, stage_name: str) -> EventDelivery:
+    """The stage's bus, dead-letter queue and outbox pipe as the emulated AWS reports them (None: missing)."""
+    app, name = stack.APP_NAME, stack.table_name(stage_name)
+    bus = _or_none(lambda: aws("events").describe_event_bus(Name=f"{app}-{stage_name}")["Arn"])
+    queue = _or_none(lambda: aws("sqs").get_queue_url(QueueName=f"{app}-{stage_name}-outbox-dlq")["QueueUrl"])
+    pipe = _or_none(lambda: aws("pipes").describe_pipe(Name=f"{app}-{stage_name}-outbox")) or {}
+    stream = _or_none(lambda: aws("dynamodb").describe_table(TableName=name)["Table"].get("LatestStreamArn"))
+    return EventDelivery(bus, queue, pipe.get("Source"), pipe.get("Target"), stream)
+
+
+def _or_none(read: Any) -> Any:
+    try:
+        return read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in NOT_FOUND:
+            return None
+        raise
+
+
+NOT_FOUND = ("ResourceNotFoundException", "NotFoundException", "AWS.SimpleQueueService.NonExistentQueue")
 
 
 @contextlib.contextmanager
@@ -149,6 +197,7 @@ def rehearse(stage_name: str, work_dir: Path, report: Path | None = None) -> Reh
         video = write_video(storage, _an_intent_id(aws("dynamodb"), stack.table_name(stage_name)))
         for line in deployer.destroy(stage_name, environ, work_dir / "build-destroy"):
             deployer.say(line)
+        bus_removed = event_delivery(aws, stage_name).bus_arn is None
         after_destroy = deploy("after-destroy")
         video_read = storage.videos.get_video(video.file_id)
         rest_apis = len(aws("apigateway").get_rest_apis()["items"])
@@ -170,6 +219,8 @@ def rehearse(stage_name: str, work_dir: Path, report: Path | None = None) -> Reh
             vod_notify.describe(vod),
             tuple(defined),
             as_defined,
+            event_delivery(aws, stage_name),
+            bus_removed,
         )
 
 
@@ -246,7 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         + f"; REST APIs in the account: {result.rest_apis}"
     )
     smoke_passed = smoke_passed and result.after_destroy.smoke_passed
-    passed = smoke_passed and same and result.rest_apis == 1 and carried == defined and kept
+    delivery = result.delivery
+    print(
+        f"rehearsal: domain events: bus {delivery.bus_arn or 'MISSING'}, dead-letter queue "
+        f"{'present' if delivery.dead_letter_queue else 'MISSING'}, pipe from the table's stream "
+        f"{'to the bus' if delivery.wired else 'NOT wired to the bus'}; destroy "
+        f"{'removed' if result.bus_removed_by_destroy else 'did NOT remove'} the bus"
+    )
+    events_ok = delivery.wired and result.bus_removed_by_destroy
+    passed = smoke_passed and same and result.rest_apis == 1 and carried == defined and kept and events_ok
     print(f"rehearsal: {'PASSED' if passed else 'FAILED'}")
     return 0 if passed else 1
 

@@ -1,11 +1,14 @@
-"""The stage's two stacks: the data stack (`infra/data.json`, the table) and the stage stack
-(`infra/stage.json`, everything else): create or update them, read their outputs, delete them.
+"""The stage's three stacks: the stage stack (`infra/stage.json`), the data stack (`infra/data.json`, the table)
+and the events stack (`infra/events.json`: the bus, and the pipe from the table's stream to it): create or
+update them in that order, read their outputs, delete them.
 
 Create and update go through CreateStack/UpdateStack and their waiters rather than change sets (see
 docs/deploy-rehearsal.md). A first create that fails is deleted by CloudFormation (`OnFailure=DELETE`), so
 a failed first deploy leaves nothing behind; a failed update rolls back to the previous stack.
 
-`make destroy` deletes the stage stack and keeps the data stack, so the next deploy finds the table where it
+The events stack comes last because its pipe reads the table's stream, whose ARN (it changes when a stream
+is re-enabled) it is given as a parameter. `make destroy` deletes the events stack and the stage stack and
+keeps the data stack, so the next deploy finds the table where it
 was. A table that exists without a data stack (kept by an older `make destroy`, whose table lived in the
 stage stack, or by a data stack deleted by hand: the table is retained) is adopted by the one change set
 the deploy makes: an IMPORT that creates the data stack around it.
@@ -24,6 +27,7 @@ from botocore.exceptions import ClientError, WaiterError
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "stage.json"
 DATA_TEMPLATE = ROOT / "infra" / "data.json"
+EVENTS_TEMPLATE = ROOT / "infra" / "events.json"
 APP_NAME = json.loads(TEMPLATE.read_text())["Parameters"]["AppName"]["Default"]
 NO_UPDATES = "No updates are to be performed"
 ALWAYS_OUTPUTS = ("SecretName", "SecretArn", "StateBucket", "OidcIssuer")
@@ -49,6 +53,15 @@ def stack_name(stage: str) -> str:
 
 def data_stack_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-data"
+
+
+def events_stack_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-events"
+
+
+def outbox_pipe_role_name(stage: str) -> str:
+    """The role infra/events.json's pipe runs with, made by the stage's bootstrap stack (infra/deploy-role.json)."""
+    return f"{APP_NAME}-{stage}-outbox-pipe"
 
 
 def table_name(stage: str) -> str:
@@ -108,6 +121,35 @@ def apply_data(cloudformation: Any, dynamodb: Any, stage: str) -> StackResult:
     else:
         action = create_or_update(cloudformation, name, body, parameters, _tags(stage))
     return StackResult(name, action, {"TableName": table})
+
+
+def apply_events(cloudformation: Any, dynamodb: Any, stage: str) -> StackResult:
+    """The events stack, on the stream of the stage's table (after `apply_data`)."""
+    name = events_stack_name(stage)
+    parameters = [
+        {"ParameterKey": "AppName", "ParameterValue": APP_NAME},
+        {"ParameterKey": "Stage", "ParameterValue": stage},
+        {"ParameterKey": "StreamArn", "ParameterValue": table_stream_arn(dynamodb, table_name(stage))},
+    ]
+    action = create_or_update(cloudformation, name, EVENTS_TEMPLATE.read_text(), parameters, _tags(stage))
+    stack = describe(cloudformation, name)
+    if stack is None:
+        raise StackError(f"stack {name} vanished after {action}")
+    outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    return StackResult(name, action, outputs)
+
+
+def table_stream_arn(dynamodb: Any, table: str) -> str:
+    """The table's stream, switched on as infra/data.json defines it when the table has none: a table adopted by
+    an IMPORT keeps the settings it had, and the update after the import changes nothing the template already
+    said."""
+    description = dynamodb.describe_table(TableName=table)["Table"]
+    if description.get("StreamSpecification", {}).get("StreamEnabled"):
+        return str(description["LatestStreamArn"])
+    wanted = json.loads(DATA_TEMPLATE.read_text())["Resources"]["Table"]["Properties"]["StreamSpecification"]
+    updated = dynamodb.update_table(TableName=table, StreamSpecification={"StreamEnabled": True, **wanted})
+    dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig=WAITER)
+    return str(updated["TableDescription"]["LatestStreamArn"])
 
 
 def table_exists(dynamodb: Any, table: str) -> bool:

@@ -1,9 +1,10 @@
-"""`make dev`: DynamoDB (8002), vodlocal (8001, and HTTPS on 8004), the API (8000, the `local` stage) and the
-reference upload page (8003), wired together.
+"""`make dev`: DynamoDB (8002), vodlocal (8001, and HTTPS on 8004), the API (8000, the `local` stage), the
+reference upload page (8003) and the domain events' sink (8005, fed from the table's stream by
+devstack/events.py as the outbox pipe feeds the bus), wired together.
 
 Ports are fixed so that the README's curl examples work as written; `DEVSTACK_API_PORT`, `DEVSTACK_VOD_PORT`,
-`DEVSTACK_DYNAMODB_PORT`, `DEVSTACK_WEB_PORT`, `DEVSTACK_VOD_TLS_PORT`, `DEVSTACK_VODLOCAL_DIR` and
-`DEVSTACK_TLS_DIR` move a second stack (the tests) out of the way of one.
+`DEVSTACK_DYNAMODB_PORT`, `DEVSTACK_WEB_PORT`, `DEVSTACK_VOD_TLS_PORT`, `DEVSTACK_EVENTS_PORT`,
+`DEVSTACK_VODLOCAL_DIR` and `DEVSTACK_TLS_DIR` move a second stack (the tests) out of the way of one.
 
 The API is `devstack.api` (the app served as `chalice local --no-autoreload` serves it). This process
 restarts it when the app's code or config changes, and only then: it polls the mtimes of `WATCHED`, a few
@@ -53,10 +54,13 @@ DYNAMODB_PORT = _port("DEVSTACK_DYNAMODB_PORT", 8002)
 WEB_PORT = _port("DEVSTACK_WEB_PORT", 8003)
 # vodlocal's HTTPS, for a browser sent there under the SDK's real host names (`make browse`, devstack/browser.py).
 VOD_TLS_PORT = _port("DEVSTACK_VOD_TLS_PORT", 8004)
+EVENTS_PORT = _port("DEVSTACK_EVENTS_PORT", 8005)
 VODLOCAL_DIR = Path(os.environ.get("DEVSTACK_VODLOCAL_DIR") or ROOT / ".local" / "vodlocal")
 # The generated CA and certificate: kept, so that a browser set up with their hash stays set up.
 TLS_DIR = Path(os.environ.get("DEVSTACK_TLS_DIR") or ROOT / ".local" / "tls")
 STAGE = "local"
+# Where the events reader is in the table's stream; per sink port, so that two stacks keep their own.
+EVENTS_CHECKPOINT = ROOT / ".local" / "events" / f"checkpoint-{EVENTS_PORT}.json"
 # `make dev EVENT_MODE=pull`: vodlocal queues VOD's events and the PULL consumer (devstack/pull.py) applies them.
 EVENT_MODE = os.environ.get("EVENT_MODE") or "push"
 
@@ -270,6 +274,17 @@ def vodlocal_environment(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def events_command(table: str) -> list[str]:
+    """The events reader and its sink (devstack/events.py), on this stack's DynamoDB and events port."""
+    return [
+        sys.executable, "-m", "devstack.events",
+        "--port", str(EVENTS_PORT),
+        "--dynamodb-endpoint", f"http://{HOST}:{DYNAMODB_PORT}",
+        "--table", table, "--stage", STAGE,
+        "--checkpoint", str(EVENTS_CHECKPOINT),
+    ]  # fmt: skip
+
+
 def configure_events(env: dict[str, str]) -> None:
     """Set vodlocal's event config through its API, as the deploy sets VOD's: the mode, the callback URL and
     SignKey. Its data directory keeps the config of an earlier start, which flags alone do not change."""
@@ -302,6 +317,7 @@ class Stack:
         self.dynamodb: subprocess.Popen[bytes] | None = None
         self.vodlocal: subprocess.Popen[bytes] | None = None
         self.consumer: subprocess.Popen[bytes] | None = None
+        self.events: subprocess.Popen[bytes] | None = None
         if EVENT_MODE not in ("push", "pull"):
             raise SystemExit(f"EVENT_MODE must be push or pull, not {EVENT_MODE!r}")
         self.overrides = stack_overrides(env)
@@ -310,16 +326,22 @@ class Stack:
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in (self.dynamodb, self.vodlocal, self.consumer, self.api.process) if p is not None]
+        return [
+            p for p in (self.dynamodb, self.vodlocal, self.consumer, self.events, self.api.process) if p is not None
+        ]
 
     def start(self, shutdown: Shutdown) -> None:
-        busy = [port for port in (API_PORT, VOD_PORT, DYNAMODB_PORT, WEB_PORT, VOD_TLS_PORT) if not _port_free(port)]
+        ports = (API_PORT, VOD_PORT, DYNAMODB_PORT, WEB_PORT, VOD_TLS_PORT, EVENTS_PORT)
+        busy = [port for port in ports if not _port_free(port)]
         if busy:
             raise SystemExit(f"ports {busy} on {HOST} are in use: stop whatever holds them (an earlier make dev?)")
         shutdown.check()
         self.dynamodb = _spawn([sys.executable, "-m", "devstack.dynamodb", "--port", str(DYNAMODB_PORT)])
         _wait_for(f"http://{HOST}:{DYNAMODB_PORT}/", self.dynamodb, shutdown)
         ensure_table(local_client(f"http://{HOST}:{DYNAMODB_PORT}"), self.env["TABLE_NAME"])
+        shutdown.check()
+        self.events = _spawn(events_command(self.env["TABLE_NAME"]))
+        _wait_for(f"http://{HOST}:{EVENTS_PORT}/health", self.events, shutdown)
         shutdown.check()
         self.vodlocal = _spawn(vodlocal_command(), vodlocal_environment(self.env))
         _wait_for(f"http://{HOST}:{VOD_PORT}/", self.vodlocal, shutdown)
@@ -331,7 +353,12 @@ class Stack:
             self.consumer = _spawn([sys.executable, "-m", "devstack.pull"])
 
     def failed_component(self) -> str | None:
-        components = (("DynamoDB", self.dynamodb), ("vodlocal", self.vodlocal), ("the PULL consumer", self.consumer))
+        components = (
+            ("DynamoDB", self.dynamodb),
+            ("vodlocal", self.vodlocal),
+            ("the PULL consumer", self.consumer),
+            ("the events reader and sink", self.events),
+        )
         for name, process in components:
             if process is not None and process.poll() is not None:
                 return f"{name} exited with {process.returncode}"
@@ -341,8 +368,8 @@ class Stack:
         with _deferred_signals(shutdown) as active:
             if self.web is not None:
                 self.web.stop()
-            # The consumer first: it would otherwise log the queue it is pulling from going away.
-            _stop([p for p in (self.consumer,) if p is not None], active)
+            # The consumer and the events reader first: they would otherwise log what they read from going away.
+            _stop([p for p in (self.consumer, self.events) if p is not None], active)
             _stop(self.processes, active)
 
 
@@ -402,6 +429,8 @@ def _banner(env: dict[str, str], token: str) -> str:
         f"  DynamoDB   http://{HOST}:{DYNAMODB_PORT}   (table {env['TABLE_NAME']})",
         f"  web page   http://{HOST}:{WEB_PORT}/   (the reference upload page; make browse opens it in Chromium, "
         f"with the SDK's hosts sent to vodlocal's HTTPS on {VOD_TLS_PORT})",
+        f"  events     http://{HOST}:{EVENTS_PORT}/events   (domain events from the table's outbox, as the "
+        "stage's bus gets them; printed here too)",
         "",
         "Token for alice (make token USER=<name> for others):",
         f"  {token}",

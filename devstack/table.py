@@ -20,6 +20,10 @@ def create_table_args(table_name: str, template_path: Path = TEMPLATE) -> tuple[
         "KeySchema": properties["KeySchema"],
         "GlobalSecondaryIndexes": properties.get("GlobalSecondaryIndexes", []),
     }
+    if "StreamSpecification" in properties:
+        # CloudFormation's StreamSpecification has no StreamEnabled (a stream is on when it is given); the API's
+        # CreateTable requires it.
+        create["StreamSpecification"] = {"StreamEnabled": True, **properties["StreamSpecification"]}
     ttl = {"TableName": table_name, "TimeToLiveSpecification": properties["TimeToLiveSpecification"]}
     return create, ttl
 

@@ -9,16 +9,15 @@ key, as `make token` does.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from chalicelib.auth import load_or_create_local_key, mint_local_token
 from chalicelib.identity import LOCAL_ISSUER
-from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, QuietDisconnects, declared_length
+from devstack.framing import BAD_LENGTH, READ_TIMEOUT_SECONDS, BackgroundServer, declared_length
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -108,28 +107,9 @@ def _handler(page: LocalPage) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(QuietDisconnects, ThreadingHTTPServer):
-    dropped_label = "web page"
-
-
-class WebServer:
+class WebServer(BackgroundServer):
     """The page's server in a daemon thread (port 0: any free port)."""
 
     def __init__(self, page: LocalPage, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = _Server((host, port), _handler(page))
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
+        super().__init__(_handler(page), host, port, "web page")
         self.url = f"http://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> WebServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

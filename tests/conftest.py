@@ -28,6 +28,7 @@ from devstack.health import NotHealthy, wait_until_healthy
 from devstack.table import ensure_table, local_client
 from devstack.token import local_stage_env
 from tests import vod_payloads as vod
+from tests.fault_proxy import FaultProxy
 from vodlocal import Config, Handle, start
 
 
@@ -52,6 +53,17 @@ def table_name(dynamodb: Any) -> str:
 @pytest.fixture
 def storage(dynamodb: Any, table_name: str) -> Storage:
     return Storage.over(dynamodb, table_name)
+
+
+@pytest.fixture
+def proxy(dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy to the local DynamoDB endpoint (tests/fault_proxy.py), forwarding everything
+    until a test sets its plan."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "local")
+    faults = FaultProxy(dynamodb_endpoint, lambda _number, _operation: None)
+    yield faults
+    faults.stop()
 
 
 @pytest.fixture

@@ -120,3 +120,19 @@ def test_make_cost_prints_each_scenario_line_by_line_and_the_idle_stage_costs_li
     for name in ("idle", "10k"):
         lines = {entry["item"]: entry["usd"] for entry in scenarios[name]["lines"]}
         assert line(lines, "CloudWatch custom metrics")[1] <= 1.50
+
+
+def test_the_outbox_pipe_in_the_events_stack_brings_its_lines_idle_and_per_event() -> None:
+    lines = month(1_000)
+    events = 1_000 * cost.Traffic().domain_events_per_upload
+    assert line(lines, "EventBridge Pipes")[1] == pytest.approx(events * PRICES["pipesRequest"]["usd"])
+    assert line(lines, "EventBridge: events on the stage's bus")[1] == pytest.approx(
+        events * PRICES["eventBridgeCustomEvent"]["usd"]
+    )
+    polls = cost.PIPE_POLLS_PER_SECOND * cost.SECONDS_PER_MONTH
+    assert line(month(0), "DynamoDB Streams")[1] == pytest.approx(polls * PRICES["dynamodbStreamsReadRequest"]["usd"])
+    without_pipe = copy.deepcopy(TEMPLATE)
+    del without_pipe["Resources"]["OutboxPipe"]
+    model = cost.Model(cost.read_stage("prod", CONFIG, app.app, without_pipe), MEASURED, PRICES)
+    items = [entry.item for entry in model.month(1_000)]
+    assert not [item for item in items if "EventBridge" in item or "outbox" in item or "Streams" in item]

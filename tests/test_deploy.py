@@ -304,6 +304,7 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Reusing existing deployment package." in first.stdout  # chalice's pip ran in `package` alone
     assert "deploy: changed: stack vod-upload-dev: created" in first.stdout
+    assert "deploy: changed: stack vod-upload-dev-events: created (bus vod-upload-dev)" in first.stdout
     assert "deploy: changed: secret vod-upload/dev: VOD key pair stored" in first.stdout
     assert "smoke: 5 passed, 0 failed" in first.stdout
     document = json.loads(report.read_text())
@@ -397,6 +398,15 @@ def test_deploy_redeploy_and_destroy(emulated: dict[str, str], tmp_path: Path) -
     ) in gone.stdout
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev") is None
     assert stack.describe(aws(emulated, "cloudformation"), "vod-upload-dev-data") is not None
+    # The events stack went with the stage (bus, pipe, dead-letter queue); the table's stream stayed with it.
+    assert "deploy: stack vod-upload-dev-events: deleted (bus, outbox pipe, dead-letter queue)" in gone.stdout
+    assert rehearse.event_delivery(lambda service: aws(emulated, service), STAGE) == rehearse.EventDelivery(
+        None,
+        None,
+        None,
+        None,
+        aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["LatestStreamArn"],
+    )
     assert aws(emulated, "dynamodb").describe_table(TableName="vod-upload-dev")["Table"]["TableStatus"] == "ACTIVE"
     assert not aws(emulated, "lambda").list_functions()["Functions"]
     assert aws(emulated, "iam").get_role(RoleName=made["ApiHandlerRoleArn"].split("/")[-1])  # the bootstrap's: kept
@@ -429,6 +439,7 @@ def test_a_table_left_without_its_stack_is_adopted_with_its_data(emulated: dict[
     marker = {"pk": {"S": "VIDEO#1"}, "sk": {"S": "VIDEO"}}
     template = json.loads(stack.TEMPLATE.read_text())
     template["Resources"].update(json.loads(stack.DATA_TEMPLATE.read_text())["Resources"])
+    del template["Resources"]["Table"]["Properties"]["StreamSpecification"]  # made before the outbox had one
     parameters = [{"ParameterKey": "Stage", "ParameterValue": "legacy"}]
     cloudformation.create_stack(StackName="vod-upload-legacy", TemplateBody=json.dumps(template), Parameters=parameters)
     dynamodb.put_item(TableName="vod-upload-legacy", Item=marker)
@@ -444,6 +455,13 @@ def test_a_table_left_without_its_stack_is_adopted_with_its_data(emulated: dict[
         assert [(r["LogicalResourceId"], r["PhysicalResourceId"]) for r in resources] == [
             ("Table", "vod-upload-legacy")
         ]
+        # The import kept the table as it was, without a stream: the events stack's deploy switches it on.
+        assert "LatestStreamArn" not in dynamodb.describe_table(TableName="vod-upload-legacy")["Table"]
+        stream = stack.table_stream_arn(dynamodb, "vod-upload-legacy")
+        described = dynamodb.describe_table(TableName="vod-upload-legacy")["Table"]
+        assert described["LatestStreamArn"] == stream
+        assert described["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        assert stack.table_stream_arn(dynamodb, "vod-upload-legacy") == stream  # once
     finally:
         stack.delete(cloudformation, "vod-upload-legacy")
         stack.delete(cloudformation, "vod-upload-legacy-data")
@@ -480,7 +498,11 @@ def test_make_rehearse_prints_the_api_the_vod_config_and_a_passing_smoke_test(tm
         "rehearsal: destroy, then deploy again: video 5285890800000001 read back as written; REST APIs in the "
         "account: 1"
     )
-    assert lines[5] == "rehearsal: PASSED"
+    assert lines[5] == (
+        "rehearsal: domain events: bus arn:aws:events:us-east-1:123456789012:event-bus/vod-upload-dev, dead-letter "
+        "queue present, pipe from the table's stream to the bus; destroy removed the bus"
+    )
+    assert lines[6] == "rehearsal: PASSED"
     assert result.stdout.count("smoke: 5 passed, 0 failed") == 3
     assert all(check["passed"] for check in json.loads(report.read_text())["checks"])
 

@@ -52,7 +52,7 @@ from chalice.deploy import models
 from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
 
 from deploy.bootstrap import bootstrapped_stages
-from deploy.stack import stack_name
+from deploy.stack import data_stack_name, events_stack_name, outbox_pipe_role_name, stack_name
 from deploy.stage import ACCOUNT_PLACEHOLDER, state_key, with_account
 from tests.aws_calls import (
     BOOTSTRAP,
@@ -69,6 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = BOOTSTRAP
 STAGE_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "stage.json").read_text())
 DATA_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "data.json").read_text())
+EVENTS_TEMPLATE: dict[str, Any] = json.loads((ROOT / "infra" / "events.json").read_text())
 CHALICE_CONFIG: dict[str, Any] = json.loads((ROOT / ".chalice" / "config.json").read_text())
 CHALICE_SOURCE = Path(chalice.__file__).parent
 CFN_LINT_DATA = Path(cfnlint.__file__).parent / "data"
@@ -82,6 +83,7 @@ GITHUB = "token.actions.githubusercontent.com"
 ROLE = TEMPLATE["Resources"]["DeployRole"]
 # The functions' execution roles (chalice's config key of the function -> the role's logical id).
 FUNCTION_ROLES = {"api_handler": "ApiHandlerRole", "pull_vod_events": "PullVodEventsRole", "reconcile": "ReconcileRole"}
+PIPE_ROLE = "OutboxPipeRole"  # the role infra/events.json's pipe runs with
 
 
 def as_list(value: Any) -> list[Any]:
@@ -98,7 +100,11 @@ def role_statements(stage: str) -> list[dict[str, Any]]:
 
 
 def function_role_arn(stage: str, function: str) -> str:
-    arn: str = resolved({"Fn::GetAtt": [FUNCTION_ROLES[function], "Arn"]}, stage)
+    return role_arn(stage, FUNCTION_ROLES[function])
+
+
+def role_arn(stage: str, logical_id: str) -> str:
+    arn: str = resolved({"Fn::GetAtt": [logical_id, "Arn"]}, stage)
     return arn
 
 
@@ -190,6 +196,11 @@ def stage_names(stage: str) -> dict[str, str]:
     bucket = f"{stack_name(stage)}-statebucket-1a2b3c4d5e6f"
     return {
         "stack": arn("cloudformation", f"stack/{stack_name(stage)}/0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"),
+        "data_stack": arn("cloudformation", f"stack/{data_stack_name(stage)}/1f1e2d3c-aaaa-bbbb-cccc-0123456789ab"),
+        "events_stack": arn("cloudformation", f"stack/{events_stack_name(stage)}/2f1e2d3c-aaaa-bbbb-cccc-0123456789ab"),
+        "bus": arn("events", f"event-bus/{app}-{stage}"),
+        "queue": arn("sqs", f"{app}-{stage}-outbox-dlq"),
+        "pipe": arn("pipes", f"pipe/{app}-{stage}-outbox"),
         "table": arn("dynamodb", f"table/{app}-{stage}"),
         "secret": arn("secretsmanager", f"secret:{app}/{stage}-Ab12Cd"),
         "bucket": arn("s3", bucket, region=False, account=False),
@@ -537,6 +548,7 @@ PROPERTY_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "GlobalSecondaryIndexes": (),
         "SSESpecification": (),  # the AWS managed key: no kms permission of the caller's
         "TimeToLiveSpecification": ("dynamodb:UpdateTimeToLive",),
+        "StreamSpecification": (),  # part of CreateTable / UpdateTable
         "PointInTimeRecoverySpecification": ("dynamodb:UpdateContinuousBackups",),
     },
     "AWS::SecretsManager::Secret": {
@@ -611,6 +623,24 @@ PROPERTY_ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
+PROPERTY_ACTIONS |= {
+    "AWS::Events::EventBus": {
+        "": ("events:CreateEventBus", "events:UpdateEventBus", "events:TagResource", "events:UntagResource"),
+        "Name": (),
+    },
+    "AWS::SQS::Queue": {
+        "": ("sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:TagQueue", "sqs:UntagQueue"),
+        "QueueName": (),
+        "MessageRetentionPeriod": ("sqs:SetQueueAttributes",),  # CreateQueue's attribute, or its update
+        "SqsManagedSseEnabled": ("sqs:SetQueueAttributes",),
+    },
+    "AWS::Pipes::Pipe": {
+        "": ("pipes:CreatePipe", "pipes:UpdatePipe", "pipes:TagResource", "pipes:UntagResource"),
+        # RoleArn: iam:PassRole of the bootstrap's pipe role, to pipes.amazonaws.com (cloudformation_needs).
+        **dict.fromkeys(("Name", "Description", "DesiredState", "RoleArn", "Source", "SourceParameters", "Target"), ()),
+        "TargetParameters": (),
+    },
+}
 # Delete-handler actions for what infra/stage.json does not use.
 UNUSED_DELETE_ACTIONS = {"secretsmanager:RemoveRegionsFromReplication": "the secret has no ReplicaRegions"}
 SERVICE = {
@@ -620,13 +650,17 @@ SERVICE = {
     "AWS::Cognito::UserPool": ("cognito-idp", "user_pool"),
     "AWS::Cognito::UserPoolClient": ("cognito-idp", "user_pool"),
     "AWS::CloudWatch::Alarm": ("cloudwatch", "alarm"),
+    "AWS::Events::EventBus": ("events", "bus"),
+    "AWS::SQS::Queue": ("sqs", "queue"),
+    "AWS::Pipes::Pipe": ("pipes", "pipe"),
 }
 
 
 def cloudformation_needs(stage: str) -> list[Need]:
     names = stage_names(stage)
     needs = []
-    for logical_id, resource in {**STAGE_TEMPLATE["Resources"], **DATA_TEMPLATE["Resources"]}.items():
+    templates = (STAGE_TEMPLATE, DATA_TEMPLATE, EVENTS_TEMPLATE)
+    for logical_id, resource in {k: v for t in templates for k, v in t["Resources"].items()}.items():
         kind = resource["Type"]
         assert kind in SERVICE, f"{logical_id}: no model of what CloudFormation needs for {kind}; add one"
         service, name = SERVICE[kind]
@@ -646,6 +680,10 @@ def cloudformation_needs(stage: str) -> list[Need]:
         for action in sorted(actions | mapped):
             target = (alarm_arn(resource, stage) if name == "alarm" else names[name]) if resource_types(action) else "*"
             needs.append(Need(action, target, tags_of(target, stage), f"CloudFormation, {logical_id} ({kind})"))
+        if kind == "AWS::Pipes::Pipe":
+            passed = (("iam:PassedToService", "pipes.amazonaws.com"),)
+            why = f"CloudFormation, {logical_id}: the pipe's RoleArn is passed to it"
+            needs.append(Need("iam:PassRole", role_arn(stage, PIPE_ROLE), passed, why))
     return needs
 
 
@@ -657,6 +695,18 @@ def script_needs(stage: str) -> list[Need]:
     n = stage_names(stage)
     any_key = n["bucket"] + "/any/key"
     listed = [
+        (action, n[stack], f"deploy/stack.py: {why} ({stack})")
+        for stack in ("data_stack", "events_stack")
+        for action, why in (
+            ("cloudformation:DescribeStacks", "describe, and the stack waiters"),
+            ("cloudformation:CreateStack", "apply_data / apply_events"),
+            ("cloudformation:UpdateStack", "apply_data / apply_events"),
+            ("cloudformation:DeleteStack", "delete (destroy)"),
+            ("cloudformation:DescribeStackEvents", "why a stack failed"),
+        )
+    ]
+    listed += [
+        ("dynamodb:UpdateTable", n["table"], "deploy/stack.py: table_stream_arn of a table adopted without a stream"),
         ("cloudformation:DescribeStacks", n["stack"], "deploy/stack.py: describe, and the stack waiters"),
         ("cloudformation:CreateStack", n["stack"], "deploy/stack.py: apply"),
         ("cloudformation:UpdateStack", n["stack"], "deploy/stack.py: apply"),
@@ -665,9 +715,9 @@ def script_needs(stage: str) -> list[Need]:
         ("cloudformation:ValidateTemplate", "*", "deploy/preflight.py: the templates before any change"),
         # A table left without its data stack (an older destroy kept it) is adopted by an IMPORT change set.
         ("dynamodb:DescribeTable", n["table"], "deploy/stack.py: table_exists"),
-        ("cloudformation:CreateChangeSet", n["stack"], "deploy/stack.py: _import_table"),
-        ("cloudformation:DescribeChangeSet", n["stack"], "deploy/stack.py: _import_table (its waiter)"),
-        ("cloudformation:ExecuteChangeSet", n["stack"], "deploy/stack.py: _import_table"),
+        ("cloudformation:CreateChangeSet", n["data_stack"], "deploy/stack.py: _import_table"),
+        ("cloudformation:DescribeChangeSet", n["data_stack"], "deploy/stack.py: _import_table (its waiter)"),
+        ("cloudformation:ExecuteChangeSet", n["data_stack"], "deploy/stack.py: _import_table"),
         ("secretsmanager:GetSecretValue", n["secret"], "deploy/preflight.py: read_secret"),
         ("secretsmanager:PutSecretValue", n["secret"], "deploy/deploy.py: first-deploy VOD keys"),
         ("s3:GetObject", n["state"], "deploy/stage.py: restore_state"),
@@ -684,7 +734,7 @@ def script_needs(stage: str) -> list[Need]:
     ]
     listed += [
         ("iam:GetRole", role, "deploy/preflight.py: the bootstrap's roles exist")
-        for role in function_roles(stage).values()
+        for role in [*function_roles(stage).values(), role_arn(stage, PIPE_ROLE)]
     ]
     function = arn("lambda", f"function:{CHALICE_CONFIG['app_name']}-{stage}")
     listed.append(("lambda:GetFunctionConfiguration", function, "the deployed function's configuration"))
@@ -763,7 +813,7 @@ def test_the_oidc_provider_is_github_and_is_made_only_when_none_is_named() -> No
 def test_the_template_makes_roles_and_their_policy_and_no_user_and_no_key() -> None:
     kinds = {logical_id: resource["Type"] for logical_id, resource in TEMPLATE["Resources"].items()}
     roles = {logical_id for logical_id, kind in kinds.items() if kind == "AWS::IAM::Role"}
-    assert roles == {"DeployRole", *FUNCTION_ROLES.values()}
+    assert roles == {"DeployRole", *FUNCTION_ROLES.values(), PIPE_ROLE}
     assert set(kinds.values()) == {"AWS::IAM::Role", "AWS::IAM::OIDCProvider", "AWS::IAM::ManagedPolicy"}
     assert TEMPLATE["Outputs"]["RoleArn"]["Value"] == {"Fn::GetAtt": ["DeployRole", "Arn"]}
 
@@ -806,6 +856,43 @@ def test_the_function_roles_trust_lambda_alone_and_share_the_function_policy() -
     # tests/test_iam_policy.py proves this policy against what the app's code sends.
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_pipe_role_is_assumed_by_its_pipe_alone_and_reads_the_stream_into_the_bus(stage: str) -> None:
+    resource = TEMPLATE["Resources"][PIPE_ROLE]["Properties"]
+    assert resolved(resource["RoleName"], stage) == outbox_pipe_role_name(stage)
+    pipe = EVENTS_TEMPLATE["Resources"]["OutboxPipe"]["Properties"]
+    assert pipe["RoleArn"]["Fn::Sub"].endswith("${AppName}-${Stage}-outbox-pipe")  # events.json names it
+    [trust] = resolved(resource["AssumeRolePolicyDocument"], stage)["Statement"]
+    names = stage_names(stage)
+    assert trust == {
+        "Effect": "Allow",
+        "Principal": {"Service": "pipes.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": FAKE_ACCOUNT, "aws:SourceArn": names["pipe"]}},
+    }
+    [policy] = resource["Policies"]
+    statements = resolved(policy["PolicyDocument"], stage)["Statement"]
+    stream = f"{names['table']}/stream/2026-12-02T06:30:00.000"
+    wanted = [
+        *(Need(f"dynamodb:{a}", stream) for a in ("DescribeStream", "GetRecords", "GetShardIterator")),
+        Need("dynamodb:ListStreams", "*"),
+        Need("events:PutEvents", names["bus"]),
+        Need("sqs:SendMessage", names["queue"]),
+    ]
+    assert all(allowed(need, statements) for need in wanted)
+    granted = {(a, r) for s in statements for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
+    assert len(granted) == len(wanted)  # nothing else
+    other = "prod" if stage != "prod" else "dev"
+    refused = [
+        Need("dynamodb:GetRecords", f"{stage_names(other)['table']}/stream/2026-12-02T06:30:00.000"),
+        Need("dynamodb:GetItem", names["table"]),
+        Need("events:PutEvents", arn("events", "event-bus/default")),
+        Need("events:PutEvents", stage_names(other)["bus"]),
+        Need("sqs:SendMessage", stage_names(other)["queue"]),
+    ]
+    assert not [need for need in refused if allowed(need, statements)]
+
+
 # -- the permissions ---------------------------------------------------------------------------------------
 
 
@@ -836,7 +923,9 @@ def test_every_resource_is_named_after_the_app_and_the_stage_wherever_iam_allows
                 assert not any(named.values()), f"{statement['Sid']}: these could be named: {named}"
                 continue
             if "Fn::GetAtt" in resource:  # one of this stack's roles
-                assert resource["Fn::GetAtt"][0] in FUNCTION_ROLES.values(), f"{statement['Sid']}: {resource}"
+                assert resource["Fn::GetAtt"][0] in {*FUNCTION_ROLES.values(), PIPE_ROLE}, (
+                    f"{statement['Sid']}: {resource}"
+                )
                 continue
             assert set(resource) == {"Fn::Sub"}, f"{statement['Sid']}: {resource}"
             pattern: str = resource["Fn::Sub"]
@@ -895,6 +984,7 @@ SHARED_ACROSS_STAGES = {
     "cloudformation:ValidateTemplate": "no resource: checks a template",
     "secretsmanager:GetRandomPassword": "no resource: returns random characters",
     "cognito-idp:CreateUserPool": "no resource: makes a new, empty pool",
+    "events:RemovePermission": "no resource: the bus delete handler's (a bus policy statement by bus name)",
     "apigateway:GET": "/restapis/*",
     "apigateway:POST": "/restapis, /restapis/*/deployments",
     "apigateway:PUT": "/restapis/*",
@@ -956,6 +1046,16 @@ def test_the_deploy_role_can_make_or_widen_no_role_and_pass_only_its_functions_r
     for role in own_roles:
         for service in ("ec2.amazonaws.com", "cloudformation.amazonaws.com", "events.amazonaws.com"):
             assert not allowed(Need("iam:PassRole", role, (("iam:PassedToService", service),)), statements)
+    # And the outbox pipe's role to EventBridge Pipes alone; no function role to Pipes.
+    pipe_role = role_arn(stage, PIPE_ROLE)
+    to_pipes = (("iam:PassedToService", "pipes.amazonaws.com"),)
+    assert allowed(Need("iam:PassRole", pipe_role, to_pipes), statements)
+    for service in ("lambda.amazonaws.com", "events.amazonaws.com", "states.amazonaws.com"):
+        assert not allowed(Need("iam:PassRole", pipe_role, (("iam:PassedToService", service),)), statements)
+    assert not any(allowed(Need("iam:PassRole", role, to_pipes), statements) for role in own_roles)
+    assert not allowed(
+        Need("iam:CreateRole", arn("iam", f"role/{outbox_pipe_role_name(stage)}-2", region=False)), statements
+    )
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,15 @@ def assert_stopped_cleanly(dev: MakeDev) -> None:
 
 def components_seen(dev: MakeDev) -> None:
     commands = " | ".join(dev.seen.values())
-    for fragment in ("make dev", "-m devstack.run", "-m devstack.dynamodb", "-m vodlocal", "-m devstack.api"):
+    fragments = (
+        "make dev",
+        "-m devstack.run",
+        "-m devstack.dynamodb",
+        "-m vodlocal",
+        "-m devstack.api",
+        "-m devstack.events",
+    )
+    for fragment in fragments:
         assert fragment in commands, commands
 
 

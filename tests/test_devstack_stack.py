@@ -31,7 +31,12 @@ from vodlocal.testing import run_harness
 
 NODE = shutil.which("node")
 MiB = 1 << 20
-COMPONENTS = {"api": "-m devstack.api", "vodlocal": "-m vodlocal", "dynamodb": "-m devstack.dynamodb"}
+COMPONENTS = {
+    "api": "-m devstack.api",
+    "vodlocal": "-m vodlocal",
+    "dynamodb": "-m devstack.dynamodb",
+    "events": "-m devstack.events",
+}
 
 
 def free_ports(count: int) -> list[int]:
@@ -75,7 +80,8 @@ class MakeDev:
     """`make dev` in its own session and process group; output to `log` (or to a pseudo-terminal)."""
 
     def __init__(self, workdir: Path, terminal: bool = False) -> None:
-        self.api_port, self.vod_port, self.dynamodb_port, self.web_port, self.vod_tls_port = free_ports(5)
+        ports = free_ports(6)
+        self.api_port, self.vod_port, self.dynamodb_port, self.web_port, self.vod_tls_port, self.events_port = ports
         self.workdir = workdir
         self.log_path = workdir / "make-dev.log"
         self.terminal = terminal
@@ -86,6 +92,7 @@ class MakeDev:
             "DEVSTACK_DYNAMODB_PORT": str(self.dynamodb_port),
             "DEVSTACK_WEB_PORT": str(self.web_port),
             "DEVSTACK_VOD_TLS_PORT": str(self.vod_tls_port),
+            "DEVSTACK_EVENTS_PORT": str(self.events_port),
             "DEVSTACK_VODLOCAL_DIR": str(workdir / "vodlocal"),
             "DEVSTACK_TLS_DIR": str(workdir / "tls"),
         }
@@ -99,7 +106,7 @@ class MakeDev:
 
     @property
     def ports(self) -> list[int]:
-        return [self.api_port, self.vod_port, self.dynamodb_port, self.web_port, self.vod_tls_port]
+        return [self.api_port, self.vod_port, self.dynamodb_port, self.web_port, self.vod_tls_port, self.events_port]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -406,3 +413,16 @@ def test_make_dev_event_mode_pull_attributes_web_sdk_uploads_through_the_consume
         assert dev.survivors() == {}
     finally:
         dev.cleanup()
+
+
+def test_an_outbox_row_reaches_the_events_sink_and_make_devs_output(stack: MakeDev) -> None:
+    from devstack.table import local_client
+    from devstack.token import local_stage_env
+    from tests.test_events_delivery import envelope, outbox_put, wait_for_envelope
+
+    table = local_stage_env()["TABLE_NAME"]
+    put = outbox_put(table, "upload.attributed", "alice", "up-make-dev", "5285890800000042", title="clip")
+    local_client(f"http://127.0.0.1:{stack.dynamodb_port}").transact_write_items(TransactItems=[put])
+    sink = f"http://127.0.0.1:{stack.events_port}"
+    assert wait_for_envelope(sink, envelope(put)).count(envelope(put)) == 1
+    stack.wait_until(f"upload.attributed {envelope(put)['id']} owner=alice uploadId=up-make-dev")

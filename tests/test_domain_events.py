@@ -18,6 +18,7 @@ from chalicelib.domain_events import (
     VIDEO_PROCESSED,
     DomainEvent,
     EventTooLarge,
+    within_bound,
 )
 from chalicelib.items import item_to_envelope, outbox_item, outbox_key
 from chalicelib.storage import Storage
@@ -71,6 +72,14 @@ def test_data_is_bounded_with_an_error_naming_the_event_and_the_size() -> None:
         attributed(data={"text": "x" * (MAX_DATA_BYTES - overhead + 1)})
     with pytest.raises(EventTooLarge):  # bytes, not characters: each escapes to six
         attributed(data={"text": "é" * (MAX_DATA_BYTES // 6 + 1)})
+
+
+def test_an_events_builder_keeps_its_data_within_the_bound() -> None:
+    fields = {"metadata": {"note": "m" * 9000}, "title": "t" * 9000, "kind": "orphan", "hostile": "h" * 20_000}
+    fitted = within_bound(fields, ("metadata",))
+    assert fitted == {"metadata": None, "title": "t" * 9000, "kind": "orphan", "hostile": None}
+    assert within_bound({"kind": "orphan"}, ("kind",)) == {"kind": "orphan"}  # nothing dropped that fits
+    attributed(data=fitted)
 
 
 def test_an_event_names_a_known_type_and_a_natural_key() -> None:

@@ -26,6 +26,7 @@ import pytest
 from chalicelib import container
 from tests.conftest import ApiFactory, TokenFactory, bearer, start_pull_vodlocal, with_policy
 from tests.fault_proxy import FaultProxy, Plan
+from tests.test_outbox import outbox, types
 from tests.test_pull_consumer import Post, as_user, upload_through
 from tests.vodlocal.conftest import wait_until_pushed
 from vodlocal import Config, Handle, start
@@ -100,6 +101,7 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     token_for: TokenFactory,
     stage_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
+    dynamodb: Any,
 ) -> None:
     api = api_factory()
     tokens = {f"user{n}": token_for(f"user{n}") for n in range(USERS)}
@@ -131,11 +133,17 @@ def test_200_pulled_uploads_under_dynamodb_faults_are_each_attributed_once_and_n
     counted = tally(
         pull_vod, lambda user: api.get("/videos?limit=100", headers=bearer(tokens[user])).json_body["videos"], tokens
     )
+    # Each attribution committed its event with it: one per video, none for a write that did not commit.
+    events = outbox(dynamodb, stage_env["TABLE_NAME"])
     figures = {
         "uploads": UPLOADS, **counted.figures(), "consumerRuns": runs, "seconds": round(elapsed, 1),
         "outcomes": dict(outcomes), "faults": dict(proxy.faults), "dynamodbRequests": proxy.requests,
+        "events": len(events), "distinctEventIds": len({event["id"] for event in events}),
     }  # fmt: skip
     print(f"PULL under faults: {json.dumps(figures)}")
+    attributions = sorted((event["owner"], event["fileId"], event["uploadId"]) for event in events)
+    assert types(events) == {"upload.attributed": UPLOADS} and attributions == sorted(counted.listed), figures
+    assert figures["distinctEventIds"] == UPLOADS, figures
     assert sorted(counted.committed.values()) == sorted(made), figures  # vodlocal committed each upload once
     assert counted.lost == set(), figures
     assert counted.listed_twice == [] and counted.misattributed(made) == [], figures

@@ -59,7 +59,8 @@ def video(stack: Stack, file_id: str, user: str = "alice") -> dict[str, Any]:
 
 
 def outbox(stack: Stack) -> list[dict[str, Any]]:
-    rows = [item for item in stack.items() if item["pk"]["S"].startswith("OUTBOX#")]
+    """The `quota.exceeded` rows (other facts publish theirs)."""
+    rows = [item for item in stack.items() if item.get("type", {}).get("S") == "quota.exceeded"]
     return [
         {name: item[name]["S"] for name in ("eventId", "type", "owner", "uploadId", "fileId")}
         | {"data": json.loads(item["data"]["S"])}
@@ -163,6 +164,8 @@ def test_vods_file_deleted_gives_the_bytes_back_once(stack: Stack) -> None:
         assert stack.deliver(vod.file_deleted("5285890000000501", "5285890000000502")).status_code == 200
     assert me(stack)["usage"] == {"bytesStored": 0, "videos": 0, "openIntents": 0, "bytesReserved": 0}
     assert stack.videos() == []
+    deleted = [item["fileId"]["S"] for item in stack.items() if item.get("type", {}).get("S") == "video.deleted"]
+    assert sorted(deleted) == ["5285890000000501", "5285890000000502"]  # with the usage, once each
     attribute(stack, "5285890000000503", 1000)  # the room is back
     assert video(stack, "5285890000000503")["quotaExceeded"] == []
 
@@ -268,5 +271,6 @@ def check_concurrent_completes(
         if call("GET", f"{chalice_local}/videos/{file_id}", token=alice)[1]["quotaExceeded"] == ["bytes"]
     ]
     assert len(marked) == UPLOADS - QUOTA // SIZE
-    events = [item for item in dynamodb.scan(TableName=table_name)["Items"] if item["pk"]["S"].startswith("OUTBOX#")]
+    rows = dynamodb.scan(TableName=table_name)["Items"]
+    events = [item for item in rows if item.get("type", {}).get("S") == "quota.exceeded"]
     assert sorted(item["fileId"]["S"] for item in events) == sorted(marked)

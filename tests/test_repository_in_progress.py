@@ -4,7 +4,6 @@ its attempt budget."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,17 +18,8 @@ from tests.test_repository_conflicts import attributed
 from tests.test_repository_limits import NOW, intent
 
 
-@pytest.fixture
-def proxy(dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "local")
-    faults = FaultProxy(dynamodb_endpoint, lambda _number, _operation: None)
-    yield faults
-    faults.stop()
-
-
 def through(proxy: FaultProxy, table_name: str, sleeps: list[float]) -> Storage:
-    """The repository as the app builds it (its quick-to-give-up client), talking to the proxy."""
+    """The storage as the app builds it (its quick-to-give-up client), talking to the proxy."""
     return Storage.over(aws.client("dynamodb", "us-east-1", proxy.url), table_name, sleep=sleeps.append)
 
 

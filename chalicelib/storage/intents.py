@@ -3,6 +3,7 @@ by abandon or expiry. Their completion is the video's attribution (chalicelib/st
 
 from __future__ import annotations
 
+from chalicelib.domain_events import upload_expired
 from chalicelib.errors import CompletionLost, IdCollision, LimitReached, ServiceUnavailable, SignatureRefused
 from chalicelib.items import (
     ABANDONED,
@@ -19,6 +20,7 @@ from chalicelib.items import (
     string_set,
     upload_key,
 )
+from chalicelib.storage.outbox import outbox_put
 from chalicelib.storage.table import Reasons, Table, failed, new_token
 from chalicelib.uploads import IntentLimits, UploadIntent
 
@@ -200,8 +202,9 @@ class IntentStorage:
 
     def expire_closed_intents(self, partition: str, now: int, limit: int) -> tuple[int, list[str]]:
         """Close as expired up to `limit` intents of one open-intent partition whose last signature expired
-        before `now`, releasing their open slots: returns how many were looked at, and the ids expired. Each
-        one leaves the partition, expired or not (an intent completed meanwhile already had)."""
+        before `now`, releasing their open slots and publishing `upload.expired`: returns how many were
+        looked at, and the ids expired. Each one leaves the partition, expired or not (an intent completed
+        meanwhile already had)."""
         items = self._table.index_partition(partition, limit, before=now)
         return len(items), [intent.upload_id for intent in map(item_to_intent, items) if self._expire(intent, now)]
 
@@ -220,11 +223,12 @@ class IntentStorage:
                 }
             },
             "open slot": release_slot_item(self._table, intent),
+            "event": outbox_put(self._table, upload_expired(intent, now)),
         }  # fmt: skip
 
         def settle(reasons: Reasons) -> bool:
-            if failed(reasons["intent"]):
-                raise CompletionLost(intent.upload_id)  # completed or abandoned since the index was read
+            if failed(reasons["intent"]) or failed(reasons["event"]):
+                raise CompletionLost(intent.upload_id)  # completed, abandoned or expired since the index was read
             return False
 
         try:

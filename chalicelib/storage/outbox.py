@@ -6,9 +6,13 @@ the fact was committed before (its natural key, hence its event id, is the same)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chalicelib.domain_events import DomainEvent
 from chalicelib.items import Item, outbox_item
-from chalicelib.storage.table import Table
+
+if TYPE_CHECKING:
+    from chalicelib.storage.table import Table
 
 
 def outbox_put(table: Table, event: DomainEvent) -> Item:

@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from chalicelib import deadline
+from chalicelib.domain_events import DomainEvent
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.items import Item, as_s, sort_key_before
+from chalicelib.storage.outbox import outbox_put
 
 T = TypeVar("T")
 # The per-item reasons DynamoDB gives for cancelling a transaction, by the name the caller gave each item.
@@ -46,6 +48,16 @@ class Again:
 
 
 AGAIN = Again()
+
+
+class AlreadyPublished(Exception):
+    """A write's event is in the outbox already: its fact was committed before (by this write's earlier
+    attempt, or a copy of it), so nothing was written now."""
+
+
+class _ConditionFailed(Exception):
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
 
 
 def failed(reason: Mapping[str, Any]) -> bool:
@@ -124,10 +136,14 @@ class Table:
             self._pause_before_retry(number, operation, race)
         raise AssertionError("unreachable: the last attempt raises")
 
-    def conditional_update(self, **request: Any) -> dict[str, Any] | None:
-        """UpdateItem; None when it applied, else the old item (empty if none) whose condition failed."""
+    def conditional_update(self, event: DomainEvent | None = None, **request: Any) -> dict[str, Any] | None:
+        """UpdateItem; None when it applied, else the old item (empty if none) whose condition failed. With
+        an `event`, the update and the event's outbox row are one transaction; AlreadyPublished if the
+        row is there already (and the update's own condition held)."""
         from botocore.exceptions import ClientError
 
+        if event is not None:
+            return self._update_publishing(event, request)
         try:
             self.call("update_item", TableName=self.name, **request)
         except ClientError as exc:
@@ -155,6 +171,23 @@ class Table:
         )
         items: list[Item] = response.get("Items", [])
         return items
+
+    def _update_publishing(self, event: DomainEvent, request: dict[str, Any]) -> dict[str, Any] | None:
+        update = {"TableName": self.name, **request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        items = {"update": {"Update": update}, "event": outbox_put(self, event)}
+
+        def settle(reasons: Reasons) -> bool:
+            if failed(reasons["update"]):
+                raise _ConditionFailed(dict(reasons["update"].get("Item") or {}))
+            if failed(reasons["event"]):
+                raise AlreadyPublished(event.event_id)
+            return False
+
+        try:
+            self.commit(items, settle)
+        except _ConditionFailed as condition:
+            return condition.item
+        return None
 
     @staticmethod
     def send_unawaited(what: str, write: Callable[[], Any], **fields: str) -> None:

@@ -17,6 +17,7 @@ from chalicelib.items import (
     as_n,
     as_s,
     get_n,
+    get_s,
     limits_key,
     quota_deletion_key,
     slot_ends,
@@ -151,7 +152,15 @@ class UsageStorage:
             )
         return {"Update": update}
 
-    def uncount_item(self, owner: str, counted: int) -> Item:
+    def deletion_items(self, file_id: str, owner: str, video: Item, now: int) -> dict[str, Item]:
+        """What a video's deletion gives back (its `countedBytes`, one video) and, if the `delete` rule condemned it,
+        the sweep's work item taken off its list. `video`: the video item as read for the deletion."""
+        items = {"usage": self._uncount_item(owner, get_n(video, "countedBytes") or 0)}
+        if get_s(video, "overQuota") == "delete" and "quotaExceeded" in video:
+            items["deletion"] = self._done_item(file_id, now)
+        return items
+
+    def _uncount_item(self, owner: str, counted: int) -> Item:
         return {
             "Update": {
                 "TableName": self._table.name,
@@ -180,7 +189,7 @@ class UsageStorage:
             }
         return items
 
-    def done_item(self, file_id: str, now: int) -> Item:
+    def _done_item(self, file_id: str, now: int) -> Item:
         """Takes the sweep's work item off its list once the video is deleted; the item expires a week later."""
         return {
             "Update": {

@@ -4,8 +4,16 @@ its deletion, and the owner's listing."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.domain_events import (
+    MAX_DATA_BYTES,
+    DomainEvent,
+    upload_attributed,
+    video_deleted,
+    video_processing_finished,
+)
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere
 from chalicelib.events import ProcessingUpdate
 from chalicelib.items import (
@@ -14,13 +22,13 @@ from chalicelib.items import (
     Item,
     as_n,
     as_s,
-    get_n,
     get_s,
     item_to_video,
     owner_partition,
     page_key,
     page_start,
     processing_entry,
+    stored_snapshot,
     string_set,
     upload_key,
     video_key,
@@ -28,7 +36,8 @@ from chalicelib.items import (
 )
 from chalicelib.quotas import UNLIMITED, QuotaBreak, QuotaTerms, known_duration, stored_size
 from chalicelib.storage.intents import release_slot_item
-from chalicelib.storage.table import AGAIN, Again, Reasons, Table, failed
+from chalicelib.storage.outbox import outbox_put
+from chalicelib.storage.table import AGAIN, Again, AlreadyPublished, Reasons, Table, failed
 from chalicelib.storage.usage import Attribution, UsageStorage
 from chalicelib.uploads import UploadIntent
 from chalicelib.videos import PageKey, Video
@@ -45,8 +54,9 @@ class VideoStorage:
     def complete_upload(
         self, intent: UploadIntent, video: Video, now: int, quota: QuotaTerms = UNLIMITED
     ) -> list[QuotaBreak]:
-        """Intent open -> completed with this FileId, the video record, the open slot released and the owner's
-        usage counted: one transaction, so an upload is attributed and counted exactly once or not at all.
+        """Intent open -> completed with this FileId, the video record, the open slot released, the owner's usage
+        counted and `upload.attributed` published: one transaction, so an upload is attributed and counted
+        exactly once or not at all.
         Returns the quotas it broke (the video is marked, and each break published, in the same transaction).
         Raises CompletionLost if the intent is no longer open, FileOwnedElsewhere if another user's video has
         this FileId."""
@@ -95,6 +105,7 @@ class VideoStorage:
                 }
             }
             items["open slot"] = release_slot_item(self._table, intent)
+            items["event"] = outbox_put(self._table, upload_attributed(video))
             if not attribution.deleted:
                 items["usage"] = self._usage.count_item(intent.owner, attribution)
             items.update(self._usage.break_items(intent.owner, intent.upload_id, video.file_id, breaks, now))
@@ -103,8 +114,8 @@ class VideoStorage:
 
         def settle(reasons: Reasons) -> bool:
             nonlocal changes
-            if failed(reasons["intent"]):
-                raise CompletionLost(intent.upload_id)
+            if failed(reasons["intent"]) or failed(reasons["event"]):
+                raise CompletionLost(intent.upload_id)  # completed since it was read: a duplicate, or lost
             if failed(reasons["video"]):
                 if "deletedAt" not in reasons["video"].get("Item", {}) or attribution.deleted:
                     raise FileOwnedElsewhere(video.file_id)
@@ -123,53 +134,71 @@ class VideoStorage:
 
     def file_owner(self, file_id: str) -> str | None:
         """Whom a FileId is attributed to, if anyone (a consistent read: the sweep deletes only what nobody owns)."""
-        response = self._table.call(
-            "get_item",
-            TableName=self._table.name,
-            Key=video_key(file_id),
-            ConsistentRead=True,
-            ProjectionExpression="#owner",
-            ExpressionAttributeNames={"#owner": "owner"},
-        )
-        return get_s(response.get("Item", {}), "owner")
+        return get_s(self._attribution(file_id), "owner")
 
     def apply_processing(self, update: ProcessingUpdate, now: int) -> bool:
         """Store a task-flow snapshot under its TaskId in the video's `processing` map, unless a later
         snapshot of the same task is already there. Each task flow is ordered on its own, so the final
         record does not depend on the order in which snapshots of several flows arrive. The map holds at most
         MAX_TASK_FLOWS flows: a new one takes the place of the least recently updated (never of the upload's
-        own flow), so that no number of flows takes the item past DynamoDB's size limit."""
+        own flow), so that no number of flows takes the item past DynamoDB's size limit.
+
+        The first FINISH snapshot of a flow stored publishes `video.processed` (or `_failed`) in the same
+        transaction, naming the video's owner as read just before (the write holds only if it still is);
+        a later copy of it is stored alone."""
         entry = processing_entry(update, now)
 
         def attempt() -> bool | Again:
-            old = self._table.conditional_update(
-                Key=video_key(update.file_id),
-                UpdateExpression="SET processing.#task = :entry",
-                ConditionExpression=(
-                    "attribute_exists(processing) AND (processing.#task.#rank <= :rank OR "
-                    "(attribute_not_exists(processing.#task) AND size(processing) < :flows))"
-                ),
-                ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
-                ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank), ":flows": as_n(MAX_TASK_FLOWS)},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            if old is None:
-                return True
-            if "processing" not in old:
-                created = self._table.conditional_update(  # first snapshot for this file: create the map
-                    Key=video_key(update.file_id),
-                    UpdateExpression="SET processing = :tasks",
-                    ConditionExpression="attribute_not_exists(processing)",
-                    ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
-                )
-                return True if created is None else AGAIN
-            if update.task_id in old["processing"]["M"]:
-                return False  # a later snapshot of this task is already stored
-            return self._replace_oldest_flows(update, entry, old)
+            publishing = self._publishing(update, now) if update.status == FINISHED else None
+            try:
+                return self._store_snapshot(update, entry, publishing)
+            except _AttributionChanged:
+                return AGAIN
+            except AlreadyPublished:
+                return self._store_snapshot(update, entry, None)
 
         return self._table.until_settled("UpdateItem", "processing map changed concurrently", attempt)
 
-    def _replace_oldest_flows(self, update: ProcessingUpdate, entry: dict[str, Any], video: Item) -> bool | Again:
+    def _publishing(self, update: ProcessingUpdate, now: int) -> _Publishing:
+        attribution = self._attribution(update.file_id)
+        owner = get_s(attribution, "owner")
+        snapshot = stored_snapshot(update, MAX_DATA_BYTES)
+        event = video_processing_finished(update, snapshot, owner or "", get_s(attribution, "uploadId") or "", now)
+        return _Publishing(event, owner)
+
+    def _store_snapshot(
+        self, update: ProcessingUpdate, entry: dict[str, Any], publishing: _Publishing | None
+    ) -> bool | Again:
+        old = self._write(
+            publishing,
+            Key=video_key(update.file_id),
+            UpdateExpression="SET processing.#task = :entry",
+            ConditionExpression=(
+                "attribute_exists(processing) AND (processing.#task.#rank <= :rank OR "
+                "(attribute_not_exists(processing.#task) AND size(processing) < :flows))"
+            ),
+            ExpressionAttributeNames={"#task": update.task_id, "#rank": "rank"},
+            ExpressionAttributeValues={":entry": entry, ":rank": as_n(update.rank), ":flows": as_n(MAX_TASK_FLOWS)},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if old is None:
+            return True
+        if "processing" not in old:
+            created = self._write(  # first snapshot for this file: create the map
+                publishing,
+                Key=video_key(update.file_id),
+                UpdateExpression="SET processing = :tasks",
+                ConditionExpression="attribute_not_exists(processing)",
+                ExpressionAttributeValues={":tasks": {"M": {update.task_id: entry}}},
+            )
+            return True if created is None else AGAIN
+        if update.task_id in old["processing"]["M"]:
+            return False  # a later snapshot of this task is already stored
+        return self._replace_oldest_flows(update, entry, old, publishing)
+
+    def _replace_oldest_flows(
+        self, update: ProcessingUpdate, entry: dict[str, Any], video: Item, publishing: _Publishing | None
+    ) -> bool | Again:
         """Put a new task flow's entry in a full `processing` map in place of the least recently updated
         flows (AGAIN if the map changed since it was read)."""
         flows = video["processing"]["M"]
@@ -179,7 +208,8 @@ class VideoStorage:
         removed = oldest[: len(flows) - MAX_TASK_FLOWS + 1]
         paths = [f"processing.#old{i}" for i in range(len(removed))]
         unchanged = " AND ".join(f"{path}.#at = :at{i}" for i, path in enumerate(paths))
-        replaced = self._table.conditional_update(
+        replaced = self._write(
+            publishing,
             Key=video_key(update.file_id),
             UpdateExpression=f"REMOVE {', '.join(paths)} SET processing.#task = :entry",
             ConditionExpression=f"size(processing) = :count AND attribute_not_exists(processing.#task) AND {unchanged}",
@@ -191,29 +221,26 @@ class VideoStorage:
         return True if replaced is None else AGAIN
 
     def mark_deleted(self, file_id: str, now: int) -> None:
-        """The video is deleted from VOD: it leaves its owner's list and gives back what its attribution counted,
-        in one transaction, once (a second report of the deletion changes nothing). A FileId attributed to nobody
-        yet is only marked: its attribution, if it comes, counts nothing."""
+        """VOD deleted the file. The first deletion of an attributed video gives back what its attribution counted
+        and publishes `video.deleted`, in one transaction; a file nobody owns is only marked (and stays
+        unattributed meanwhile: its attribution, if it comes, counts nothing)."""
 
         def attempt() -> Again | None:
-            video = self._table.call(
-                "get_item", TableName=self._table.name, Key=video_key(file_id), ConsistentRead=True
-            )
-            owner = get_s(video.get("Item", {}), "owner")
-            if "deletedAt" in video.get("Item", {}):
-                return None
+            attribution = self._attribution(file_id)
+            owner = get_s(attribution, "owner")
+            if "deletedAt" in attribution:
+                return None  # deleted before: nothing changes
             if owner is None:
-                marked = self._table.conditional_update(
+                unowned = self._table.conditional_update(
                     Key=video_key(file_id),
                     UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
                     ConditionExpression="attribute_not_exists(#owner)",
                     ExpressionAttributeNames={"#owner": "owner"},
                     ExpressionAttributeValues={":now": as_n(now)},
                 )
-                return None if marked is None else AGAIN  # attributed meanwhile: count it out
-            condemned = get_s(video["Item"], "overQuota") == "delete" and "quotaExceeded" in video["Item"]
-            items: list[Item] = [
-                {
+                return None if unowned is None else AGAIN
+            items: dict[str, Item] = {
+                "video": {
                     "Update": {
                         "TableName": self._table.name,
                         "Key": video_key(file_id),
@@ -223,24 +250,34 @@ class VideoStorage:
                         "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(owner)},
                     }
                 },
-                self._usage.uncount_item(owner, get_n(video["Item"], "countedBytes") or 0),
-                *([self._usage.done_item(file_id, now)] if condemned else []),
-            ]
+                **self._usage.deletion_items(file_id, owner, attribution, now),
+                "event": outbox_put(
+                    self._table, video_deleted(file_id, owner, get_s(attribution, "uploadId") or "", now)
+                ),
+            }
+
+            def settle(reasons: Reasons) -> bool:
+                if failed(reasons["video"]):
+                    raise _AttributionChanged(file_id)  # deleted or changed since the read: read it again
+                if "event" in reasons and failed(reasons["event"]):
+                    del items["event"]  # published by its owner's request: the mark and the usage are left to make
+                    return True
+                return False
+
             try:
-                self._table.commit({str(index): item for index, item in enumerate(items)}, _changed_if_failed)
-            except CompletionLost:
-                return AGAIN  # deleted or changed meanwhile: read it again
+                self._table.commit(items, settle)
+            except _AttributionChanged:
+                return AGAIN
             return None
 
-        self._table.until_settled("TransactWriteItems", "video changed during its deletion", attempt)
+        self._table.until_settled("TransactWriteItems", "video attributed or deleted concurrently", attempt)
 
     def record_duration(
         self, file_id: str, duration: float, terms_for: Callable[[str], QuotaTerms], now: int
     ) -> QuotaBreak | None:
         """A duration VOD reported after the attribution (a task flow's metadata), checked against the quota of
         the tier the video was attributed in: a break marks the video and is published in one transaction, once."""
-        read = self._table.call("get_item", TableName=self._table.name, Key=video_key(file_id), ConsistentRead=True)
-        item = read.get("Item", {})
+        item = self._attribution(file_id)
         owner, tier = get_s(item, "owner"), get_s(item, "tier")
         if owner is None or tier is None or "deletedAt" in item or "duration" in string_set(item, "quotaExceeded"):
             return None  # not attributed yet (its attribution checks VOD's own duration), gone, or marked already
@@ -276,6 +313,26 @@ class VideoStorage:
             return None
         return broken
 
+    def _attribution(self, file_id: str) -> Item:
+        """Of the video item: its owner and upload id if attributed, its deletion time if deleted, what it counted
+        against its owner's quota and the quotas it broke (a consistent read, so that a write conditioned on them
+        finds them so unless they changed since)."""
+        response = self._table.call(
+            "get_item",
+            TableName=self._table.name,
+            Key=video_key(file_id),
+            ConsistentRead=True,
+            ProjectionExpression="#owner, uploadId, deletedAt, tier, countedBytes, overQuota, quotaExceeded",
+            ExpressionAttributeNames={"#owner": "owner"},
+        )
+        item: Item = response.get("Item", {})
+        return item
+
+    def _write(self, publishing: _Publishing | None, **request: Any) -> dict[str, Any] | None:
+        if publishing is None:
+            return self._table.conditional_update(**request)
+        return publishing.write(self._table, request)
+
     def get_video(self, file_id: str) -> Video | None:
         response = self._table.call("get_item", TableName=self._table.name, Key=video_key(file_id))
         item = response.get("Item")
@@ -300,8 +357,36 @@ class VideoStorage:
         return videos, page_key(last) if last else None
 
 
-def _changed_if_failed(reasons: Reasons) -> bool:
-    """A transaction settled by reading again: any failed condition means the item changed since the read."""
-    if any(failed(reason) for reason in reasons.values()):
-        raise CompletionLost("changed since read")
-    return False
+FINISHED = "FINISH"  # the status of a task flow's last snapshot
+
+
+class _AttributionChanged(Exception):
+    """The video's owner is no longer what the event about to be published names."""
+
+
+@dataclass(frozen=True)
+class _Publishing:
+    """A write that publishes `event`, valid only while the video's owner is still `owner` (None: none)."""
+
+    event: DomainEvent
+    owner: str | None
+
+    def write(self, table: Table, request: dict[str, Any]) -> dict[str, Any] | None:
+        """`request`'s update with the event, in one transaction: None when both were written, else the old
+        item whose condition failed; _AttributionChanged if the owner changed (the event would be wrong)."""
+        names = {**request.get("ExpressionAttributeNames", {}), "#attributedTo": "owner"}
+        values = dict(request["ExpressionAttributeValues"])
+        if self.owner is None:
+            attributed = "attribute_not_exists(#attributedTo)"
+        else:
+            attributed, values[":attributedTo"] = "#attributedTo = :attributedTo", as_s(self.owner)
+        conditioned = {
+            **request,
+            "ConditionExpression": f"({request['ConditionExpression']}) AND {attributed}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        old = table.conditional_update(self.event, **conditioned)
+        if old is not None and get_s(old, "owner") != self.owner:
+            raise _AttributionChanged
+        return old
