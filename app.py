@@ -141,6 +141,7 @@ def _intent_body(intent: UploadIntent) -> dict[str, Any]:
         "client": client.client,
         "signaturesMinted": intent.signatures_minted,
         "fileId": intent.file_id,
+        "cancelledAt": intent.cancelled_at,
     }
 
 
@@ -228,6 +229,14 @@ def _upload_status_body(intent: UploadIntent) -> dict[str, Any]:
 @api_route("/uploads/{upload_id}", methods=["GET"])
 def get_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
     return _upload_status_body(services().uploads.get(principal, upload_id))
+
+
+@api_route("/uploads/{upload_id}", methods=["DELETE"])
+def cancel_upload(principal: Principal, upload_id: str) -> dict[str, Any]:
+    """The owner takes the upload back (the page's and vodup's Cancel): no more signatures, its slot freed."""
+    intent = services().uploads.cancel(principal, upload_id)
+    logger.info("upload cancelled", extra={"uploadId": upload_id, "owner": principal.subject})
+    return _upload_status_body(intent)
 
 
 @api_route("/uploads/{upload_id}/complete", methods=["POST"])

@@ -15,8 +15,8 @@ from typing import Literal, Protocol
 
 from chalicelib import deadline, source_context
 from chalicelib.credentials import SecretsProvider
-from chalicelib.errors import Conflict, FileRefused, NotFound, ServiceUnavailable, VodUnavailable
-from chalicelib.event_service import EventService
+from chalicelib.errors import Conflict, FileRefused, NotFound, ServiceUnavailable, UploadClosed, VodUnavailable
+from chalicelib.event_service import CANCELLED_REASON, EventService
 from chalicelib.events import UploadedFile
 from chalicelib.identity import Principal
 from chalicelib.uploads import UploadIntent, UploadService
@@ -67,6 +67,8 @@ class CompletionService:
         uploaded = self._describe(intent, file_id)
         self._check_uploaded_for(intent, uploaded)
         outcome = self._events.apply_reported(uploaded)
+        if outcome.outcome == "rejected" and outcome.reason == CANCELLED_REASON:
+            raise UploadClosed("cancelled", "upload was cancelled: the file is not attributed, it is kept for review")
         if outcome.outcome == "rejected":
             raise Conflict(f"upload already completed with another file: {outcome.reason}")
         if outcome.outcome not in ("attributed", "duplicate"):  # the intent vanished meanwhile (its TTL)

@@ -202,6 +202,12 @@ def upload_expired(intent: UploadIntent, now: int) -> DomainEvent:
     return DomainEvent(UPLOAD_EXPIRED, intent.upload_id, now, intent.owner, intent.upload_id, "", data)
 
 
+def upload_cancelled(intent: UploadIntent, now: int) -> DomainEvent:
+    """An intent cancelled by its owner (`DELETE /uploads/{uploadId}`), with what it was."""
+    data = {"previousStatus": intent.status, "signaturesMinted": intent.signatures_minted}
+    return DomainEvent(UPLOAD_CANCELLED, intent.upload_id, now, intent.owner, intent.upload_id, "", data)
+
+
 def video_deleted(file_id: str, owner: str, upload_id: str, now: int) -> DomainEvent:
     """An attributed video was deleted (VOD's FileDeleted, or its owner's request): once per FileId."""
     return DomainEvent(VIDEO_DELETED, file_id, now, owner, upload_id, file_id)

@@ -97,6 +97,18 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class UploadClosed(Conflict):
+    """The upload intent is settled and cannot take the request: `reason` says how (`already_completed`: an
+    upload was attributed to it; `cancelled`: its owner cancelled it)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "reason": self.reason}
+
+
 class UnsupportedMediaType(DomainError):
     status = 415
     code = "unsupported_media_type"

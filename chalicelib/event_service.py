@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _COMPLETION_ATTEMPTS = 3
 NEW_FILE_UPLOAD = "NewFileUpload"
+CANCELLED_REASON = "upload cancelled by its owner"
 
 logger = logging.getLogger("vodupload")
 
@@ -141,6 +142,9 @@ class EventService:
             if intent is None:
                 self._store.reviews.record_for_review("orphan", uploaded, "no such upload intent", now)
                 return Outcome(event_type, "orphan", uploaded.file_id, upload_id, "no such upload intent")
+            if intent.status == "cancelled":  # the cancel came first: it wins (docs/api.md, DELETE /uploads)
+                self._store.reviews.record_for_review("rejected", uploaded, CANCELLED_REASON, now, intent)
+                return Outcome(event_type, "rejected", uploaded.file_id, upload_id, CANCELLED_REASON)
             if intent.status == "completed":
                 if intent.file_id == uploaded.file_id:
                     return Outcome(event_type, "duplicate", uploaded.file_id, upload_id)

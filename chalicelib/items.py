@@ -36,7 +36,7 @@ from chalicelib.domain_events import OUTBOX_RETENTION_SECONDS, SCHEMA_VERSION, D
 from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
 from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
-from chalicelib.uploads import ClientFields, SignatureTerms, UploadIntent
+from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, UploadIntent
 from chalicelib.videos import PageKey, Video
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ Key = dict[str, Any]
 
 ABANDONED = "abandoned"  # the status of an intent whose create gave up (see IntentStorage._abandon)
 EXPIRED = "expired"
+CANCELLED = "cancelled"
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
@@ -224,6 +225,10 @@ def page_key(last_evaluated: Mapping[str, Any]) -> PageKey:
 # -- upload intents -----------------------------------------------------------------------------------
 
 
+# The stored statuses of a settled intent; any other (open, abandoned) reads as open.
+_SETTLED_STATUSES: dict[str, IntentStatus] = {"completed": "completed", EXPIRED: "expired", CANCELLED: "cancelled"}
+
+
 def intent_to_item(intent: UploadIntent, signature_token: str) -> Item:
     """The intent as first stored: `signature_token` stands for its first signature (see
     `IntentStorage.renew_signature`)."""
@@ -269,7 +274,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
         upload_id=req_s(item, "pk").removeprefix("UPLOAD#"),
         owner=req_s(item, "owner"),
         tier=req_s(item, "tier"),
-        status="completed" if status == "completed" else "expired" if status == EXPIRED else "open",
+        status=_SETTLED_STATUSES.get(status, "open"),
         created_at=req_n(item, "createdAt"),
         window_ends_at=req_n(item, "windowEndsAt"),
         expires_at=req_n(item, "ttl"),
@@ -296,6 +301,7 @@ def item_to_intent(item: Mapping[str, Any]) -> UploadIntent:
         max_signatures=req_n(item, "maxSignatures"),
         file_id=get_s(item, "fileId"),
         completed_at=get_n(item, "completedAt"),
+        cancelled_at=get_n(item, "cancelledAt"),
     )
 
 

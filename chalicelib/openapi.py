@@ -73,7 +73,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", "/uploads/{upload_id}/signature", "renewSignature", "A fresh signature for the same intent",
         "Wire the upload SDK's `getSignature` to this route: it asks once per VOD request and one-time "
         "signatures are single use. Owner only (`404` for anyone else); `429` after the intent's "
-        "`maxSignaturesPerIntent`; `409` once the intent is completed or its upload window has closed.",
+        "`maxSignaturesPerIntent`; `409` once the intent is completed or cancelled or its upload window has closed.",
         "uploads", ok_body="Signature", errors=(401, 404, 409, 429, 503, 500),
     ),
     Operation(
@@ -91,13 +91,24 @@ OPERATIONS: tuple[Operation, ...] = (
         "uploads", ok_body="UploadStatus", errors=(401, 404, 503, 500),
     ),
     Operation(
+        "DELETE", "/uploads/{upload_id}", "cancelUpload", "Cancel an upload",
+        "Owner only (`404` for anyone else). The intent becomes `cancelled`: its open slot is freed at once and "
+        "no further signature is issued for it (`409`, `reason` `cancelled`). Idempotent: cancelling a cancelled "
+        "upload answers the same. The first of the cancel and the upload's attribution to be recorded wins: once "
+        "an upload is attributed the cancel is `409` (`reason` `already_completed`; delete the video instead), "
+        "and an upload that arrives after the cancel (VOD's event or `POST /uploads/{upload_id}/complete`) is not "
+        "attributed: it is kept for review and the sweep deletes it. Publishes `upload.cancelled`.",
+        "uploads", ok_body="UploadStatus", errors=(401, 404, 409, 503, 500),
+    ),
+    Operation(
         "POST", "/uploads/{upload_id}/complete", "completeUpload", "Report the upload done: attribute it now",
         "Call it with the `fileId` the upload SDK reported on success: the upload is attributed at once rather "
         "than when VOD's event arrives. VOD is asked about the file (DescribeMediaInfos); only a file uploaded "
         "with this upload's signatures is accepted, anything else is `422` (`reason` says why) and changes "
         "nothing. Idempotent with VOD's event: whichever comes second is a `duplicate`. Owner only (`404` for "
-        "anyone else); `409` if the upload was completed with another file; `503` with `Retry-After` when VOD "
-        "or storage does not answer in time.",
+        "anyone else); `409` if the upload was completed with another file or was cancelled (`reason` "
+        "`cancelled`; either way the file is kept for review); `503` with `Retry-After` when VOD or storage does "
+        "not answer in time.",
         "uploads", request="complete", ok_body="CompletedUpload", errors=(400, 401, 404, 409, 413, 415, 422, 503, 500),
     ),
     Operation(
@@ -143,7 +154,11 @@ _ERROR_RESPONSES: dict[int, tuple[str, str, str, tuple[str, ...]]] = {
     403: ("Forbidden", "ForbiddenError", "Unknown callback token; nothing was read or written", ()),
     404: ("NotFound", "NotFoundError", "No such resource, or it is not the caller's", ()),
     405: ("MethodNotAllowed", "MethodNotAllowedError", "The path exists, the method does not (any path)", ()),
-    409: ("Conflict", "ConflictError", "The upload is completed, or its upload window has closed", ()),
+    409: (
+        "Conflict", "ConflictError",
+        "The upload is completed or cancelled (`reason` says which, where it matters), or its upload window has "
+        "closed", (),
+    ),
     413: ("PayloadTooLarge", "PayloadTooLargeError", "The body exceeds the stage's limit", ()),
     415: ("UnsupportedMediaType", "UnsupportedMediaTypeError", "The request's Content-Type is not JSON", ()),
     422: (

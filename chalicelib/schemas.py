@@ -47,8 +47,9 @@ class UploadIntent(_Body):
     """One expected upload: what the client declared and the terms its signatures are minted with."""
 
     uploadId: str  # noqa: N815
-    status: Literal["open", "completed", "expired"] = Field(
-        description="`expired`: no upload arrived before its last signature expired; a late one still completes it"
+    status: Literal["open", "completed", "expired", "cancelled"] = Field(
+        description="`expired`: no upload arrived before its last signature expired; a late one still completes it. "
+        "`cancelled`: its owner cancelled it; an upload that arrives later is not attributed"
     )
     createdAt: int = Field(description="Epoch seconds")  # noqa: N815
     uploadWindowEndsAt: int = Field(description="Signatures can be minted until then (epoch seconds)")  # noqa: N815
@@ -66,6 +67,7 @@ class UploadIntent(_Body):
     )
     signaturesMinted: int = Field(ge=1)  # noqa: N815
     fileId: str | None = Field(description="The uploaded VOD file once `status` is `completed`, else null")  # noqa: N815
+    cancelledAt: int | None = Field(description="When its owner cancelled it (epoch seconds), else null")  # noqa: N815
 
 
 class CreatedUpload(Signature):
@@ -270,6 +272,10 @@ class MethodNotAllowedError(_ErrorBody):
 
 class ConflictError(_ErrorBody):
     error: Literal["conflict"]
+    reason: Literal["already_completed", "cancelled"] = _omittable(
+        "Why the upload cannot take the request, when it is settled: `already_completed` (an upload was attributed "
+        "to it: delete the video instead), `cancelled` (its owner cancelled it)"
+    )
 
 
 class PayloadTooLargeError(_ErrorBody):

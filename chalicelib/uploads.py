@@ -13,7 +13,9 @@ from typing import Any, Literal, Protocol
 
 from chalicelib import source_context, vod_signature
 from chalicelib.credentials import SecretsProvider
+from chalicelib.domain_events import DomainEvent, upload_cancelled
 from chalicelib.errors import (
+    CompletionLost,
     Conflict,
     DomainError,
     IdCollision,
@@ -22,6 +24,7 @@ from chalicelib.errors import (
     LimitReached,
     NotFound,
     SignatureRefused,
+    UploadClosed,
 )
 from chalicelib.identity import Principal
 from chalicelib.policy import ClientKind, Tier, UploadPolicy
@@ -29,10 +32,14 @@ from chalicelib.quotas import QuotaTerms, UsageReader, check_declared
 from chalicelib.strict_json import dump_json
 
 RESUME_WINDOW_SECONDS = 86_400
+# Reads of one cancel: the intent as it is, then as the cancel left it. A change in between (an attribution,
+# another cancel, the sweep's expiry) takes one more: open can only become expired, and expired only settled.
+_CANCEL_ATTEMPTS = 3
 
 # "expired": no upload was seen by the time its last signature expired (the sweep closes it); an event
-# that was still on its way completes it all the same.
-IntentStatus = Literal["open", "completed", "expired"]
+# that was still on its way completes it all the same. "cancelled": its owner took it back before an upload
+# was attributed to it; an upload that still arrives for it is never attributed (docs/api.md, DELETE).
+IntentStatus = Literal["open", "completed", "expired", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class UploadIntent:
     max_signatures: int
     file_id: str | None = None
     completed_at: int | None = None
+    cancelled_at: int | None = None
 
     @property
     def open_slot(self) -> str:
@@ -124,6 +132,11 @@ class IntentStore(Protocol):
     def renew_signature(self, upload_id: str, owner: str, now: int) -> UploadIntent: ...
 
     def get_intent(self, upload_id: str) -> UploadIntent | None: ...
+
+    def cancel_intent(self, intent: UploadIntent, event: DomainEvent) -> None:
+        """Mark the intent, as read, cancelled at the event's time and release its slot, with `event` in the
+        outbox: one transaction. Raises CompletionLost if the intent is no longer as read."""
+        ...
 
 
 class UploadService:
@@ -205,6 +218,26 @@ class UploadService:
             raise NotFound("no such upload")
         return intent
 
+    def cancel(self, principal: Principal, upload_id: str) -> UploadIntent:
+        """The owner takes the upload back: the first of the cancel and the upload's attribution to be stored
+        wins. Idempotent: cancelling a cancelled intent answers it as it is. Raises UploadClosed once an upload
+        is attributed to it."""
+        for _ in range(_CANCEL_ATTEMPTS):
+            intent = self.get(principal, upload_id)
+            if intent.status == "cancelled":
+                return intent
+            if intent.status == "completed":
+                raise UploadClosed(
+                    "already_completed",
+                    f"upload already completed with file {intent.file_id}: delete the video instead",
+                )
+            try:
+                self._store.cancel_intent(intent, upload_cancelled(intent, int(self._clock())))
+            except CompletionLost:
+                pass  # attributed, cancelled or expired meanwhile: decide again on what is stored now
+            # Cancelled now: answered as stored, so that a second cancel answers the same.
+        raise CompletionLost(f"upload {upload_id} kept changing under us")
+
     def _sign(self, intent: UploadIntent, now: int) -> tuple[str, int]:
         secrets = self._secrets.get()
         context = source_context.encode(intent.upload_id, secrets.context_tag_key)
@@ -228,6 +261,8 @@ def _why_not(current: UploadIntent | None, now: int) -> DomainError:
         return NotFound("no such upload")
     if current.status == "completed":
         return Conflict("upload already completed")
+    if current.status == "cancelled":
+        return UploadClosed("cancelled", "upload was cancelled; start a new upload")
     if current.signatures_minted >= current.max_signatures:
         return LimitExceeded(
             f"at most {current.max_signatures} signatures per upload",

@@ -112,6 +112,17 @@ def api(api_factory: ApiFactory) -> Any:
     return api_factory()
 
 
+@pytest.fixture
+def services(stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The stage's services, built outside any request (as the scheduled functions and the race tests use them)."""
+    from chalicelib.settings import Settings
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # botocore reads credentials from the process
+        monkeypatch.setenv(name, stage_env[name])
+    yield container.build_services(Settings.from_env(stage_env), stage_env)
+    container.reset()
+
+
 TokenFactory = Callable[..., str]
 
 

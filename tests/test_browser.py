@@ -22,6 +22,8 @@ from playwright.sync_api import expect, sync_playwright
 from devstack.browser import chromium_executable, local_stack_flags
 from devstack.web import LocalPage, WebServer
 from tests.conftest import ROOT, TokenFactory, call, free_port, vodlocal_for, with_policy
+from tests.vodlocal.conftest import apply_and_store, ugc
+from tests.waiting import wait_until
 from vodlocal import Handle, start
 
 MiB = 1 << 20
@@ -328,11 +330,22 @@ def test_pause_resume_and_a_reload_resend_only_the_missing_parts(
     assert not any(key.startswith("webugc_") for key in page.local_storage())
 
 
-def test_cancel_forgets_the_upload(site: WebServer, browser: Any, vod: Handle, clip: tuple[Path, bytes]) -> None:
-    page, _ = upload_slowly(browser, site, vod, "alice", clip[0], parts=1)
+def test_cancel_forgets_the_upload_and_cancels_its_intent(
+    chalice_local: str,
+    site: WebServer,
+    browser: Any,
+    vod: Handle,
+    clip: tuple[Path, bytes],
+    token_for: TokenFactory,
+) -> None:
+    page, intent = upload_slowly(browser, site, vod, "alice", clip[0], parts=1)
     assert any(key.startswith("webugc_") for key in page.local_storage())
     page.hook("cancel").click()
     page.wait_for_state("idle")
+    expect(page.hook("progress")).to_have_attribute("data-cancelled", "cancelled")
+    expect(page.hook("progress")).to_contain_text("Cancelled.")
+    status, upload = call("GET", f"{chalice_local}/uploads/{intent}", token=token_for("alice"))
+    assert (status, upload["status"]) == (200, "cancelled"), upload
     stored = page.local_storage()
     assert not any(key.startswith("webugc_") for key in stored), stored
     assert json.loads(stored["vodupload.intents"]) == {}
@@ -341,6 +354,37 @@ def test_cancel_forgets_the_upload(site: WebServer, browser: Any, vod: Handle, c
     # Choosing the same file again offers no resume: the next upload starts afresh.
     page.choose(clip[0])
     assert not page.hook("resumable").is_visible()
+
+
+def test_a_cancel_after_the_upload_was_attributed_is_too_late_and_the_video_stays(
+    chalice_local: str,
+    site: WebServer,
+    browser: Any,
+    vod: Handle,
+    clip: tuple[Path, bytes],
+    token_for: TokenFactory,
+) -> None:
+    """The user presses Cancel after the upload was attributed (here, while the page is paused: a file committed
+    with the intent's signature, whose event VOD pushed): the page says it is too late, and lists the video."""
+    page, intent = upload_slowly(browser, site, vod, "alice", clip[0], parts=1)
+    pause(page)
+    alice = token_for("alice")
+    signature = call("POST", f"{chalice_local}/uploads/{intent}/signature", token=alice)[1]["signature"]
+    session = apply_and_store(vod, signature, b"finished-first")
+    again = call("POST", f"{chalice_local}/uploads/{intent}/signature", token=alice)[1]["signature"]
+    committed = ugc(vod, "CommitUploadUGC", {"signature": again, "vodSessionKey": session["vodSessionKey"]})
+    file_id = committed["data"]["fileId"]
+    wait_until(
+        lambda: call("GET", f"{chalice_local}/uploads/{intent}", token=alice)[1]["fileId"] == file_id,
+        "VOD's pushed event never attributed the upload",
+        poll=0.1,
+    )
+
+    page.hook("cancel").click()
+    expect(page.hook("progress")).to_have_attribute("data-cancelled", "too_late")
+    expect(page.hook("progress")).to_contain_text("Too late to cancel")
+    page.wait_for_video(file_id)
+    assert call("GET", f"{chalice_local}/uploads/{intent}", token=alice)[1]["status"] == "completed"
 
 
 def test_a_page_on_a_disallowed_origin_is_refused(site: WebServer, browser: Any, vod: Handle, tmp_path: Path) -> None:

@@ -10,22 +10,12 @@ from typing import Any
 
 import pytest
 
-from chalicelib import container, vod_signature
+from chalicelib import vod_signature
 from chalicelib.identity import Principal
-from chalicelib.settings import Settings
 from chalicelib.uploads import ClientFields
 from tests import vod_payloads as vod
 
 CONTENDERS = 32
-
-
-@pytest.fixture
-def services(stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # botocore reads credentials from the process
-        monkeypatch.setenv(name, stage_env[name])
-    built = container.build_services(Settings.from_env(stage_env), stage_env)
-    yield built
-    container.reset()
 
 
 @pytest.mark.parametrize("repetition", range(20))

@@ -149,6 +149,9 @@ def _exercise(http: Any, key_file: str) -> None:
     deliver(vod.procedure_state_changed(FILE_ID, "task-1", "PROCESSING", [(10, "PROCESSING")]), "stale")
     deliver(vod.file_deleted("5285890784273533104"), "deleted")
     deliver(vod.other_event("PersistenceComplete"), "ignored")
+    cancelled = expect(http.post("/uploads", headers=alice, body=b"{}"), 201)
+    expect(http.delete(f"/uploads/{cancelled['uploadId']}", headers=alice), 200)
+    deliver(vod.new_file_upload("5285890784273533105", context_of(cancelled)), "rejected")
 
     assert expect(http.get(f"/uploads/{upload_id}", headers=alice), 200)["video"]["fileId"] == FILE_ID
     page = expect(http.get("/videos?limit=1", headers=alice), 200)
@@ -165,6 +168,7 @@ def _exercise(http: Any, key_file: str) -> None:
         ("/openapi.json", "GET"),
         ("/uploads", "POST"),
         (f"/uploads/{upload_id}", "GET"),
+        (f"/uploads/{upload_id}", "DELETE"),
         (f"/uploads/{upload_id}/signature", "POST"),
         (f"/uploads/{upload_id}/complete", "POST"),
         ("/signature", "POST"),

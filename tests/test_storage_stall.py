@@ -18,6 +18,7 @@ import pytest
 
 from chalicelib import container
 from chalicelib.items import limits_key, upload_key
+from chalicelib.storage.intents import IntentStorage
 from devstack.dynamodb import DynamoDBServer
 from devstack.table import ensure_table, local_client
 from tests import vod_payloads as vod
@@ -98,6 +99,45 @@ def test_a_stalled_resign_counts_no_signature(
     renewed = api.post(f"/uploads/{upload_id}/signature", headers=alice, body=b"")
     assert renewed.status_code == 200, renewed.body
     assert renewed.json_body["signaturesRemaining"] == 18
+
+
+def test_a_stalled_cancel_is_a_quick_503_and_its_retry_answers_the_one_cancel_that_landed(
+    stalling: tuple[DynamoDBServer, Any],
+    api_factory: ApiFactory,
+    token_for: TokenFactory,
+    stage_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Storage stalls as the cancel's transaction (intent, slot, outbox row) is sent, and applies it after the API
+    gave up: the client's retry finds it cancelled, and there is one event, as for any cancel."""
+    server, client = stalling
+    api, alice, table = api_factory(), bearer(token_for("alice")), stage_env["TABLE_NAME"]
+    upload_id = api.post("/uploads", headers=alice, body=b"{}").json_body["uploadId"]
+    cancel_intent = IntentStorage.cancel_intent
+
+    def stall_then_cancel(storage: IntentStorage, intent: Any, event: Any) -> None:
+        server.freeze()
+        cancel_intent(storage, intent, event)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(IntentStorage, "cancel_intent", stall_then_cancel)
+        try:
+            response, elapsed = timed(lambda: api.delete(f"/uploads/{upload_id}", headers=alice))
+            assert_honest_503(response, elapsed)
+        finally:
+            server.thaw()
+    settle(server, client, table)
+    landed = client.get_item(TableName=table, Key=upload_key(upload_id), ConsistentRead=True)["Item"]
+    assert landed["status"]["S"] == "cancelled"  # applied after the API had answered 503
+
+    retried = api.delete(f"/uploads/{upload_id}", headers=alice)
+    assert (retried.status_code, retried.json_body["status"]) == (200, "cancelled"), retried.body
+    assert api.delete(f"/uploads/{upload_id}", headers=alice).json_body == retried.json_body
+    outbox = client.scan(TableName=table, FilterExpression="begins_with(pk, :o)",
+                         ExpressionAttributeValues={":o": {"S": "OUTBOX#"}})["Items"]  # fmt: skip
+    assert [(row["type"]["S"], row["uploadId"]["S"]) for row in outbox] == [("upload.cancelled", upload_id)]
+    limits = client.get_item(TableName=table, Key=limits_key("alice"), ConsistentRead=True)["Item"]
+    assert "openSlots" not in limits or not limits["openSlots"].get("SS")
 
 
 def test_a_stalled_callback_answers_before_vod_gives_up_and_logs_what_it_did_not_apply(

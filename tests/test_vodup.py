@@ -206,18 +206,23 @@ def test_cancel_from_another_thread_aborts_the_multipart_upload(
     chalice_local: str, vodlocal: Handle, token_for: TokenFactory, tmp_path: Path
 ) -> None:
     (tmp_path / "clip.mp4").write_bytes(os.urandom(5 * MiB))
-    up = uploader(ApiSigner(ApiClient(chalice_local, token_for("alice"))), vodlocal, tmp_path, parallel=1)
+    alice = token_for("alice")
+    signer = ApiSigner(ApiClient(chalice_local, alice))
+    up = uploader(signer, vodlocal, tmp_path, parallel=1)
 
     def cancel_after_first_part(progress: Progress) -> None:
         if progress.sent:
             up.pause()
             threading.Thread(target=up.cancel).start()
 
-    with pytest.raises(UploadCancelled):
+    with pytest.raises(UploadCancelled, match=r"^upload cancelled$"):
         up.upload(tmp_path / "clip.mp4", on_progress=cancel_after_first_part)
     assert len(vodlocal.requests("UploadPart")) == 1
     assert len(vodlocal.requests("AbortMultipartUpload")) == 1 and not vodlocal.requests("CommitUploadUGC")
     assert not list((tmp_path / "state").iterdir())  # a cancelled upload is not resumed
+    # The API was told: the intent is cancelled, its slot free, and it signs no more for it.
+    status, intent = call("GET", f"{chalice_local}/uploads/{signer.upload_id}", token=alice)
+    assert (status, intent["status"]) == (200, "cancelled")
 
 
 def test_ctrl_c_while_paused_keeps_the_stored_parts_for_a_resume(

@@ -225,6 +225,46 @@ def test_ctrl_c_pauses_kill_9_loses_only_parts_in_flight_and_a_rerun_resumes_the
     assert json.loads(listed.stdout) == []
 
 
+def test_vodup_cancel_aborts_the_interrupted_upload_and_takes_its_intent_back(
+    chalice_local: str, vodlocal: Handle, gate: PartGate, token_for: TokenFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "oops.mp4").write_bytes(os.urandom(6 * MiB))
+    alice, state_dir = token_for("alice"), tmp_path / "state"
+    through_gate = vodup_env(chalice_local, alice, gate.url, state_dir)
+    gate.hold_after(2)
+    paused = start("upload", str(tmp_path / "oops.mp4"), "--part-size", "1", "--parallel", "1", env=through_gate)
+    gate.wait_held()
+    paused.send_signal(signal.SIGINT)
+    gate.release()
+    _, err = paused.communicate(timeout=60)
+    assert paused.returncode == 130 and "vodup cancel" in err, err
+    upload_id = stored_parts(state_dir)["signer_context"]
+    assert call("GET", f"{chalice_local}/uploads/{upload_id}", token=alice)[1]["status"] == "open"
+
+    env = vodup_env(chalice_local, alice, vodlocal.url, state_dir)
+    cancelled = run("cancel", str(tmp_path / "oops.mp4"), "--json", env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout) == {"uploadId": upload_id, "status": "cancelled"}
+    assert len(vodlocal.requests("AbortMultipartUpload")) == 1  # COS frees the stored parts
+    assert not list(state_dir.iterdir())
+    status, upload = call("GET", f"{chalice_local}/uploads/{upload_id}", token=alice)
+    assert (status, upload["status"]) == (200, "cancelled")
+    refused = call("POST", f"{chalice_local}/uploads/{upload_id}/signature", token=alice)
+    assert (refused[0], refused[1]["reason"]) == (409, "cancelled")
+
+    nothing_left = run("cancel", str(tmp_path / "oops.mp4"), env=env)
+    assert nothing_left.returncode == 1 and "no interrupted upload" in nothing_left.stderr, nothing_left.stderr
+    again = run("cancel", "--upload-id", upload_id, env=env)  # idempotent
+    assert (again.returncode, again.stdout) == (0, f"cancelled upload {upload_id}\n"), again.stderr
+
+    (tmp_path / "done.mp4").write_bytes(b"finished")
+    finished = json.loads(run("upload", str(tmp_path / "done.mp4"), "--json", env=env).stdout)
+    too_late = run("cancel", "--upload-id", finished["uploadId"], env=env)
+    assert (too_late.returncode, too_late.stdout) == (1, ""), too_late
+    assert len(too_late.stderr.splitlines()) == 1, too_late.stderr
+    assert "409" in too_late.stderr and f"already completed with file {finished['fileId']}" in too_late.stderr
+
+
 @pytest.fixture
 def one_intent_per_hour(stage_env: dict[str, str]) -> None:
     with_policy(stage_env, maxIntentsPerHour=1)

@@ -62,6 +62,9 @@ class FakeApi:
             def do_POST(self) -> None:
                 self.answer()
 
+            def do_DELETE(self) -> None:
+                self.answer()
+
             def log_message(self, *_: object) -> None:
                 pass
 
@@ -263,6 +266,25 @@ def test_a_renewal_is_asked_for_the_quoted_checked_id_only(fake_api: FakeApi) ->
     with pytest.raises(ApiError, match="answered a signature for another upload"):
         signer()
     assert fake_api.seen == [("POST", "/uploads/TsexyznXASq48mK-vMik2A/signature")]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"uploadId": "another-upload", "status": "cancelled"}, "answered for another upload"),
+        ({"uploadId": "TsexyznXASq48mK-vMik2A", "status": "open"}, "unexpected answer: status"),
+    ],
+    ids=["another-upload", "not-cancelled"],
+)
+def test_a_cancel_believes_only_an_answer_that_its_upload_is_cancelled(
+    fake_api: FakeApi, answer: dict[str, str], expected: str
+) -> None:
+    fake_api.routes["DELETE", "/uploads/TsexyznXASq48mK-vMik2A"] = lambda h: reply_json(h, 200, answer)
+    done, _ = vodup(fake_api, "cancel", "--upload-id", "TsexyznXASq48mK-vMik2A")
+    assert_one_line_error(done, expected)
+    hostile, _ = vodup(fake_api, "cancel", "--upload-id", "../videos?limit=1#")
+    assert_one_line_error(hostile, "refusing to use uploadId")
+    assert fake_api.seen == [("DELETE", "/uploads/TsexyznXASq48mK-vMik2A")]
 
 
 UPLOAD_ID = "TsexyznXASq48mK-vMik2A"

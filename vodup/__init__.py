@@ -23,12 +23,21 @@ from vodup.errors import (
     VodupError,
 )
 from vodup.ugc import Network
-from vodup.uploader import Progress, ReportingSigner, ReportsOutcome, ResumableSigner, Uploader, UploadResult
+from vodup.uploader import (
+    CancellingSigner,
+    Progress,
+    ReportingSigner,
+    ReportsOutcome,
+    ResumableSigner,
+    Uploader,
+    UploadResult,
+)
 
 __all__ = [
     "ApiClient",
     "ApiError",
     "ApiSigner",
+    "CancellingSigner",
     "DuplicateSignature",
     "FileNotUploaded",
     "InputError",

@@ -82,6 +82,11 @@ class CompletedUpload(_Answer):
     outcome: Literal["attributed", "duplicate"]
 
 
+class CancelledUpload(_Answer):
+    uploadId: UploadId  # noqa: N815
+    status: Literal["cancelled"]
+
+
 class VideoPage(_Answer):
     videos: list[Video]
     nextCursor: Cursor | None  # noqa: N815
@@ -155,6 +160,14 @@ class ApiClient:
         outcome: ``attributed``, or ``duplicate`` when VOD's event was first."""
         path = f"/uploads/{quote(checked_id(upload_id), safe='')}/complete"
         return self.answer(CompletedUpload, "POST", path, {"fileId": checked_id(file_id, "fileId")}).outcome
+
+    def cancel_upload(self, upload_id: str) -> None:
+        """Takes the upload intent back (``DELETE /uploads/{uploadId}``): the API frees its slot and signs no more for
+        it, and a file VOD still receives for it is not attributed. Idempotent. An ``ApiError`` 409 once an upload
+        was attributed to it (its message names the FileId)."""
+        path = f"/uploads/{quote(checked_id(upload_id), safe='')}"
+        if self.answer(CancelledUpload, "DELETE", path).uploadId != upload_id:
+            raise ApiError(0, "bad_answer", f"API DELETE {path}: answered for another upload")
 
     def videos(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every video of the token's user, newest first, across pages."""
@@ -265,6 +278,11 @@ class ApiSigner:
     def finished(self) -> FinishedVideo | None:
         """The video the intent ended in, if the API attributed one (the API then signs no more for it)."""
         return None if self.upload_id is None else self.api.upload(self.upload_id).video
+
+    # The cancel protocol (vodup.uploader.CancellingSigner): the intent's upload was cancelled.
+    def cancel_intent(self) -> None:
+        if self.upload_id is not None:
+            self.api.cancel_upload(self.upload_id)
 
     # The report protocol (vodup.uploader.ReportingSigner): the intent's upload is done.
     def done(self, file_id: str) -> str:

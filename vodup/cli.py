@@ -1,5 +1,5 @@
-"""The ``vodup`` command: ``vodup upload FILE …`` and ``vodup videos``. Every failure is one line on stderr and
-a non-zero exit status, never a traceback."""
+"""The ``vodup`` command: ``vodup upload FILE …``, ``vodup cancel FILE`` and ``vodup videos``. Every failure is one
+line on stderr and a non-zero exit status, never a traceback."""
 
 from __future__ import annotations
 
@@ -50,23 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"the most one call to the API may take, retries included (default {DEFAULT_DEADLINE:g}) [VODUP_DEADLINE]",
     )
+    # What the commands that talk to VOD and COS, and keep resume state, share.
+    transfer = _Parser(add_help=False)
+    transfer.add_argument(
+        "--state-dir", type=Path, default=env.get("VODUP_STATE_DIR"), help="where resume state lives [VODUP_STATE_DIR]"
+    )
+    transfer.add_argument(
+        "--emulator",
+        default=env.get("VODUP_EMULATOR"),
+        help="send VOD and COS traffic over HTTP through this local emulator (vodlocal) [VODUP_EMULATOR]",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    upload = commands.add_parser("upload", parents=[common], help="upload a video, resuming an interrupted upload")
+    upload = commands.add_parser(
+        "upload", parents=[common, transfer], help="upload a video, resuming an interrupted upload"
+    )
     upload.add_argument("file", type=Path, help="the video file")
     upload.add_argument("--cover", type=Path, help="a cover image")
     upload.add_argument("--title", help="the video's title")
     upload.add_argument("--procedure", help="a VOD task flow your plan allows")
     upload.add_argument("--part-size", type=int, default=8, metavar="MIB", help="COS part size in MiB (default 8)")
     upload.add_argument("--parallel", type=int, default=6, help="parts in flight (default 6)")
-    upload.add_argument(
-        "--state-dir", type=Path, default=env.get("VODUP_STATE_DIR"), help="where resume state lives [VODUP_STATE_DIR]"
+
+    cancel = commands.add_parser(
+        "cancel", parents=[common, transfer], help="cancel an interrupted upload of a file, or an upload by its id"
     )
-    upload.add_argument(
-        "--emulator",
-        default=env.get("VODUP_EMULATOR"),
-        help="send VOD and COS traffic over HTTP through this local emulator (vodlocal) [VODUP_EMULATOR]",
-    )
+    which = cancel.add_mutually_exclusive_group(required=True)
+    which.add_argument("file", type=Path, nargs="?", help="the video file whose interrupted upload to cancel")
+    which.add_argument("--upload-id", help="the upload to cancel (the uploadId that `upload --json` printed)")
+    cancel.add_argument("--cover", type=Path, help="the cover image the upload was started with")
 
     commands.add_parser("videos", parents=[common], help="list your videos, newest first")
     return parser
@@ -81,10 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         api = ApiClient(args.api, args.token, deadline=args.deadline)
         if args.command == "videos":
             return list_videos(api, args.json)
+        if args.command == "cancel":
+            return cancel_upload(api, args)
         return upload(api, args)
     except UploadInterrupted as paused:
         percent = 100 * paused.sent // paused.total if paused.total else 0
-        print(f"vodup: paused at {percent}%; run the same command again within 24 h to resume", file=sys.stderr)
+        print(
+            f"vodup: paused at {percent}%; run the same command again within 24 h to resume "
+            "(or `vodup cancel` with the same files to cancel it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("vodup: interrupted; run the same command again within 24 h to resume", file=sys.stderr)
@@ -161,6 +179,25 @@ def upload(api: ApiClient, args: argparse.Namespace) -> int:
             "VOD's event will attribute it",
             file=sys.stderr,
         )
+    return 0
+
+
+def cancel_upload(api: ApiClient, args: argparse.Namespace) -> int:
+    """The interrupted upload of FILE (its COS parts aborted, its resume state forgotten) or the one of
+    ``--upload-id``: the API is told, so it frees the intent's slot and attributes no file to it any more."""
+    if args.upload_id is not None:
+        upload_id: str | None = args.upload_id
+        api.cancel_upload(args.upload_id)
+    else:
+        signer = ApiSigner(api)
+        uploader = Uploader(signer, state_dir=args.state_dir, network=Network(emulator=args.emulator))
+        upload_id = uploader.discard(args.file, args.cover)
+    if args.json:
+        print(json.dumps({"uploadId": upload_id, "status": "cancelled"}))
+    elif upload_id is None:
+        print(f"forgot the interrupted upload of {args.file.name} (it was signed for no upload of the API)")
+    else:
+        print(f"cancelled upload {upload_id}" + (f" of {args.file.name}" if args.file else ""))
     return 0
 
 

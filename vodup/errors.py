@@ -91,7 +91,8 @@ class IntegrityError(VodupError):
 
 
 class UploadCancelled(VodupError):
-    """``Uploader.cancel()`` was called: the multipart uploads were aborted and the resume state dropped."""
+    """``Uploader.cancel()`` was called: the multipart uploads were aborted, the resume state dropped and a
+    ``CancellingSigner`` told (the message says if it could not be)."""
 
 
 class UploadInterrupted(VodupError):

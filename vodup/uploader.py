@@ -1,6 +1,7 @@
 """``Uploader``: one video (and optionally its cover) to VOD with a signature source, as the Web SDK does it
 (vod-protocol.md §4), plus what the Web SDK lacks: resume after a crash from a local state file, pause, and a
-cancel that aborts the multipart uploads."""
+cancel (of a running upload, or of an interrupted one) that aborts the multipart uploads and takes the intent
+back."""
 
 from __future__ import annotations
 
@@ -114,6 +115,14 @@ class ReportingSigner(Protocol):
     """A ``get_signature`` told when its upload is done, with the FileId (our API then attributes it at once)."""
 
     def done(self, file_id: str) -> str: ...
+
+
+@runtime_checkable
+class CancellingSigner(Protocol):
+    """A ``get_signature`` told when its upload is cancelled (our API then frees the intent and signs no more for
+    it). Raises a ``VodupError`` when it could not tell (an ``ApiError`` 409: an upload was attributed already)."""
+
+    def cancel_intent(self) -> None: ...
 
 
 def media_fields(kind: str, local: LocalFile) -> dict[str, Any]:
@@ -279,8 +288,8 @@ class Uploader:
                 try:
                     self._transfer(transfer)
                 except UploadCancelled:
-                    self._abort(transfer)
-                    raise
+                    self._abort(state, storage)
+                    raise UploadCancelled(self._cancel_intent()) from None
                 finally:
                     storage.close()
             committed = self._commit(ugc, state)
@@ -295,6 +304,55 @@ class Uploader:
             attribution=attribution,
             attribution_error=attribution_error,
         )
+
+    def discard(self, path: str | Path, cover: str | Path | None = None) -> str | None:
+        """Cancels the interrupted upload of ``path`` (and ``cover``), one that is not running: aborts its multipart
+        uploads so COS frees the parts, forgets its resume state, and tells a ``CancellingSigner`` (our API frees the
+        intent). Returns the intent it was signed for (None: it had none). An ``InputError`` when there is no such
+        upload to cancel; the ``VodupError`` of the signer when it could not tell the API (the rest is done)."""
+        files = {"video": self._local(path, "video")}
+        if cover is not None:
+            files["cover"] = self._local(cover, "cover")
+        self.states.open()
+        state = self.states.load(files)
+        if state is None:
+            raise InputError(f"no interrupted upload of {str(path)!r} to cancel (or it is older than a day)")
+        signs_for_it = self._resumed_signer(state)
+        unfinished = [kind for kind, plan in state.transfers.items() if plan.upload_id is not None and not plan.done]
+        if unfinished and signs_for_it:
+            self._abort_with_fresh_credentials(state, files)
+        self.states.drop(state)
+        if signs_for_it and isinstance(self.get_signature, CancellingSigner):
+            self.get_signature.cancel_intent()
+        return state.signer_context
+
+    def _abort_with_fresh_credentials(self, state: UploadState, files: dict[str, LocalFile]) -> None:
+        """Aborts the session's multipart uploads with credentials of a re-apply. Without them (VOD forgot the
+        session, the API no longer signs for it) the parts are left to COS, which expires them."""
+        with requests.Session() as http:
+            ugc = UgcClient(self.get_signature, self.network, http, retry_delay=self.retry_delay)
+
+            def reapply() -> Applied:
+                return ugc.call("ApplyUploadUGC", {"vodSessionKey": state.session_key}, Applied)
+
+            try:
+                storage = Storage(reapply(), files, reapply, self.network, self.parallel)
+            except VodupError:
+                return
+            try:
+                self._abort(state, storage)
+            finally:
+                storage.close()
+
+    def _cancel_intent(self) -> str:
+        """Tells a ``CancellingSigner`` that its upload was cancelled; what to say of the cancel."""
+        if not isinstance(self.get_signature, CancellingSigner):
+            return "upload cancelled"
+        try:
+            self.get_signature.cancel_intent()
+        except VodupError as error:
+            return f"upload cancelled, but the API was not told ({error}): its intent stays open until its window ends"
+        return "upload cancelled"
 
     def _commit(self, ugc: UgcClient, state: UploadState) -> Committed:
         """CommitUploadUGC. A repeated Commit gets the first one's result (vodlocal's answer; VOD documents none),
@@ -596,16 +654,17 @@ class Uploader:
                 break
         raise TransferError(f"COS {what} failed after {attempt + 1} attempts: {failure}")
 
-    def _abort(self, t: _Transfer) -> None:
+    def _abort(self, state: UploadState, storage: Storage) -> None:
         """Cancel: abort every multipart upload of the session so COS frees its parts, and forget the state."""
-        for kind, plan in t.state.transfers.items():
+        for kind, plan in state.transfers.items():
             if plan.upload_id is not None and not plan.done:
-                self._abort_one(t, t.storage.keys[kind], plan.upload_id)
-        self.states.drop(t.state)
+                self._abort_one(storage, storage.keys[kind], plan.upload_id)
+        self.states.drop(state)
 
-    def _abort_one(self, t: _Transfer, key: str, upload_id: str) -> None:
+    @staticmethod
+    def _abort_one(storage: Storage, key: str, upload_id: str) -> None:
         try:
-            client, _ = t.storage.client()
-            client.abort_multipart_upload(Bucket=t.storage.bucket, Key=key, UploadId=upload_id)
+            client, _ = storage.client()
+            client.abort_multipart_upload(Bucket=storage.bucket, Key=key, UploadId=upload_id)
         except (CosServiceError, CosClientError):
             pass  # already gone (completed, aborted, expired by COS), or unreachable: COS expires it in the end

@@ -120,6 +120,10 @@ function signerFor(upload) {
     const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${upload.bearer}` } });
     const body = await r.json();
     if (!r.ok) throw new Error(body.message);
+    if (upload.cancelled && !upload.uploadId) {
+      upload.uploadId = body.uploadId; // cancelled while its intent was being created: cancel that too
+      cancelIntent(upload);
+    }
     if (upload.stopped) throw new Error("the upload was stopped");
     if (!upload.uploadId) {
       upload.uploadId = body.uploadId;
@@ -130,7 +134,8 @@ function signerFor(upload) {
 }
 
 const tcVod = new TcVod.default({}); // each upload brings its own getSignature
-let current = null; // the upload on screen: {user, bearer, name, uploadId, vodSessionKey, uploader, stopped}
+// The upload on screen: {user, bearer, name, uploadId, vodSessionKey, uploader, stopped, cancelled}.
+let current = null;
 let speed = null; // {loaded, at, bytesPerSecond}
 
 // The SDK resumes an upload (after a pause, a closed tab or a reload) from localStorage, under a key made of
@@ -227,6 +232,7 @@ async function startUpload() {
   speed = null;
   showError("");
   delete $("progress").dataset.reported;
+  delete $("progress").dataset.cancelled;
   setButtons("uploading");
   // The SDK would resume any session stored under these names and sizes, whoever opened it: it may resume only
   // the one this user's intent opened. Any other is dropped, and the SDK opens a new one for this intent.
@@ -294,19 +300,57 @@ function pause() {
   setStatus(`Paused at ${$("progress").dataset.percent}%.`);
 }
 
+// Cancel stops the SDK, forgets what it could resume, then cancels the upload's intent: the backend frees its slot,
+// signs no more for it and does not attribute a file VOD still receives for it (docs/api.md, DELETE
+// /uploads/{uploadId}). If the SDK had finished first and the upload is attributed, the cancel is too late: the
+// video stays, and is listed below. `progress`'s `data-cancelled` is the outcome: `cancelled`, `too_late`, `failed`.
 async function cancel() {
   const upload = current;
   current = null;
+  upload.cancelled = true;
   stopUpload(upload);
   await forgetUpload(upload);
   resetProgress();
   setButtons("idle");
-  setStatus("Cancelled.");
+  setStatus("Cancelling…");
+  const outcome = await cancelIntent(upload);
+  $("progress").dataset.cancelled = outcome;
+  setStatus(
+    {
+      cancelled: "Cancelled.",
+      too_late: "Too late to cancel: the upload had already finished. It is in your videos below.",
+      failed: "Stopped, but the server was not told: the upload stays open until its upload window ends.",
+    }[outcome],
+  );
+  if (outcome === "too_late") refreshVideos();
+}
+
+// DELETE /uploads/{uploadId}, a 503 retried after the time the API asks for. An upload whose intent was never
+// created (cancelled before its first signature) has nothing to cancel.
+async function cancelIntent(upload) {
+  if (!upload.uploadId) return "cancelled";
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await fetch(`${API}/uploads/${encodeURIComponent(upload.uploadId)}`, {
+        method: "DELETE",
+        headers: { Authorization: `Bearer ${upload.bearer}` },
+      });
+      const body = await r.json();
+      if (r.ok) return "cancelled";
+      if (r.status === 409 && body.reason === "already_completed") return "too_late";
+      if (r.status !== 503 || attempt === 3) throw new Error(body.message);
+      await new Promise((resolve) => setTimeout(resolve, 1000 * (body.retryAfter || 2)));
+    } catch (error) {
+      showError(`Cancel failed: ${error.message}`);
+      return "failed";
+    }
+  }
 }
 
 function resetProgress() {
   $("progress").dataset.percent = "0";
   delete $("progress").dataset.reported;
+  delete $("progress").dataset.cancelled;
   $("progress").querySelector("progress").value = 0;
   setStatus("");
 }

@@ -1,12 +1,13 @@
 """Upload intents: their create (with the owner's open-slot and hourly limits), signatures, and their end
-by abandon or expiry. Their completion is the video's attribution (chalicelib/storage/videos.py)."""
+by abandon, expiry or cancel. Their completion is the video's attribution (chalicelib/storage/videos.py)."""
 
 from __future__ import annotations
 
-from chalicelib.domain_events import upload_expired
+from chalicelib.domain_events import DomainEvent, upload_expired
 from chalicelib.errors import CompletionLost, IdCollision, LimitReached, ServiceUnavailable, SignatureRefused
 from chalicelib.items import (
     ABANDONED,
+    CANCELLED,
     EXPIRED,
     Item,
     as_n,
@@ -236,6 +237,37 @@ class IntentStorage:
         except CompletionLost:
             return False
         return True
+
+    def cancel_intent(self, intent: UploadIntent, event: DomainEvent) -> None:
+        """The intent, still as read (open or expired), becomes cancelled at the event's time: it leaves the
+        sweep's work list, its open slot is released and `event` (its `upload.cancelled`) is put in the outbox,
+        in one transaction. Raises CompletionLost if the intent changed since it was read (attributed, cancelled
+        or expired meanwhile)."""
+        items: dict[str, Item] = {
+            "intent": {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": upload_key(intent.upload_id),
+                    "UpdateExpression": "SET #status = :cancelled, cancelledAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ConditionExpression": "#owner = :owner AND #status = :was",
+                    "ExpressionAttributeNames": {"#status": "status", "#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":cancelled": as_s(CANCELLED), ":now": as_n(event.occurred_at), ":owner": as_s(intent.owner),
+                        ":was": as_s(intent.status),
+                    },
+                }
+            },
+            "open slot": release_slot_item(self._table, intent),
+            "event": outbox_put(self._table, event),
+        }  # fmt: skip
+
+        def settle(reasons: Reasons) -> bool:
+            # The event's id is the intent's own: its row exists only if the intent was cancelled already.
+            if failed(reasons["intent"]) or failed(reasons["event"]):
+                raise CompletionLost(intent.upload_id)
+            return False
+
+        self._table.commit(items, settle)
 
     def open_slots(self, owner: str) -> list[str]:
         response = self._table.call("get_item", TableName=self._table.name, Key=limits_key(owner), ConsistentRead=True)
