@@ -156,6 +156,7 @@ def _video_body(video: Video) -> dict[str, Any]:
         "procedureTaskId": video.procedure_task_id,
         "metadata": video.metadata,
         "receivedAt": video.received_at,
+        "deletionRequestedAt": video.deletion_requested_at,
         "processing": video.processing,
         "processingTasks": [video.processing_tasks[task] for task in sorted(video.processing_tasks)],
         "quotaExceeded": list(video.quota_exceeded),
@@ -279,6 +280,13 @@ def list_videos(principal: Principal) -> dict[str, Any]:
 @api_route("/videos/{file_id}", methods=["GET"])
 def get_video(principal: Principal, file_id: str) -> dict[str, Any]:
     return _video_body(services().videos.get(principal.subject, file_id))
+
+
+@api_route("/videos/{file_id}", methods=["DELETE"])
+def delete_video(principal: Principal, file_id: str) -> Response:
+    """Deletes the video from VOD and from the owner's list; a second call answers the same."""
+    services().deletion.delete(principal.subject, file_id)
+    return Response(body="", status_code=204)
 
 
 @api_route("/me", methods=["GET"])

@@ -22,12 +22,19 @@ which a bytecode file appeared in either copy. Two scenarios:
 
 The floor is what any handler that writes to DynamoDB pays: a fresh process of the same kind, with only the
 runtime's libraries on its path, doing `import boto3`, one DynamoDB client to the same endpoint and one
-conditional PutItem (`attribute_not_exists(pk)`, a fresh key) to the same table. Floor, shipped and
-source-only runs alternate, so that a machine that is busier for a while slows all three; the numbers are the
-medians over the rounds of candidate/floor. Each run also reports its CPU time over the same span, and the
-median CPU ratio is printed beside the wall-clock one: on a machine shared with other work it moves far less,
-while the wall-clock ratio is what a cold start costs. Nothing is run unmeasured first: no run can warm a
-cache for the next one.
+conditional PutItem (`attribute_not_exists(pk)`, a fresh key) to the same table.
+
+Two lower bounds run from the shipped copy in the same rounds: the floor's write done the way the app does it
+(botocore without boto3, the collector paused), plus the libraries the project's standards keep (pydantic
+with one small model validated, the Powertools Logger, PyJWT as the app imports it), and the same with PyJWT
+swapped for the `cryptography` primitives a verifier written directly on them would import. No trimming of
+the app's own code can go below the first; the second is what replacing PyJWT would allow.
+
+Floor and candidate runs alternate, so that a machine that is busier for a while slows them all; the numbers
+are the medians (and the range) over the rounds of candidate/floor. Each run also reports its CPU time over
+the same span, and the median CPU ratio is printed beside the wall-clock one: on a machine shared with other
+work it moves far less, while the wall-clock ratio is what a cold start costs. Nothing is run unmeasured
+first: no run can warm a cache for the next one.
 
 The stage is `local` from .chalice/config.json, with DynamoDB (moto, as the test suite serves it) on a free
 port of 127.0.0.1, a fresh table, and the JWT key in a temporary directory. Exits 0 whatever the ratios
@@ -87,18 +94,58 @@ print({marker!r} + json.dumps({{"seconds": seconds, "cpu_seconds": cpu_seconds, 
 """
 )
 
-FLOOR = (
-    _PRELUDE
-    + """import boto3
-client = boto3.client("dynamodb", endpoint_url=given["endpoint"], region_name=given["region"])
-client.put_item(
+_PUT = """client.put_item(
     TableName=given["table"],
     Item={"pk": {"S": given["key"]}, "sk": {"S": given["key"]}},
     ConditionExpression="attribute_not_exists(pk)",
 )
-status, body = 200, ""
+"""
+_DONE = """status, body = 200, ""
 seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
 """
+
+FLOOR = (
+    _PRELUDE
+    + """import boto3
+client = boto3.client("dynamodb", endpoint_url=given["endpoint"], region_name=given["region"])
+"""
+    + _PUT
+    + _DONE
+    + _REPORT.format(marker=MARKER)
+)
+
+# The lower bounds: the floor's write done the app's way (botocore without boto3, chalicelib/aws.py; the collector
+# paused, chalicelib/cold_start.py), plus the libraries the project's standards keep, as little of each as the
+# app can use: pydantic with one small model validated, the Powertools Logger (importing it imports Metrics and
+# Tracer too: aws_lambda_powertools/__init__.py), and PyJWT as chalicelib/auth.py imports it; the second swaps
+# PyJWT for what a verifier written directly on `cryptography` would import (its RSA/EC primitives, no x509).
+# Run from the shipped copy: no trimming of the app's own code can bring it below these.
+_LIBRARIES = (
+    """import gc
+gc.disable()
+import botocore.session
+client = botocore.session.get_session().create_client(
+    "dynamodb", endpoint_url=given["endpoint"], region_name=given["region"]
+)
+"""
+    + _PUT
+    + """import pydantic
+class Body(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    title: str
+Body.model_validate_json('{"title": "x"}')
+from aws_lambda_powertools import Logger
+Logger(service="lower-bound")
+"""
+)
+LOWER_BOUND = _PRELUDE + _LIBRARIES + "import jwt\n" + _DONE + _REPORT.format(marker=MARKER)
+LOWER_BOUND_WITHOUT_PYJWT = (
+    _PRELUDE
+    + _LIBRARIES
+    + """from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+"""
+    + _DONE
     + _REPORT.format(marker=MARKER)
 )
 
@@ -151,8 +198,13 @@ def run_child(code: str, given: dict[str, Any], env: dict[str, str], cwd: Path) 
 
 @dataclass(frozen=True)
 class Candidate:
-    name: str  # "shipped" or "source-only"
+    name: str  # "shipped", "source-only", or a lower bound's
     package: Path  # the unpacked copy it runs from
+    code: str = CANDIDATE  # the handler's first request, or a lower bound (which writes what the floor writes)
+
+    @property
+    def handles_event(self) -> bool:
+        return self.code is CANDIDATE
 
 
 @dataclass
@@ -175,6 +227,7 @@ class Scenario:
         runs = [(one.floor, one.candidates[candidate]) for one in self.rounds]
         return {
             "ratio_median": statistics.median(self.ratios(candidate)),
+            "ratio_range": [min(self.ratios(candidate)), max(self.ratios(candidate))],
             "candidate_ms_median": statistics.median(run.seconds for _, run in runs) * 1000,
             "floor_ms_median": statistics.median(floor.seconds for floor, _ in runs) * 1000,
             "cpu_ratio_median": statistics.median(run.cpu_seconds / floor.cpu_seconds for floor, run in runs),
@@ -253,14 +306,19 @@ class Bench:
         for run in range(rounds):
             # First, so that the runs of a round then follow each other at once; an event for each candidate,
             # since a callback's first NewFileUpload can only be first once.
-            events = [scenario.prepare(run * len(self.candidates) + index) for index in range(len(self.candidates))]
+            given = [
+                {"event": scenario.prepare(run * len(self.candidates) + index)}
+                if candidate.handles_event
+                else self.floor_input()
+                for index, candidate in enumerate(self.candidates)
+            ]
             floor_env = unpacked.child_environment(self.stage, self.runtime)
             floor = run_child(FLOOR, self.floor_input(), floor_env, self.runtime)
             measured = {}
-            for candidate, event in zip(self.candidates, events, strict=True):
+            for candidate, inputs in zip(self.candidates, given, strict=True):
                 env = unpacked.child_environment(self.stage, candidate.package, self.runtime)
-                result = run_child(CANDIDATE, {"event": event}, env, candidate.package)
-                problem = scenario.check(result)
+                result = run_child(candidate.code, inputs, env, candidate.package)
+                problem = scenario.check(result) if candidate.handles_event else None
                 if problem is not None:
                     raise SystemExit(
                         f"{scenario.name}, {candidate.name}: the handler answered {problem}; this run is invalid\n"
@@ -283,7 +341,11 @@ def unpacked_copies(zip_path: Path, work: Path) -> tuple[list[Candidate], Path]:
     shipped = unpacked.unpack(zip_path, work / "shipped")
     source_only = unpacked.unpack(zip_path, work / "source-only", bytecode=False)
     runtime = unpacked.runtime_libraries(work / "runtime")
-    return [Candidate("shipped", shipped), Candidate("source-only", source_only)], runtime
+    lower_bounds = [
+        Candidate("lower bound", shipped, LOWER_BOUND),
+        Candidate("lower bound without PyJWT", shipped, LOWER_BOUND_WITHOUT_PYJWT),
+    ]
+    return [Candidate("shipped", shipped), Candidate("source-only", source_only), *lower_bounds], runtime
 
 
 def size_mb(root: Path) -> float:
@@ -292,7 +354,7 @@ def size_mb(root: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=9, help="measured rounds (floor, shipped, source-only)")
+    parser.add_argument("--pairs", type=int, default=9, help="measured rounds (the floor, then each candidate)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.pairs < 1:
@@ -306,7 +368,7 @@ def main() -> None:
         before = {candidate.name: unpacked.bytecode_files(candidate.package) for candidate in candidates}
         sizes = {
             "zip_mb": built.zip.stat().st_size / 1e6,
-            **{f"{candidate.name}_unpacked_mb": size_mb(candidate.package) for candidate in candidates},
+            **{f"{c.name}_unpacked_mb": size_mb(c.package) for c in candidates if c.handles_event},
         }
         ensure_table(local_client(dynamodb.endpoint_url), TABLE)
         bench = Bench(dynamodb.endpoint_url, work / "jwt-key.pem", candidates, runtime)
@@ -317,18 +379,21 @@ def main() -> None:
         print(
             f"cold start: the {PACKAGED_STAGE} stage's package ({built.runtime}, zip {sizes['zip_mb']:.1f} MB, "
             f"unpacked {sizes['shipped_unpacked_mb']:.1f} MB shipped / {sizes['source-only_unpacked_mb']:.1f} MB "
-            f"source-only); {args.pairs} rounds per scenario of floor, shipped, source-only, each a fresh "
-            f"`{Path(sys.executable).name} -I -S -B`; DynamoDB at {dynamodb.endpoint_url}",
+            f"source-only); {args.pairs} rounds per scenario of floor, {', '.join(c.name for c in candidates)}, "
+            f"each a fresh `{Path(sys.executable).name} -I -S -B`; DynamoDB at {dynamodb.endpoint_url}; load "
+            f"average {os.getloadavg()[0]:.2f}",
             flush=True,
         )
         for scenario in scenarios:
             bench.measure(scenario, args.pairs)
             for candidate in candidates:
                 numbers = scenario.summary(candidate.name)
+                low, high = numbers["ratio_range"]
                 print(
-                    f"  {scenario.name:40s} {candidate.name:11s} {numbers['candidate_ms_median']:6.1f} ms  floor "
-                    f"{numbers['floor_ms_median']:6.1f} ms  median ratio {numbers['ratio_median']:.2f}x  (CPU time "
-                    f"{numbers['cpu_ratio_median']:.2f}x; from spawn {numbers['spawn_ratio_median']:.2f}x)",
+                    f"  {scenario.name:40s} {candidate.name:26s} {numbers['candidate_ms_median']:6.1f} ms  floor "
+                    f"{numbers['floor_ms_median']:6.1f} ms  median ratio {numbers['ratio_median']:.2f}x "
+                    f"({low:.2f}-{high:.2f})  (CPU time {numbers['cpu_ratio_median']:.2f}x; from spawn "
+                    f"{numbers['spawn_ratio_median']:.2f}x)",
                     flush=True,
                 )
         for candidate in candidates:
@@ -337,12 +402,11 @@ def main() -> None:
             unpacked.writable(candidate.package)
         unpacked.writable(runtime)
     for scenario in scenarios:
-        shipped, source_only = (scenario.summary(c.name) for c in candidates)
-        print(
-            f"{scenario.name}: shipped {shipped['ratio_median']:.2f}x (CPU {shipped['cpu_ratio_median']:.2f}x), "
-            f"source-only {source_only['ratio_median']:.2f}x (CPU {source_only['cpu_ratio_median']:.2f}x); "
-            f"target <= {TARGET}x"
+        figures = ", ".join(
+            f"{c.name} {numbers['ratio_median']:.2f}x (CPU {numbers['cpu_ratio_median']:.2f}x)"
+            for c, numbers in ((c, scenario.summary(c.name)) for c in candidates)
         )
+        print(f"{scenario.name}: {figures}; target <= {TARGET}x; load average {os.getloadavg()[0]:.2f}")
     if args.json:
         report = {
             "rounds": args.pairs,

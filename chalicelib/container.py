@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from chalicelib.completion import CompletionService, MediaCatalog
     from chalicelib.cors import CorsPolicy
     from chalicelib.credentials import SecretsProvider
+    from chalicelib.deletion import MediaLibrary, VideoDeletion
     from chalicelib.event_service import EventService
     from chalicelib.pull_consumer import PullConsumer
     from chalicelib.quotas import AccountService
     from chalicelib.settings import Settings
     from chalicelib.storage import Storage
-    from chalicelib.sweep import MediaLibrary, ReconciliationSweep
+    from chalicelib.sweep import ReconciliationSweep
     from chalicelib.uploads import UploadService
     from chalicelib.videos import VideoService
     from chalicelib.vod_api import VodApi
@@ -147,6 +148,17 @@ class Services:
             settings.delete_unattributed_after_seconds,
             settings.request_deadline_seconds,
         )
+
+    @cached_property
+    def deletion(self) -> VideoDeletion:
+        from chalicelib.deletion import VideoDeletion
+
+        def media() -> MediaLibrary:
+            from chalicelib.vod_api import VodMediaLibraryInRequest
+
+            return self._vod_api(VodMediaLibraryInRequest)
+
+        return VideoDeletion(self.storage.videos, media)
 
     @cached_property
     def completion(self) -> CompletionService:

@@ -208,9 +208,11 @@ def upload_cancelled(intent: UploadIntent, now: int) -> DomainEvent:
     return DomainEvent(UPLOAD_CANCELLED, intent.upload_id, now, intent.owner, intent.upload_id, "", data)
 
 
-def video_deleted(file_id: str, owner: str, upload_id: str, now: int) -> DomainEvent:
-    """An attributed video was deleted (VOD's FileDeleted, or its owner's request): once per FileId."""
-    return DomainEvent(VIDEO_DELETED, file_id, now, owner, upload_id, file_id)
+def video_deleted(file_id: str, owner: str, upload_id: str, reason: str, now: int) -> DomainEvent:
+    """An attributed video was deleted, once per FileId (chalicelib/deletion.py): `reason` is `owner_request`
+    (its owner asked), `over_quota` (its tier's `delete` rule condemned it) or `deleted_in_vod` (VOD's FileDeleted
+    for a file deleted there by other means)."""
+    return DomainEvent(VIDEO_DELETED, file_id, now, owner, upload_id, file_id, {"reason": reason})
 
 
 def within_bound(data: dict[str, Any], droppable: Sequence[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, assert_never
 
 from chalicelib import callback_auth, source_context, vod_notification
 from chalicelib.credentials import SecretsProvider
+from chalicelib.deletion import reason_for
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere, PayloadTooLarge, ServiceUnavailable
 from chalicelib.events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
 from chalicelib.policy import UploadPolicy
@@ -122,14 +123,30 @@ class EventService:
                     _log_breaks(update.file_id, [broken] if broken else [])
                 return Outcome(event_type, "updated" if applied else "stale", update.file_id)
             case FilesDeleted(file_ids=file_ids):
-                for file_id in file_ids:
-                    self._store.videos.mark_deleted(file_id, now)
-                return Outcome(event_type, "deleted", ",".join(file_ids)[:200] or None)
+                recorded = [self._file_deleted(file_id, now) for file_id in file_ids]
+                outcome: OutcomeKind = "deleted" if any(recorded) or not recorded else "duplicate"
+                return Outcome(event_type, outcome, ",".join(file_ids)[:200] or None)
             case OtherEvent(event_type=other):
                 self._store.vod_events.count_event(other[:64])
                 return Outcome(event_type, "ignored")
             case unreachable:
                 assert_never(unreachable)
+
+    def _file_deleted(self, file_id: str, now: int) -> bool:
+        """VOD deleted the file: a video is deleted as its owner's request deletes it (chalicelib/deletion.py),
+        with its one `video.deleted` event; a file nobody owns is marked deleted. False when the video was
+        deleted already (our own DeleteMedia's event comes after the deletion it reports)."""
+        videos = self._store.videos
+        for _ in range(_COMPLETION_ATTEMPTS):
+            video = videos.get_video(file_id, consistent=True)
+            if video is None:
+                if videos.mark_unattributed_deleted(file_id, now):
+                    return True
+                continue  # attributed in the meantime: delete it as a video
+            if video.deleted_at is not None:
+                return False
+            return videos.complete_deletion(video, reason_for(video), now)
+        raise CompletionLost(f"file {file_id} kept changing under us")
 
     def _uploaded(self, event_type: str, uploaded: UploadedFile, tag_key: bytes, now: int) -> Outcome:
         try:

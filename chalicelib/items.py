@@ -7,8 +7,13 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
   USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
   USER#<sub>      / USAGE        `bytesStored` counted against the bytes quota, `videos` attributed and not
                                  deleted (chalicelib/quotas.py); changed only with an attribution or a deletion
-  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed; `processing`: its
-                                 task flows' snapshots by TaskId, bounded (see MAX_TASK_FLOWS)
+  VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed, until deleted;
+                                 `processing`: its task flows' snapshots by TaskId, bounded (see
+                                 MAX_TASK_FLOWS); `deletionRequestedAt` once its owner asked to delete it,
+                                 `deletedAt` once deleted (chalicelib/deletion.py has the states);
+                                 `countedBytes`, `tier`, `quotaExceeded`, `overQuota` (chalicelib/quotas.py)
+  VIDEO#<fileId>  / DELETION     its owner's deletion request: in gsi1 under DELETING (by request time)
+                                 until the deletion completes (the sweep's work list), then kept as the trace
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
                                  until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
                                  a user's video, so the file was kept)
@@ -40,7 +45,7 @@ from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, Uploa
 from chalicelib.videos import PageKey, Video
 
 if TYPE_CHECKING:
-    from chalicelib.policy import ClientKind
+    from chalicelib.policy import ClientKind, OverQuotaRule
 
 Item = dict[str, Any]
 Key = dict[str, Any]
@@ -51,6 +56,7 @@ CANCELLED = "cancelled"
 # Everything stored as JSON was bounded at the door (request bodies, VOD payloads) far below this.
 STORED_JSON_DEPTH = 32
 REVIEW_PARTITION = "REVIEW"
+DELETING_PARTITION = "DELETING"
 DEAD_LETTER_PARTITION = "DEADLETTER"
 # Of a failed event's body, what its record keeps: enough to replay any real event by hand, and far below
 # DynamoDB's 400 KB item limit whatever the event's size.
@@ -165,6 +171,10 @@ def rate_key(owner: str, hour: int) -> Key:
 
 def video_key(file_id: str) -> Key:
     return {"pk": as_s(f"VIDEO#{file_id}"), "sk": as_s("VIDEO")}
+
+
+def deletion_key(file_id: str) -> Key:
+    return {"pk": as_s(f"VIDEO#{file_id}"), "sk": as_s("DELETION")}
 
 
 def review_key(file_id: str) -> Key:
@@ -353,8 +363,11 @@ def item_to_video(item: Mapping[str, Any]) -> Video | None:
             task_id: load_stored_json(entry["M"]["snapshot"]["S"], STORED_JSON_DEPTH) or {"taskId": task_id}
             for task_id, entry in item.get("processing", {}).get("M", {}).items()
         },
+        deletion_requested_at=get_n(item, "deletionRequestedAt"),
         deleted_at=get_n(item, "deletedAt"),
         quota_exceeded=tuple(sorted(string_set(item, "quotaExceeded"))),
+        over_quota=cast("OverQuotaRule | None", get_s(item, "overQuota")),
+        counted_bytes=get_n(item, "countedBytes") or 0,
     )
 
 

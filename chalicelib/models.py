@@ -1,4 +1,8 @@
-"""Request bodies, validated with pydantic; unknown fields are rejected."""
+"""Request bodies, validated with pydantic; unknown fields are rejected.
+
+Each model's validator is built when a request first needs it (`defer_build`), not at import: a cold start
+builds only the one its route validates.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ FileId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r
 
 
 class CreateUploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     title: Title | None = None
     fileName: FileName | None = None  # noqa: N815 - wire names
@@ -45,6 +49,6 @@ class CreateUploadRequest(BaseModel):
 class CompleteUploadRequest(BaseModel):
     """The FileId the upload SDK reported for this upload."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     fileId: FileId  # noqa: N815 - wire name

@@ -123,6 +123,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "videos", ok_body="Video", errors=(401, 404, 503, 500),
     ),
     Operation(
+        "DELETE", "/videos/{file_id}", "deleteVideo", "Delete a video",
+        "Deletes the file from VOD (DeleteMedia) and the video from the owner's list, then answers `204`; "
+        "again `204` for a video already deleted. Owner only: `404` for anyone else and for an unknown "
+        "file, deleting nothing. `503` with `Retry-After` when VOD or storage does not answer in time: the "
+        "deletion is then pending (the video shows `deletionRequestedAt`), and a retry or the hourly sweep "
+        "finishes it. Its completion publishes one `video.deleted` event.",
+        "videos", ok=204, errors=(401, 404, 503, 500),
+    ),
+    Operation(
         "GET", "/me", "getMe", "The caller's tier, its limits and the caller's usage",
         "`usage.bytesStored` is what counts against `limits.maxStoredBytes`: the bytes of the caller's videos "
         "that fitted it when VOD reported their size; an upload that did not fit is marked on its video "
@@ -280,14 +289,18 @@ def _request_body(kind: str, refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+_OK_DESCRIPTIONS = {200: "OK", 201: "Created", 204: "No Content"}
+
+
 def _operation(op: Operation, refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     content = dict(op.extra_ok_media)
     if op.ok_body is not None:
         content = {JSON: {"schema": refs[op.ok_body]}, **content}
-    ok: dict[str, Any] = {"description": "Created" if op.ok == 201 else "OK"}
+    ok: dict[str, Any] = {"description": _OK_DESCRIPTIONS[op.ok]}
     if op.ok_headers:
         ok["headers"] = {name: _HEADERS[name] for name in op.ok_headers}
-    ok["content"] = content
+    if content:
+        ok["content"] = content
     responses: dict[str, Any] = {str(op.ok): ok}
     for status in sorted(op.errors):
         component = op.error_components.get(status) or _ERROR_RESPONSES[status][0]

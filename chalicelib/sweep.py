@@ -11,9 +11,12 @@
   run) the sweep reads whether the FileId is attributed; if it is, the review item is closed as `owned`
   (in either mode: that deletes nothing) and the file is left alone. An attribution landing between that
   read and DeleteMedia is not excluded; none is expected for a file already weeks under review.
+- Video deletions left `deleting` (VOD failed while the owner's request waited, and no retry came) are
+  finished once PENDING_SECONDS old, whatever DELETE_UNATTRIBUTED says: their owner asked for them
+  (the states: chalicelib/deletion.py).
 - Videos that broke a quota of a tier whose rule is `delete` (chalicelib/quotas.py) are deleted from VOD at
-  once, whatever DELETE_UNATTRIBUTED says: the tier asked for it. Each leaves its owner's list and gives back
-  its usage in one transaction, as VOD's FileDeleted would.
+  once, whatever DELETE_UNATTRIBUTED says: the tier asked for it. Each is completed as any deletion is (one
+  transaction: deleted, its usage given back, `video.deleted` with reason `over_quota`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib import deadline
+from chalicelib.deletion import PENDING_SECONDS, MediaLibrary, Reason
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
 
@@ -46,14 +50,6 @@ DELETE_MEDIA_SECONDS = 5.0
 Deletion = Literal["dry-run", "delete"]
 
 
-class MediaGone(Exception):
-    """VOD has no such file (already deleted)."""
-
-
-class MediaLibrary(Protocol):
-    def delete(self, file_id: str) -> None: ...
-
-
 @dataclass
 class SweepReport:
     expired: int = 0
@@ -63,16 +59,23 @@ class SweepReport:
     due_for_deletion: list[str] = field(default_factory=list)
     deleted: int = 0
     kept_owned: list[str] = field(default_factory=list)  # reviewed FileIds found attributed: closed, not deleted
-    over_quota_deleted: int = 0  # videos the `delete` rule of their tier condemned, deleted from VOD
+    deletions_finished: int = 0  # videos whose owner's deletion was left pending, deleted now
+    over_quota_deleted: int = 0  # videos the `delete` rule of their tier condemned, deleted now
     failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
     finished: bool = True  # False when the run stopped at its deadline with work left
+
+    def count_video_deletion(self, reason: Reason) -> None:
+        if reason == "over_quota":
+            self.over_quota_deleted += 1
+        else:
+            self.deletions_finished += 1
 
     def as_fields(self) -> dict[str, object]:
         return {
             "expired": self.expired, "deletion": self.deletion, "dueForDeletion": len(self.due_for_deletion),
-            "deleted": self.deleted, "keptOwned": len(self.kept_owned), "overQuotaDeleted": self.over_quota_deleted,
-            "failed": self.failed,
-            "finished": self.finished,
+            "deleted": self.deleted, "keptOwned": len(self.kept_owned),
+            "deletionsFinished": self.deletions_finished, "overQuotaDeleted": self.over_quota_deleted,
+            "failed": self.failed, "finished": self.finished,
         }  # fmt: skip
 
 
@@ -94,6 +97,7 @@ class ReconciliationSweep:
         self._grace_seconds = grace_seconds
         self._step_seconds = step_seconds
         self._clock = clock
+        self._media_library: MediaLibrary | None = None  # built for the first video deletion due
 
     def run(self, seconds: float) -> SweepReport:
         stop_at = time.monotonic() + seconds
@@ -101,27 +105,13 @@ class ReconciliationSweep:
         report = SweepReport(deletion=self._deletion)
         for partition in open_intent_partitions():
             report.finished &= self._expire_partition(partition, now, stop_at, report)
-        report.finished &= self._delete_over_quota(now, stop_at, report)
+        # Deletions asked for PENDING_SECONDS ago, past any request still at work on them, as the request would have.
+        pending = partial(self._store.videos.deletions_requested_before, now - PENDING_SECONDS)
+        report.finished &= self._delete_videos(pending, "owner_request", now, stop_at, report)
+        # Videos their tier's `delete` rule condemned (chalicelib/quotas.py).
+        report.finished &= self._delete_videos(self._store.usage.quota_deletions, "over_quota", now, stop_at, report)
         report.finished &= self._delete_unattributed(now, stop_at, report)
         return report
-
-    def _delete_over_quota(self, now: int, stop_at: float, report: SweepReport) -> bool:
-        try:
-            with deadline.within(self._step_seconds):
-                due = self._store.usage.quota_deletions(DELETIONS_PER_RUN)
-        except ServiceUnavailable:
-            report.failed += 1
-            return False
-        media: MediaLibrary | None = None
-        for file_id in due:
-            if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
-                return False
-            media = media or self._media()
-            if not self._delete(media, file_id, report, partial(self._store.videos.mark_deleted, file_id, now)):
-                return False
-            report.over_quota_deleted += 1
-            logger.info("deleted an over-quota video from VOD", extra={"fileId": file_id})
-        return True
 
     def _expire_partition(self, partition: str, now: int, stop_at: float, report: SweepReport) -> bool:
         """Whether the partition holds no closed intent any more (as far as this run could tell)."""
@@ -169,9 +159,8 @@ class ReconciliationSweep:
                 logger.info("would delete an unattributed upload from VOD (dry run)", extra=review)
                 continue
             media = media or self._media()
-            if not self._delete(media, file_id, report, partial(self._store.reviews.mark_review_deleted, review, now)):
+            if not self._delete(media, review, now, report):
                 return False
-            report.deleted += 1
             logger.info("deleted an unattributed upload from VOD", extra=review)
         return True
 
@@ -184,21 +173,72 @@ class ReconciliationSweep:
         logger.warning("kept an upload under review: its file is attributed to a user", extra=review)
         return True
 
-    def _delete(self, media: MediaLibrary, file_id: str, report: SweepReport, record: Callable[[], None]) -> bool:
-        """DeleteMedia, then `record` it; False when the run should stop (the rest waits for the next run)."""
+    def _delete(self, media: MediaLibrary, review: dict[str, Any], now: int, report: SweepReport) -> bool:
+        """DeleteMedia, then the record; False when the run should stop (the rest waits for the next run)."""
+        file_id = str(review["fileId"])
+        if not self._delete_in_vod(media, file_id, report):
+            return False
+        try:
+            with deadline.within(self._step_seconds):
+                self._store.reviews.mark_review_deleted(review, now)
+        except ServiceUnavailable:
+            report.failed += 1  # deleted from VOD; the next run finds it gone and records it
+            return False
+        report.deleted += 1
+        return True
+
+    def _delete_videos(
+        self, listed: Callable[[int], list[str]], reason: Reason, now: int, stop_at: float, report: SweepReport
+    ) -> bool:
+        """Delete the videos `listed` gives (at most DELETIONS_PER_RUN of them), each for `reason`."""
+        try:
+            with deadline.within(self._step_seconds):
+                due = listed(DELETIONS_PER_RUN)
+        except ServiceUnavailable:
+            report.failed += 1
+            return False
+        for file_id in due:
+            if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
+                return False
+            if not self._complete_deletion(file_id, reason, now, report):
+                return False
+            report.count_video_deletion(reason)
+        return True
+
+    def _complete_deletion(self, file_id: str, reason: Reason, now: int, report: SweepReport) -> bool:
+        """DeleteMedia, then the video is deleted through the deletion's one transaction (its usage given back, its
+        event written); False when the run should stop (the rest waits for the next run)."""
+        try:
+            with deadline.within(self._step_seconds):
+                video = self._store.videos.get_video(file_id, consistent=True)
+        except ServiceUnavailable:
+            report.failed += 1
+            return False
+        if video is None or video.deleted_at is not None:
+            # Not expected: the transaction that deletes a video takes it off both work lists.
+            logger.error("a finished deletion is still listed as pending", extra={"fileId": file_id})
+            return True
+        self._media_library = self._media_library or self._media()
+        if not self._delete_in_vod(self._media_library, file_id, report):
+            return False
+        try:
+            with deadline.within(self._step_seconds):
+                self._store.videos.complete_deletion(video, reason, now)
+        except ServiceUnavailable:
+            report.failed += 1  # the next run finds the file gone from VOD and completes it
+            return False
+        logger.info("deleted a video", extra={"fileId": file_id, "owner": video.owner, "reason": reason})
+        return True
+
+    @staticmethod
+    def _delete_in_vod(media: MediaLibrary, file_id: str, report: SweepReport) -> bool:
+        """DeleteMedia (a file VOD no longer has counts as deleted); False when VOD is failing, which leaves the
+        rest of the run's deletions for the next run."""
         try:
             media.delete(file_id)
-        except MediaGone:
-            pass  # deleted by someone else: only the record is left to update
         except VodUnavailable as error:
             logger.warning("DeleteMedia failed", extra={"fileId": file_id, "failure": str(error)})
             report.failed += 1
-            return False  # VOD is failing: leave the rest for the next run
-        try:
-            with deadline.within(self._step_seconds):
-                record()
-        except ServiceUnavailable:
-            report.failed += 1  # deleted from VOD; the next run finds it gone (MediaGone) and records it
             return False
         return True
 

@@ -2,7 +2,8 @@
 media descriptions.
 
 Imported only by the scheduled functions (the PULL consumer, the reconciliation sweep), the route a client
-reports its upload done with (`POST /uploads/{id}/complete`) and the deploy: the SDK takes about 100 ms to
+reports its upload done with (`POST /uploads/{id}/complete`), the route that deletes a video
+(`DELETE /videos/{fileId}`) and the deploy: the SDK takes about 100 ms to
 import, which the signing routes and the callback must not pay.
 """
 
@@ -22,10 +23,11 @@ from tencentcloud.vod.v20180717 import models, vod_client
 
 from chalicelib import vod_notification
 from chalicelib.completion import DESCRIBE_MEDIA_SECONDS
+from chalicelib.deletion import DELETE_MEDIA_REQUEST_SECONDS
 from chalicelib.errors import InvalidRequest, ServiceUnavailable, VodUnavailable
 from chalicelib.events import UploadedFile
 from chalicelib.pull_consumer import PulledEvent, QueueUnavailable, event_body
-from chalicelib.sweep import DELETE_MEDIA_SECONDS, MediaGone
+from chalicelib.sweep import DELETE_MEDIA_SECONDS
 
 T = TypeVar("T")
 logger = logging.getLogger("vodupload")
@@ -129,19 +131,27 @@ class CurrentKeysEventQueue:
 
 
 class VodMediaLibrary(VodApi):
-    """Deletes uploads from VOD (DeleteMedia): the sweep's clean-up of uploads nobody owns."""
+    """Deletes files from VOD (DeleteMedia), with the sweep's timeout: its clean-up of uploads nobody owns and
+    of video deletions left pending."""
 
     timeout_seconds = DELETE_MEDIA_SECONDS
 
-    def delete(self, file_id: str) -> None:
+    def delete(self, file_id: str) -> bool:
         request = self._in_app(models.DeleteMediaRequest())
         request.FileId = file_id
         try:
             self._client.DeleteMedia(request)
         except TencentCloudSDKException as error:
             if error.code == "ResourceNotFound.FileNotExist":
-                raise MediaGone(file_id) from None
+                return False  # deleted already
             raise VodUnavailable(f"DeleteMedia: {error.code}: {error.message}") from None
+        return True
+
+
+class VodMediaLibraryInRequest(VodMediaLibrary):
+    """DeleteMedia within a request's deadline (`DELETE /videos/{fileId}`)."""
+
+    timeout_seconds = DELETE_MEDIA_REQUEST_SECONDS
 
 
 class VodMediaCatalog(VodApi):

@@ -35,7 +35,8 @@ _MAX_DETAIL_DEPTH = 4
 
 
 class _Vod(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=False)
+    # Built when an event first needs it, not at import: a NewFileUpload never builds the task-flow models.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=False, defer_build=True)
 
 
 class MetaData(_Vod):

@@ -4,7 +4,7 @@ Serving requests one by one makes condition checks and transactions atomic, as t
 DynamoDB; moto's default threaded server (and moto in-process under threads) does not give that.
 All `DynamoDBServer`s of a process share moto's state, so they also take turns with each other.
 
-`patch_moto()` (applied by `DynamoDBServer`, process-wide) changes four things in moto 5.2.5:
+`patch_moto()` (applied by `DynamoDBServer`, process-wide) changes five things in moto 5.2.5:
 
 - TransactWriteItems: moto deep-copies every table a transaction names, to roll back a cancelled
   one, so each transaction costs time and memory in proportion to the table. The replacement keeps
@@ -20,6 +20,9 @@ All `DynamoDBServer`s of a process share moto's state, so they also take turns w
   PutItem or UpdateItem whose resulting item is larger is refused with DynamoDB's ValidationException
   (the UpdateItem leaves the item as it was), and in TransactWriteItems such an item cancels the
   transaction with a `ValidationError` reason.
+- DynamoDB Streams' shard iterators, which moto keeps forever (every GetRecords issues the next one, about
+  1 KB): `make dev`'s events reader, polling twice a second, grew the server by megabytes an hour. They
+  expire 15 minutes after they are issued, as AWS's do (see `IssuedIterators`).
 
 It checks the moto internals it relies on and refuses to start without them; it warns on a moto
 version other than the one it was written against.
@@ -63,6 +66,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.server import DomainDispatcherApplication, create_backend_app  # type: ignore[attr-defined]
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wsgi import get_input_stream
@@ -439,6 +443,41 @@ def _check_moto() -> list[type]:
     return models
 
 
+class IssuedIterators:
+    """When each shard iterator was issued; those older than `ttl` are forgotten by the backend that holds them."""
+
+    def __init__(self, ttl: float = 15 * 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self._clock = ttl, clock
+        self._issued: OrderedDict[str, float] = OrderedDict()
+
+    def note(self, backend: DynamoDBStreamsBackend, iterator_arn: str) -> None:
+        now = self._clock()
+        self._issued[iterator_arn] = now
+        while self._issued:
+            arn, issued = next(iter(self._issued.items()))
+            if issued > now - self.ttl:
+                break
+            del self._issued[arn]
+            backend.shard_iterators.pop(arn, None)
+
+
+ISSUED_ITERATORS = IssuedIterators()
+_moto_get_shard_iterator = DynamoDBStreamsBackend.get_shard_iterator
+_moto_get_records = DynamoDBStreamsBackend.get_records
+
+
+def _get_shard_iterator(self: DynamoDBStreamsBackend, *args: Any, **kwargs: Any) -> Any:
+    iterator = _moto_get_shard_iterator(self, *args, **kwargs)
+    ISSUED_ITERATORS.note(self, iterator.arn)
+    return iterator
+
+
+def _get_records(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> dict[str, Any]:
+    records = _moto_get_records(self, iterator_arn, limit)
+    ISSUED_ITERATORS.note(self, records["NextShardIterator"])
+    return records
+
+
 def patch_moto() -> None:
     """Apply the patches of the module docstring, once per process."""
     if DynamoDBBackend.transact_write_items is _transact_write_items:
@@ -455,6 +494,8 @@ def patch_moto() -> None:
     del LimitedSizeDict.__setitem__
     DynamoDBBackend.put_item = _put_item  # type: ignore[method-assign]
     DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
+    DynamoDBStreamsBackend.get_shard_iterator = _get_shard_iterator  # type: ignore[method-assign]
+    DynamoDBStreamsBackend.get_records = _get_records  # type: ignore[method-assign]
 
 
 # -- the server ----------------------------------------------------------------------------------

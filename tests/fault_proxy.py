@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP proxy between the app and the local DynamoDB endpoint.
+"""A fault-injecting HTTP proxy between the app and the local DynamoDB endpoint, or vodlocal's API 3.0.
 
 Each request is forwarded, or not, as a deterministic plan says (`FaultProxy.plan(request_number,
 operation)` returns a fault name or None), so that a test run is reproducible:
@@ -8,7 +8,9 @@ operation)` returns a fault name or None), so that a test run is reproducible:
     retried with the ClientRequestToken of one still being applied meets (the local endpoint, serving one
     request at a time, never has one in progress);
   - `answer_lost`: forwarded (DynamoDB applies it), then the connection is closed without the answer;
-  - `slow`: forwarded, and answered only after `slow_seconds` (past the client's read timeout).
+  - `slow`: forwarded, and answered only after `slow_seconds` (past the client's read timeout);
+  - `bad_gateway`: a 502 without a body, nothing forwarded (a load balancer in front of a failing VOD).
+The operation is DynamoDB's (`X-Amz-Target`) or VOD's API 3.0 action (`X-TC-Action`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ REFUSALS = {"throttled": THROTTLED, "in_progress": IN_PROGRESS}  # answered 400,
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, plan: Plan, slow_seconds: float = 2.0) -> None:
+    def __init__(self, upstream: str, plan: Plan, slow_seconds: float = 2.0, keep_host: bool = False) -> None:
+        """`keep_host`: forward the client's Host header, which API 3.0's signature covers."""
         self.upstream = urlsplit(upstream)
+        self.keep_host = keep_host
         self.plan = plan
         self.slow_seconds = slow_seconds
         self.faults: Counter[str] = Counter()
@@ -52,7 +56,9 @@ class FaultProxy:
 
             def do_POST(self) -> None:  # DynamoDB's API is POST only
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                operation = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1]
+                operation = (self.headers.get("X-Amz-Target") or self.headers.get("X-TC-Action") or "").rsplit(".", 1)[
+                    -1
+                ]
                 with proxy._lock:
                     proxy.requests += 1
                     fault = proxy.plan(proxy.requests, operation)
@@ -63,6 +69,9 @@ class FaultProxy:
                     return
                 if fault in REFUSALS:
                     self._answer(400, json.dumps(REFUSALS[fault]).encode())
+                    return
+                if fault == "bad_gateway":
+                    self._answer(502, b"")
                     return
                 status, answer = proxy.forward(body, dict(self.headers))
                 if fault in ("answer_lost", "slow"):
@@ -96,7 +105,8 @@ class FaultProxy:
     def forward(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=30)
         try:
-            connection.request("POST", "/", body=body, headers={k: v for k, v in headers.items() if k != "Host"})
+            forwarded = {k: v for k, v in headers.items() if self.keep_host or k != "Host"}
+            connection.request("POST", "/", body=body, headers=forwarded)
             response = connection.getresponse()
             return response.status, response.read()
         finally:

@@ -1,7 +1,8 @@
-"""Domain events delivered locally (devstack/events.py): outbox rows written by TransactWriteItems on the real
-local DynamoDB (the patched moto server) reach the sink's `GET /events` over real HTTP, once each, as the
-envelope of the outbox contract, made by the pipe's own filter and template (infra/events.json); other writes
-do not; a sink that is down and a reader that restarts lose nothing."""
+"""Domain events delivered locally (devstack/events.py): outbox rows written by TransactWriteItems (the storage
+layer's builder, chalicelib/storage/outbox.py) on the real local DynamoDB (the patched moto server) reach the
+sink's `GET /events` over real HTTP, once each, as the envelope of the outbox contract, made by the pipe's own
+filter and template (infra/events.json); other writes do not; a sink that is down and a reader that restarts
+lose nothing."""
 
 from __future__ import annotations
 
@@ -17,40 +18,32 @@ from typing import Any
 
 import pytest
 
+from chalicelib.domain_events import DomainEvent
+from chalicelib.items import item_to_envelope
+from chalicelib.storage import outbox
+from chalicelib.storage.table import Table
 from devstack.events import Checkpoint, EventSink, StreamReader, reading
 from devstack.outbox_pipe import OutboxPipe, Unrenderable
 
 PIPE = OutboxPipe.from_template("vod-upload", "local")
-EVENT_NAMESPACE = uuid.UUID("6f0c5a52-6a4e-4c43-9c53-3a4b6f1f5e21")  # this test's own: ids only need be stable
 TIMEOUT = 20.0
+OCCURRED_AT = 1_796_279_400  # 2026-12-02T06:30:00Z
 
 
 def outbox_put(table: str, event_type: str, owner: str, upload_id: str, file_id: str, **data: Any) -> dict[str, Any]:
-    """One outbox row of the contract (OUTBOX_CONTRACT: pk OUTBOX#<eventId>, sk EVENT, string attributes, the
-    type's fields as canonical JSON in `data`, ttl), as a TransactWriteItems Put."""
-    event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{event_type}:{file_id or upload_id}"))
-    occurred = "2026-12-02T06:30:00Z"
-    strings = {
-        "pk": f"OUTBOX#{event_id}",
-        "sk": "EVENT",
-        "eventId": event_id,
-        "type": event_type,
-        "schemaVersion": "1",
-        "occurredAt": occurred,
-        "owner": owner,
-        "uploadId": upload_id,
-        "fileId": file_id,
-        "data": json.dumps(data, sort_keys=True, separators=(",", ":")),
-    }
-    item = {name: {"S": value} for name, value in strings.items()} | {"ttl": {"N": str(1_796_279_400 + 7 * 86400)}}
-    return {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+    """The outbox row of that event, as the storage layer writes it into its fact's transaction."""
+    event = domain_event(event_type, owner, upload_id, file_id, **data)
+    put: dict[str, Any] = outbox.outbox_put(Table(None, table), event)
+    return put
+
+
+def domain_event(event_type: str, owner: str, upload_id: str, file_id: str, **data: Any) -> DomainEvent:
+    return DomainEvent(event_type, file_id or upload_id, OCCURRED_AT, owner, upload_id, file_id, data)
 
 
 def envelope(put: dict[str, Any]) -> dict[str, Any]:
-    """What the contract says the consumer gets for that row."""
-    item = {name: value.get("S") for name, value in put["Put"]["Item"].items()}
-    fields = ("type", "schemaVersion", "occurredAt", "owner", "uploadId", "fileId")
-    return {"id": item["eventId"], **{name: item[name] for name in fields}, "data": json.loads(item["data"])}
+    """What the contract says a consumer gets for that row."""
+    return item_to_envelope(put["Put"]["Item"])
 
 
 def fact_put(table: str, key: str) -> dict[str, Any]:

@@ -174,6 +174,7 @@ def _exercise(http: Any, key_file: str) -> None:
         ("/signature", "POST"),
         ("/videos", "GET"),
         (f"/videos/{FILE_ID}", "GET"),
+        (f"/videos/{FILE_ID}", "DELETE"),
         ("/me", "GET"),
     ):
         asked = {
@@ -204,7 +205,8 @@ def vod_queue(work: Path) -> Iterator[Handle]:
 
 def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Handle, env: dict[str, str]) -> None:
     """A client reports an upload done (the route asks VOD, not AWS, about the file); the scheduled PULL
-    consumer applies a pulled NewFileUpload, as its own Lambda would, and the reported one's as a duplicate."""
+    consumer applies a pulled NewFileUpload, as its own Lambda would, and the reported one's as a duplicate;
+    the client deletes the reported video (DeleteMedia to VOD, the deletion and its outbox row)."""
     token = mint_local_token(load_or_create_local_key(key_file), LOCAL_ISSUER, "bob", None, 600)
     reported, file_id = commit_through(vod, as_user(http, token))
     answer = http.post(f"/uploads/{reported}/complete", headers=bearer(token), body=json.dumps({"fileId": file_id}))
@@ -216,6 +218,8 @@ def _exercise_pull_consumer(chalice_app: Any, http: Any, key_file: str, vod: Han
     assert (result.get("attributed"), result.get("duplicate")) == (1, 1), result
     status = http.get(f"/uploads/{upload_id}", headers={"Authorization": f"Bearer {token}"})
     assert status.json_body["status"] == "completed"
+    assert http.delete(f"/videos/{file_id}", headers=bearer(token)).status_code == 204
+    assert vod.app.media.get(file_id) is None
 
 
 def _exercise_sweep(chalice_app: Any, http: Any, key_file: str, seed: Any, table: str, env: dict[str, str]) -> None:

@@ -2,7 +2,8 @@
 
 The signing route must not import the notification parsers, the event service, the completion service or
 Tencent's SDK; the callback must not import the token verifier (PyJWT, cryptography), the signing request
-models, the completion service or the SDK (only `POST /uploads/{id}/complete` and the schedules use it).
+models, the completion service or the SDK (only `POST /uploads/{id}/complete`, `DELETE /videos/{fileId}` once
+it reaches VOD, and the schedules use it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from bench.cold_start import callback_event, create_upload_event
 from chalicelib import vod_signature
+from deploy.unpacked import proxy_event
 from tests import vod_payloads as vod
 from tests.conftest import ROOT, TokenFactory, bearer
 
@@ -75,6 +77,21 @@ def test_the_callback_imports_no_token_verifier_no_signing_models_and_no_vod_sdk
     assert not top_level(modules) & {"jwt", "cryptography", "tencentcloud"}
     assert not modules & {"chalicelib.auth", "chalicelib.models", "chalicelib.pull_consumer", "chalicelib.completion"}
     assert "chalicelib.vod_notification" in modules  # the probe is real: this route parsed the event
+
+
+def test_reading_videos_and_a_refused_deletion_import_no_vod_sdk(
+    stage_env: dict[str, str], token_for: TokenFactory
+) -> None:
+    headers = {"Authorization": f"Bearer {token_for('alice')}"}
+    for method, resource, parameters, expected in (
+        ("GET", "/videos", None, 200),
+        ("GET", "/videos/{file_id}", {"file_id": "5285890000000404"}, 404),
+        ("DELETE", "/videos/{file_id}", {"file_id": "5285890000000404"}, 404),
+    ):
+        status, modules = first_request(proxy_event(method, resource, headers, None, parameters), stage_env)
+        assert status == expected, resource
+        assert "tencentcloud" not in top_level(modules), (method, resource)
+    assert "chalicelib.deletion" in modules  # the probe is real: the deletion service refused it
 
 
 GC_PROBE = """

@@ -19,7 +19,7 @@ from moto.dynamodb.models.dynamo_type import Item
 
 from devstack import dynamodb as local_dynamodb
 from devstack.dynamodb import ClientRequestTokens, DynamoDBServer
-from devstack.table import local_client
+from devstack.table import create_table_args, local_client
 from tests.waiting import wait_until
 
 
@@ -208,6 +208,17 @@ def _create_intent_shaped(table: str, index: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def streamless_table(dynamodb: Any) -> str:
+    """The stage's table without its stream: a stream keeps a record of each write (for 24 h on AWS, for good
+    here), which is what a stream is for, not the copies the memory tests below look for."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    create, _ = create_table_args(name)
+    del create["StreamSpecification"]
+    dynamodb.create_table(**create)
+    return name
+
+
+@pytest.fixture
 def traced() -> Iterator[None]:
     gc.collect()
     tracemalloc.start()
@@ -263,7 +274,8 @@ def test_a_transaction_copies_its_items_not_the_table(
     assert on_big_table <= 2 * len(_create_intent_shaped(table_name, 0))  # ours and UpdateItem's own copy
 
 
-def test_memory_does_not_grow_with_past_transactions(dynamodb: Any, table_name: str, traced: None) -> None:
+def test_memory_does_not_grow_with_past_transactions(dynamodb: Any, streamless_table: str, traced: None) -> None:
+    table_name = streamless_table
     """App-shaped transactions on a table of a few hundred items keep only what they wrote (moto kept
     a copy of the table per transaction: every Item it creates is registered for its dashboard)."""
     dynamodb.transact_write_items(TransactItems=_create_intent_shaped(table_name, -1))  # client caches
@@ -280,7 +292,8 @@ def test_memory_does_not_grow_with_past_transactions(dynamodb: Any, table_name: 
     assert retained < table_data / 2  # all of them together: less than one copy of the table
 
 
-def test_plain_writes_keep_no_copies_of_old_items(dynamodb: Any, table_name: str, traced: None) -> None:
+def test_plain_writes_keep_no_copies_of_old_items(dynamodb: Any, streamless_table: str, traced: None) -> None:
+    table_name = streamless_table
     """UpdateItem copies the old item, and PutItem replaces it; moto registered each forever."""
     big = "y" * 20_000
     _put(dynamodb, table_name, "big", body=_s(big), n={"N": "0"})
@@ -389,6 +402,45 @@ def test_a_token_is_forgotten_after_ten_minutes(
     dynamodb.transact_write_items(TransactItems=_add(table_name, 1), ClientRequestToken=token)
 
     assert _counter(dynamodb, table_name) == 2
+
+
+def test_stream_iterators_expire_15_minutes_after_they_are_issued(
+    dynamodb: Any, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto kept every shard iterator (each GetRecords issues one): a reader polling for hours grew the server."""
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    now = [time.monotonic()]
+    monkeypatch.setattr(local_dynamodb.ISSUED_ITERATORS, "_clock", lambda: now[0])
+    streams = boto3_streams(dynamodb)
+    arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+    [shard] = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST")
+    iterator = iterator["ShardIterator"]
+    _put(dynamodb, table_name, "a")
+    for _ in range(50):
+        answer = streams.get_records(ShardIterator=iterator)
+        iterator = answer["NextShardIterator"]
+    assert [record["dynamodb"]["Keys"] for record in answer["Records"]] == []  # read once, by the first call
+    held = dynamodbstreams_backends["123456789012"]["us-east-1"].shard_iterators
+    assert iterator in held
+    now[0] += 15 * 60 + 1
+    _put(dynamodb, table_name, "b")
+    fresh = streams.get_records(ShardIterator=iterator)  # forgotten lazily: when the next one is issued
+    assert [record["dynamodb"]["Keys"] for record in fresh["Records"]] == [_key("b")]
+    assert not [arn for arn in held if arn != fresh["NextShardIterator"]]  # the 50 issued before: forgotten
+
+
+def boto3_streams(dynamodb: Any) -> Any:
+    import boto3
+
+    return boto3.client(
+        "dynamodbstreams",
+        endpoint_url=dynamodb.meta.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
 
 
 def test_remembered_tokens_are_bounded() -> None:

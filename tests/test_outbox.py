@@ -144,11 +144,12 @@ def test_a_file_deleted_in_vod_publishes_the_videos_deletion_once(stack: Stack) 
     upload_id, context = stack.create_upload()
     stack.deliver(vod.new_file_upload(FILE, context))
     assert stack.deliver(vod.file_deleted(FILE, "5285890000000404")).json_body["outcome"] == "deleted"
-    assert stack.deliver(vod.file_deleted(FILE)).json_body["outcome"] == "deleted"  # replayed
+    assert stack.deliver(vod.file_deleted(FILE)).json_body["outcome"] == "duplicate"  # replayed: changes nothing
     assert stack.videos() == []
 
     [deleted] = [event for event in outbox(stack.dynamodb, stack.table) if event["type"] == "video.deleted"]
-    assert (deleted["owner"], deleted["uploadId"], deleted["fileId"], deleted["data"]) == ("alice", upload_id, FILE, {})
+    assert (deleted["owner"], deleted["uploadId"], deleted["fileId"]) == ("alice", upload_id, FILE)
+    assert deleted["data"] == {"reason": "deleted_in_vod"}
     assert types(outbox(stack.dynamodb, stack.table)) == {"upload.attributed": 1, "video.deleted": 1}  # not 0404's
 
 

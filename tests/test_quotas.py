@@ -68,6 +68,12 @@ def outbox(stack: Stack) -> list[dict[str, Any]]:
     ]
 
 
+def deletions(stack: Stack) -> list[tuple[str, str]]:
+    """The `video.deleted` rows: FileId and reason."""
+    rows = [item for item in stack.items() if item.get("type", {}).get("S") == "video.deleted"]
+    return sorted((item["fileId"]["S"], json.loads(item["data"]["S"])["reason"]) for item in rows)
+
+
 def test_a_declared_size_past_the_bytes_quota_is_refused_naming_the_quota_and_the_usage(stack: Stack) -> None:
     alice = bearer(stack.token_for("alice"))
     assert stack.api.post("/uploads", headers=alice, body=b'{"fileSize": 600}').status_code == 201
@@ -164,8 +170,10 @@ def test_vods_file_deleted_gives_the_bytes_back_once(stack: Stack) -> None:
         assert stack.deliver(vod.file_deleted("5285890000000501", "5285890000000502")).status_code == 200
     assert me(stack)["usage"] == {"bytesStored": 0, "videos": 0, "openIntents": 0, "bytesReserved": 0}
     assert stack.videos() == []
-    deleted = [item["fileId"]["S"] for item in stack.items() if item.get("type", {}).get("S") == "video.deleted"]
-    assert sorted(deleted) == ["5285890000000501", "5285890000000502"]  # with the usage, once each
+    assert deletions(stack) == [  # with the usage, once each
+        ("5285890000000501", "deleted_in_vod"),
+        ("5285890000000502", "deleted_in_vod"),
+    ]
     attribute(stack, "5285890000000503", 1000)  # the room is back
     assert video(stack, "5285890000000503")["quotaExceeded"] == []
 
@@ -206,6 +214,7 @@ def test_the_delete_rule_deletes_the_upload_from_vod_through_the_sweep(
         assert catalog.describe(over[1]) is None and catalog.describe(kept[1]) is not None
         assert [v["fileId"] for v in stack.videos()] == [kept[1]]
         assert me(stack)["usage"]["bytesStored"] == 600 and me(stack)["usage"]["videos"] == 1
+        assert deletions(stack) == [(over[1], "over_quota")]
         done = dynamodb.get_item(TableName=table_name, Key=quota_deletion_key(over[1]))["Item"]
         assert "gsi1pk" not in done and "ttl" in done  # off the sweep's list, and expiring
         assert sweep_ahead(0, media=media_at(stage_env, vod_handle.url)).run(30).over_quota_deleted == 0
@@ -216,6 +225,39 @@ def test_the_delete_rule_deletes_the_upload_from_vod_through_the_sweep(
 
 UPLOADS, SIZE = 8, 300  # the quota holds 3 of them
 CLIENT_ATTEMPTS = 5
+
+
+def test_the_owners_deletion_gives_the_bytes_back_once(
+    api_factory: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """DELETE /videos/{fileId} completes through the deletion's one transaction: the usage is given back with the
+    video's deletion and its event, and neither a second DELETE nor VOD's FileDeleted of our DeleteMedia gives it
+    back again."""
+    vod_handle = start(vodlocal_for("http://127.0.0.1:9", stage_env, tmp_path / "vodlocal"))  # pushes go nowhere
+    try:
+        stage_env["VOD_API_ENDPOINT"] = vod_handle.url
+        stack = Stack(api_factory(), stage_env, token_for, dynamodb, table_name)
+        alice = bearer(stack.token_for("alice"))
+
+        def post(path: str, body: bytes) -> dict[str, Any]:
+            return dict(stack.api.post(path, headers=alice, body=body).json_body)
+
+        kept, gone = (commit_through(vod_handle, post, payload) for payload in (b"k" * 300, b"d" * 600))
+        for upload_id, file_id in (kept, gone):
+            assert (
+                post(f"/uploads/{upload_id}/complete", json.dumps({"fileId": file_id}).encode())["outcome"]
+                == "attributed"
+            )
+        assert me(stack)["usage"]["bytesStored"] == 900
+        for _ in range(2):
+            assert stack.api.request("DELETE", f"/videos/{gone[1]}", headers=alice).status_code == 204
+        assert stack.deliver(vod.file_deleted(gone[1])).json_body["outcome"] == "duplicate"
+        assert me(stack)["usage"] == {"bytesStored": 300, "videos": 1, "openIntents": 0, "bytesReserved": 0}
+        assert deletions(stack) == [(gone[1], "owner_request")]
+    finally:
+        vod_handle.stop()
+        container.reset()
 
 
 def test_concurrent_uploads_through_the_local_stack_never_count_past_the_quota(

@@ -56,5 +56,5 @@ def test_every_protected_route_and_method_answers_401_and_reaches_no_storage(api
                     assert response.status_code == 401, (method, path, headers, response.body)
                     assert response.json_body["error"] == "unauthorized", response.json_body
                 answered.append(f"{method} {path}")
-    assert len(answered) == 9
+    assert len(answered) == 10
     assert recorder.calls == [], [f"{call.service}.{call.operation}" for call in recorder.calls]

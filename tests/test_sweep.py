@@ -16,8 +16,9 @@ import pytest
 
 import app as application
 from chalicelib import container, sweep, vod_signature
+from chalicelib.deletion import MediaLibrary
 from chalicelib.items import limits_key
-from chalicelib.sweep import Deletion, MediaLibrary, ReconciliationSweep
+from chalicelib.sweep import Deletion, ReconciliationSweep
 from chalicelib.vod_api import VodMediaLibrary, vod_api_client
 from devstack.pull import RunContext, scheduled_event
 from tests import vod_payloads as vod
@@ -114,7 +115,7 @@ def test_the_scheduled_handler_runs_the_sweep_of_the_stage(stack: Stack) -> None
     # Nothing has closed yet on the real clock; the handler reports the run's figures.
     assert result == {
         "expired": 0, "deletion": "dry-run", "dueForDeletion": 0, "deleted": 0, "keptOwned": 0,
-        "overQuotaDeleted": 0, "failed": 0, "finished": True,
+        "deletionsFinished": 0, "overQuotaDeleted": 0, "failed": 0, "finished": True,
     }  # fmt: skip
 
 

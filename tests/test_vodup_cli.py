@@ -301,6 +301,22 @@ def test_a_zero_byte_file_then_bad_input_is_one_line_and_a_non_zero_exit(
         assert len(out.stderr.splitlines()) == 1 and expected in out.stderr, (expected, out.stderr)
     assert call("GET", f"{chalice_local}/videos", token=alice)[1]["videos"] == [video]
 
+    # `vodup delete`: someone else's video or a bad id is one line; the owner's, deleted (twice: the same answer).
+    bobs = vodup_env(chalice_local, token_for("bob"), vodlocal.url, tmp_path / "state")
+    for expected, (args, case_env) in {
+        "not found, or not yours": (("delete", video["fileId"]), bobs),
+        "refusing to use fileId": (("delete", "../videos"), env),
+    }.items():
+        out = run(*args, env=case_env)
+        assert (out.returncode, out.stdout, len(out.stderr.splitlines())) == (1, "", 1), (expected, out)
+        assert expected in out.stderr, out.stderr
+    assert vodlocal.app.media.get(video["fileId"]) is not None
+    for _ in range(2):
+        deleted = run("delete", video["fileId"], "--json", env=env)
+        assert (deleted.returncode, json.loads(deleted.stdout)) == (0, {"fileId": video["fileId"], "deleted": True})
+    assert vodlocal.app.media.get(video["fileId"]) is None
+    assert call("GET", f"{chalice_local}/videos", token=alice)[1]["videos"] == []
+
 
 class HeldHandler:
     """Holds the `nth` call of one of vodlocal's handlers (a method of its UGC or COS service): `before` it runs,

@@ -360,6 +360,20 @@ def test_a_state_file_naming_a_hostile_upload_id_is_not_resumed(fake_api: FakeAp
     assert not list((tmp_path / "state").iterdir())
 
 
+def test_cancelling_a_state_file_naming_a_hostile_upload_id_asks_the_api_nothing(
+    fake_api: FakeApi, tmp_path: Path
+) -> None:
+    state = upload_state(tmp_path)
+    state.signer_context = "../videos?limit=1#"
+    store = StateStore(tmp_path / "state")
+    store.open()
+    store.save(state)
+    done, _ = vodup(fake_api, "cancel", str(tmp_path / "clip.mp4"), "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "forgot the interrupted upload of clip.mp4 (it was signed for no upload of the API)\n"
+    assert fake_api.seen == [] and not list((tmp_path / "state").iterdir())
+
+
 def test_the_state_is_private_and_read_back_whole(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     directory.mkdir(mode=0o755)  # as an older vodup left it

@@ -178,14 +178,21 @@ class Api3Service:
 
     def delete_media(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = str(params.get("FileId") or "")
+        check_sub_app_id(params)
         media = self.media.get(file_id)
-        if media is None:
+        # As DescribeMediaInfos: a file of another (sub-)application does not exist in this one.
+        if media is None or self.config.application(media.application) != self.config.application(
+            params.get("SubAppId")
+        ):
             raise ApiError("ResourceNotFound.FileNotExist", f"file {file_id!r} does not exist")
         if params.get("DeleteParts"):
             raise ApiError("UnsupportedOperation", "vodlocal has no derived files: omit DeleteParts")
+        # Only the call that removes the record reports it: of two concurrent deletions, the other one finds
+        # no such file, and one FileDeleted is sent.
+        if not self.media.delete(file_id):
+            raise ApiError("ResourceNotFound.FileNotExist", f"file {file_id!r} does not exist")
         for key in (media.video_key, media.cover_key):
             if key:
                 self.cos.delete_object(media.bucket, key)
-        self.media.delete(file_id)
         self.bus.emit(file_deleted(file_id))
         return {}

@@ -169,6 +169,11 @@ class ApiClient:
         if self.answer(CancelledUpload, "DELETE", path).uploadId != upload_id:
             raise ApiError(0, "bad_answer", f"API DELETE {path}: answered for another upload")
 
+    def delete_video(self, file_id: str) -> None:
+        """Deletes the token's user's video, from VOD too; done also when it was deleted before. The API's
+        503 (VOD slow: the deletion is then pending) is retried within the deadline like any other."""
+        self.request("DELETE", f"/videos/{quote(checked_id(file_id, 'fileId'), safe='')}")
+
     def videos(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every video of the token's user, newest first, across pages."""
         cursor: str | None = None
@@ -196,7 +201,8 @@ class ApiClient:
             raise ApiError(0, "bad_answer", f"API {method} {path}: {unexpected(exc, 'the body')}") from None
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
-        """The JSON of a 2xx answer; an ``ApiError`` for anything else, within ``deadline`` seconds."""
+        """The JSON of a 2xx answer (None for a 204); an ``ApiError`` for anything else, within ``deadline``
+        seconds."""
         ends = time.monotonic() + self.deadline
         url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": "vodup"}
@@ -216,6 +222,8 @@ class ApiClient:
                 if time.monotonic() + pause < ends:
                     time.sleep(pause)
                     continue
+            if reply.status == 204:
+                return None
             if 200 <= reply.status < 300:
                 try:
                     return reply.json()

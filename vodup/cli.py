@@ -1,5 +1,5 @@
-"""The ``vodup`` command: ``vodup upload FILE …``, ``vodup cancel FILE`` and ``vodup videos``. Every failure is one
-line on stderr and a non-zero exit status, never a traceback."""
+"""The ``vodup`` command: ``vodup upload FILE …``, ``vodup cancel FILE``, ``vodup videos`` and ``vodup delete
+FILEID``. Every failure is one line on stderr and a non-zero exit status, never a traceback."""
 
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--cover", type=Path, help="the cover image the upload was started with")
 
     commands.add_parser("videos", parents=[common], help="list your videos, newest first")
+    delete = commands.add_parser("delete", parents=[common], help="delete one of your videos, from VOD too")
+    delete.add_argument("file_id", metavar="FILEID", help="the video's fileId")
     return parser
 
 
@@ -95,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_videos(api, args.json)
         if args.command == "cancel":
             return cancel_upload(api, args)
+        if args.command == "delete":
+            api.delete_video(args.file_id)
+            print(json.dumps({"fileId": args.file_id, "deleted": True}) if args.json else f"deleted {args.file_id}")
+            return 0
         return upload(api, args)
     except UploadInterrupted as paused:
         percent = 100 * paused.sent // paused.total if paused.total else 0

@@ -308,8 +308,9 @@ class Uploader:
     def discard(self, path: str | Path, cover: str | Path | None = None) -> str | None:
         """Cancels the interrupted upload of ``path`` (and ``cover``), one that is not running: aborts its multipart
         uploads so COS frees the parts, forgets its resume state, and tells a ``CancellingSigner`` (our API frees the
-        intent). Returns the intent it was signed for (None: it had none). An ``InputError`` when there is no such
-        upload to cancel; the ``VodupError`` of the signer when it could not tell the API (the rest is done)."""
+        intent). Returns the intent it was signed for (None: none this signer signs for, so none was cancelled). An
+        ``InputError`` when there is no such upload to cancel; the ``VodupError`` of the signer when it could not
+        tell the API (the rest is done)."""
         files = {"video": self._local(path, "video")}
         if cover is not None:
             files["cover"] = self._local(cover, "cover")
@@ -322,7 +323,9 @@ class Uploader:
         if unfinished and signs_for_it:
             self._abort_with_fresh_credentials(state, files)
         self.states.drop(state)
-        if signs_for_it and isinstance(self.get_signature, CancellingSigner):
+        if not signs_for_it:
+            return None  # signed for an intent this signer does not sign for (or a context it refuses): not told
+        if isinstance(self.get_signature, CancellingSigner):
             self.get_signature.cancel_intent()
         return state.signer_context
 

@@ -1,7 +1,7 @@
 """The usage aggregate: each user's `USER#<sub>/USAGE` counters, and what a quota break adds to a transaction.
 
 The counters change only inside the transactions that attribute and delete videos (chalicelib/storage/videos.py:
-`complete_upload`, `mark_deleted`), from the items built here. Why concurrent uploads cannot take
+`complete_upload`, `complete_deletion`), from the items built here. Why concurrent uploads cannot take
 `bytesStored` past the quota is `Attribution`'s docstring.
 """
 
@@ -17,7 +17,6 @@ from chalicelib.items import (
     as_n,
     as_s,
     get_n,
-    get_s,
     limits_key,
     quota_deletion_key,
     slot_ends,
@@ -29,6 +28,7 @@ from chalicelib.items import (
 from chalicelib.quotas import QuotaBreak, QuotaTerms, Usage
 from chalicelib.storage.outbox import outbox_put
 from chalicelib.storage.table import Table
+from chalicelib.videos import Video
 
 # How long the sweep's work item for a deleted over-quota video stays, as a trace, once off its list.
 _DONE_RETENTION_SECONDS = 7 * 86_400
@@ -152,12 +152,12 @@ class UsageStorage:
             )
         return {"Update": update}
 
-    def deletion_items(self, file_id: str, owner: str, video: Item, now: int) -> dict[str, Item]:
+    def deletion_items(self, video: Video, now: int) -> dict[str, Item]:
         """What a video's deletion gives back (its `countedBytes`, one video) and, if the `delete` rule condemned it,
-        the sweep's work item taken off its list. `video`: the video item as read for the deletion."""
-        items = {"usage": self._uncount_item(owner, get_n(video, "countedBytes") or 0)}
-        if get_s(video, "overQuota") == "delete" and "quotaExceeded" in video:
-            items["deletion"] = self._done_item(file_id, now)
+        the sweep's over-quota work item taken off its list."""
+        items = {"usage": self._uncount_item(video.owner, video.counted_bytes)}
+        if video.condemned:
+            items["quota deletion"] = self._done_item(video.file_id, now)
         return items
 
     def _uncount_item(self, owner: str, counted: int) -> Item:

@@ -17,21 +17,25 @@ from chalicelib.domain_events import (
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere
 from chalicelib.events import ProcessingUpdate
 from chalicelib.items import (
+    DELETING_PARTITION,
     EXPIRED,
     MAX_TASK_FLOWS,
     Item,
     as_n,
     as_s,
+    deletion_key,
     get_s,
     item_to_video,
     owner_partition,
     page_key,
     page_start,
     processing_entry,
+    req_s,
     stored_snapshot,
     string_set,
     upload_key,
     video_key,
+    video_sort_key,
     video_upload_attributes,
 )
 from chalicelib.quotas import UNLIMITED, QuotaBreak, QuotaTerms, known_duration, stored_size
@@ -44,6 +48,10 @@ from chalicelib.videos import PageKey, Video
 
 # Immediate retries of an attribution whose usage crossed its room between tries, before pausing between them.
 _IMMEDIATE_RETRIES = 4
+
+
+class _VideoDeleted(Exception):
+    """A write conditioned on a video not being deleted found it deleted."""
 
 
 class VideoStorage:
@@ -220,57 +228,19 @@ class VideoStorage:
         )
         return True if replaced is None else AGAIN
 
-    def mark_deleted(self, file_id: str, now: int) -> None:
-        """VOD deleted the file. The first deletion of an attributed video gives back what its attribution counted
-        and publishes `video.deleted`, in one transaction; a file nobody owns is only marked (and stays
-        unattributed meanwhile: its attribution, if it comes, counts nothing)."""
-
-        def attempt() -> Again | None:
-            attribution = self._attribution(file_id)
-            owner = get_s(attribution, "owner")
-            if "deletedAt" in attribution:
-                return None  # deleted before: nothing changes
-            if owner is None:
-                unowned = self._table.conditional_update(
-                    Key=video_key(file_id),
-                    UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
-                    ConditionExpression="attribute_not_exists(#owner)",
-                    ExpressionAttributeNames={"#owner": "owner"},
-                    ExpressionAttributeValues={":now": as_n(now)},
-                )
-                return None if unowned is None else AGAIN
-            items: dict[str, Item] = {
-                "video": {
-                    "Update": {
-                        "TableName": self._table.name,
-                        "Key": video_key(file_id),
-                        "UpdateExpression": "SET deletedAt = :now",
-                        "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
-                        "ExpressionAttributeNames": {"#owner": "owner"},
-                        "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(owner)},
-                    }
-                },
-                **self._usage.deletion_items(file_id, owner, attribution, now),
-                "event": outbox_put(
-                    self._table, video_deleted(file_id, owner, get_s(attribution, "uploadId") or "", now)
-                ),
-            }
-
-            def settle(reasons: Reasons) -> bool:
-                if failed(reasons["video"]):
-                    raise _AttributionChanged(file_id)  # deleted or changed since the read: read it again
-                if "event" in reasons and failed(reasons["event"]):
-                    del items["event"]  # published by its owner's request: the mark and the usage are left to make
-                    return True
-                return False
-
-            try:
-                self._table.commit(items, settle)
-            except _AttributionChanged:
-                return AGAIN
-            return None
-
-        self._table.until_settled("TransactWriteItems", "video attributed or deleted concurrently", attempt)
+    def mark_unattributed_deleted(self, file_id: str, now: int) -> bool:
+        """VOD deleted a file nobody owns (yet): the record says so, and an attribution arriving later finds it
+        deleted. False (nothing written) if the file is attributed: its deletion is `complete_deletion`'s."""
+        return (
+            self._table.conditional_update(
+                Key=video_key(file_id),
+                UpdateExpression="SET deletedAt = if_not_exists(deletedAt, :now)",
+                ConditionExpression="attribute_not_exists(#owner)",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":now": as_n(now)},
+            )
+            is None
+        )
 
     def record_duration(
         self, file_id: str, duration: float, terms_for: Callable[[str], QuotaTerms], now: int
@@ -314,15 +284,15 @@ class VideoStorage:
         return broken
 
     def _attribution(self, file_id: str) -> Item:
-        """Of the video item: its owner and upload id if attributed, its deletion time if deleted, what it counted
-        against its owner's quota and the quotas it broke (a consistent read, so that a write conditioned on them
-        finds them so unless they changed since)."""
+        """Of the video item: its owner, upload id and tier if attributed, its deletion time if deleted and the
+        quotas it broke (a consistent read, so that a write conditioned on them finds them so unless they changed
+        since)."""
         response = self._table.call(
             "get_item",
             TableName=self._table.name,
             Key=video_key(file_id),
             ConsistentRead=True,
-            ProjectionExpression="#owner, uploadId, deletedAt, tier, countedBytes, overQuota, quotaExceeded",
+            ProjectionExpression="#owner, uploadId, deletedAt, tier, quotaExceeded",
             ExpressionAttributeNames={"#owner": "owner"},
         )
         item: Item = response.get("Item", {})
@@ -333,8 +303,92 @@ class VideoStorage:
             return self._table.conditional_update(**request)
         return publishing.write(self._table, request)
 
-    def get_video(self, file_id: str) -> Video | None:
-        response = self._table.call("get_item", TableName=self._table.name, Key=video_key(file_id))
+    # -- deleting a video (the states: chalicelib/deletion.py) ------------------------------------------
+
+    def request_deletion(self, video: Video, now: int) -> bool:
+        """The owner's video becomes `deleting` (its first request time is kept), and enters the sweep's work
+        list: one transaction. False (nothing written) if it is deleted already."""
+        items: dict[str, Item] = {
+            "video": self._undeleted_video_update(
+                video, "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)", now
+            ),
+            "work list": {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": deletion_key(video.file_id),
+                    "UpdateExpression": (
+                        "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
+                        "gsi1sk = if_not_exists(gsi1sk, :sort)"
+                    ),
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":owner": as_s(video.owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
+                        ":sort": as_s(video_sort_key(now, video.file_id)),
+                    },
+                }
+            },
+        }  # fmt: skip
+        return self._commit_unless_deleted(items)
+
+    def complete_deletion(self, video: Video, reason: str, now: int) -> bool:
+        """The video is deleted: it leaves its owner's listing (and, asked by its owner, the sweep's work list),
+        its owner's usage gets back what its attribution counted, and its `video.deleted` event is written, in
+        one transaction. False (nothing written) if it was deleted already. The one write of a deletion, whoever
+        finishes it: so the usage is given back exactly once."""
+        event = video_deleted(video.file_id, video.owner, video.upload_id, reason, now)
+        items: dict[str, Item] = {
+            "video": self._undeleted_video_update(video, "SET deletedAt = :now REMOVE gsi1pk, gsi1sk", now),
+            "event": outbox_put(self._table, event),
+            **self._usage.deletion_items(video, now),
+        }
+        if video.deletion_requested_at is not None:  # it is on the sweep's work list
+            items["work list"] = {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": deletion_key(video.file_id),
+                    "UpdateExpression": "SET completedAt = :now REMOVE gsi1pk, gsi1sk",
+                    "ExpressionAttributeValues": {":now": as_n(now)},
+                }
+            }
+        return self._commit_unless_deleted(items)
+
+    def deletions_requested_before(self, moment: int, limit: int) -> list[str]:
+        """The FileIds of the oldest videos still `deleting` whose deletion was asked for before `moment`."""
+        items = self._table.index_partition(DELETING_PARTITION, limit, before=moment)
+        return [req_s(item, "pk").removeprefix("VIDEO#") for item in items]
+
+    def _undeleted_video_update(self, video: Video, expression: str, now: int) -> Item:
+        """An update of the owner's video (`:now` bound to `now`) that holds only while it is not deleted."""
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": video_key(video.file_id),
+                "UpdateExpression": expression,
+                "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)",
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {":now": as_n(now), ":owner": as_s(video.owner)},
+            }
+        }
+
+    def _commit_unless_deleted(self, items: dict[str, Item]) -> bool:
+        """Commit a transaction whose conditions hold while the video is not deleted (its event, written only
+        with its deletion, is not there either): False when it was."""
+
+        def settle(reasons: Reasons) -> bool:
+            if any(failed(reason) for reason in reasons.values()):
+                raise _VideoDeleted
+            return False
+
+        try:
+            self._table.commit(items, settle)
+        except _VideoDeleted:
+            return False
+        return True
+
+    def get_video(self, file_id: str, consistent: bool = False) -> Video | None:
+        response = self._table.call(
+            "get_item", TableName=self._table.name, Key=video_key(file_id), ConsistentRead=consistent
+        )
         item = response.get("Item")
         return None if item is None else item_to_video(item)
 

@@ -143,6 +143,28 @@ def test_describe_media_infos_finds_a_file_in_its_own_application_only(
         assert (answer.MediaInfoSet, answer.NotExistFileIdSet) == ([], [file_id]), other
 
 
+def test_delete_media_finds_a_file_in_its_own_application_only(pull_emulator: Handle, signing: SigningStub) -> None:
+    signing.options = {"oneTimeValid": 1, "vodSubAppId": 1500000009}
+    file_id = upload(pull_emulator, signing)["commit"]["fileId"]
+    vod = client(pull_emulator)
+    confirm(vod, [e.EventHandle for e in pull(vod)])
+
+    def delete(sub_app_id: int | None) -> None:
+        req = models.DeleteMediaRequest()
+        req.FileId = file_id
+        req.SubAppId = sub_app_id
+        vod.DeleteMedia(req)
+
+    for other in (None, 0, pull_emulator.app.config.app_id, 1500000008):
+        with pytest.raises(TencentCloudSDKException) as elsewhere:
+            delete(other)
+        assert elsewhere.value.code == "ResourceNotFound.FileNotExist", other
+    assert pull_emulator.app.media.get(file_id) is not None and pull(vod) == []
+    delete(1500000009)
+    assert pull_emulator.app.media.get(file_id) is None
+    assert [(e.EventType, e.FileDeleteEvent.FileIdSet) for e in pull(vod)] == [("FileDeleted", [file_id])]
+
+
 def test_tc3_signature_is_verified(pull_emulator: Handle) -> None:
     with pytest.raises(TencentCloudSDKException) as bad:
         pull(client(pull_emulator, key="wrong"))
