@@ -9,16 +9,15 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
                                  deleted (chalicelib/quotas.py); changed only with an attribution or a deletion
   VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed, until deleted;
                                  `processing`: its task flows' snapshots by TaskId, bounded (see
-                                 MAX_TASK_FLOWS); `deletionRequestedAt` once its owner asked to delete it,
+                                 MAX_TASK_FLOWS); `deletionRequestedAt` once its owner (or its tier's
+                                 `delete` rule, when it broke a quota) asked to delete it,
                                  `deletedAt` once deleted (chalicelib/deletion.py has the states);
                                  `countedBytes`, `tier`, `quotaExceeded`, `overQuota` (chalicelib/quotas.py)
-  VIDEO#<fileId>  / DELETION     its owner's deletion request: in gsi1 under DELETING (by request time)
+  VIDEO#<fileId>  / DELETION     its deletion request: in gsi1 under DELETING (by request time)
                                  until the deletion completes (the sweep's work list), then kept as the trace
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
                                  until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
                                  a user's video, so the file was kept)
-  QUOTA#<fileId>  / DELETE       a video that broke a quota of a tier whose rule is `delete`: in gsi1 under
-                                 QUOTA#DELETE until the sweep has deleted it from VOD
   STATS#events    / <EventType>  count of ignored event types
   EVENT#<digest>  / FAILURES     a pulled event that failed to apply: its failures, its size and body (the
                                  first FAILED_EVENT_BODY_BYTES); once parked (a dead letter), in gsi1 under
@@ -66,7 +65,6 @@ FAILED_EVENT_TYPE_CHARS = 64
 FAILED_EVENT_ERROR_CHARS = 500
 REVIEW_DELETED_PARTITION = "REVIEW#DELETED"
 REVIEW_OWNED_PARTITION = "REVIEW#OWNED"
-QUOTA_DELETION_PARTITION = "QUOTA#DELETE"
 # Open intents are spread over this many gsi1 partitions, so that no one index partition takes every
 # create and completion (DynamoDB's per-partition write limit); the sweep reads them all.
 OPEN_INTENT_SHARDS = 8
@@ -187,10 +185,6 @@ def event_count_key(event_type: str) -> Key:
 
 def usage_key(owner: str) -> Key:
     return {"pk": as_s(f"USER#{owner}"), "sk": as_s("USAGE")}
-
-
-def quota_deletion_key(file_id: str) -> Key:
-    return {"pk": as_s(f"QUOTA#{file_id}"), "sk": as_s("DELETE")}
 
 
 def failed_event_key(digest: str) -> Key:

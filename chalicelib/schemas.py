@@ -121,8 +121,8 @@ class _VideoRecord(_Body):
     metadata: dict[str, Any] | None = Field(description="The upload intent's metadata")
     receivedAt: int = Field(description="When the upload event was recorded (epoch seconds)")  # noqa: N815
     deletionRequestedAt: int | None = Field(  # noqa: N815
-        description="When its owner asked to delete it (epoch seconds): the deletion is pending while VOD has "
-        "not deleted the file; null unless asked"
+        description="When its owner asked to delete it, or its tier's `overQuota: delete` did when it broke a "
+        "quota (epoch seconds): the deletion is pending while VOD has not deleted the file; null unless asked"
     )
     processing: ProcessingSnapshot | None = Field(
         description="The upload's own task flow (its `procedureTaskId`) if reported, else the most advanced one"

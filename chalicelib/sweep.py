@@ -11,12 +11,9 @@
   run) the sweep reads whether the FileId is attributed; if it is, the review item is closed as `owned`
   (in either mode: that deletes nothing) and the file is left alone. An attribution landing between that
   read and DeleteMedia is not excluded; none is expected for a file already weeks under review.
-- Video deletions left `deleting` (VOD failed while the owner's request waited, and no retry came) are
-  finished once PENDING_SECONDS old, whatever DELETE_UNATTRIBUTED says: their owner asked for them
-  (the states: chalicelib/deletion.py).
-- Videos that broke a quota of a tier whose rule is `delete` (chalicelib/quotas.py) are deleted from VOD at
-  once, whatever DELETE_UNATTRIBUTED says: the tier asked for it. Each is completed as any deletion is (one
-  transaction: deleted, its usage given back, `video.deleted` with reason `over_quota`).
+- Video deletions left `deleting` are finished once PENDING_SECONDS old, whatever DELETE_UNATTRIBUTED says:
+  their owner asked for them (VOD failed while the request waited, and no retry came), or their tier's
+  `delete` rule did when they broke a quota (chalicelib/quotas.py). The states: chalicelib/deletion.py.
 """
 
 from __future__ import annotations
@@ -25,11 +22,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib import deadline
-from chalicelib.deletion import PENDING_SECONDS, MediaLibrary, Reason
+from chalicelib.deletion import PENDING_SECONDS, MediaLibrary, reason_for
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
 
@@ -59,23 +55,15 @@ class SweepReport:
     due_for_deletion: list[str] = field(default_factory=list)
     deleted: int = 0
     kept_owned: list[str] = field(default_factory=list)  # reviewed FileIds found attributed: closed, not deleted
-    deletions_finished: int = 0  # videos whose owner's deletion was left pending, deleted now
-    over_quota_deleted: int = 0  # videos the `delete` rule of their tier condemned, deleted now
+    deletions_finished: int = 0  # videos whose deletion was pending (asked by their owner or tier), deleted now
     failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
     finished: bool = True  # False when the run stopped at its deadline with work left
-
-    def count_video_deletion(self, reason: Reason) -> None:
-        if reason == "over_quota":
-            self.over_quota_deleted += 1
-        else:
-            self.deletions_finished += 1
 
     def as_fields(self) -> dict[str, object]:
         return {
             "expired": self.expired, "deletion": self.deletion, "dueForDeletion": len(self.due_for_deletion),
             "deleted": self.deleted, "keptOwned": len(self.kept_owned),
-            "deletionsFinished": self.deletions_finished, "overQuotaDeleted": self.over_quota_deleted,
-            "failed": self.failed, "finished": self.finished,
+            "deletionsFinished": self.deletions_finished, "failed": self.failed, "finished": self.finished,
         }  # fmt: skip
 
 
@@ -97,7 +85,6 @@ class ReconciliationSweep:
         self._grace_seconds = grace_seconds
         self._step_seconds = step_seconds
         self._clock = clock
-        self._media_library: MediaLibrary | None = None  # built for the first video deletion due
 
     def run(self, seconds: float) -> SweepReport:
         stop_at = time.monotonic() + seconds
@@ -105,11 +92,7 @@ class ReconciliationSweep:
         report = SweepReport(deletion=self._deletion)
         for partition in open_intent_partitions():
             report.finished &= self._expire_partition(partition, now, stop_at, report)
-        # Deletions asked for PENDING_SECONDS ago, past any request still at work on them, as the request would have.
-        pending = partial(self._store.videos.deletions_requested_before, now - PENDING_SECONDS)
-        report.finished &= self._delete_videos(pending, "owner_request", now, stop_at, report)
-        # Videos their tier's `delete` rule condemned (chalicelib/quotas.py).
-        report.finished &= self._delete_videos(self._store.usage.quota_deletions, "over_quota", now, stop_at, report)
+        report.finished &= self._finish_deletions(now, stop_at, report)
         report.finished &= self._delete_unattributed(now, stop_at, report)
         return report
 
@@ -187,47 +170,44 @@ class ReconciliationSweep:
         report.deleted += 1
         return True
 
-    def _delete_videos(
-        self, listed: Callable[[int], list[str]], reason: Reason, now: int, stop_at: float, report: SweepReport
-    ) -> bool:
-        """Delete the videos `listed` gives (at most DELETIONS_PER_RUN of them), each for `reason`."""
+    def _finish_deletions(self, now: int, stop_at: float, report: SweepReport) -> bool:
+        """Finish the video deletions asked for more than PENDING_SECONDS ago (past any request still at work on
+        them): DeleteMedia, then the video is deleted through the deletion's one transaction (its event written,
+        its usage given back), as the owner's request would have done it."""
         try:
             with deadline.within(self._step_seconds):
-                due = listed(DELETIONS_PER_RUN)
+                pending = self._store.videos.deletions_requested_before(now - PENDING_SECONDS, DELETIONS_PER_RUN)
         except ServiceUnavailable:
             report.failed += 1
             return False
-        for file_id in due:
+        media: MediaLibrary | None = None
+        for file_id in pending:
             if not self._time_for_a_step(stop_at, DELETE_MEDIA_SECONDS):
                 return False
-            if not self._complete_deletion(file_id, reason, now, report):
+            try:
+                with deadline.within(self._step_seconds):
+                    video = self._store.videos.get_video(file_id, consistent=True)
+            except ServiceUnavailable:
+                report.failed += 1
                 return False
-            report.count_video_deletion(reason)
-        return True
-
-    def _complete_deletion(self, file_id: str, reason: Reason, now: int, report: SweepReport) -> bool:
-        """DeleteMedia, then the video is deleted through the deletion's one transaction (its usage given back, its
-        event written); False when the run should stop (the rest waits for the next run)."""
-        try:
-            with deadline.within(self._step_seconds):
-                video = self._store.videos.get_video(file_id, consistent=True)
-        except ServiceUnavailable:
-            report.failed += 1
-            return False
-        if video is None or video.deleted_at is not None:
-            # Not expected: the transaction that deletes a video takes it off both work lists.
-            logger.error("a finished deletion is still listed as pending", extra={"fileId": file_id})
-            return True
-        self._media_library = self._media_library or self._media()
-        if not self._delete_in_vod(self._media_library, file_id, report):
-            return False
-        try:
-            with deadline.within(self._step_seconds):
-                self._store.videos.complete_deletion(video, reason, now)
-        except ServiceUnavailable:
-            report.failed += 1  # the next run finds the file gone from VOD and completes it
-            return False
-        logger.info("deleted a video", extra={"fileId": file_id, "owner": video.owner, "reason": reason})
+            if video is None or video.deleted_at is not None:
+                # Not expected: the transaction that deletes a video takes it off the list.
+                logger.error("a finished deletion is still listed as pending", extra={"fileId": file_id})
+                continue
+            media = media or self._media()
+            if not self._delete_in_vod(media, file_id, report):
+                return False
+            reason = reason_for(video)
+            try:
+                with deadline.within(self._step_seconds):
+                    self._store.videos.complete_deletion(video, reason, now)
+            except ServiceUnavailable:
+                report.failed += 1  # the next run finds the file gone from VOD and completes it
+                return False
+            report.deletions_finished += 1
+            logger.info(
+                "finished a pending video deletion", extra={"fileId": file_id, "owner": video.owner, "reason": reason}
+            )
         return True
 
     @staticmethod

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from chalicelib import container
-from chalicelib.items import quota_deletion_key, usage_key
+from chalicelib.deletion import PENDING_SECONDS
+from chalicelib.items import deletion_key, usage_key
 from chalicelib.vod_api import VodMediaCatalog
 from tests import vod_payloads as vod
 from tests.conftest import Stack, TokenFactory, bearer, call, vodlocal_for, with_policy
@@ -163,6 +164,21 @@ def test_a_duration_reported_by_processing_breaks_the_quota_once(stack: Stack) -
     assert stack.deliver(short).status_code == 200 and len(outbox(stack)) == 1
 
 
+def test_a_duration_reported_later_under_the_delete_rule_requests_the_deletion(
+    api_factory: Any, stage_env: dict[str, str], token_for: TokenFactory, dynamodb: Any, table_name: str
+) -> None:
+    with_policy(stage_env, overQuota="delete")
+    stack = Stack(api_factory(), stage_env, token_for, dynamodb, table_name)
+    attribute(stack, "5285890000000411", 100, duration=0.0)  # not measured at upload
+    assert video(stack, "5285890000000411")["deletionRequestedAt"] is None
+    event = vod.procedure_state_changed("5285890000000411", "task-1", "FINISH", [], duration=7200.0)
+    assert stack.deliver(event).status_code == 200
+    marked = video(stack, "5285890000000411")
+    assert marked["quotaExceeded"] == ["duration"] and marked["deletionRequestedAt"]
+    listed = dynamodb.get_item(TableName=table_name, Key=deletion_key("5285890000000411"))["Item"]
+    assert listed["gsi1pk"]["S"] == "DELETING"  # on the sweep's work list
+
+
 def test_vods_file_deleted_gives_the_bytes_back_once(stack: Stack) -> None:
     attribute(stack, "5285890000000501", 700)
     attribute(stack, "5285890000000502", 700)  # over: marked, counted nothing
@@ -206,18 +222,21 @@ def test_the_delete_rule_deletes_the_upload_from_vod_through_the_sweep(
                 == "attributed"
             )
         assert video(stack, over[1])["quotaExceeded"] == ["bytes"]
+        # Its deletion is requested with the break (as its owner's request would), the kept one's is not.
+        assert video(stack, over[1])["deletionRequestedAt"] and video(stack, kept[1])["deletionRequestedAt"] is None
         assert [event["data"]["rule"] for event in outbox(stack)] == ["delete"]
 
-        report = sweep_ahead(0, media=media_at(stage_env, vod_handle.url)).run(30)
-        assert (report.over_quota_deleted, report.failed) == (1, 0)
+        report = sweep_ahead(PENDING_SECONDS + 1, media=media_at(stage_env, vod_handle.url)).run(30)
+        assert (report.deletions_finished, report.failed) == (1, 0)
         catalog = VodMediaCatalog(stage_env["VOD_SECRET_ID"], stage_env["VOD_SECRET_KEY"], vod_handle.url, None)
         assert catalog.describe(over[1]) is None and catalog.describe(kept[1]) is not None
         assert [v["fileId"] for v in stack.videos()] == [kept[1]]
         assert me(stack)["usage"]["bytesStored"] == 600 and me(stack)["usage"]["videos"] == 1
         assert deletions(stack) == [(over[1], "over_quota")]
-        done = dynamodb.get_item(TableName=table_name, Key=quota_deletion_key(over[1]))["Item"]
-        assert "gsi1pk" not in done and "ttl" in done  # off the sweep's list, and expiring
-        assert sweep_ahead(0, media=media_at(stage_env, vod_handle.url)).run(30).over_quota_deleted == 0
+        done = dynamodb.get_item(TableName=table_name, Key=deletion_key(over[1]))["Item"]
+        assert "gsi1pk" not in done and "completedAt" in done  # off the sweep's list
+        sweep = sweep_ahead(PENDING_SECONDS + 1, media=media_at(stage_env, vod_handle.url))
+        assert sweep.run(30).deletions_finished == 0
     finally:
         vod_handle.stop()
         container.reset()

@@ -12,26 +12,21 @@ from typing import Any
 
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.items import (
-    QUOTA_DELETION_PARTITION,
     Item,
     as_n,
     as_s,
     get_n,
     limits_key,
-    quota_deletion_key,
     slot_ends,
     string_set,
     upload_key,
     usage_key,
-    video_sort_key,
 )
 from chalicelib.quotas import QuotaBreak, QuotaTerms, Usage
 from chalicelib.storage.outbox import outbox_put
 from chalicelib.storage.table import Table
 from chalicelib.videos import Video
 
-# How long the sweep's work item for a deleted over-quota video stays, as a trace, once off its list.
-_DONE_RETENTION_SECONDS = 7 * 86_400
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 3  # BatchGetItem calls for one batch: it leaves keys unread when throttled
 
@@ -116,11 +111,6 @@ class UsageStorage:
                 raise ServiceUnavailable("storage is busy, retry")  # throttled: keys left unread
         return found
 
-    def quota_deletions(self, limit: int) -> list[str]:
-        """FileIds of videos the `delete` rule condemned, oldest first."""
-        listed = self._table.index_partition(QUOTA_DELETION_PARTITION, limit)
-        return [str(item["pk"]["S"]).removeprefix("QUOTA#") for item in listed]
-
     # -- what the attribution and deletion transactions carry --------------------------------------------------
 
     def video_attributes(self, tier: str, attribution: Attribution, breaks: list[QuotaBreak]) -> dict[str, Any]:
@@ -152,51 +142,19 @@ class UsageStorage:
             )
         return {"Update": update}
 
-    def deletion_items(self, video: Video, now: int) -> dict[str, Item]:
-        """What a video's deletion gives back (its `countedBytes`, one video) and, if the `delete` rule condemned it,
-        the sweep's over-quota work item taken off its list."""
-        items = {"usage": self._uncount_item(video.owner, video.counted_bytes)}
-        if video.condemned:
-            items["quota deletion"] = self._done_item(video.file_id, now)
-        return items
-
-    def _uncount_item(self, owner: str, counted: int) -> Item:
+    def uncount_item(self, video: Video) -> Item:
+        """What a video's deletion gives back: its `countedBytes`, and one video."""
         return {
             "Update": {
                 "TableName": self._table.name,
-                "Key": usage_key(owner),
+                "Key": usage_key(video.owner),
                 "UpdateExpression": "ADD bytesStored :size, videos :one",
-                "ExpressionAttributeValues": {":size": as_n(-counted), ":one": as_n(-1)},
+                "ExpressionAttributeValues": {":size": as_n(-video.counted_bytes), ":one": as_n(-1)},
             }
         }
 
     def break_items(
         self, owner: str, upload_id: str, file_id: str, breaks: list[QuotaBreak], now: int
     ) -> dict[str, Item]:
-        """A `quota.exceeded` outbox row per quota broken and, under the `delete` rule, the sweep's work item."""
-        items = {f"event {b.quota}": outbox_put(self._table, b.event(owner, upload_id, file_id, now)) for b in breaks}
-        if any(b.rule == "delete" for b in breaks):
-            items["deletion"] = {
-                "Put": {
-                    "TableName": self._table.name,
-                    "Item": {
-                        **quota_deletion_key(file_id),
-                        "owner": as_s(owner),
-                        "gsi1pk": as_s(QUOTA_DELETION_PARTITION),
-                        "gsi1sk": as_s(video_sort_key(now, file_id)),
-                    },
-                }
-            }
-        return items
-
-    def _done_item(self, file_id: str, now: int) -> Item:
-        """Takes the sweep's work item off its list once the video is deleted; the item expires a week later."""
-        return {
-            "Update": {
-                "TableName": self._table.name,
-                "Key": quota_deletion_key(file_id),
-                "UpdateExpression": "SET deletedAt = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk",
-                "ExpressionAttributeNames": {"#ttl": "ttl"},
-                "ExpressionAttributeValues": {":now": as_n(now), ":ttl": as_n(now + _DONE_RETENTION_SECONDS)},
-            }
-        }
+        """A `quota.exceeded` outbox row per quota broken."""
+        return {f"event {b.quota}": outbox_put(self._table, b.event(owner, upload_id, file_id, now)) for b in breaks}

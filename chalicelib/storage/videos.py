@@ -75,6 +75,9 @@ class VideoStorage:
         def build() -> None:
             breaks[:] = attribution.breaks(known_duration(video.media.duration))
             attributes = video_upload_attributes(video) | self._usage.video_attributes(intent.tier, attribution, breaks)
+            condemned = self._condemnation(video.file_id, intent.owner, breaks, now)
+            if condemned:
+                attributes["deletionRequestedAt"] = as_n(now)
             names = {f"#a{i}": name for i, name in enumerate(attributes)}
             values = {f":a{i}": value for i, value in enumerate(attributes.values())}
             items.clear()
@@ -117,6 +120,7 @@ class VideoStorage:
             if not attribution.deleted:
                 items["usage"] = self._usage.count_item(intent.owner, attribution)
             items.update(self._usage.break_items(intent.owner, intent.upload_id, video.file_id, breaks, now))
+            items.update(condemned)
 
         changes = 0
 
@@ -254,22 +258,26 @@ class VideoStorage:
         broken = terms_for(tier).duration_break(duration)
         if broken is None:
             return None
+        condemned = self._condemnation(file_id, owner, [broken], now)
+        requested = ", deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)" if condemned else ""
         items: dict[str, Item] = {
             "video": {
                 "Update": {
                     "TableName": self._table.name,
                     "Key": video_key(file_id),
-                    "UpdateExpression": "ADD quotaExceeded :duration SET overQuota = if_not_exists(overQuota, :rule)",
+                    "UpdateExpression": "ADD quotaExceeded :duration SET overQuota = if_not_exists(overQuota, :rule)"
+                    + requested,
                     "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)"
                     " AND NOT contains(quotaExceeded, :quota)",
                     "ExpressionAttributeNames": {"#owner": "owner"},
                     "ExpressionAttributeValues": {
                         ":duration": {"SS": ["duration"]}, ":quota": as_s("duration"), ":rule": as_s(broken.rule),
-                        ":owner": as_s(owner),
+                        ":owner": as_s(owner), **({":now": as_n(now)} if condemned else {}),
                     },
                 }
             },
             **self._usage.break_items(owner, get_s(item, "uploadId") or "", file_id, [broken], now),
+            **condemned,
         }  # fmt: skip
 
         def settle(reasons: Reasons) -> bool:
@@ -312,23 +320,35 @@ class VideoStorage:
             "video": self._undeleted_video_update(
                 video, "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)", now
             ),
-            "work list": {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": deletion_key(video.file_id),
-                    "UpdateExpression": (
-                        "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
-                        "gsi1sk = if_not_exists(gsi1sk, :sort)"
-                    ),
-                    "ExpressionAttributeNames": {"#owner": "owner"},
-                    "ExpressionAttributeValues": {
-                        ":owner": as_s(video.owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
-                        ":sort": as_s(video_sort_key(now, video.file_id)),
-                    },
-                }
-            },
-        }  # fmt: skip
+            "work list": self._work_list_item(video.file_id, video.owner, now),
+        }
         return self._commit_unless_deleted(items)
+
+    def _condemnation(self, file_id: str, owner: str, breaks: list[QuotaBreak], now: int) -> dict[str, Item]:
+        """A video that broke a quota whose rule is `delete` is condemned: its deletion is requested (with
+        `deletionRequestedAt` on the video, set by the caller) in the transaction that marks it, and the sweep
+        completes it as any pending deletion, with reason `over_quota` (chalicelib/deletion.py)."""
+        if not any(b.rule == "delete" for b in breaks):
+            return {}
+        return {"work list": self._work_list_item(file_id, owner, now)}
+
+    def _work_list_item(self, file_id: str, owner: str, now: int) -> Item:
+        """The video's DELETION item, listed under DELETING by its first request time: the sweep's work list."""
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": deletion_key(file_id),
+                "UpdateExpression": (
+                    "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
+                    "gsi1sk = if_not_exists(gsi1sk, :sort)"
+                ),
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {
+                    ":owner": as_s(owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
+                    ":sort": as_s(video_sort_key(now, file_id)),
+                },
+            }
+        }  # fmt: skip
 
     def complete_deletion(self, video: Video, reason: str, now: int) -> bool:
         """The video is deleted: it leaves its owner's listing (and, asked by its owner, the sweep's work list),
@@ -339,7 +359,7 @@ class VideoStorage:
         items: dict[str, Item] = {
             "video": self._undeleted_video_update(video, "SET deletedAt = :now REMOVE gsi1pk, gsi1sk", now),
             "event": outbox_put(self._table, event),
-            **self._usage.deletion_items(video, now),
+            "usage": self._usage.uncount_item(video),
         }
         if video.deletion_requested_at is not None:  # it is on the sweep's work list
             items["work list"] = {
