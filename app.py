@@ -159,6 +159,7 @@ def _video_body(video: Video) -> dict[str, Any]:
         "deletionRequestedAt": video.deletion_requested_at,
         "processing": video.processing,
         "processingTasks": [video.processing_tasks[task] for task in sorted(video.processing_tasks)],
+        "quotaExceeded": list(video.quota_exceeded),
     }
 
 
@@ -286,6 +287,30 @@ def delete_video(principal: Principal, file_id: str) -> Response:
     """Deletes the video from VOD and from the owner's list; a second call answers the same."""
     services().deletion.delete(principal.subject, file_id)
     return Response(body="", status_code=204)
+
+
+@api_route("/me", methods=["GET"])
+def me(principal: Principal) -> dict[str, Any]:
+    account = services().accounts.me(principal)
+    tier, usage = account.tier, account.usage
+    return {
+        "subject": principal.subject,
+        "tier": account.tier_name,
+        "limits": {
+            "maxStoredBytes": tier.max_stored_bytes,
+            "maxVideoSeconds": tier.max_video_seconds,
+            "overQuota": tier.over_quota,
+            "maxFileSize": tier.max_file_size,
+            "maxOpenIntents": tier.max_open_intents,
+            "maxIntentsPerHour": tier.max_intents_per_hour,
+        },
+        "usage": {
+            "bytesStored": usage.bytes_stored,
+            "videos": usage.videos,
+            "openIntents": usage.open_intents,
+            "bytesReserved": usage.bytes_reserved,
+        },
+    }
 
 
 @api_route("/vod/events/{token}", methods=["POST"])

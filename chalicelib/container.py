@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from chalicelib.deletion import MediaLibrary, VideoDeletion
     from chalicelib.event_service import EventService
     from chalicelib.pull_consumer import PullConsumer
+    from chalicelib.quotas import AccountService
     from chalicelib.settings import Settings
     from chalicelib.storage import Storage
     from chalicelib.sweep import ReconciliationSweep
@@ -91,7 +92,15 @@ class Services:
         from chalicelib.uploads import UploadService
 
         settings = self.settings
-        return UploadService(self.storage.intents, self.secrets, settings.upload_policy, settings.max_metadata_bytes)
+        return UploadService(
+            self.storage.intents, self.secrets, settings.upload_policy, settings.max_metadata_bytes, self.storage.usage
+        )
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        from chalicelib.quotas import AccountService
+
+        return AccountService(self.storage.usage, self.settings.upload_policy)
 
     @cached_property
     def events(self) -> EventService:
@@ -101,6 +110,7 @@ class Services:
         return EventService(
             self.storage,
             self.secrets,
+            settings.upload_policy,
             settings.callback_max_body_bytes,
             require_sign=settings.require_callback_sign,
             max_sign_lifetime_seconds=settings.callback_sign_max_lifetime_seconds,

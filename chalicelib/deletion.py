@@ -8,6 +8,8 @@ The states of a video's deletion (attributes of its VIDEO item, chalicelib/items
                                            | VOD failing or slow: 503 + Retry-After, the video stays `deleting`;
                                            | a retried DELETE, the hourly sweep (once PENDING_SECONDS old) or
                                            '-- VOD's FileDeleted takes it on to `deleted`
+    attributed --a quota broken under its tier's `overQuota: delete` (in the attribution's transaction, or a
+                 later duration's)--> deleting: the sweep takes it on to `deleted`, reason `over_quota`
     attributed --FileDeleted (the file was deleted in VOD by other means)--> deleted
     deleted    --DELETE, FileDeleted--> deleted: nothing is written, DELETE answers as the first time
 
@@ -16,8 +18,9 @@ The states of a video's deletion (attributes of its VIDEO item, chalicelib/items
   comes next finishes it. The video is still listed meanwhile (its file is still in VOD), with its
   `deletionRequestedAt`.
 - `deleted` (`deletedAt`; the video leaves its owner's listing and the DELETION item leaves DELETING) is
-  written in one transaction with the `video.deleted` outbox row, on the condition that the video is not
-  deleted yet: one event per video, whoever finishes it (the request, the sweep or FileDeleted).
+  written in one transaction with the `video.deleted` outbox row and its owner's usage given back
+  (chalicelib/storage/usage.py), on the condition that the video is not deleted yet: one event and one
+  give-back per video, whoever finishes it (the request, the sweep or FileDeleted).
 - Every step is idempotent: DeleteMedia of a file VOD no longer has counts as deleted, and the transaction
   of a video already deleted writes nothing. A request and the sweep may therefore race harmlessly.
 """
@@ -46,7 +49,7 @@ RETRY_AFTER_SECONDS = 5
 # that asked for it, so that the sweep does not call VOD while that request still does.
 PENDING_SECONDS = 60
 
-Reason = Literal["owner_request", "deleted_in_vod"]
+Reason = Literal["owner_request", "deleted_in_vod", "over_quota"]
 
 
 class MediaLibrary(Protocol):
@@ -65,7 +68,11 @@ class DeletionStore(Protocol):
 
 
 def reason_for(video: Video) -> Reason:
-    """Why a video that VOD reports deleted was: its owner asked us, or someone deleted it in VOD directly."""
+    """Why a video is deleted, when its owner's request is not what completes it: its tier's `delete` rule
+    condemned it (its deletion was requested with the quota break), its owner asked, or someone deleted it in
+    VOD directly."""
+    if video.condemned:
+        return "over_quota"
     return "owner_request" if video.deletion_requested_at is not None else "deleted_in_vod"
 
 

@@ -210,7 +210,8 @@ def upload_cancelled(intent: UploadIntent, now: int) -> DomainEvent:
 
 def video_deleted(file_id: str, owner: str, upload_id: str, reason: str, now: int) -> DomainEvent:
     """An attributed video was deleted, once per FileId (chalicelib/deletion.py): `reason` is `owner_request`
-    (its owner asked) or `deleted_in_vod` (VOD's FileDeleted for a file deleted there by other means)."""
+    (its owner asked), `over_quota` (its tier's `delete` rule condemned it) or `deleted_in_vod` (VOD's FileDeleted
+    for a file deleted there by other means)."""
     return DomainEvent(VIDEO_DELETED, file_id, now, owner, upload_id, file_id, {"reason": reason})
 
 

@@ -65,6 +65,33 @@ class LimitExceeded(DomainError):
         return {**super().body(), "limit": self.limit}
 
 
+class QuotaExceeded(DomainError):
+    """429: a declared size does not fit what is left of the bytes quota (chalicelib/quotas.py). No Retry-After:
+    room is made by deleting videos (or by open uploads ending), not by waiting."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, max_stored_bytes: int, bytes_stored: int, bytes_reserved: int, declared: int | None) -> None:
+        what = "no room is left" if declared is None else f"a file of {declared} bytes does not fit"
+        super().__init__(
+            f"{what} in the quota of {max_stored_bytes} bytes: {bytes_stored} stored and {bytes_reserved} "
+            "declared by open uploads"
+        )
+        self.max_stored_bytes, self.bytes_stored, self.bytes_reserved = max_stored_bytes, bytes_stored, bytes_reserved
+        self.declared = declared
+
+    def body(self) -> dict[str, object]:
+        return {
+            **super().body(),
+            "limit": "stored_bytes",
+            "maxStoredBytes": self.max_stored_bytes,
+            "bytesStored": self.bytes_stored,
+            "bytesReserved": self.bytes_reserved,
+            "fileSize": self.declared,
+        }
+
+
 class Conflict(DomainError):
     status = 409
     code = "conflict"

@@ -18,6 +18,8 @@ from chalicelib.credentials import SecretsProvider
 from chalicelib.deletion import reason_for
 from chalicelib.errors import CompletionLost, FileOwnedElsewhere, PayloadTooLarge, ServiceUnavailable
 from chalicelib.events import FilesDeleted, OtherEvent, ProcessingUpdate, UploadedFile
+from chalicelib.policy import UploadPolicy
+from chalicelib.quotas import QuotaBreak, QuotaTerms, known_duration
 from chalicelib.videos import Video
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ class EventService:
         self,
         store: Storage,
         secrets: SecretsProvider,
+        policy: UploadPolicy,
         max_body_bytes: int,
         require_sign: bool = True,
         max_sign_lifetime_seconds: int = 3600,
@@ -54,6 +57,7 @@ class EventService:
     ) -> None:
         self._store = store
         self._secrets = secrets
+        self._policy = policy
         self._max_body_bytes = max_body_bytes
         self._require_sign = require_sign
         self._max_sign_lifetime = max_sign_lifetime_seconds
@@ -113,6 +117,10 @@ class EventService:
                 return self._uploaded(event_type, uploaded, tag_key, now)
             case ProcessingUpdate() as update:
                 applied = self._store.videos.apply_processing(update, now)
+                duration = known_duration(update.duration)
+                if duration is not None:
+                    broken = self._store.videos.record_duration(update.file_id, duration, self._quota_terms, now)
+                    _log_breaks(update.file_id, [broken] if broken else [])
                 return Outcome(event_type, "updated" if applied else "stale", update.file_id)
             case FilesDeleted(file_ids=file_ids):
                 recorded = [self._file_deleted(file_id, now) for file_id in file_ids]
@@ -161,16 +169,26 @@ class EventService:
                 self._store.reviews.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
             try:
-                self._store.videos.complete_upload(intent, Video.attribute(intent, uploaded, now), now)
+                quota = self._quota_terms(intent.tier)
+                breaks = self._store.videos.complete_upload(intent, Video.attribute(intent, uploaded, now), now, quota)
             except CompletionLost:
                 continue
             except FileOwnedElsewhere:
                 reason = "file id already attributed to another user"
                 self._store.reviews.record_for_review("rejected", uploaded, reason, now, intent)
                 return Outcome(event_type, "rejected", uploaded.file_id, upload_id, reason)
+            _log_breaks(uploaded.file_id, breaks)
             created = _epoch(uploaded.media.vod_create_time)
             return Outcome(event_type, "attributed", uploaded.file_id, upload_id, uploaded_at=created)
         raise CompletionLost(f"upload {upload_id} kept changing under us")
+
+    def _quota_terms(self, tier: str) -> QuotaTerms:
+        return QuotaTerms.of(self._policy.tier_by_name(tier))
+
+
+def _log_breaks(file_id: str, breaks: list[QuotaBreak]) -> None:
+    for broken in breaks:
+        logger.warning("upload broke a quota", extra={"fileId": file_id, **broken.event_data()})
 
 
 def _epoch(timestamp: str | None) -> float | None:

@@ -40,6 +40,7 @@ class ProcessingUpdate:
     review: tuple[dict[str, Any], ...] = ()
     err_code: int | None = None
     message: str | None = None
+    duration: float | None = None  # the file's, from the task's MetaData (seconds): checked against the quota
 
     @property
     def rank(self) -> int:

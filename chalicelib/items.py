@@ -5,11 +5,15 @@ One table, keys `pk`/`sk`, TTL attribute `ttl`, index `gsi1` (`gsi1pk`/`gsi1sk`)
                                  OPEN#<shard> by the time it closes (the sweep's work list)
   USER#<sub>      / LIMITS       `openSlots`: string set of "<windowEnd>#<uploadId>" for open intents
   USER#<sub>      / RATE#<hour>  intents created in that hour (expires after two hours)
+  USER#<sub>      / USAGE        `bytesStored` counted against the bytes quota, `videos` attributed and not
+                                 deleted (chalicelib/quotas.py); changed only with an attribution or a deletion
   VIDEO#<fileId>  / VIDEO        the video; in gsi1 under OWNER#<sub> once attributed, until deleted;
                                  `processing`: its task flows' snapshots by TaskId, bounded (see
-                                 MAX_TASK_FLOWS); `deletionRequestedAt` once its owner asked to delete it,
-                                 `deletedAt` once deleted (chalicelib/deletion.py has the states)
-  VIDEO#<fileId>  / DELETION     its owner's deletion request: in gsi1 under DELETING (by request time)
+                                 MAX_TASK_FLOWS); `deletionRequestedAt` once its owner (or its tier's
+                                 `delete` rule, when it broke a quota) asked to delete it,
+                                 `deletedAt` once deleted (chalicelib/deletion.py has the states);
+                                 `countedBytes`, `tier`, `quotaExceeded`, `overQuota` (chalicelib/quotas.py)
+  VIDEO#<fileId>  / DELETION     its deletion request: in gsi1 under DELETING (by request time)
                                  until the deletion completes (the sweep's work list), then kept as the trace
   REVIEW#<fileId> / REVIEW       an upload that was not attributed (orphan or rejected); gsi1 under REVIEW
                                  until the sweep closes it (REVIEW#DELETED, or REVIEW#OWNED: its FileId is
@@ -40,7 +44,7 @@ from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, Uploa
 from chalicelib.videos import PageKey, Video
 
 if TYPE_CHECKING:
-    from chalicelib.policy import ClientKind
+    from chalicelib.policy import ClientKind, OverQuotaRule
 
 Item = dict[str, Any]
 Key = dict[str, Any]
@@ -177,6 +181,10 @@ def review_key(file_id: str) -> Key:
 
 def event_count_key(event_type: str) -> Key:
     return {"pk": as_s("STATS#events"), "sk": as_s(event_type)}
+
+
+def usage_key(owner: str) -> Key:
+    return {"pk": as_s(f"USER#{owner}"), "sk": as_s("USAGE")}
 
 
 def failed_event_key(digest: str) -> Key:
@@ -351,6 +359,9 @@ def item_to_video(item: Mapping[str, Any]) -> Video | None:
         },
         deletion_requested_at=get_n(item, "deletionRequestedAt"),
         deleted_at=get_n(item, "deletedAt"),
+        quota_exceeded=tuple(sorted(string_set(item, "quotaExceeded"))),
+        over_quota=cast("OverQuotaRule | None", get_s(item, "overQuota")),
+        counted_bytes=get_n(item, "countedBytes") or 0,
     )
 
 

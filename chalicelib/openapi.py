@@ -40,8 +40,12 @@ class Operation:
     query: tuple[str, ...] = ()
     extra_ok_media: dict[str, dict[str, Any]] = field(default_factory=dict)
     ok_headers: tuple[str, ...] = ()
+    error_components: dict[int, str] = field(default_factory=dict)  # a status's response other than its usual
 
 
+# A create's 429 is a limit (with Retry-After) or the bytes quota (without: waiting makes no room).
+_CREATE_429 = "LimitOrQuotaExceeded"
+_CREATE_ERRORS = {429: _CREATE_429}
 _ERRORS_WITH_BODY_IN = (400, 401, 409, 413, 415, 429, 503, 500)  # what a create (body, auth, storage) can say
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -59,9 +63,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "The server alone decides the procedure (unless the client picks one its tier allows), `classId`, "
         "`storageRegion`, `vodSubAppId`, `oneTimeValid`, task priority and notify mode, and the signature's "
         "lifetime, from the stage's upload policy. `429` when the caller's open-upload or hourly limit is "
-        "reached.",
+        "reached (`limit_exceeded`, with `Retry-After`), or when the declared `fileSize` would take the bytes the "
+        "caller stores plus those their open uploads declared past the tier's `maxStoredBytes` (`quota_exceeded`, "
+        "naming the quota, the usage and the size; no `Retry-After`: only deleting videos makes room).",
         "uploads", request="upload", ok=201, ok_body="CreatedUpload", errors=_ERRORS_WITH_BODY_IN,
-        ok_headers=("Location",),
+        ok_headers=("Location",), error_components=_CREATE_ERRORS,
     ),
     Operation(
         "POST", "/uploads/{upload_id}/signature", "renewSignature", "A fresh signature for the same intent",
@@ -76,6 +82,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "signature: the bare string as `text/plain` when `Accept` names `text/plain` and not "
         "`application/json`, otherwise JSON.",
         "uploads", request="upload", ok_body="Signature", errors=_ERRORS_WITH_BODY_IN,
+        error_components=_CREATE_ERRORS,
         extra_ok_media={"text/plain": {"schema": {"type": "string", "description": "The bare signature"}}},
     ),
     Operation(
@@ -123,6 +130,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "deletion is then pending (the video shows `deletionRequestedAt`), and a retry or the hourly sweep "
         "finishes it. Its completion publishes one `video.deleted` event.",
         "videos", ok=204, errors=(401, 404, 503, 500),
+    ),
+    Operation(
+        "GET", "/me", "getMe", "The caller's tier, its limits and the caller's usage",
+        "`usage.bytesStored` is what counts against `limits.maxStoredBytes`: the bytes of the caller's videos "
+        "that fitted it when VOD reported their size; an upload that did not fit is marked on its video "
+        "(`quotaExceeded`) and kept for review or deleted, as `limits.overQuota` says. `bytesReserved` is what "
+        "the open uploads declared: `POST /uploads` counts it too.",
+        "account", ok_body="Me", errors=(401, 503, 500),
     ),
     Operation(
         "POST", "/vod/events/{token}", "vodEvent", "VOD's event callback (configured in VOD, not called by apps)",
@@ -212,7 +227,8 @@ _INFO_DESCRIPTION = (
     "Every route except `GET /health`, `GET /openapi.json` and the VOD callback needs `Authorization: "
     "Bearer <JWT>`, checked before anything about the request. Every error, including the framework's "
     'own, is JSON: `{"error": "<code>", "message": "..."}` plus `field` (400), `limit` and '
-    "`retryAfter` (429), `retryAfter` (503) or `requestId` (500). Any path answers `405` "
+    "`retryAfter` (429 `limit_exceeded`), the quota and usage (429 `quota_exceeded`), `retryAfter` (503) or "
+    "`requestId` (500). Any path answers `405` "
     "(`#/components/responses/MethodNotAllowed`) for a method it does not declare."
 )
 
@@ -287,7 +303,8 @@ def _operation(op: Operation, refs: dict[str, dict[str, Any]]) -> dict[str, Any]
         ok["content"] = content
     responses: dict[str, Any] = {str(op.ok): ok}
     for status in sorted(op.errors):
-        responses[str(status)] = {"$ref": f"#/components/responses/{_ERROR_RESPONSES[status][0]}"}
+        component = op.error_components.get(status) or _ERROR_RESPONSES[status][0]
+        responses[str(status)] = {"$ref": f"#/components/responses/{component}"}
     parameters = [
         {"name": name, "in": "path", "required": True, **_PATH_PARAMETERS[name]}
         for name in _path_parameter_names(op.path)
@@ -325,6 +342,12 @@ def openapi_document() -> dict[str, Any]:
         }
         for name, model, description, headers in _ERROR_RESPONSES.values()
     }
+    responses[_CREATE_429] = {
+        "description": "A per-user limit is reached (`limit_exceeded`: retry after `Retry-After` seconds), or the "
+        "declared size does not fit the bytes quota (`quota_exceeded`)",
+        "headers": {"Retry-After": {**_HEADERS["Retry-After"], "required": False, "description": "With a limit"}},
+        "content": {JSON: {"schema": {"oneOf": [refs["LimitExceededError"], refs["QuotaExceededError"]]}}},
+    }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "VOD upload backend", "version": "1", "description": _INFO_DESCRIPTION},
@@ -332,6 +355,7 @@ def openapi_document() -> dict[str, Any]:
         "tags": [
             {"name": "uploads", "description": "Upload intents and their VOD signatures"},
             {"name": "videos", "description": "The caller's attributed videos"},
+            {"name": "account", "description": "The caller's tier, limits and usage"},
             {"name": "vod", "description": "VOD's event callback"},
             {"name": "meta", "description": "Health and this document"},
         ],

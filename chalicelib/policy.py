@@ -17,6 +17,8 @@ from chalicelib.vod_signature import MAX_VALIDITY_SECONDS
 
 # The upload SDK a client declares on POST /uploads (docs/sdk-wiring.md).
 ClientKind = Literal["web", "android", "ios", "miniprogram"]
+# What becomes of an upload that breaks a quota: kept and marked for review, or deleted from VOD.
+OverQuotaRule = Literal["review", "delete"]
 Lifetime = Annotated[int, Field(ge=1, le=MAX_VALIDITY_SECONDS)]
 # Tencent's Android and iOS SDKs send one signature to Prepare, Apply and Commit, and the mini-program SDK
 # commits with its Apply's: the Commit comes after the whole file is sent, so the signature must outlive the
@@ -49,6 +51,11 @@ class Tier(BaseModel):
     max_intents_per_hour: int = Field(default=30, ge=1, alias="maxIntentsPerHour")
     max_signatures_per_intent: int = Field(default=20, ge=1, alias="maxSignaturesPerIntent")
     max_file_size: int = Field(default=5 * 1024**3, ge=0, alias="maxFileSize")
+    # Quotas (chalicelib/quotas.py): the bytes of video a user may keep, the longest video, and what becomes of
+    # an upload that breaks either once VOD reports its size and duration. null: no such limit.
+    max_stored_bytes: int | None = Field(default=50 * 1024**3, ge=0, alias="maxStoredBytes")
+    max_video_seconds: float | None = Field(default=4 * 3600, gt=0, alias="maxVideoSeconds")
+    over_quota: OverQuotaRule = Field(default="review", alias="overQuota")
 
     @model_validator(mode="after")
     def _default_procedure_is_allowed(self) -> Tier:
@@ -95,6 +102,10 @@ class UploadPolicy(BaseModel):
     def tier_named(self, name: str) -> Tier:
         merged = {**self.default.model_dump(by_alias=True), **self.tiers[name]}
         return Tier.model_validate(merged)
+
+    def tier_by_name(self, name: str) -> Tier:
+        """The tier an intent was created in, by its recorded name; the default tier if it is no longer configured."""
+        return self.tier_named(name) if name in self.tiers else self.default
 
     def tier_for(self, claims: Mapping[str, Any]) -> tuple[str, Tier]:
         groups = _as_groups(claims.get(self.groups_claim))

@@ -121,14 +121,18 @@ class _VideoRecord(_Body):
     metadata: dict[str, Any] | None = Field(description="The upload intent's metadata")
     receivedAt: int = Field(description="When the upload event was recorded (epoch seconds)")  # noqa: N815
     deletionRequestedAt: int | None = Field(  # noqa: N815
-        description="When its owner asked to delete it (epoch seconds): the deletion is pending while VOD has "
-        "not deleted the file; null unless asked"
+        description="When its owner asked to delete it, or its tier's `overQuota: delete` did when it broke a "
+        "quota (epoch seconds): the deletion is pending while VOD has not deleted the file; null unless asked"
     )
     processing: ProcessingSnapshot | None = Field(
         description="The upload's own task flow (its `procedureTaskId`) if reported, else the most advanced one"
     )
     processingTasks: list[ProcessingSnapshot] = Field(  # noqa: N815
         description="The task flows kept for the file (at most 8: the upload's own and the latest), by task id"
+    )
+    quotaExceeded: list[Literal["bytes", "duration"]] = Field(  # noqa: N815
+        description="The quotas of its tier it broke once VOD reported its size and duration (empty if none): "
+        "it is kept for review or deleted, as the tier's `overQuota` says"
     )
 
 
@@ -187,6 +191,42 @@ class VideoPage(_Body):
 
     videos: list[Video]
     nextCursor: str | None = Field(description="Pass back as `cursor` for the next page; null on the last")  # noqa: N815
+
+
+# -- the caller ---------------------------------------------------------------------------------
+
+
+class TierLimits(_Body):
+    """The caller's tier's limits (docs/configuration.md, Upload policy); null: no such limit."""
+
+    maxStoredBytes: int | None = Field(description="Bytes of video the caller may keep in VOD")  # noqa: N815
+    maxVideoSeconds: float | None = Field(description="The longest video, in seconds")  # noqa: N815
+    overQuota: Literal["review", "delete"] = Field(  # noqa: N815
+        description="What becomes of an upload that breaks a quota: kept and marked for review, or deleted from VOD"
+    )
+    maxFileSize: int = Field(description="The largest `fileSize` an upload may declare")  # noqa: N815
+    maxOpenIntents: int  # noqa: N815
+    maxIntentsPerHour: int  # noqa: N815
+
+
+class AccountUsage(_Body):
+    """What the caller holds now."""
+
+    bytesStored: int = Field(ge=0, description="Bytes of the caller's videos counted against `maxStoredBytes`")  # noqa: N815
+    videos: int = Field(ge=0, description="Attributed videos not deleted, over quota ones included")
+    openIntents: int = Field(ge=0, description="Upload intents whose upload window has not ended")  # noqa: N815
+    bytesReserved: int = Field(  # noqa: N815
+        ge=0, description="What the open intents declared (`fileSize`): counted by `POST /uploads`' quota check"
+    )
+
+
+class Me(_Body):
+    """The caller: their tier, its limits and their usage."""
+
+    subject: str = Field(description="The token's `sub`: the owner of the caller's uploads and videos")
+    tier: str = Field(description="`default`, or the first tier of the policy named in the caller's groups")
+    limits: TierLimits
+    usage: AccountUsage
 
 
 # -- the rest -------------------------------------------------------------------------------------
@@ -256,6 +296,15 @@ class LimitExceededError(_ErrorBody):
     retryAfter: int = Field(ge=1, description="Seconds until the same request may succeed (= `Retry-After`)")  # noqa: N815
 
 
+class QuotaExceededError(_ErrorBody):
+    error: Literal["quota_exceeded"]
+    limit: Literal["stored_bytes"]
+    maxStoredBytes: int = Field(description="The tier's quota")  # noqa: N815
+    bytesStored: int = Field(description="The caller's videos, counted")  # noqa: N815
+    bytesReserved: int = Field(description="What the caller's open uploads declared")  # noqa: N815
+    fileSize: int | None = Field(description="What this request declared (null: nothing, and no room is left)")  # noqa: N815
+
+
 class FileRefusedError(_ErrorBody):
     error: Literal["file_refused"]
     reason: Literal["unknown_file", "no_source_context", "foreign_source_context", "another_upload"] = Field(
@@ -314,6 +363,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     CompletedUpload,
     Video,
     VideoPage,
+    Me,
     Health,
     EventAck,
     InvalidRequestError,
@@ -325,6 +375,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     LimitExceededError,
+    QuotaExceededError,
     FileRefusedError,
     ServiceUnavailableError,
     InternalError,

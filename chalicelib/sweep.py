@@ -11,9 +11,9 @@
   run) the sweep reads whether the FileId is attributed; if it is, the review item is closed as `owned`
   (in either mode: that deletes nothing) and the file is left alone. An attribution landing between that
   read and DeleteMedia is not excluded; none is expected for a file already weeks under review.
-- Video deletions left `deleting` (VOD failed while the owner's request waited, and no retry came) are
-  finished once PENDING_SECONDS old, whatever DELETE_UNATTRIBUTED says: their owner asked for them
-  (the states: chalicelib/deletion.py).
+- Video deletions left `deleting` are finished once PENDING_SECONDS old, whatever DELETE_UNATTRIBUTED says:
+  their owner asked for them (VOD failed while the request waited, and no retry came), or their tier's
+  `delete` rule did when they broke a quota (chalicelib/quotas.py). The states: chalicelib/deletion.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib import deadline
-from chalicelib.deletion import PENDING_SECONDS, MediaLibrary
+from chalicelib.deletion import PENDING_SECONDS, MediaLibrary, reason_for
 from chalicelib.errors import ServiceUnavailable, VodUnavailable
 from chalicelib.items import open_intent_partitions
 
@@ -55,7 +55,7 @@ class SweepReport:
     due_for_deletion: list[str] = field(default_factory=list)
     deleted: int = 0
     kept_owned: list[str] = field(default_factory=list)  # reviewed FileIds found attributed: closed, not deleted
-    deletions_finished: int = 0  # videos whose owner's deletion was left pending, deleted now
+    deletions_finished: int = 0  # videos whose deletion was pending (asked by their owner or tier), deleted now
     failed: int = 0  # storage or VOD calls that failed: their work is left for the next run
     finished: bool = True  # False when the run stopped at its deadline with work left
 
@@ -171,8 +171,9 @@ class ReconciliationSweep:
         return True
 
     def _finish_deletions(self, now: int, stop_at: float, report: SweepReport) -> bool:
-        """Finish the video deletions asked for more than PENDING_SECONDS ago: DeleteMedia, then the video is
-        deleted with its event, as the owner's request would have done it."""
+        """Finish the video deletions asked for more than PENDING_SECONDS ago (past any request still at work on
+        them): DeleteMedia, then the video is deleted through the deletion's one transaction (its event written,
+        its usage given back), as the owner's request would have done it."""
         try:
             with deadline.within(self._step_seconds):
                 pending = self._store.videos.deletions_requested_before(now - PENDING_SECONDS, DELETIONS_PER_RUN)
@@ -196,14 +197,17 @@ class ReconciliationSweep:
             media = media or self._media()
             if not self._delete_in_vod(media, file_id, report):
                 return False
+            reason = reason_for(video)
             try:
                 with deadline.within(self._step_seconds):
-                    self._store.videos.complete_deletion(video, "owner_request", now)
+                    self._store.videos.complete_deletion(video, reason, now)
             except ServiceUnavailable:
                 report.failed += 1  # the next run finds the file gone from VOD and completes it
                 return False
             report.deletions_finished += 1
-            logger.info("finished a pending video deletion", extra={"fileId": file_id, "owner": video.owner})
+            logger.info(
+                "finished a pending video deletion", extra={"fileId": file_id, "owner": video.owner, "reason": reason}
+            )
         return True
 
     @staticmethod

@@ -28,6 +28,7 @@ from chalicelib.errors import (
 )
 from chalicelib.identity import Principal
 from chalicelib.policy import ClientKind, Tier, UploadPolicy
+from chalicelib.quotas import QuotaTerms, UsageReader, check_declared
 from chalicelib.strict_json import dump_json
 
 RESUME_WINDOW_SECONDS = 86_400
@@ -145,18 +146,23 @@ class UploadService:
         secrets: SecretsProvider,
         policy: UploadPolicy,
         max_metadata_bytes: int,
+        usage: UsageReader,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._secrets = secrets
         self._policy = policy
         self._max_metadata_bytes = max_metadata_bytes
+        self._usage = usage
         self._clock = clock
 
     def create(self, principal: Principal, client: ClientFields, procedure: str | None) -> IssuedSignature:
         tier_name, tier = self._policy.tier_for(principal.claims)
         self._check_client_fields(client, tier)
         now = int(self._clock())
+        quota = QuotaTerms.of(tier)
+        if quota.max_stored_bytes is not None:
+            check_declared(quota, self._usage.usage(principal.subject, now), client.file_size)
         window_ends_at = now + tier.upload_window_seconds
         ttl_seconds = tier.signature_ttl_for(client.client)
         intent = UploadIntent(

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from chalicelib.errors import InvalidRequest, NotFound
 from chalicelib.events import UploadedFile
 from chalicelib.media import MediaFacts
+from chalicelib.policy import OverQuotaRule
 from chalicelib.strict_json import load_json
 from chalicelib.uploads import UploadIntent
 
@@ -34,6 +35,14 @@ class Video:
     processing_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # TaskId -> latest snapshot
     deletion_requested_at: int | None = None  # its owner asked to delete it (chalicelib/deletion.py)
     deleted_at: int | None = None
+    quota_exceeded: tuple[str, ...] = ()  # the quotas it broke (chalicelib/quotas.py): marked, and its tier's rule
+    over_quota: OverQuotaRule | None = None  # that rule, once it broke one
+    counted_bytes: int = 0  # what its attribution counted against its owner's bytes quota: its deletion gives it back
+
+    @property
+    def condemned(self) -> bool:
+        """It broke a quota of a tier whose rule is `delete`: the sweep deletes it."""
+        return self.over_quota == "delete" and bool(self.quota_exceeded)
 
     @property
     def processing(self) -> dict[str, Any] | None:

@@ -135,6 +135,7 @@ class ProcedureTask(_Vod):
     message: str | None = Field(default=None, alias="Message")
     media_process_results: list[MediaProcessResult] | None = Field(default=None, alias="MediaProcessResultSet")
     review_results: list[dict[str, Any]] | None = Field(default=None, alias="AiContentReviewResultSet")
+    meta_data: MetaData | None = Field(default=None, alias="MetaData")
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def _parse_v3(event_type: str, data: dict[str, Any]) -> Event:
             review=review,
             err_code=task_model.err_code,
             message=task_model.message,
+            duration=task_model.meta_data.duration if task_model.meta_data else None,
         )
     if event_type == "FileDeleted":
         deleted = data.get("FileDeleteEvent") or {}

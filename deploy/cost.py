@@ -70,8 +70,11 @@ class Traffic:
     # Transactions count twice. A finished task flow's snapshot is now written in a transaction with its event
     # row, so the video's write counts twice: 4 more than before the outbox for a video item of 1-2 KB (a unit
     # more per KB of a larger one). The outbox rows themselves are priced on their own line (domain_events).
-    write_units_per_upload: int = 24
-    read_units_per_upload: int = 21  # and the consistent read of the video before a finished flow's write
+    # And the owner's usage counter, updated in the attribution's transaction (2 units: quotas, chalicelib/quotas.py).
+    write_units_per_upload: int = 26
+    # And the consistent read of the video before a finished flow's write, and POST /uploads' read of the owner's
+    # usage and open intents for the quota check (2 units, and 1 per other open intent).
+    read_units_per_upload: int = 23
     stored_bytes_per_upload: int = 2_000  # the intent, the video and their index entries
     log_bytes_per_api_request: int = 1_000  # the request line and the route's own
     log_bytes_per_invocation: int = 350  # Lambda's own START, END and REPORT lines

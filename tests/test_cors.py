@@ -40,7 +40,7 @@ def browser_routes() -> list[tuple[str, str]]:
 
 
 def test_every_browser_route_answers_its_preflight_for_an_allowed_origin(api: Any) -> None:
-    assert len(browser_routes()) == 10
+    assert len(browser_routes()) == 12
     for path, method in browser_routes():
         response = preflight(api, path, method, PAGE)
         assert response.status_code == 204, (path, method, response.body)

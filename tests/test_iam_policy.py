@@ -158,6 +158,8 @@ def _exercise(http: Any, key_file: str) -> None:
     assert [v["fileId"] for v in page["videos"]] == [FILE_ID] and page["nextCursor"]
     expect(http.get(f"/videos?limit=1&cursor={page['nextCursor']}", headers=alice), 200)
     expect(http.get(f"/videos/{FILE_ID}", headers=alice), 200)
+    assert expect(http.get("/me", headers=alice), 200)["usage"]["videos"] == 2
+    deliver(vod.file_deleted("5285890784273533100"), "deleted")  # an attributed video: its usage given back
 
     # Every browser route's preflight, as the local stage's page sends it (without a token).
     page = local_stage_env()["CORS_ALLOWED_ORIGINS"].split(",")[0]
@@ -173,6 +175,7 @@ def _exercise(http: Any, key_file: str) -> None:
         ("/videos", "GET"),
         (f"/videos/{FILE_ID}", "GET"),
         (f"/videos/{FILE_ID}", "DELETE"),
+        ("/me", "GET"),
     ):
         asked = {
             "Origin": page,

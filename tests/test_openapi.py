@@ -116,8 +116,9 @@ def _domain_errors() -> list[type[errors.DomainError]]:
 def test_every_domain_error_status_is_documented_with_its_code(document: dict[str, Any]) -> None:
     by_status = {}
     for response in document["components"]["responses"].values():
-        ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-        by_status[document["components"]["schemas"][ref]["properties"]["error"]["const"]] = response
+        schema = response["content"]["application/json"]["schema"]
+        for ref in (one["$ref"].rsplit("/", 1)[1] for one in schema.get("oneOf", [schema])):
+            by_status[document["components"]["schemas"][ref]["properties"]["error"]["const"]] = response
     for cls in _domain_errors():
         assert cls.code in by_status, f"{cls.__name__} ({cls.status} {cls.code}) has no documented response"
     for op in OPERATIONS:
@@ -147,7 +148,16 @@ def test_the_checker_accepts_a_matching_response_and_names_what_does_not_match(c
     assert problems("DELETE", "/health", 200, {"status": "ok"}) != []
     limit = {"error": "limit_exceeded", "message": "m", "limit": "open_intents", "retryAfter": 3}
     assert problems("POST", "/uploads", 429, limit, {**JSON_HEADERS, "Retry-After": "3"}) == []
-    assert problems("POST", "/uploads", 429, limit) == ["header Retry-After is missing"]
+    renew = "/uploads/{upload_id}/signature"
+    assert problems("POST", renew, 429, limit) == ["header Retry-After is missing"]
+    # A create's 429 is a limit or the bytes quota: the quota's comes without Retry-After (waiting makes no room).
+    quota = {
+        "error": "quota_exceeded", "message": "m", "limit": "stored_bytes", "maxStoredBytes": 10, "bytesStored": 8,
+        "bytesReserved": 0, "fileSize": 3,
+    }  # fmt: skip
+    assert problems("POST", "/uploads", 429, quota) == []
+    assert problems("POST", renew, 429, quota) != []
+    assert problems("POST", "/uploads", 429, {**quota, "bytesStored": None}) != []
     assert problems("POST", "/uploads", 400, {"error": "invalid_request", "message": "m"}) != []  # no field
     assert problems("POST", "/signature", 200, b"NkcJ", {"Content-Type": "text/plain"}) == []
     assert problems("GET", "/videos", 200, {"videos": [], "nextCursor": None}) == []

@@ -36,6 +36,7 @@ def test_the_public_routes_are_exactly_the_ones_named() -> None:
         "/signature",
         "/videos",
         "/videos/{file_id}",
+        "/me",
     }
 
 
@@ -55,5 +56,5 @@ def test_every_protected_route_and_method_answers_401_and_reaches_no_storage(api
                     assert response.status_code == 401, (method, path, headers, response.body)
                     assert response.json_body["error"] == "unauthorized", response.json_body
                 answered.append(f"{method} {path}")
-    assert len(answered) == 8
+    assert len(answered) == 10
     assert recorder.calls == [], [f"{call.service}.{call.operation}" for call in recorder.calls]

@@ -197,6 +197,16 @@ def test_a_client_bound_that_is_not_a_positive_finite_number_is_refused(bound: d
         ApiClient("http://127.0.0.1:9", "t", **bound)  # type: ignore[arg-type]
 
 
+QUOTA_REFUSAL = json.dumps(
+    {
+        "error": "quota_exceeded", "limit": "stored_bytes", "maxStoredBytes": 1500, "bytesStored": 900,
+        "bytesReserved": 0, "fileSize": 1000,
+        "message": "a file of 1000 bytes does not fit in the quota of 1500 bytes: 900 stored and 0 declared by "
+        "open uploads",
+    }
+).encode()  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
@@ -208,6 +218,7 @@ def test_a_client_bound_that_is_not_a_positive_finite_number_is_refused(bound: d
         (raw_json(201, b"[" * 100_000), "answered 201 without JSON"),
         (raw_json(500, b'{"error": "boom", "message": "line one\\nline two\\u001b[31m"}'), "500 boom: line one line"),
         (raw_json(429, b'{"error": "too_many", "limit": {"x": 1}, "retryAfter": "soon"}'), "retry after None s"),
+        (raw_json(429, QUOTA_REFUSAL), "429 quota_exceeded: quota reached: a file of 1000 bytes does not fit in"),
         (lambda h: h.wfile.write(b"NOT HTTP\r\n\r\n"), "did not answer"),
     ],
     ids=[
@@ -219,6 +230,7 @@ def test_a_client_bound_that_is_not_a_positive_finite_number_is_refused(bound: d
         "deep-nesting",
         "multi-line",
         "429-types",
+        "429-quota",
         "junk",
     ],
 )

@@ -30,6 +30,7 @@ def new_file_upload(
     md5: str = "d41d8cd98f00b204e9800998ecf8427e",
     procedure_task_id: str = "",
     media_url: str | None = None,
+    duration: float = 60.5,
 ) -> dict[str, Any]:
     source = models.MediaSourceData()
     source.SourceType = "Upload"
@@ -54,7 +55,7 @@ def new_file_upload(
     meta.Bitrate = 1_000_000
     meta.Height = 480
     meta.Width = 640
-    meta.Duration = 60.5
+    meta.Duration = duration
     meta.Md5 = md5
     task = models.FileUploadTask()
     task.FileId = file_id
@@ -72,8 +73,10 @@ def procedure_state_changed(
     transcodes: list[tuple[int, str]],
     session_context: str = "",
     review_suggestion: str | None = None,
+    duration: float | None = None,
 ) -> dict[str, Any]:
-    """`transcodes`: (definition, sub-task status) pairs; SUCCESS ones carry an output URL."""
+    """`transcodes`: (definition, sub-task status) pairs; SUCCESS ones carry an output URL. `duration`: the
+    source's, in the task's MetaData."""
     results = []
     for definition, sub_status in transcodes:
         item = models.MediaTranscodeItem()
@@ -99,6 +102,10 @@ def procedure_state_changed(
     task.TasksPriority = 0
     task.TasksNotifyMode = "Change"
     task.SessionContext = session_context
+    if duration is not None:
+        meta = models.MediaMetaData()
+        meta.Duration = duration
+        task.MetaData = meta
     if review_suggestion is not None:
         output = models.AiReviewPornTaskOutput()
         output.Suggestion = review_suggestion

@@ -248,7 +248,9 @@ class ApiClient:
         )
         retry_after = body.get("retryAfter") if isinstance(body, dict) else None
         retry_after = retry_after if type(retry_after) is int else None
-        if status == 429:
+        if status == 429 and error == "quota_exceeded":  # no retry: room is made by deleting videos
+            what = f"quota reached: {fields.get('message') or error}"
+        elif status == 429:
             what = f"limit reached ({fields.get('limit') or error}); retry after {retry_after} s"
         return ApiError(status, error, one_line(f"API {method} {path}: {status} {error}: {what}"), retry_after)
 

@@ -5,6 +5,8 @@ that makes every call within its retry budget.
   videos      VideoStorage     attribution (which completes the intent), processing, deletion, listing
   reviews     ReviewStorage    uploads kept for review, until the sweep closes them
   vod_events  VodEventStorage  ignored VOD event types, pulled events that failed, dead letters
+  usage       UsageStorage     each user's counters against the quotas, changed only by the videos' attribution
+                               and deletion transactions (the items they carry), and the sweep's over-quota list
   outbox                       the event row each fact's transaction carries (chalicelib/domain_events.py)
 
 Keys and item mapping live in chalicelib/items.py. The storage classes report facts (a full limit and
@@ -22,6 +24,7 @@ from typing import Any
 from chalicelib.storage.intents import IntentStorage
 from chalicelib.storage.reviews import ReviewStorage
 from chalicelib.storage.table import Table
+from chalicelib.storage.usage import UsageStorage
 from chalicelib.storage.videos import VideoStorage
 from chalicelib.storage.vod_events import VodEventStorage
 
@@ -33,6 +36,7 @@ class Storage:
     videos: VideoStorage
     reviews: ReviewStorage
     vod_events: VodEventStorage
+    usage: UsageStorage
 
     @classmethod
     def over(
@@ -40,4 +44,6 @@ class Storage:
     ) -> Storage:
         """Every aggregate's storage on one table, through `client` (see `Table` for the other arguments)."""
         table = Table(client, table_name, sleep, attempt_seconds)
-        return cls(table, IntentStorage(table), VideoStorage(table), ReviewStorage(table), VodEventStorage(table))
+        usage = UsageStorage(table)
+        videos = VideoStorage(table, usage)
+        return cls(table, IntentStorage(table), videos, ReviewStorage(table), VodEventStorage(table), usage)

@@ -3,6 +3,7 @@ its deletion, and the owner's listing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +32,22 @@ from chalicelib.items import (
     processing_entry,
     req_s,
     stored_snapshot,
+    string_set,
     upload_key,
     video_key,
     video_sort_key,
     video_upload_attributes,
 )
+from chalicelib.quotas import UNLIMITED, QuotaBreak, QuotaTerms, known_duration, stored_size
 from chalicelib.storage.intents import release_slot_item
 from chalicelib.storage.outbox import outbox_put
 from chalicelib.storage.table import AGAIN, Again, AlreadyPublished, Reasons, Table, failed
+from chalicelib.storage.usage import Attribution, UsageStorage
 from chalicelib.uploads import UploadIntent
 from chalicelib.videos import PageKey, Video
+
+# Immediate retries of an attribution whose usage crossed its room between tries, before pausing between them.
+_IMMEDIATE_RETRIES = 4
 
 
 class _VideoDeleted(Exception):
@@ -48,19 +55,33 @@ class _VideoDeleted(Exception):
 
 
 class VideoStorage:
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, usage: UsageStorage) -> None:
         self._table = table
+        self._usage = usage
 
-    def complete_upload(self, intent: UploadIntent, video: Video, now: int) -> None:
-        """Intent open -> completed with this FileId, the video record, the open slot released and
-        `upload.attributed` published: one transaction, so an upload is attributed exactly once or not at
-        all. Raises CompletionLost if the intent is no longer open, FileOwnedElsewhere if another user's
-        video has this FileId."""
-        attributes = video_upload_attributes(video)
-        names = {f"#a{i}": name for i, name in enumerate(attributes)}
-        values = {f":a{i}": value for i, value in enumerate(attributes.values())}
-        items: dict[str, Item] = {
-            "intent": {
+    def complete_upload(
+        self, intent: UploadIntent, video: Video, now: int, quota: QuotaTerms = UNLIMITED
+    ) -> list[QuotaBreak]:
+        """Intent open -> completed with this FileId, the video record, the open slot released, the owner's usage
+        counted and `upload.attributed` published: one transaction, so an upload is attributed and counted
+        exactly once or not at all.
+        Returns the quotas it broke (the video is marked, and each break published, in the same transaction).
+        Raises CompletionLost if the intent is no longer open, FileOwnedElsewhere if another user's video has
+        this FileId."""
+        attribution = Attribution.start(stored_size(video.media.size, intent.client.file_size), quota)
+        breaks: list[QuotaBreak] = []
+        items: dict[str, Item] = {}
+
+        def build() -> None:
+            breaks[:] = attribution.breaks(known_duration(video.media.duration))
+            attributes = video_upload_attributes(video) | self._usage.video_attributes(intent.tier, attribution, breaks)
+            condemned = self._condemnation(video.file_id, intent.owner, breaks, now)
+            if condemned:
+                attributes["deletionRequestedAt"] = as_n(now)
+            names = {f"#a{i}": name for i, name in enumerate(attributes)}
+            values = {f":a{i}": value for i, value in enumerate(attributes.values())}
+            items.clear()
+            items["intent"] = {
                 "Update": {
                     "TableName": self._table.name,
                     "Key": upload_key(intent.upload_id),
@@ -80,29 +101,48 @@ class VideoStorage:
                         ":now": as_n(now),
                     },
                 }
-            },
-            "video": {
+            }
+            items["video"] = {
                 "Update": {
                     "TableName": self._table.name,
                     "Key": video_key(video.file_id),
                     "UpdateExpression": "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(names))),
-                    "ConditionExpression": "attribute_not_exists(#a0) OR #a0 = :a0",  # #a0: the owner
+                    # #a0: the owner. A video VOD already reported deleted is attributed, and counts nothing.
+                    "ConditionExpression": "(attribute_not_exists(#a0) OR #a0 = :a0)"
+                    + ("" if attribution.deleted else " AND attribute_not_exists(deletedAt)"),
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
-            },
-            "open slot": release_slot_item(self._table, intent),
-            "event": outbox_put(self._table, upload_attributed(video)),
-        }
+            }
+            items["open slot"] = release_slot_item(self._table, intent)
+            items["event"] = outbox_put(self._table, upload_attributed(video))
+            if not attribution.deleted:
+                items["usage"] = self._usage.count_item(intent.owner, attribution)
+            items.update(self._usage.break_items(intent.owner, intent.upload_id, video.file_id, breaks, now))
+            items.update(condemned)
+
+        changes = 0
 
         def settle(reasons: Reasons) -> bool:
+            nonlocal changes
             if failed(reasons["intent"]) or failed(reasons["event"]):
                 raise CompletionLost(intent.upload_id)  # completed since it was read: a duplicate, or lost
             if failed(reasons["video"]):
-                raise FileOwnedElsewhere(video.file_id)
-            return False
+                if "deletedAt" not in reasons["video"].get("Item", {}) or attribution.deleted:
+                    raise FileOwnedElsewhere(video.file_id)
+                attribution.deleted = True
+            elif "usage" in reasons and failed(reasons["usage"]):
+                attribution.fits = not attribution.fits  # usage crossed the room for it since the last try
+            else:
+                return False
+            build()
+            changes += 1
+            return changes <= _IMMEDIATE_RETRIES  # then after a pause, within the race budget: usage keeps changing
 
+        build()
         self._table.commit(items, settle)
+        return breaks
 
     def file_owner(self, file_id: str) -> str | None:
         """Whom a FileId is attributed to, if anyone (a consistent read: the sweep deletes only what nobody owns)."""
@@ -206,15 +246,61 @@ class VideoStorage:
             is None
         )
 
+    def record_duration(
+        self, file_id: str, duration: float, terms_for: Callable[[str], QuotaTerms], now: int
+    ) -> QuotaBreak | None:
+        """A duration VOD reported after the attribution (a task flow's metadata), checked against the quota of
+        the tier the video was attributed in: a break marks the video and is published in one transaction, once."""
+        item = self._attribution(file_id)
+        owner, tier = get_s(item, "owner"), get_s(item, "tier")
+        if owner is None or tier is None or "deletedAt" in item or "duration" in string_set(item, "quotaExceeded"):
+            return None  # not attributed yet (its attribution checks VOD's own duration), gone, or marked already
+        broken = terms_for(tier).duration_break(duration)
+        if broken is None:
+            return None
+        condemned = self._condemnation(file_id, owner, [broken], now)
+        requested = ", deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)" if condemned else ""
+        items: dict[str, Item] = {
+            "video": {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": video_key(file_id),
+                    "UpdateExpression": "ADD quotaExceeded :duration SET overQuota = if_not_exists(overQuota, :rule)"
+                    + requested,
+                    "ConditionExpression": "#owner = :owner AND attribute_not_exists(deletedAt)"
+                    " AND NOT contains(quotaExceeded, :quota)",
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": {
+                        ":duration": {"SS": ["duration"]}, ":quota": as_s("duration"), ":rule": as_s(broken.rule),
+                        ":owner": as_s(owner), **({":now": as_n(now)} if condemned else {}),
+                    },
+                }
+            },
+            **self._usage.break_items(owner, get_s(item, "uploadId") or "", file_id, [broken], now),
+            **condemned,
+        }  # fmt: skip
+
+        def settle(reasons: Reasons) -> bool:
+            if failed(reasons["video"]):
+                raise CompletionLost(file_id)  # deleted or marked since the read
+            return False
+
+        try:
+            self._table.commit(items, settle)
+        except CompletionLost:
+            return None
+        return broken
+
     def _attribution(self, file_id: str) -> Item:
-        """Of the video item: its owner and upload id if attributed, its deletion time if deleted (a
-        consistent read, so that a write conditioned on them finds them so unless they changed since)."""
+        """Of the video item: its owner, upload id and tier if attributed, its deletion time if deleted and the
+        quotas it broke (a consistent read, so that a write conditioned on them finds them so unless they changed
+        since)."""
         response = self._table.call(
             "get_item",
             TableName=self._table.name,
             Key=video_key(file_id),
             ConsistentRead=True,
-            ProjectionExpression="#owner, uploadId, deletedAt",
+            ProjectionExpression="#owner, uploadId, deletedAt, tier, quotaExceeded",
             ExpressionAttributeNames={"#owner": "owner"},
         )
         item: Item = response.get("Item", {})
@@ -234,34 +320,48 @@ class VideoStorage:
             "video": self._undeleted_video_update(
                 video, "SET deletionRequestedAt = if_not_exists(deletionRequestedAt, :now)", now
             ),
-            "work list": {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": deletion_key(video.file_id),
-                    "UpdateExpression": (
-                        "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
-                        "gsi1sk = if_not_exists(gsi1sk, :sort)"
-                    ),
-                    "ExpressionAttributeNames": {"#owner": "owner"},
-                    "ExpressionAttributeValues": {
-                        ":owner": as_s(video.owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
-                        ":sort": as_s(video_sort_key(now, video.file_id)),
-                    },
-                }
-            },
-        }  # fmt: skip
+            "work list": self._work_list_item(video.file_id, video.owner, now),
+        }
         return self._commit_unless_deleted(items)
+
+    def _condemnation(self, file_id: str, owner: str, breaks: list[QuotaBreak], now: int) -> dict[str, Item]:
+        """A video that broke a quota whose rule is `delete` is condemned: its deletion is requested (with
+        `deletionRequestedAt` on the video, set by the caller) in the transaction that marks it, and the sweep
+        completes it as any pending deletion, with reason `over_quota` (chalicelib/deletion.py)."""
+        if not any(b.rule == "delete" for b in breaks):
+            return {}
+        return {"work list": self._work_list_item(file_id, owner, now)}
+
+    def _work_list_item(self, file_id: str, owner: str, now: int) -> Item:
+        """The video's DELETION item, listed under DELETING by its first request time: the sweep's work list."""
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": deletion_key(file_id),
+                "UpdateExpression": (
+                    "SET #owner = :owner, requestedAt = if_not_exists(requestedAt, :now), gsi1pk = :deleting, "
+                    "gsi1sk = if_not_exists(gsi1sk, :sort)"
+                ),
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {
+                    ":owner": as_s(owner), ":now": as_n(now), ":deleting": as_s(DELETING_PARTITION),
+                    ":sort": as_s(video_sort_key(now, file_id)),
+                },
+            }
+        }  # fmt: skip
 
     def complete_deletion(self, video: Video, reason: str, now: int) -> bool:
         """The video is deleted: it leaves its owner's listing (and, asked by its owner, the sweep's work list),
-        and its `video.deleted` event is written, in one transaction. False (nothing written) if it was deleted
-        already. The one write of a deletion, whoever finishes it."""
+        its owner's usage gets back what its attribution counted, and its `video.deleted` event is written, in
+        one transaction. False (nothing written) if it was deleted already. The one write of a deletion, whoever
+        finishes it: so the usage is given back exactly once."""
         event = video_deleted(video.file_id, video.owner, video.upload_id, reason, now)
         items: dict[str, Item] = {
             "video": self._undeleted_video_update(video, "SET deletedAt = :now REMOVE gsi1pk, gsi1sk", now),
             "event": outbox_put(self._table, event),
+            "usage": self._usage.uncount_item(video),
         }
-        if reason == "owner_request":  # it is on the sweep's work list
+        if video.deletion_requested_at is not None:  # it is on the sweep's work list
             items["work list"] = {
                 "Update": {
                     "TableName": self._table.name,
