@@ -18,6 +18,7 @@ from chalicelib import container, source_context, vod_signature
 from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, vodlocal_for, with_policy
 from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, commit_through
 from tests.vodlocal.conftest import apply_and_store, ugc
+from tests.waiting import pulled
 from vodlocal import Handle, start
 
 
@@ -99,7 +100,7 @@ def test_after_the_pulled_event_complete_is_a_duplicate(
 ) -> None:
     api, alice = api_factory(), token_for("alice")
     upload_id, file_id = commit_through(pull_vod, as_user(api, alice))
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
+    assert pulled({"attributed": 1}) == {"attributed": 1}
     before = items()
 
     answer = complete(api, alice, upload_id, file_id)

@@ -21,11 +21,11 @@ from chalicelib.uploads import IntentLimits
 from tests import vod_payloads as vod
 from tests.conftest import Stack, TokenFactory, with_policy
 from tests.fault_proxy import FaultProxy
-from tests.test_pull_consumer import CONSUMER_SECONDS
 from tests.test_repository_conflicts import attributed
 from tests.test_repository_in_progress import through
 from tests.test_repository_limits import NOW
 from tests.test_sweep import CLOSED, GRACE, TTL, WINDOW, media_at, orphan_in_vod, sweep_ahead
+from tests.waiting import pulled
 from vodlocal import Handle
 
 FILE = "5285890000000001"
@@ -175,7 +175,7 @@ def test_the_sweep_deleting_an_unowned_upload_publishes_its_rejection(
 ) -> None:
     Stack(api_factory(), stage_env, token_for, dynamodb, stage_env["TABLE_NAME"])
     orphan_in_vod(pull_vod, stage_env)
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"orphan": 1}
+    assert pulled({"orphan": 1}) == {"orphan": 1}
     vod_media = media_at(stage_env, stage_env["VOD_API_ENDPOINT"])
     assert sweep_ahead(GRACE + 1).run(30).deleted == 0  # a dry run deletes and publishes nothing
     assert types(outbox(dynamodb, stage_env["TABLE_NAME"])) == {"upload.kept_for_review": 1}
@@ -187,7 +187,7 @@ def test_the_sweep_deleting_an_unowned_upload_publishes_its_rejection(
     assert (rejected["data"]["kind"], rejected["owner"]) == ("orphan", "")
     assert rejected["data"]["keptSince"] <= int(time.time())
     # VOD's FileDeleted for it then changes nothing: nobody owned it.
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"deleted": 1}
+    assert pulled({"deleted": 1}) == {"deleted": 1}
     assert types(outbox(dynamodb, stage_env["TABLE_NAME"])) == {"upload.kept_for_review": 1, "upload.rejected": 1}
 
 

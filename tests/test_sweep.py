@@ -23,7 +23,8 @@ from chalicelib.vod_api import VodMediaLibrary, vod_api_client
 from devstack.pull import RunContext, scheduled_event
 from tests import vod_payloads as vod
 from tests.conftest import Stack, TokenFactory, bearer, with_policy
-from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, attributed_file, upload_through
+from tests.test_pull_consumer import as_user, attributed_file, upload_through
+from tests.waiting import pulled
 from vodlocal import Handle
 
 WINDOW, TTL = 60, 30  # the test policy's upload window and signature lifetime
@@ -143,7 +144,7 @@ def test_old_unattributed_uploads_are_deleted_from_vod_only_when_enabled(
 ) -> None:
     stack = Stack(api_factory(), stage_env, token_for, dynamodb, stage_env["TABLE_NAME"])
     orphan_in_vod(pull_vod, stage_env)
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"orphan": 1}
+    assert pulled({"orphan": 1}) == {"orphan": 1}
     [review] = container.services().storage.reviews.pending()
     orphan = review["fileId"]
     gone = "5285890000000404"  # kept for review, but not (or no longer) in VOD
@@ -168,7 +169,7 @@ def test_old_unattributed_uploads_are_deleted_from_vod_only_when_enabled(
     )["Item"]
     assert "deletedFromVodAt" in stored and stored["kind"]["S"] == "orphan"  # the record stays as the trace
     # VOD tells of the deletion like any other (FileDeleted), and the next sweep finds nothing due.
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"deleted": 1}
+    assert pulled({"deleted": 1}) == {"deleted": 1}
     assert sweep_ahead(GRACE + 1, "delete", vod_media).run(30).due_for_deletion == []
     assert json.dumps(deleting.as_fields())  # the handler's log line and return value
 
@@ -180,13 +181,13 @@ def test_the_sweep_deletes_only_uploads_nobody_owns(
     VOD-signed NewFileUpload for it), which is rejected and kept for review while the file is Alice's video."""
     stack = Stack(api_factory(), stage_env, token_for, dynamodb, stage_env["TABLE_NAME"])
     alices = upload_through(pull_vod, as_user(stack.api, token_for("alice")))
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
+    assert pulled({"attributed": 1}) == {"attributed": 1}
     owned = attributed_file(stack.api, token_for("alice"), alices)
     assert owned is not None
     _, bobs_context = stack.create_upload("bob")
     assert stack.deliver(vod.new_file_upload(owned, bobs_context)).json_body["outcome"] == "rejected"
     orphan_in_vod(pull_vod, stage_env)
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"orphan": 1}
+    assert pulled({"orphan": 1}) == {"orphan": 1}
     [orphan] = [
         review["fileId"] for review in container.services().storage.reviews.pending() if review["fileId"] != owned
     ]
@@ -200,7 +201,7 @@ def test_the_sweep_deletes_only_uploads_nobody_owns(
 
     assert exists_in_vod(stage_env, owned) and not exists_in_vod(stage_env, orphan)
     # VOD tells of the one deletion (FileDeleted); Alice's video is still hers to see.
-    assert container.services().pull_consumer.run(CONSUMER_SECONDS).outcomes == {"deleted": 1}
+    assert pulled({"deleted": 1}) == {"deleted": 1}
     assert stack.api.get(f"/videos/{owned}", headers=bearer(token_for("alice"))).status_code == 200
     assert container.services().storage.reviews.pending() == []
     kept = dynamodb.get_item(
