@@ -37,12 +37,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.domain_events import OUTBOX_RETENTION_SECONDS, SCHEMA_VERSION, DomainEvent, envelope
-from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
 from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, UploadIntent
 
-# The event and video types are imported where a video is read or built: the signing route stores intents only,
-# and their frozen dataclasses cost its cold start about 35 M instructions (bench/cold_start.py).
+# The event, video and media types are imported where a video is read or built: the signing route stores intents
+# only, and their frozen dataclasses cost its cold start about 50 M instructions (bench/cold_start.py).
 if TYPE_CHECKING:
     from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
     from chalicelib.policy import ClientKind, OverQuotaRule
@@ -327,6 +326,8 @@ _DECODE: dict[str, Callable[[Mapping[str, Any], str], Any]] = {"str": get_s, "in
 def video_upload_attributes(video: Video) -> dict[str, dict[str, Any]]:
     """The attributes a NewFileUpload owns on the video item. Processing and deletion attributes are
     written by other events and never touched with these, so the events commute."""
+    from chalicelib.media import FACTS
+
     return {
         "owner": as_s(video.owner),
         "uploadId": as_s(video.upload_id),
@@ -343,6 +344,7 @@ def video_upload_attributes(video: Video) -> dict[str, dict[str, Any]]:
 
 
 def item_to_video(item: Mapping[str, Any]) -> Video | None:
+    from chalicelib.media import FACTS, MediaFacts
     from chalicelib.videos import Video
 
     owner = get_s(item, "owner")
