@@ -16,7 +16,6 @@ from chalicelib.container import services
 from chalicelib.cors import VARY_ORIGIN
 from chalicelib.errors import DomainError, InvalidRequest
 from chalicelib.http import error_response, log_request, parse_json_body, reshape_framework_error
-from chalicelib.media import api_fields
 from chalicelib.observability import logger
 
 if TYPE_CHECKING:
@@ -146,6 +145,8 @@ def _intent_body(intent: UploadIntent) -> dict[str, Any]:
 
 
 def _video_body(video: Video) -> dict[str, Any]:
+    from chalicelib.media import api_fields  # only where a video is shown: the signing route needs no media facts
+
     return {
         "fileId": video.file_id,
         "uploadId": video.upload_id,

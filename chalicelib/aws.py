@@ -21,11 +21,13 @@ def client(
     import botocore.config
     import botocore.session
 
+    from chalicelib.aws_loader import NamedServicesLoader
+
     config = botocore.config.Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"total_max_attempts": max_attempts, "mode": "standard"},
     )
-    return botocore.session.get_session().create_client(
-        service, region_name=region, endpoint_url=endpoint_url, config=config
-    )
+    session = botocore.session.get_session()
+    session.register_component("data_loader", NamedServicesLoader([service], session.get_config_variable("data_path")))
+    return session.create_client(service, region_name=region, endpoint_url=endpoint_url, config=config)

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from chalicelib.media import api_fields
-
 if TYPE_CHECKING:
     from chalicelib.events import ProcessingUpdate, UploadedFile
     from chalicelib.uploads import UploadIntent
@@ -131,6 +129,8 @@ def rfc3339(moment: int) -> str:
 
 def upload_attributed(video: Video) -> DomainEvent:
     """An upload was attributed to its intent's owner (once, by NewFileUpload or by the uploader's report)."""
+    from chalicelib.media import api_fields  # the intents' events, on the signing route, need no media facts
+
     data = {
         "title": video.title,
         "fileName": video.file_name,

@@ -37,14 +37,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.domain_events import OUTBOX_RETENTION_SECONDS, SCHEMA_VERSION, DomainEvent, envelope
-from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
-from chalicelib.media import FACTS, MediaFacts
 from chalicelib.strict_json import dump_json, load_stored_json
 from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, UploadIntent
-from chalicelib.videos import PageKey, Video
 
+# The event, video and media types are imported where a video is read or built: the signing route stores intents
+# only, and their frozen dataclasses cost its cold start about 50 M instructions (bench/cold_start.py).
 if TYPE_CHECKING:
+    from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
     from chalicelib.policy import ClientKind, OverQuotaRule
+    from chalicelib.videos import PageKey, Video
 
 Item = dict[str, Any]
 Key = dict[str, Any]
@@ -223,6 +224,8 @@ def page_start(owner: str, after: PageKey) -> Key:
 
 
 def page_key(last_evaluated: Mapping[str, Any]) -> PageKey:
+    from chalicelib.videos import PageKey
+
     return PageKey(req_s(last_evaluated, "gsi1sk"), req_s(last_evaluated, "pk").removeprefix("VIDEO#"))
 
 
@@ -323,6 +326,8 @@ _DECODE: dict[str, Callable[[Mapping[str, Any], str], Any]] = {"str": get_s, "in
 def video_upload_attributes(video: Video) -> dict[str, dict[str, Any]]:
     """The attributes a NewFileUpload owns on the video item. Processing and deletion attributes are
     written by other events and never touched with these, so the events commute."""
+    from chalicelib.media import FACTS
+
     return {
         "owner": as_s(video.owner),
         "uploadId": as_s(video.upload_id),
@@ -339,6 +344,9 @@ def video_upload_attributes(video: Video) -> dict[str, dict[str, Any]]:
 
 
 def item_to_video(item: Mapping[str, Any]) -> Video | None:
+    from chalicelib.media import FACTS, MediaFacts
+    from chalicelib.videos import Video
+
     owner = get_s(item, "owner")
     if owner is None:
         return None  # only processing/deletion state so far: not attributed to anyone

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chalicelib.errors import InvalidRequest
-from chalicelib.vod_signature import MAX_VALIDITY_SECONDS
+from chalicelib.vod_limits import MAX_VALIDITY_SECONDS
 
 # The upload SDK a client declares on POST /uploads (docs/sdk-wiring.md).
 ClientKind = Literal["web", "android", "ios", "miniprogram"]

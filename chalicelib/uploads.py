@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from chalicelib import source_context, vod_signature
+from chalicelib import source_context
 from chalicelib.credentials import SecretsProvider
 from chalicelib.domain_events import DomainEvent, upload_cancelled
 from chalicelib.errors import (
@@ -30,6 +30,9 @@ from chalicelib.identity import Principal
 from chalicelib.policy import ClientKind, Tier, UploadPolicy
 from chalicelib.quotas import QuotaTerms, UsageReader, check_declared
 from chalicelib.strict_json import dump_json
+
+if TYPE_CHECKING:
+    from chalicelib import vod_signature
 
 RESUME_WINDOW_SECONDS = 86_400
 # Reads of one cancel: the intent as it is, then as the cancel left it. A change in between (an attribution,
@@ -56,6 +59,8 @@ class SignatureTerms:
     ttl_seconds: int
 
     def options(self, context: str) -> vod_signature.SignatureOptions:
+        from chalicelib import vod_signature
+
         with_procedure = self.procedure is not None
         return vod_signature.SignatureOptions(
             procedure=self.procedure,
@@ -239,6 +244,8 @@ class UploadService:
         raise CompletionLost(f"upload {upload_id} kept changing under us")
 
     def _sign(self, intent: UploadIntent, now: int) -> tuple[str, int]:
+        from chalicelib import vod_signature  # where a signature is minted: the callback reads intents, mints none
+
         secrets = self._secrets.get()
         context = source_context.encode(intent.upload_id, secrets.context_tag_key)
         params = vod_signature.new_params(

@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
-MAX_VALIDITY_SECONDS = 7_776_000
+from chalicelib.vod_limits import MAX_VALIDITY_SECONDS
+
 MAX_RANDOM = 2**32 - 1
 MAX_SOURCE_CONTEXT = 250
 MAX_SESSION_CONTEXT = 1000

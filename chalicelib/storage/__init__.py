@@ -18,32 +18,49 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.storage.intents import IntentStorage
-from chalicelib.storage.reviews import ReviewStorage
 from chalicelib.storage.table import Table
 from chalicelib.storage.usage import UsageStorage
-from chalicelib.storage.videos import VideoStorage
-from chalicelib.storage.vod_events import VodEventStorage
+
+if TYPE_CHECKING:
+    from chalicelib.storage.reviews import ReviewStorage
+    from chalicelib.storage.videos import VideoStorage
+    from chalicelib.storage.vod_events import VodEventStorage
 
 
-@dataclass(frozen=True)
 class Storage:
-    table: Table
-    intents: IntentStorage
-    videos: VideoStorage
-    reviews: ReviewStorage
-    vod_events: VodEventStorage
-    usage: UsageStorage
+    """The aggregates a route does not use are not imported: the signing route stores intents and usage only,
+    and the video and event types the others import cost its cold start (bench/cold_start.py)."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.intents = IntentStorage(table)
+        self.usage = UsageStorage(table)
+
+    @cached_property
+    def videos(self) -> VideoStorage:
+        from chalicelib.storage.videos import VideoStorage
+
+        return VideoStorage(self.table, self.usage)
+
+    @cached_property
+    def reviews(self) -> ReviewStorage:
+        from chalicelib.storage.reviews import ReviewStorage
+
+        return ReviewStorage(self.table)
+
+    @cached_property
+    def vod_events(self) -> VodEventStorage:
+        from chalicelib.storage.vod_events import VodEventStorage
+
+        return VodEventStorage(self.table)
 
     @classmethod
     def over(
         cls, client: Any, table_name: str, sleep: Callable[[float], None] = time.sleep, attempt_seconds: float = 2.0
     ) -> Storage:
         """Every aggregate's storage on one table, through `client` (see `Table` for the other arguments)."""
-        table = Table(client, table_name, sleep, attempt_seconds)
-        usage = UsageStorage(table)
-        videos = VideoStorage(table, usage)
-        return cls(table, IntentStorage(table), videos, ReviewStorage(table), VodEventStorage(table), usage)
+        return cls(Table(client, table_name, sleep, attempt_seconds))

@@ -8,7 +8,7 @@ The counters change only inside the transactions that attribute and delete video
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.items import (
@@ -25,7 +25,9 @@ from chalicelib.items import (
 from chalicelib.quotas import QuotaBreak, QuotaTerms, Usage
 from chalicelib.storage.outbox import outbox_put
 from chalicelib.storage.table import Table
-from chalicelib.videos import Video
+
+if TYPE_CHECKING:
+    from chalicelib.videos import Video
 
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 3  # BatchGetItem calls for one batch: it leaves keys unread when throttled
