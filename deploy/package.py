@@ -9,8 +9,9 @@ imports and throw the result away. So the deploy:
      `deployment.zip` and also leaves it in chalice's package cache (`.chalice/deployments/<hash>-<runtime>.zip`);
   2. refuses unless this interpreter is the minor version of the template's Lambda runtime (a pyc is only
      ever read by the version that wrote it);
-  3. rewrites the zip: unpacked, every `__pycache__` removed (nothing from a test run or another Python),
-     every module compiled, entries sorted with a fixed date;
+  3. rewrites the zip, in memory: every `__pycache__` removed (nothing from a test run or another Python),
+     every module compiled, entries sorted with a fixed date, the zip's comment saying so. When nothing
+     changed, chalice's cache hands back the zip this step wrote last time, which it leaves as it is;
   4. puts the result back into chalice's cache, so that `chalice deploy` ("Reusing existing deployment
      package") uploads it. The deploy then checks that Lambda's CodeSha256 is this zip's: if a chalice
      version stopped reusing its cache, the deploy fails instead of silently shipping source only.
@@ -25,24 +26,23 @@ from __future__ import annotations
 
 import argparse
 import base64
-import compileall
 import hashlib
 import importlib.util
 import json
+import marshal
 import os
-import py_compile
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploy import stage
 
-INVALIDATION_MODE = py_compile.PycInvalidationMode.UNCHECKED_HASH
+# The zip's comment once compile_zip rewrote it, naming the bytecode's format and Python.
+COMPILED = b"deploy/package.py: unchecked-hash bytecode, magic " + importlib.util.MAGIC_NUMBER.hex().encode()
 TASK_ROOT = "/var/task"  # where Lambda unpacks the zip
 ENTRY_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: entries do not depend on when the build ran
 REGULAR_FILE = 0o100644 << 16  # external_attr of a new entry: a regular file, rw-r--r--
@@ -126,33 +126,49 @@ def _cache_entry(project: Path, shipped: Path) -> Path:
 
 
 def compile_zip(path: Path) -> None:
-    """Rewrites the zip at `path` with an unchecked-hash pyc beside every module and no other bytecode."""
-    with tempfile.TemporaryDirectory(prefix="package-") as work:
-        tree = Path(work)
-        with zipfile.ZipFile(path) as source:
-            modes = {info.filename: info.external_attr for info in source.infolist()}
-            source.extractall(tree)
-        for cache in sorted(tree.rglob("__pycache__"), reverse=True):
-            shutil.rmtree(cache)
-        # Named as Lambda unpacks them rather than after this temporary directory: the zip is then the same
-        # whichever directory it was built in.
-        compileall.compile_dir(tree, ddir=TASK_ROOT, quiet=2, workers=0, invalidation_mode=INVALIDATION_MODE)
-        uncompiled = [name for name in modes if name.endswith(".py") and not _pyc(tree / name).exists()]
-        if uncompiled:
-            raise PackageError(f"package: {len(uncompiled)} modules do not compile, e.g. {uncompiled[:3]}")
-        temporary = path.with_suffix(".tmp")
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as rewritten:
-            for file in sorted(p for p in tree.rglob("*") if p.is_file()):
-                name = file.relative_to(tree).as_posix()
-                entry = zipfile.ZipInfo(name, date_time=ENTRY_DATE)
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                entry.external_attr = modes.get(name, REGULAR_FILE)
-                rewritten.writestr(entry, file.read_bytes())
-        os.replace(temporary, path)
+    """Rewrites the zip at `path` with an unchecked-hash pyc beside every module and no other bytecode. In memory:
+    extracting some 5,000 files to compile them costs more than compiling them. A zip this function wrote (chalice
+    reuses its cache when nothing changed) is left as it is."""
+    with zipfile.ZipFile(path) as source:
+        if source.comment == COMPILED:
+            return
+        files = {
+            info.filename: (source.read(info), info.external_attr)
+            for info in source.infolist()
+            if not info.is_dir() and "__pycache__" not in PurePosixPath(info.filename).parts
+        }
+    uncompiled = []
+    for name, (content, _) in list(files.items()):
+        if name.endswith(".py"):
+            try:
+                files[importlib.util.cache_from_source(name)] = (_unchecked_hash_pyc(name, content), REGULAR_FILE)
+            except (SyntaxError, ValueError):
+                uncompiled.append(name)
+    if uncompiled:
+        raise PackageError(f"package: {len(uncompiled)} modules do not compile, e.g. {uncompiled[:3]}")
+    temporary = path.with_suffix(".tmp")
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as rewritten:
+        for name in sorted(files, key=lambda name: PurePosixPath(name).parts):
+            content, mode = files[name]
+            entry = zipfile.ZipInfo(name, date_time=ENTRY_DATE)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = mode
+            rewritten.writestr(entry, content)
+        rewritten.comment = COMPILED
+    os.replace(temporary, path)
 
 
-def _pyc(source: Path) -> Path:
-    return Path(importlib.util.cache_from_source(str(source)))
+def _unchecked_hash_pyc(name: str, source: bytes) -> bytes:
+    """What `py_compile` writes for an unchecked-hash pyc (PEP 552: magic, flags, source hash, code), the module
+    named as Lambda unpacks it rather than after where it was built, so that the zip is the same wherever it was."""
+    code = compile(source, f"{TASK_ROOT}/{name}", "exec", dont_inherit=True)
+    flags = 0b01  # hash-based; bit 1 unset: unchecked
+    return (
+        importlib.util.MAGIC_NUMBER
+        + flags.to_bytes(4, "little")
+        + importlib.util.source_hash(source)
+        + marshal.dumps(code)
+    )
 
 
 def build_offline(stage_name: str, build_dir: Path, environ: Mapping[str, str]) -> Package:

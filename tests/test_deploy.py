@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import marshal
 import os
 import shlex
 import subprocess
@@ -584,6 +585,50 @@ def test_make_package_ships_bytecode_that_a_read_only_copy_runs_without_compilin
 
 def package_pyc(module: str) -> str:
     return importlib.util.cache_from_source(module)
+
+
+def test_compiling_a_zip_replaces_its_bytecode_once_and_names_a_module_that_does_not_compile(tmp_path: Path) -> None:
+    zip_path = tmp_path / "deployment.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("pkg/__init__.py", "")
+        archive.writestr("pkg/mod.py", "value = 6 * 7\n")
+        archive.writestr("pkg/__pycache__/mod.cpython-39.pyc", b"another Python's")
+        archive.writestr("pkg/data.json", "{}")
+    package.compile_zip(zip_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert (
+            archive.namelist()
+            == [
+                "pkg/__init__.py",
+                "pkg/__pycache__/__init__.cpython-311.pyc",
+                "pkg/__pycache__/mod.cpython-311.pyc",
+                "pkg/data.json",
+                "pkg/mod.py",
+            ]
+            == sorted(archive.namelist(), key=lambda name: Path(name).parts)
+        )
+        pyc = archive.read(package_pyc("pkg/mod.py"))
+    assert pyc[:8] == importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")  # PEP 552: unchecked hash
+    assert pyc[8:16] == importlib.util.source_hash(b"value = 6 * 7\n")
+    code = marshal.loads(pyc[16:])  # noqa: S302  # the bytecode this test just compiled
+    assert code.co_filename == "/var/task/pkg/mod.py"  # where Lambda unpacks it, not where it was built
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102
+    assert namespace["value"] == 42
+
+    # Chalice reuses its cached zip when nothing changed: compiling it again leaves the file as it is.
+    before = zip_path.stat()
+    package.compile_zip(zip_path)
+    assert (zip_path.stat().st_ino, zip_path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("ok.py", "")
+        archive.writestr("lib/bad.py", "def (:\n")
+    with pytest.raises(package.PackageError) as refused:
+        package.compile_zip(broken)
+    assert str(refused.value) == "package: 1 modules do not compile, e.g. ['lib/bad.py']"
+    assert zipfile.ZipFile(broken).namelist() == ["ok.py", "lib/bad.py"]  # left as it was
 
 
 def _uploads(token_for: Any) -> dict[str, Any]:
