@@ -340,7 +340,7 @@ def expect_attributed(run: Run) -> str | None:
 def unpacked_copies(zip_path: Path, work: Path) -> tuple[list[Candidate], Path]:
     shipped = unpacked.unpack(zip_path, work / "shipped")
     source_only = unpacked.unpack(zip_path, work / "source-only", bytecode=False)
-    runtime = unpacked.runtime_libraries(work / "runtime")
+    runtime = unpacked.runtime_libraries()
     lower_bounds = [
         Candidate("lower bound", shipped, LOWER_BOUND),
         Candidate("lower bound without PyJWT", shipped, LOWER_BOUND_WITHOUT_PYJWT),

@@ -167,7 +167,7 @@ def served_locally(environ: Mapping[str, str]) -> deployer.SmokeTarget:
         aws = {name: value for name, value in environ.items() if name.startswith("AWS_")}
         work = Path(tempfile.mkdtemp(prefix="function-", dir=project.parent))
         code = unpacked.unpack(zip_path, work / "task")
-        runtime = unpacked.runtime_libraries(work / "runtime")
+        runtime = unpacked.runtime_libraries()
         routes = unpacked.template_routes(json.loads(package.template_of(project).read_text()))
         with (project.parent / "function.log").open("wb") as log:
             running = unpacked.Function(code, runtime, {**function["Environment"]["Variables"], **aws}, log)

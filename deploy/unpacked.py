@@ -7,7 +7,7 @@ dependencies: the zip has none, requirements.txt says why). Here:
     also runs with `-B`, and `bytecode_files` lets a caller check that none appeared);
   - `runtime_libraries` copies boto3's installed distributions (its dependency closure) out of this
     virtualenv and compiles them as a pip install into an image leaves them (timestamp pycs on files whose
-    mtimes are kept);
+    mtimes are kept), once per set of versions, shared read-only by every run;
   - `command` is the interpreter Lambda would start: `-I -S -B` (no user site, no site-packages, no
     PYTHON* variables, no bytecode written) with `sys.path` set to the package, then the runtime libraries,
     then the standard library; `FOREIGN_MODULES` lists what a child loaded from anywhere else (the
@@ -20,6 +20,7 @@ dependencies: the zip has none, requirements.txt says why). Here:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import importlib.metadata
 import json
@@ -29,6 +30,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +43,7 @@ ACCOUNT = "123456789012"
 API_ID = "a1b2c3d4e5"
 API_STAGE = "api"  # api_gateway_stage in .chalice/config.json
 RUNTIME_DISTRIBUTION = "boto3"  # what the Lambda Python runtime provides, with its dependencies
+RUNTIME_CACHE = Path(__file__).resolve().parent.parent / ".local" / "runtime-libraries"
 # requestContext.identity of a request without IAM or Cognito credentials: present, but null.
 IDENTITY_UNSET = ("accountId", "caller", "user", "userArn", "accessKey", "cognitoIdentityPoolId",
                   "cognitoIdentityId", "cognitoAuthenticationType", "cognitoAuthenticationProvider")  # fmt: skip
@@ -130,12 +133,32 @@ def unpack(zip_path: Path, destination: Path, bytecode: bool = True) -> Path:
     return destination
 
 
-def runtime_libraries(destination: Path) -> Path:
+def runtime_libraries() -> Path:
     """boto3 and its dependencies as the runtime provides them: copied from this interpreter's site-packages
-    (their installed files only), compiled, read-only."""
+    (their installed files only), compiled, read-only. Copied once per set of versions and Python, into
+    `.local/runtime-libraries/`, then shared: copying botocore's 1,000 data files took half of a local smoke
+    test's CPU. A copy appears there whole or not at all (built aside, then renamed)."""
+    distributions = _closure(RUNTIME_DISTRIBUTION)
+    versions = sorted(f"{d.metadata['Name'].lower()}=={d.version}" for d in distributions)
+    key = hashlib.sha256(json.dumps([sys.version, *versions]).encode()).hexdigest()[:16]
+    copy = RUNTIME_CACHE / key
+    if copy.is_dir():
+        return copy
+    RUNTIME_CACHE.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f"{key}.building-", dir=RUNTIME_CACHE))
+    _copy_compiled(distributions, building)
+    try:
+        building.rename(copy)
+    except OSError:  # another process finished the same copy first
+        writable(building)
+        shutil.rmtree(building)
+    return copy
+
+
+def _copy_compiled(distributions: list[importlib.metadata.Distribution], destination: Path) -> None:
     import compileall
 
-    for distribution in _closure(RUNTIME_DISTRIBUTION):
+    for distribution in distributions:
         for file in distribution.files or []:
             source = Path(str(distribution.locate_file(file)))
             if "__pycache__" in file.parts or ".." in file.parts or not source.is_file():
@@ -145,7 +168,6 @@ def runtime_libraries(destination: Path) -> Path:
             shutil.copy2(source, target)
     compileall.compile_dir(destination, quiet=2, workers=0)
     _read_only(destination)
-    return destination
 
 
 def _closure(name: str) -> list[importlib.metadata.Distribution]:

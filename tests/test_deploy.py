@@ -566,7 +566,7 @@ def test_make_package_ships_bytecode_that_a_read_only_copy_runs_without_compilin
     assert {header[4:8] for header in headers.values()} == {unchecked_hash}
 
     code = unpacked.unpack(zip_path, tmp_path / "task")
-    runtime = unpacked.runtime_libraries(tmp_path / "runtime")
+    runtime = unpacked.runtime_libraries()
     env = {**unpacked.child_environment(stage_env, code, runtime), "PROBE_EVENT": json.dumps(_uploads(token_for))}
     done = subprocess.run(  # noqa: S603
         unpacked.command(FIRST_REQUEST, "-v"), cwd=code, env=env, capture_output=True, text=True, timeout=120
@@ -585,6 +585,33 @@ def test_make_package_ships_bytecode_that_a_read_only_copy_runs_without_compilin
 
 def package_pyc(module: str) -> str:
     return importlib.util.cache_from_source(module)
+
+
+def test_the_runtime_libraries_are_copied_once_compiled_and_shared_read_only() -> None:
+    first = unpacked.runtime_libraries()
+    assert first.parent == unpacked.RUNTIME_CACHE
+    module = first / "botocore" / "client.py"
+    assert module.is_file() and Path(importlib.util.cache_from_source(str(module))).is_file()
+    assert not module.stat().st_mode & 0o222 and not (first / "botocore").stat().st_mode & 0o222
+    assert unpacked.runtime_libraries() == first
+    assert not list(unpacked.RUNTIME_CACHE.glob("*.building-*"))
+
+
+def test_a_runtime_copy_another_process_finished_first_is_the_one_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unpacked, "RUNTIME_CACHE", tmp_path)
+
+    def copy_while_another_process_finishes(distributions: Any, destination: Path) -> None:
+        (destination / "ours").write_text("")
+        finished = tmp_path / destination.name.split(".building-")[0]
+        finished.mkdir()
+        (finished / "theirs").write_text("")
+
+    monkeypatch.setattr(unpacked, "_copy_compiled", copy_while_another_process_finishes)
+    used = unpacked.runtime_libraries()
+    assert [path.name for path in tmp_path.iterdir()] == [used.name]
+    assert [path.name for path in used.iterdir()] == ["theirs"]
 
 
 def test_compiling_a_zip_replaces_its_bytecode_once_and_names_a_module_that_does_not_compile(tmp_path: Path) -> None:
