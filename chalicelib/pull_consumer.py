@@ -74,7 +74,7 @@ class EventQueue(Protocol):
 class FailureStore(Protocol):
     def count_failure(self, digest: str, event_type: str, body: bytes, error: str, now: int) -> int: ...
 
-    def park(self, digest: str, now: int) -> None: ...
+    def park(self, digest: str, now: int) -> bool: ...  # True when this call parked it
 
 
 @dataclass
@@ -186,10 +186,11 @@ class PullConsumer:
         event_type = _event_type(event.body)
         fields = {"event": event.digest, "eventType": event_type, "size": len(event.body), "reason": reason}
         now = int(self._clock())
+        newly_parked = False
         try:
             failures = self._failures.count_failure(event.digest, event_type, event.body, reason, now)
             if failures >= self._max_failures:
-                self._failures.park(event.digest, now)
+                newly_parked = self._failures.park(event.digest, now)
         except Exception as storage_error:  # whatever storage answers, it holds up this event only
             report.failed += 1
             logger.error(
@@ -201,6 +202,9 @@ class PullConsumer:
             report.failed += 1
             logger.warning("pulled event failed", extra={**fields, "failures": failures})
             return False
+        if not newly_parked:  # parked before, but its confirm was lost: confirmed again, not counted again
+            logger.warning("pulled event already parked, delivered again", extra={**fields, "failures": failures})
+            return True
         report.parked += 1
         logger.error("pulled event parked as a dead letter", extra={**fields, "failures": failures})
         return True

@@ -250,6 +250,29 @@ def test_a_poison_event_is_parked_at_the_limit_while_its_batch_applies_at_once(
     assert len(poison_deliveries()) == PARKING_LIMIT
 
 
+def test_a_parked_event_whose_confirm_was_lost_is_confirmed_again_not_parked_or_counted_again(
+    pull_vod: Handle, stage_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pull_vod.app.bus.emit_raw(POISON["no-file-id"])
+    queue = FaultyQueue(real_queue(stage_env), lose_confirms=1)  # a failed event is not confirmed: the parking's is
+    services = container.services()
+    pulls = PullConsumer(queue, services.events, services.storage.vod_events, 2)
+    reports = []
+    for _ in range(12):
+        reports.append(pulls.run(CONSUMER_SECONDS))
+        if queue.confirmed and pull_vod.app.bus.pending_count() == 0:
+            break
+    deliveries = [event for pulled in queue.batches for event in pulled]
+    assert len(deliveries) == 3 and len(queue.confirmed) == 1, reports  # failed, parked (confirm lost), again
+    assert sum(report.parked for report in reports) == 1 and sum(report.failed for report in reports) == 1, reports
+    assert sum(report.unconfirmed for report in reports) == 1, reports
+    [parked] = services.storage.vod_events.dead_letters()
+    assert parked["failures"] == 3
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("pulled event parked as a dead letter") == 1
+    assert messages.count("pulled event already parked, delivered again") == 1
+
+
 def test_a_failure_storage_refuses_to_record_holds_up_its_event_only(
     batch: PoisonedBatch, dynamodb: Any, table_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:

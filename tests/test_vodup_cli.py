@@ -254,12 +254,16 @@ def test_vodup_cancel_aborts_the_interrupted_upload_and_takes_its_intent_back(
 
     nothing_left = run("cancel", str(tmp_path / "oops.mp4"), env=env)
     assert nothing_left.returncode == 1 and "no interrupted upload" in nothing_left.stderr, nothing_left.stderr
-    again = run("cancel", "--upload-id", upload_id, env=env)  # idempotent
+    again = run("cancel", f"--upload-id={upload_id}", env=env)  # idempotent
     assert (again.returncode, again.stdout) == (0, f"cancelled upload {upload_id}\n"), again.stderr
+    # One id in 64 begins with "-", which argparse takes for an option unless it is written --upload-id=ID.
+    unknown = run("cancel", "--upload-id=-" + "A" * 21, env=env)
+    assert unknown.returncode == 1 and len(unknown.stderr.splitlines()) == 1, unknown.stderr
+    assert "404" in unknown.stderr, unknown.stderr
 
     (tmp_path / "done.mp4").write_bytes(b"finished")
     finished = json.loads(run("upload", str(tmp_path / "done.mp4"), "--json", env=env).stdout)
-    too_late = run("cancel", "--upload-id", finished["uploadId"], env=env)
+    too_late = run("cancel", f"--upload-id={finished['uploadId']}", env=env)
     assert (too_late.returncode, too_late.stdout) == (1, ""), too_late
     assert len(too_late.stderr.splitlines()) == 1, too_late.stderr
     assert "409" in too_late.stderr and f"already completed with file {finished['fileId']}" in too_late.stderr

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = cancel.add_mutually_exclusive_group(required=True)
     which.add_argument("file", type=Path, nargs="?", help="the video file whose interrupted upload to cancel")
-    which.add_argument("--upload-id", help="the upload to cancel (the uploadId that `upload --json` printed)")
+    which.add_argument(
+        "--upload-id",
+        help="the upload to cancel (the uploadId that `upload --json` printed), as --upload-id=ID: an id may begin "
+        "with '-'",
+    )
     cancel.add_argument("--cover", type=Path, help="the cover image the upload was started with")
 
     commands.add_parser("videos", parents=[common], help="list your videos, newest first")

@@ -56,9 +56,10 @@ class VodEventStorage:
         )  # fmt: skip
         return int(response["Attributes"]["failures"]["N"])
 
-    def park(self, digest: str, now: int) -> None:
-        """Make a failed event a dead letter, listed like review items; the first parking time stays."""
-        self._table.call(
+    def park(self, digest: str, now: int) -> bool:
+        """Make a failed event a dead letter, listed like review items; the first parking time stays. True when
+        this call parked it, False when it already was (VOD delivered it again: its confirm was lost)."""
+        response = self._table.call(
             "update_item",
             TableName=self._table.name,
             Key=failed_event_key(digest),
@@ -66,7 +67,9 @@ class VodEventStorage:
             ExpressionAttributeValues={
                 ":now": as_n(now), ":dead": as_s(DEAD_LETTER_PARTITION), ":sort": as_s(video_sort_key(now, digest)),
             },
+            ReturnValues="ALL_OLD",  # the record as it was: whether it had been parked
         )  # fmt: skip
+        return "parkedAt" not in response.get("Attributes", {})
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         parked = self._table.index_partition(DEAD_LETTER_PARTITION, limit, newest_first=True)
