@@ -10,22 +10,16 @@ botocore's own loader.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from botocore.exceptions import DataNotFoundError
-from botocore.loaders import Loader
+from botocore.loaders import Loader, create_loader
 
 
 class NamedServicesLoader(Loader):  # type: ignore[misc]  # botocore has no type hints
     def __init__(self, services: Iterable[str], data_path: str | None) -> None:
-        # AWS_DATA_PATH's directories first, as botocore.loaders.create_loader puts them.
-        paths = (
-            None
-            if data_path is None
-            else [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)]
-        )
-        super().__init__(extra_search_paths=paths)
+        # The directories botocore's own loader searches, AWS_DATA_PATH's first: the same files are found.
+        super().__init__(extra_search_paths=create_loader(data_path).search_paths, include_default_search_paths=False)
         self._services = tuple(services)
 
     def list_available_services(self, type_name: str) -> list[str]:
