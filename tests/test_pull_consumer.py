@@ -16,7 +16,7 @@ import pytest
 from chalicelib import container
 from chalicelib.credentials import SECRET_KEYS
 from chalicelib.items import FAILED_EVENT_BODY_BYTES
-from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable, event_body
+from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable, RunReport, event_body
 from chalicelib.storage import Storage
 from chalicelib.vod_api import VodEventQueue
 from tests.conftest import ApiFactory, TokenFactory, bearer
@@ -158,12 +158,15 @@ POISON: dict[str, dict[str, Any]] = {
 }
 
 
-def run_until(pulls: PullConsumer, done: Callable[[], bool], runs: int = 12) -> None:
+def run_until(pulls: PullConsumer, done: Callable[[], bool], runs: int = 12) -> list[RunReport]:
+    """The reports of the consumer's runs until `done()`."""
+    reports: list[RunReport] = []
     for _ in range(runs):
         if done():
-            return
-        pulls.run(CONSUMER_SECONDS)
+            return reports
+        reports.append(pulls.run(CONSUMER_SECONDS))
     assert done(), f"not done after {runs} consumer runs"
+    return reports
 
 
 def item_bytes(item: dict[str, Any]) -> int:
@@ -257,11 +260,7 @@ def test_a_parked_event_whose_confirm_was_lost_is_confirmed_again_not_parked_or_
     queue = FaultyQueue(real_queue(stage_env), lose_confirms=1)  # a failed event is not confirmed: the parking's is
     services = container.services()
     pulls = PullConsumer(queue, services.events, services.storage.vod_events, 2)
-    reports = []
-    for _ in range(12):
-        reports.append(pulls.run(CONSUMER_SECONDS))
-        if queue.confirmed and pull_vod.app.bus.pending_count() == 0:
-            break
+    reports = run_until(pulls, lambda: bool(queue.confirmed) and pull_vod.app.bus.pending_count() == 0)
     deliveries = [event for pulled in queue.batches for event in pulled]
     assert len(deliveries) == 3 and len(queue.confirmed) == 1, reports  # failed, parked (confirm lost), again
     assert sum(report.parked for report in reports) == 1 and sum(report.failed for report in reports) == 1, reports
