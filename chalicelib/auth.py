@@ -12,11 +12,11 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
+from msgspec import Struct
 
 from chalicelib.errors import ServiceUnavailable, Unauthorized
 from chalicelib.identity import LOCAL_ALGORITHM, LOCAL_AUDIENCE, Principal
@@ -26,8 +26,7 @@ ALGORITHMS = ["RS256", "ES256"]
 logger = logging.getLogger("vodupload")
 
 
-@dataclass(frozen=True)
-class VerificationKey:
+class VerificationKey(Struct, frozen=True):
     """A public key and the one algorithm it verifies: a token naming another algorithm never reaches
     the crypto layer with this key (an RSA token against an EC key is refused, not a crash)."""
 

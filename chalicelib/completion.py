@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from msgspec import Struct
 
 from chalicelib import deadline, source_context
 from chalicelib.credentials import SecretsProvider
@@ -40,8 +41,7 @@ class MediaCatalog(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(Struct, frozen=True):
     intent: UploadIntent  # as stored after the attribution
     outcome: Completed
 

@@ -9,7 +9,8 @@ origin is echoed back, and any other origin gets a 403 and no grant at all.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from chalicelib.errors import Forbidden
 
@@ -24,8 +25,7 @@ PREFLIGHT_MAX_AGE_SECONDS = 600
 VARY_ORIGIN = {"Vary": "Origin"}
 
 
-@dataclass(frozen=True)
-class CorsPolicy:
+class CorsPolicy(Struct, frozen=True):
     allowed_origins: tuple[str, ...]
 
     def allows(self, origin: str | None) -> bool:

@@ -14,8 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from msgspec import Struct
 
 from chalicelib.errors import ServiceUnavailable
 
@@ -43,13 +44,19 @@ def derive_from_stage_key(stage_key: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class ServiceSecrets:
+class ServiceSecrets(Struct, frozen=True):
     vod_secret_id: str
-    vod_secret_key: str = field(repr=False)
-    context_tag_key: bytes = field(repr=False)
-    callback_token: str = field(repr=False)
-    sign_key: str | None = field(default=None, repr=False)
+    vod_secret_key: str
+    context_tag_key: bytes
+    callback_token: str
+    sign_key: str | None = None
+
+    def __repr__(self) -> str:
+        """The SecretId alone: the keys and the token must never reach a log line or a traceback."""
+        return f"ServiceSecrets(vod_secret_id={self.vod_secret_id!r})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [("vod_secret_id", self.vod_secret_id)]
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str) -> ServiceSecrets:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
+
+from msgspec import Struct, field
 
 if TYPE_CHECKING:
     from chalicelib.events import ProcessingUpdate, UploadedFile
@@ -61,8 +62,7 @@ class EventTooLarge(ValueError):
     """An event's data would exceed MAX_DATA_BYTES: the caller must bound what it puts in."""
 
 
-@dataclass(frozen=True)
-class DomainEvent:
+class DomainEvent(Struct, frozen=True):
     """One fact as published. `key` is the fact's natural key within its type (a FileId, an upload id,
     a FileId and TaskId, ...): the same fact always has the same key, two facts never do."""
 

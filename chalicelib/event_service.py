@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, assert_never
+
+from msgspec import Struct
 
 from chalicelib import callback_auth, source_context, vod_notification
 from chalicelib.credentials import SecretsProvider
@@ -34,8 +35,7 @@ logger = logging.getLogger("vodupload")
 OutcomeKind = Literal["attributed", "duplicate", "rejected", "orphan", "updated", "stale", "deleted", "ignored"]
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Struct, frozen=True):
     event_type: str
     outcome: OutcomeKind
     file_id: str | None = None

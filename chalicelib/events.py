@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from chalicelib.media import MediaFacts
 
 
-@dataclass(frozen=True)
-class UploadedFile:
+class UploadedFile(Struct, frozen=True):
     """A NewFileUpload."""
 
     file_id: str
@@ -18,8 +18,7 @@ class UploadedFile:
     media: MediaFacts = field(default_factory=MediaFacts)
 
 
-@dataclass(frozen=True)
-class TaskOutput:
+class TaskOutput(Struct, frozen=True):
     kind: str
     status: str
     err_code: int | None = None
@@ -28,8 +27,7 @@ class TaskOutput:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ProcessingUpdate:
+class ProcessingUpdate(Struct, frozen=True):
     """A ProcedureStateChanged: a snapshot of the task flow's state for one file."""
 
     task_id: str
@@ -49,13 +47,11 @@ class ProcessingUpdate:
         return (10_000 if self.status == "FINISH" else 0) + done
 
 
-@dataclass(frozen=True)
-class FilesDeleted:
+class FilesDeleted(Struct, frozen=True):
     file_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class OtherEvent:
+class OtherEvent(Struct, frozen=True):
     event_type: str
 
 

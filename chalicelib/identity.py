@@ -8,15 +8,15 @@ the VOD callback never verifies a bearer token.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 LOCAL_ALGORITHM = "ES256"
 LOCAL_AUDIENCE = "vod-upload-local"
 LOCAL_ISSUER = "http://127.0.0.1:8000/local-issuer"
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(Struct, frozen=True):
     subject: str
     claims: Mapping[str, Any]

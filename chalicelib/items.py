@@ -41,7 +41,7 @@ from chalicelib.strict_json import dump_json, load_stored_json
 from chalicelib.uploads import ClientFields, IntentStatus, SignatureTerms, UploadIntent
 
 # The event, video and media types are imported where a video is read or built: the signing route stores intents
-# only, and their frozen dataclasses cost its cold start about 50 M instructions (bench/cold_start.py).
+# only, and its cold start need not import those modules (bench/cold_start.py).
 if TYPE_CHECKING:
     from chalicelib.events import ProcessingUpdate, TaskOutput, UploadedFile
     from chalicelib.policy import ClientKind, OverQuotaRule

@@ -7,23 +7,25 @@ and a line in the parser that reads it from VOD. Pure: no I/O.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from msgspec import Struct, field
+from msgspec.structs import fields
 
-def _named(api: str, stored: str | None = None) -> Any:
-    """A fact whose name in the API (and, unless `stored` says otherwise, in the table) is `api`."""
-    return field(default=None, metadata={"api": api, "stored": stored or api})
+# The facts whose attribute name in the table is not their name in the API.
+_STORED_AS = {"media_type": "mediaType"}
 
 
-@dataclass(frozen=True)
-class MediaFacts:
+def _named(api: str) -> Any:
+    """A fact whose name in the API (and, unless _STORED_AS says otherwise, in the table) is `api`."""
+    return field(default=None, name=api)
+
+
+class MediaFacts(Struct, frozen=True):
     name: str | None = _named("name")
     media_url: str | None = _named("mediaUrl")
     cover_url: str | None = _named("coverUrl")
-    media_type: str | None = _named("type", stored="mediaType")
+    media_type: str | None = _named("type")
     size: int | None = _named("size")
     duration: float | None = _named("duration")
     width: int | None = _named("width")
@@ -37,8 +39,7 @@ class MediaFacts:
 Kind = Literal["str", "int", "float"]
 
 
-@dataclass(frozen=True)
-class Fact:
+class Fact(Struct, frozen=True):
     attribute: str  # the MediaFacts field
     api: str  # its name in API responses
     stored: str  # its attribute name in the table
@@ -46,11 +47,9 @@ class Fact:
 
 
 def _facts() -> tuple[Fact, ...]:
-    hints = typing.get_type_hints(MediaFacts)
     kinds: dict[Any, Kind] = {str | None: "str", int | None: "int", float | None: "float"}
     return tuple(
-        Fact(f.name, f.metadata["api"], f.metadata["stored"], kinds[hints[f.name]])
-        for f in dataclasses.fields(MediaFacts)
+        Fact(f.name, f.encode_name, _STORED_AS.get(f.name, f.encode_name), kinds[f.type]) for f in fields(MediaFacts)
     )
 
 

@@ -12,8 +12,9 @@ unchanged and a response can be checked with a stock JSON Schema validator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -24,8 +25,7 @@ BEARER = "bearerAuth"
 JSON = "application/json"
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(Struct, frozen=True):
     method: str  # upper case, as in the app's route table
     path: str  # the app's route pattern, e.g. /uploads/{upload_id}
     operation_id: str

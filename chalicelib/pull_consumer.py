@@ -16,8 +16,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from msgspec import Struct, field
 
 from chalicelib import deadline
 from chalicelib.errors import ServiceUnavailable
@@ -41,8 +42,7 @@ class QueueUnavailable(Exception):
     """PullEvents or ConfirmEvents failed."""
 
 
-@dataclass(frozen=True)
-class PulledEvent:
+class PulledEvent(Struct, frozen=True):
     """One delivery of an event: the handle to confirm it with, and the event itself (`event_body`), which
     is the same in every delivery of the event, so its digest identifies the event across deliveries."""
 
@@ -77,8 +77,7 @@ class FailureStore(Protocol):
     def park(self, digest: str, now: int) -> bool: ...  # True when this call parked it
 
 
-@dataclass
-class RunReport:
+class RunReport(Struct):
     pulls: int = 0  # PullEvents calls answered
     ended: RunEnd = "deadline"
     pulled: int = 0

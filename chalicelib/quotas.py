@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from msgspec import Struct
 
 from chalicelib.domain_events import QUOTA_EXCEEDED, DomainEvent
 from chalicelib.errors import QuotaExceeded
@@ -26,8 +27,7 @@ from chalicelib.policy import OverQuotaRule, Tier, UploadPolicy
 Quota = Literal["bytes", "duration"]
 
 
-@dataclass(frozen=True)
-class QuotaTerms:
+class QuotaTerms(Struct, frozen=True):
     """A tier's quotas (None: no such limit) and its rule for an upload that breaks one."""
 
     max_stored_bytes: int | None
@@ -53,8 +53,7 @@ class QuotaTerms:
 UNLIMITED = QuotaTerms(None, None, "review")
 
 
-@dataclass(frozen=True)
-class QuotaBreak:
+class QuotaBreak(Struct, frozen=True):
     """An attributed upload that broke a quota: `measured` is the usage it would have taken the user to
     (bytes), or its duration in seconds."""
 
@@ -72,8 +71,7 @@ class QuotaBreak:
         return DomainEvent(QUOTA_EXCEEDED, f"{file_id}#{self.quota}", now, owner, upload_id, file_id, self.event_data())
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(Struct, frozen=True):
     """What a user holds: bytes counted against the quota, attributed videos not deleted, open intents and the
     bytes those declared."""
 
@@ -100,8 +98,7 @@ class UsageReader(Protocol):
     def usage(self, owner: str, now: int) -> Usage: ...
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(Struct, frozen=True):
     """What `GET /me` answers: the caller's tier, its limits and the caller's usage."""
 
     tier_name: str

@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from msgspec import Struct, field
 
 from chalicelib import deadline
 from chalicelib.deletion import PENDING_SECONDS, MediaLibrary, reason_for
@@ -46,8 +47,7 @@ DELETE_MEDIA_SECONDS = 5.0
 Deletion = Literal["dry-run", "delete"]
 
 
-@dataclass
-class SweepReport:
+class SweepReport(Struct):
     expired: int = 0
     deletion: Deletion = "dry-run"
     # Uploads kept for review past the grace period that nobody owns: deleted from VOD, or (dry run) that

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from msgspec import Struct
 
 from chalicelib import source_context
 from chalicelib.credentials import SecretsProvider
@@ -45,8 +46,7 @@ _CANCEL_ATTEMPTS = 3
 IntentStatus = Literal["open", "completed", "expired", "cancelled"]
 
 
-@dataclass(frozen=True)
-class SignatureTerms:
+class SignatureTerms(Struct, frozen=True):
     """The policy snapshot every signature of an intent is minted from."""
 
     procedure: str | None
@@ -75,8 +75,7 @@ class SignatureTerms:
         )
 
 
-@dataclass(frozen=True)
-class ClientFields:
+class ClientFields(Struct, frozen=True):
     title: str | None = None
     file_name: str | None = None
     file_size: int | None = None
@@ -86,14 +85,12 @@ class ClientFields:
     client: ClientKind | None = None  # the upload SDK the client declared: not verified, chooses a lifetime
 
 
-@dataclass(frozen=True)
-class IntentLimits:
+class IntentLimits(Struct, frozen=True):
     max_open_intents: int
     max_intents_per_hour: int
 
 
-@dataclass(frozen=True)
-class UploadIntent:
+class UploadIntent(Struct, frozen=True):
     upload_id: str
     owner: str
     tier: str
@@ -120,8 +117,7 @@ class UploadIntent:
         return self.window_ends_at + self.terms.ttl_seconds
 
 
-@dataclass(frozen=True)
-class IssuedSignature:
+class IssuedSignature(Struct, frozen=True):
     intent: UploadIntent
     signature: str
     expire_time: int

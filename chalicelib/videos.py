@@ -6,8 +6,9 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from chalicelib.errors import InvalidRequest, NotFound
 from chalicelib.events import UploadedFile
@@ -19,8 +20,7 @@ from chalicelib.uploads import UploadIntent
 MAX_PAGE_SIZE = 100
 
 
-@dataclass(frozen=True)
-class Video:
+class Video(Struct, frozen=True):
     file_id: str
     owner: str
     upload_id: str
@@ -68,14 +68,12 @@ class Video:
         )
 
 
-@dataclass(frozen=True)
-class VideoPage:
+class VideoPage(Struct, frozen=True):
     videos: list[Video]
     next_cursor: str | None
 
 
-@dataclass(frozen=True)
-class PageKey:
+class PageKey(Struct, frozen=True):
     """Where a listing stopped: the sort key and file id of the last video returned."""
 
     sort_key: str

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
+from msgspec import Struct
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chalicelib.errors import InvalidRequest, invalid_request_from
@@ -138,8 +138,7 @@ class ProcedureTask(_Vod):
     meta_data: MetaData | None = Field(default=None, alias="MetaData")
 
 
-@dataclass(frozen=True)
-class Notification:
+class Notification(Struct, frozen=True):
     """One notification: its event, and what its authenticity is checked with."""
 
     event: Event

@@ -13,9 +13,10 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass, fields
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode
+
+from msgspec import Struct
 
 from chalicelib.vod_limits import MAX_VALIDITY_SECONDS
 
@@ -55,8 +56,7 @@ class SignatureError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class SignatureOptions:
+class SignatureOptions(Struct, frozen=True):
     """The optional parameters of §1.2; ``None`` means "omit from the signature"."""
 
     procedure: str | None = None
@@ -70,8 +70,7 @@ class SignatureOptions:
     storageRegion: str | None = None  # noqa: N815
 
 
-@dataclass(frozen=True)
-class SignatureParams:
+class SignatureParams(Struct, frozen=True):
     secretId: str  # noqa: N815
     currentTimeStamp: int  # noqa: N815
     expireTime: int  # noqa: N815
@@ -96,8 +95,7 @@ class SignatureParams:
         return pairs
 
 
-@dataclass(frozen=True)
-class ParsedSignature:
+class ParsedSignature(Struct, frozen=True):
     params: SignatureParams
     mac: bytes
     original: bytes
@@ -207,7 +205,7 @@ def parse(signature: str) -> ParsedSignature:
     for key in _REQUIRED_KEYS:
         if key not in values:
             raise SignatureError(key, "is missing")
-    option_names = {f.name for f in fields(SignatureOptions)}
+    option_names = set(SignatureOptions.__struct_fields__)
     params = SignatureParams(
         secretId=str(values["secretId"]),
         currentTimeStamp=int(values["currentTimeStamp"]),

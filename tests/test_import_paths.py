@@ -61,7 +61,7 @@ def test_the_signing_route_imports_no_event_code_and_no_vod_sdk(
         "chalicelib.event_service",
         "chalicelib.pull_consumer",
         "chalicelib.completion",
-        # it stores an intent: the event, video and media types (frozen dataclasses, costly to create) are not needed
+        # it stores an intent: the modules of the event, video and media types are not needed
         "chalicelib.events",
         "chalicelib.videos",
         "chalicelib.media",

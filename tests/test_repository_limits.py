@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from chalicelib.errors import LimitReached, SignatureRefused
 from chalicelib.storage import Storage

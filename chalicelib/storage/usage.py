@@ -7,8 +7,9 @@ The counters change only inside the transactions that attribute and delete video
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct
 
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.items import (
@@ -33,8 +34,7 @@ _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 3  # BatchGetItem calls for one batch: it leaves keys unread when throttled
 
 
-@dataclass
-class Attribution:
+class Attribution(Struct):
     """How one attribution counts against its owner's usage, decided with DynamoDB in the same transaction.
 
     Why `bytesStored` never passes `maxStoredBytes`, however many of a user's uploads are attributed at once:

@@ -4,8 +4,9 @@ its deletion, and the owner's listing."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from chalicelib.domain_events import (
     MAX_DATA_BYTES,
@@ -438,8 +439,7 @@ class _AttributionChanged(Exception):
     """The video's owner is no longer what the event about to be published names."""
 
 
-@dataclass(frozen=True)
-class _Publishing:
+class _Publishing(Struct, frozen=True):
     """A write that publishes `event`, valid only while the video's owner is still `owner` (None: none)."""
 
     event: DomainEvent

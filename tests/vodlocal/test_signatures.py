@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus, urlencode
 
+import msgspec
 import pytest
 
 from chalicelib import callback_auth, vod_signature
@@ -117,7 +118,7 @@ def test_vodlocal_accepts_the_products_signatures() -> None:
         params.random,
     )
     assert {k: v for k, v in parsed.options.items() if v is not None} == {
-        k: v for k, v in vars(options).items() if v is not None
+        k: v for k, v in msgspec.structs.asdict(options).items() if v is not None
     }
     # And the product reads the reference's vectors as vodlocal does.
     for signature in (VECTOR_A, VECTOR_B, *(s for s, _ in VECTOR_C.values())):
