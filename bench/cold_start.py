@@ -399,8 +399,7 @@ def main() -> None:
         for candidate in candidates:
             if unpacked.bytecode_files(candidate.package) != before[candidate.name]:
                 raise SystemExit(f"bytecode was written into the {candidate.name} copy: the runs are invalid")
-            unpacked.writable(candidate.package)
-        unpacked.writable(runtime)
+            unpacked.writable(candidate.package)  # so that the temporary directory can be removed
     for scenario in scenarios:
         figures = ", ".join(
             f"{c.name} {numbers['ratio_median']:.2f}x (CPU {numbers['cpu_ratio_median']:.2f}x)"
