@@ -680,3 +680,45 @@ def test_stopping_a_frozen_server_does_not_hang_nor_serve_the_held_request(dynam
     assert not stopper.is_alive()
     assert outcome == ["ServiceUnavailableException"]
     assert _get(dynamodb, table_name, "frozen") is None
+
+
+# -- update expressions ----------------------------------------------------------------------------
+
+
+def test_a_long_update_expression_applies_every_action(dynamodb: Any, table_name: str) -> None:
+    """moto checked the clause count and the path overlaps at each node of the expression, over its subtree;
+    checked once on the whole expression, every action still applies."""
+    names = [f"a{index}" for index in range(40)]
+    dynamodb.update_item(
+        TableName=table_name,
+        Key=_key("long"),
+        UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in names) + " ADD n :one REMOVE gone",
+        ExpressionAttributeValues={**{f":{name}": _s(name) for name in names}, ":one": {"N": "1"}},
+    )
+    item = _get(dynamodb, table_name, "long")
+    assert item is not None and {name: item[name] for name in names} == {name: _s(name) for name in names}
+    assert item["n"] == {"N": "1"}
+
+
+@pytest.mark.parametrize(
+    ("expression", "refusal"),
+    [
+        ("SET a0 = :v, a1 = :v SET a2 = :v", 'The "SET" section can only be used once in an update expression'),
+        ("SET a0 = :v ADD n :one ADD m :one", 'The "ADD" section can only be used once in an update expression'),
+        ("SET a0 = :v, b = :v, c = :v, a0 = :v", "Two document paths overlap with each other"),
+        ("SET m.k = :v, b = :v, m = :v", "Two document paths overlap with each other"),
+    ],
+)
+def test_an_update_expression_with_a_repeated_section_or_overlapping_paths_is_refused(
+    dynamodb: Any, table_name: str, expression: str, refusal: str
+) -> None:
+    """Whatever the position of the offending part, as with every node's own check."""
+    with pytest.raises(ClientError) as refused:
+        dynamodb.update_item(
+            TableName=table_name,
+            Key=_key("refused"),
+            UpdateExpression=expression,
+            ExpressionAttributeValues={":v": _s("v"), ":one": {"N": "1"}} if ":one" in expression else {":v": _s("v")},
+        )
+    assert refusal in _validation_message(refused.value)
+    assert _get(dynamodb, table_name, "refused") is None
