@@ -5,7 +5,8 @@ the video, by the way the upload gets attributed:
 - `push`: VOD pushes NewFileUpload to the callback (vodlocal pushes at once, as VOD does within seconds);
 - `pull busy`: a PULL consumer run is pulling when the upload lands (its long-poll returns with the event);
 - `pull idle`: no run is, and the upload waits for the next scheduled one. The consumer is the code of this tree
-  (`app.pull_vod_events`) on its schedule: a run every minute, each pulling until shortly before its 60 s timeout.
+  (`app.pull_vod_events`) on its schedule: a run every minute, each pulling until a pull finds the queue empty (or
+  shortly before its 60 s timeout).
 
 A local stack: the API served as `make dev` serves it (devstack.api, the local stage), the local DynamoDB
 (moto, in-process), vodlocal in-process (PUSH, or PULL with VOD's 5 s long-poll). The client polls `GET
