@@ -146,12 +146,14 @@ def runtime_libraries() -> Path:
         return copy
     RUNTIME_CACHE.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f"{key}.building-", dir=RUNTIME_CACHE))
-    _copy_compiled(distributions, building)
     try:
-        building.rename(copy)
-    except OSError:  # another process finished the same copy first
-        writable(building)
-        shutil.rmtree(building)
+        _copy_compiled(distributions, building)
+        with contextlib.suppress(OSError):  # another process finished the same copy first
+            building.rename(copy)
+    finally:
+        if building.exists():  # not renamed: that other copy is used, or this one failed and is not left half made
+            writable(building)
+            shutil.rmtree(building)
     return copy
 
 

@@ -614,6 +614,21 @@ def test_a_runtime_copy_another_process_finished_first_is_the_one_used(
     assert [path.name for path in used.iterdir()] == ["theirs"]
 
 
+def test_a_runtime_copy_that_fails_midway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unpacked, "RUNTIME_CACHE", tmp_path)
+
+    def copy_that_fails(distributions: Any, destination: Path) -> None:
+        (destination / "half").write_text("")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(unpacked, "_copy_compiled", copy_that_fails)
+    with pytest.raises(OSError, match="disk full"):
+        unpacked.runtime_libraries()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_compiling_a_zip_replaces_its_bytecode_once_and_names_a_module_that_does_not_compile(tmp_path: Path) -> None:
     zip_path = tmp_path / "deployment.zip"
     with zipfile.ZipFile(zip_path, "w") as archive:
