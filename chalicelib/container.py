@@ -164,24 +164,24 @@ class Services:
     def completion(self) -> CompletionService:
         from chalicelib.completion import CompletionService
 
-        catalogs: dict[int | None, MediaCatalog] = {}
+        # Kept with its connections for the next request, but only while the stage's key pair is the one it signs
+        # with: after a rotation VOD refuses the old pair, and a warm container outlives many re-reads of the secret.
+        catalogs: dict[int | None, tuple[tuple[str, str], MediaCatalog]] = {}
 
         def catalog_for(sub_app_id: int | None) -> MediaCatalog:
             from chalicelib.vod_api import VodMediaCatalog
 
-            if sub_app_id not in catalogs:  # kept, with its connections, for the next request
-                catalogs[sub_app_id] = self._vod_api_in(VodMediaCatalog, sub_app_id)
-            return catalogs[sub_app_id]
+            keys = self._vod_keys()
+            kept = catalogs.get(sub_app_id)
+            if kept is None or kept[0] != keys:
+                kept = catalogs[sub_app_id] = (keys, VodMediaCatalog(*keys, self.settings.vod_api_endpoint, sub_app_id))
+            return kept[1]
 
         return CompletionService(self.uploads, self.events, self.secrets, catalog_for)
 
     def _vod_api(self, api: type[Api]) -> Api:
         """VOD's API 3.0 for the stage's application, with its current key pair."""
-        return self._vod_api_in(api, self._vod_sub_app_id)
-
-    def _vod_api_in(self, api: type[Api], sub_app_id: int | None) -> Api:
-        """VOD's API 3.0 for one application (None: the primary one), with the stage's current key pair."""
-        return api(*self._vod_keys(), self.settings.vod_api_endpoint, sub_app_id)
+        return api(*self._vod_keys(), self.settings.vod_api_endpoint, self._vod_sub_app_id)
 
     def _vod_keys(self) -> tuple[str, str]:
         """The stage's VOD key pair as the secrets provider has it now (re-read every SECRETS_CACHE_SECONDS)."""

@@ -16,7 +16,7 @@ import pytest
 
 from chalicelib import container, source_context, vod_signature
 from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, vodlocal_for, with_policy
-from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, commit_through
+from tests.test_pull_consumer import CONSUMER_SECONDS, KeyRotation, as_user, commit_through
 from tests.vodlocal.conftest import apply_and_store, ugc
 from tests.waiting import pulled
 from vodlocal import Handle, start
@@ -275,6 +275,27 @@ def test_vod_not_answering_is_a_503_with_retry_after_and_changes_nothing(
     assert answer.headers["Retry-After"] == "2" and answer.json_body["error"] == "service_unavailable"
     assert took < float(stage_env.get("REQUEST_DEADLINE_SECONDS", "3.5")) + 1.0, took
     assert items() == before
+
+
+def test_complete_uses_a_rotated_vod_key_pair(
+    pull_vod: Handle,
+    api_factory: ApiFactory,
+    token_for: TokenFactory,
+    stage_env: dict[str, str],
+    dynamodb_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same warm app completes before and after the operator rotates VOD's key pair: DescribeMediaInfos is
+    signed with the pair the secret holds now, not with the one the first complete was made with."""
+    rotation = KeyRotation(pull_vod, stage_env, dynamodb_endpoint, monkeypatch)
+    api, alice = api_factory(), token_for("alice")
+    upload_id, file_id = commit_through(pull_vod, as_user(api, alice))
+    assert complete(api, alice, upload_id, file_id).json_body["outcome"] == "attributed"
+
+    rotation.rotate()
+    upload_id, file_id = commit_through(pull_vod, as_user(api, alice))  # signed with the new pair
+    answer = complete(api, alice, upload_id, file_id)
+    assert (answer.status_code, answer.json_body.get("outcome")) == (200, "attributed"), answer.body
 
 
 # -- PUSH: the event comes to the callback of a served copy of the app ---------------------------------------
