@@ -25,11 +25,11 @@ runtime's libraries on its path, doing `import boto3`, one DynamoDB client to th
 conditional PutItem (`attribute_not_exists(pk)`, a fresh key) to the same table.
 
 Two lower bounds run from the shipped copy in the same rounds: the floor's write done the way the app does it
-(chalicelib/aws.py's client: botocore without boto3, which it spares listing every service it knows; the
-collector paused), plus the libraries the project's standards keep (pydantic with one small model validated, the
-Powertools Logger, PyJWT as the app imports it), and the same with PyJWT swapped for the `cryptography`
-primitives a verifier written directly on them would import. No trimming of the app's own code can go below the
-first; the second is what replacing PyJWT would allow.
+(chalicelib/aws.py's client: botocore without boto3, which it spares listing every service it knows, its data decoded
+into plain dicts; the collector paused), plus the libraries the project's standards keep (pydantic with one small model
+validated, the Powertools Logger, PyJWT as the app imports it), and the same with PyJWT swapped for the `cryptography`
+primitives a verifier written directly on them would import. No trimming of the app's own code can go below the first;
+the second is what replacing PyJWT would allow.
 
 Floor and candidate runs alternate, so that a machine that is busier for a while slows them all; the numbers
 are the medians (and the range) over the rounds of candidate/floor. Each run also reports its CPU time over
@@ -116,11 +116,11 @@ client = boto3.client("dynamodb", endpoint_url=given["endpoint"], region_name=gi
 )
 
 # The lower bounds: the floor's write done the app's way (chalicelib/aws.py: botocore without boto3, with a data
-# loader that does not list every service botocore knows; the collector paused, chalicelib/cold_start.py), plus the
-# libraries the project's standards keep, as little of each as the app can use: pydantic with one small model
-# validated, the Powertools Logger (importing it imports Metrics and Tracer too: aws_lambda_powertools/__init__.py),
-# and PyJWT as chalicelib/auth.py imports it; the second swaps PyJWT for what a verifier written directly on
-# `cryptography` would import (its RSA/EC primitives, no x509).
+# loader that does not list every service botocore knows and decodes its JSON into plain dicts; the collector paused,
+# chalicelib/cold_start.py), plus the libraries the project's standards keep, as little of each as the app can use:
+# pydantic with one small model validated, the Powertools Logger (importing it imports Metrics and Tracer too:
+# aws_lambda_powertools/__init__.py), and PyJWT as chalicelib/auth.py imports it; the second swaps PyJWT for what a
+# verifier written directly on `cryptography` would import (its RSA/EC primitives, no x509).
 # Run from the shipped copy: no trimming of the app's own code can bring it below these.
 _LIBRARIES = (
     """import gc

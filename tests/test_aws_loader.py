@@ -1,8 +1,11 @@
 """The app's botocore clients are created without listing every service botocore has data for
-(chalicelib/aws_loader.py), and they are the clients botocore's own loader would have made."""
+(chalicelib/aws_loader.py), from botocore's data decoded into plain dicts, and they are the clients botocore's own
+loader would have made."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 from botocore.exceptions import UnknownServiceError
 
 from chalicelib import aws
-from chalicelib.aws_loader import NamedServicesLoader
+from chalicelib.aws_loader import DictJSONFileLoader, NamedServicesLoader
 
 BOTOCORE_DATA = str(Path(botocore.loaders.__file__).parent / "data")
 
@@ -58,3 +61,37 @@ def test_a_client_lists_only_its_own_service_directory_and_writes(
 def test_an_unknown_service_is_still_refused() -> None:
     with pytest.raises(UnknownServiceError):
         aws.client("no-such-service", "us-east-1")
+
+
+def ordered(value: Any) -> Any:
+    """`value` with every mapping as a list of its items, in order: equal only if the order is too."""
+    if isinstance(value, dict):
+        return [(key, ordered(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [ordered(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("name", "load"),
+    [
+        ("endpoints", lambda loader: loader.load_data("endpoints")),
+        ("partitions", lambda loader: loader.load_data("partitions")),
+        ("sdk-default-configuration", lambda loader: loader.load_data("sdk-default-configuration")),
+        ("dynamodb model", lambda loader: loader.load_service_model("dynamodb", "service-2")),
+        ("dynamodb rules", lambda loader: loader.load_service_model("dynamodb", "endpoint-rule-set-1")),
+        ("secretsmanager model", lambda loader: loader.load_service_model("secretsmanager", "service-2")),
+    ],
+)
+def test_it_decodes_botocore_data_into_plain_dicts_equal_to_botocores_in_order_too(name: str, load: Any) -> None:
+    mine, botocores = load(NamedServicesLoader(["dynamodb", "secretsmanager"], None)), load(botocore.loaders.Loader())
+    assert type(mine) is dict and type(botocores) is not dict, name  # botocore's own: an OrderedDict of each object
+    assert ordered(mine) == ordered(botocores), name
+
+
+def test_it_reads_a_compressed_data_file_and_answers_none_for_a_missing_one(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "rules.json.gz", "wb") as compressed:
+        compressed.write(json.dumps({"version": "1.0", "rules": [{"b": 1, "a": 2}]}).encode())
+    loader = DictJSONFileLoader()
+    assert ordered(loader.load_file(str(tmp_path / "rules"))) == [("version", "1.0"), ("rules", [[("b", 1), ("a", 2)]])]
+    assert loader.load_file(str(tmp_path / "missing")) is None
