@@ -41,15 +41,19 @@ class NamedServicesLoader(Loader):  # type: ignore[misc]  # botocore has no type
             file_loader=DictJSONFileLoader(),
             include_default_search_paths=False,
         )
-        self._services = tuple(services)
+        self._services = set(services)
+
+    def name(self, service: str) -> None:
+        """Also answer for `service` from now on (a client of it is about to be created)."""
+        self._services.add(service)
 
     def list_available_services(self, type_name: str) -> list[str]:
         """Of the named services, those botocore has `type_name` data for (a service model, endpoint rules)."""
         available = []
-        for service in self._services:
+        for service in sorted(self._services):
             try:
                 self.list_api_versions(service, type_name)
             except DataNotFoundError:
                 continue
             available.append(service)
-        return sorted(available)
+        return available

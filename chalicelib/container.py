@@ -213,4 +213,4 @@ def services() -> Services:
 def reset() -> None:
     """Forget the cached configuration (tests change the environment between cases)."""
     services.cache_clear()
-    aws.client.cache_clear()
+    aws.reset()

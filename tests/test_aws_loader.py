@@ -7,6 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,14 @@ from chalicelib import aws
 from chalicelib.aws_loader import DictJSONFileLoader, NamedServicesLoader
 
 BOTOCORE_DATA = str(Path(botocore.loaders.__file__).parent / "data")
+
+
+@pytest.fixture
+def fresh_session() -> Iterator[None]:
+    """A test's clients come from a session of their own, which no later test gets."""
+    aws.reset()
+    yield
+    aws.reset()
 
 
 @pytest.mark.parametrize("type_name", ["service-2", "endpoint-rule-set-1"])
@@ -38,7 +48,7 @@ def test_aws_data_path_comes_first_as_botocore_puts_it(tmp_path: Path) -> None:
 
 
 def test_a_client_lists_only_its_own_service_directory_and_writes(
-    dynamodb_endpoint: str, table_name: str, monkeypatch: pytest.MonkeyPatch
+    dynamodb_endpoint: str, table_name: str, monkeypatch: pytest.MonkeyPatch, fresh_session: None
 ) -> None:
     listed: list[str] = []
     real_listdir = os.listdir
@@ -51,14 +61,14 @@ def test_a_client_lists_only_its_own_service_directory_and_writes(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     monkeypatch.setattr(os, "listdir", listdir)
-    client = aws.client.__wrapped__("dynamodb", "us-east-1", dynamodb_endpoint)  # a new one, not aws.client's cached
+    client = aws.client("dynamodb", "us-east-1", dynamodb_endpoint)
     key = {"pk": {"S": "LOADER"}, "sk": {"S": "LOADER"}}
     client.put_item(TableName=table_name, Item=key)
     assert client.get_item(TableName=table_name, Key=key, ConsistentRead=True)["Item"] == key
     assert set(listed) == {os.path.join(BOTOCORE_DATA, "dynamodb")}  # botocore's own loader lists every service
 
 
-def test_an_unknown_service_is_still_refused() -> None:
+def test_an_unknown_service_is_still_refused(fresh_session: None) -> None:
     with pytest.raises(UnknownServiceError):
         aws.client("no-such-service", "us-east-1")
 
@@ -95,3 +105,45 @@ def test_it_reads_a_compressed_data_file_and_answers_none_for_a_missing_one(tmp_
     loader = DictJSONFileLoader()
     assert ordered(loader.load_file(str(tmp_path / "rules"))) == [("version", "1.0"), ("rules", [[("b", 1), ("a", 2)]])]
     assert loader.load_file(str(tmp_path / "missing")) is None
+
+
+def test_clients_share_one_session_which_reads_the_endpoint_data_once(
+    monkeypatch: pytest.MonkeyPatch, fresh_session: None
+) -> None:
+    read: list[str] = []
+    real_load_file = DictJSONFileLoader.load_file
+
+    def load_file(self: DictJSONFileLoader, file_path: str) -> Any:
+        read.append(os.path.relpath(file_path, BOTOCORE_DATA))
+        return real_load_file(self, file_path)
+
+    monkeypatch.setattr(DictJSONFileLoader, "load_file", load_file)
+    aws.client("dynamodb", "us-east-1")
+    assert "endpoints" in read
+    read.clear()
+    aws.client("secretsmanager", "us-east-1")
+    aws.client("dynamodb", "eu-west-1")  # another client of a service the session knows: no file read
+    assert read and all(path.startswith("secretsmanager" + os.sep) for path in read), read
+
+
+def test_concurrent_first_clients_are_all_made(fresh_session: None) -> None:
+    regions = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1"]
+    with ThreadPoolExecutor(len(regions) * 2) as pool:
+        made = list(
+            pool.map(lambda args: aws.client(*args), [(s, r) for s in ("dynamodb", "secretsmanager") for r in regions])
+        )
+    assert [(c.meta.service_model.service_name, c.meta.region_name) for c in made] == [
+        (s, r) for s in ("dynamodb", "secretsmanager") for r in regions
+    ]
+
+
+def test_reset_reads_the_credentials_from_the_environment_again(
+    monkeypatch: pytest.MonkeyPatch, fresh_session: None
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "first-secret")
+    aws.reset()
+    assert aws.client("dynamodb", "us-east-1")._request_signer._credentials.access_key == "first-key-id"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second-key-id")
+    aws.reset()
+    assert aws.client("dynamodb", "us-east-1")._request_signer._credentials.access_key == "second-key-id"
