@@ -15,13 +15,15 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import boto3
 import pytest
 from chalice.test import Client
 
 from chalicelib import container, vod_signature
 from chalicelib.auth import load_or_create_local_key, mint_local_token
+from chalicelib.credentials import SECRET_KEYS
 from chalicelib.identity import LOCAL_ISSUER
 from chalicelib.settings import Settings
 from chalicelib.storage import Storage
@@ -385,3 +387,47 @@ def pull_vod(
     container.reset()
     yield handle
     handle.stop()
+
+
+class KeyRotation:
+    """The stage's VOD key pair in a Secrets Manager secret (moto's server), re-read at every use
+    (SECRETS_CACHE_SECONDS=0), and the operator's rotation of it: VOD then accepts only the new pair."""
+
+    NEW_SECRET_ID = "AKIDrotatedKeyPair000000000000000000"
+    NEW_SECRET_KEY = "rotated-vod-secret-key"
+
+    def __init__(self, vod: Handle, stage_env: dict[str, str], endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._vod = vod
+        self._client = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,  # moto's server answers every service
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        self._name = f"vod-upload/rotation-{uuid.uuid4().hex[:8]}"
+        self._secret = {key: stage_env[key] for key in (*SECRET_KEYS, "VOD_SIGN_KEY")}
+        self._client.create_secret(Name=self._name, SecretString=json.dumps(self._secret))
+        stage_env.update(
+            SECRETS_SOURCE="secretsmanager",
+            SECRET_NAME=self._name,
+            SECRETS_CACHE_SECONDS="0",
+            AWS_ENDPOINT_URL_SECRETS_MANAGER=endpoint,
+        )
+        for variable, value in stage_env.items():
+            monkeypatch.setenv(variable, value)
+        container.reset()
+
+    def rotate(self) -> None:
+        accepted = cast(dict[str, str], self._vod.app.config.secrets)
+        accepted.clear()
+        accepted[self.NEW_SECRET_ID] = self.NEW_SECRET_KEY
+        self._secret.update(VOD_SECRET_ID=self.NEW_SECRET_ID, VOD_SECRET_KEY=self.NEW_SECRET_KEY)
+        self._client.put_secret_value(SecretId=self._name, SecretString=json.dumps(self._secret))
+
+
+@pytest.fixture
+def key_rotation(
+    pull_vod: Handle, stage_env: dict[str, str], dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> KeyRotation:
+    return KeyRotation(pull_vod, stage_env, dynamodb_endpoint, monkeypatch)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from chalicelib import container, source_context, vod_signature
-from tests.conftest import ApiFactory, TokenFactory, bearer, call, free_port, vodlocal_for, with_policy
-from tests.test_pull_consumer import CONSUMER_SECONDS, KeyRotation, as_user, commit_through
+from tests.conftest import ApiFactory, KeyRotation, TokenFactory, bearer, call, free_port, vodlocal_for, with_policy
+from tests.test_pull_consumer import CONSUMER_SECONDS, as_user, commit_through
 from tests.vodlocal.conftest import apply_and_store, ugc
 from tests.waiting import pulled
 from vodlocal import Handle, start
@@ -278,21 +278,15 @@ def test_vod_not_answering_is_a_503_with_retry_after_and_changes_nothing(
 
 
 def test_complete_uses_a_rotated_vod_key_pair(
-    pull_vod: Handle,
-    api_factory: ApiFactory,
-    token_for: TokenFactory,
-    stage_env: dict[str, str],
-    dynamodb_endpoint: str,
-    monkeypatch: pytest.MonkeyPatch,
+    pull_vod: Handle, key_rotation: KeyRotation, api_factory: ApiFactory, token_for: TokenFactory
 ) -> None:
     """The same warm app completes before and after the operator rotates VOD's key pair: DescribeMediaInfos is
     signed with the pair the secret holds now, not with the one the first complete was made with."""
-    rotation = KeyRotation(pull_vod, stage_env, dynamodb_endpoint, monkeypatch)
     api, alice = api_factory(), token_for("alice")
     upload_id, file_id = commit_through(pull_vod, as_user(api, alice))
     assert complete(api, alice, upload_id, file_id).json_body["outcome"] == "attributed"
 
-    rotation.rotate()
+    key_rotation.rotate()
     upload_id, file_id = commit_through(pull_vod, as_user(api, alice))  # signed with the new pair
     answer = complete(api, alice, upload_id, file_id)
     assert (answer.status_code, answer.json_body.get("outcome")) == (200, "attributed"), answer.body

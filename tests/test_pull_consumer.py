@@ -4,22 +4,18 @@ through the event service against the local DynamoDB, and confirms only what is 
 from __future__ import annotations
 
 import hashlib
-import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib import container
-from chalicelib.credentials import SECRET_KEYS
 from chalicelib.items import FAILED_EVENT_BODY_BYTES
 from chalicelib.pull_consumer import PullConsumer, PulledEvent, QueueUnavailable, RunReport, event_body
 from chalicelib.storage import Storage
 from chalicelib.vod_api import VodEventQueue
-from tests.conftest import ApiFactory, TokenFactory, bearer
+from tests.conftest import ApiFactory, KeyRotation, TokenFactory, bearer
 from tests.vodlocal.conftest import apply_and_store, ugc
 from vodlocal import Handle
 
@@ -302,58 +298,15 @@ def test_a_failure_record_keeps_a_bounded_excerpt_whatever_the_event_size(
     assert body.startswith(kept) and FAILED_EVENT_BODY_BYTES - 3 < len(kept) <= FAILED_EVENT_BODY_BYTES
 
 
-class KeyRotation:
-    """The stage's VOD key pair in a Secrets Manager secret (moto's server), re-read at every use
-    (SECRETS_CACHE_SECONDS=0), and the operator's rotation of it: VOD then accepts only the new pair."""
-
-    NEW_SECRET_ID = "AKIDrotatedKeyPair000000000000000000"
-    NEW_SECRET_KEY = "rotated-vod-secret-key"
-
-    def __init__(self, vod: Handle, stage_env: dict[str, str], endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._vod = vod
-        self._client = boto3.client(
-            "secretsmanager",
-            endpoint_url=endpoint,  # moto's server answers every service
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
-        self._name = f"vod-upload/rotation-{uuid.uuid4().hex[:8]}"
-        self._secret = {key: stage_env[key] for key in (*SECRET_KEYS, "VOD_SIGN_KEY")}
-        self._client.create_secret(Name=self._name, SecretString=json.dumps(self._secret))
-        stage_env.update(
-            SECRETS_SOURCE="secretsmanager",
-            SECRET_NAME=self._name,
-            SECRETS_CACHE_SECONDS="0",
-            AWS_ENDPOINT_URL_SECRETS_MANAGER=endpoint,
-        )
-        for variable, value in stage_env.items():
-            monkeypatch.setenv(variable, value)
-        container.reset()
-
-    def rotate(self) -> None:
-        accepted = cast(dict[str, str], self._vod.app.config.secrets)
-        accepted.clear()
-        accepted[self.NEW_SECRET_ID] = self.NEW_SECRET_KEY
-        self._secret.update(VOD_SECRET_ID=self.NEW_SECRET_ID, VOD_SECRET_KEY=self.NEW_SECRET_KEY)
-        self._client.put_secret_value(SecretId=self._name, SecretString=json.dumps(self._secret))
-
-
 def test_the_consumer_uses_a_rotated_vod_key_pair_as_signing_does(
-    pull_vod: Handle,
-    api_factory: ApiFactory,
-    token_for: TokenFactory,
-    stage_env: dict[str, str],
-    dynamodb_endpoint: str,
-    monkeypatch: pytest.MonkeyPatch,
+    pull_vod: Handle, key_rotation: KeyRotation, api_factory: ApiFactory, token_for: TokenFactory
 ) -> None:
-    rotation = KeyRotation(pull_vod, stage_env, dynamodb_endpoint, monkeypatch)
     api, token = api_factory(), token_for("alice")
     consumer = container.services().pull_consumer
     upload_through(pull_vod, as_user(api, token))
     assert consumer.run(CONSUMER_SECONDS).outcomes == {"attributed": 1}
 
-    rotation.rotate()
+    key_rotation.rotate()
     upload_id = upload_through(pull_vod, as_user(api, token))  # signed with the new pair
     report = consumer.run(CONSUMER_SECONDS)  # the same consumer, as in a warm container
     assert (report.outcomes, report.queue_errors) == ({"attributed": 1}, 0), report
