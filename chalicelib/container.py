@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from chalicelib.sweep import ReconciliationSweep
     from chalicelib.uploads import UploadService
     from chalicelib.videos import VideoService
-    from chalicelib.vod_api import VodApi
+    from chalicelib.vod_api import CurrentKeysClient, VodApi, VodMediaCatalog
 
 Api = TypeVar("Api", bound="VodApi")
 
@@ -164,18 +164,15 @@ class Services:
     def completion(self) -> CompletionService:
         from chalicelib.completion import CompletionService
 
-        # Kept with its connections for the next request, but only while the stage's key pair is the one it signs
-        # with: after a rotation VOD refuses the old pair, and a warm container outlives many re-reads of the secret.
-        catalogs: dict[int | None, tuple[tuple[str, str], MediaCatalog]] = {}
+        catalogs: dict[int | None, CurrentKeysClient[VodMediaCatalog]] = {}
 
         def catalog_for(sub_app_id: int | None) -> MediaCatalog:
-            from chalicelib.vod_api import VodMediaCatalog
+            from chalicelib.vod_api import CurrentKeysClient, VodMediaCatalog
 
-            keys = self._vod_keys()
-            kept = catalogs.get(sub_app_id)
-            if kept is None or kept[0] != keys:
-                kept = catalogs[sub_app_id] = (keys, VodMediaCatalog(*keys, self.settings.vod_api_endpoint, sub_app_id))
-            return kept[1]
+            if sub_app_id not in catalogs:
+                endpoint = self.settings.vod_api_endpoint
+                catalogs[sub_app_id] = CurrentKeysClient(VodMediaCatalog, self._vod_keys, endpoint, sub_app_id)
+            return catalogs[sub_app_id].current()
 
         return CompletionService(self.uploads, self.events, self.secrets, catalog_for)
 

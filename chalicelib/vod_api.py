@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from tencentcloud.common import credential
@@ -102,17 +102,37 @@ class VodEventQueue(VodApi):
             raise QueueUnavailable(f"ConfirmEvents: {error.code}: {error.message}") from None
 
 
-class CurrentKeysEventQueue:
-    """The event queue signed with the stage's current VOD key pair, as signing and the sweep use it: each call
-    asks `keys` (the secrets provider, which re-reads the secret every SECRETS_CACHE_SECONDS) and makes a new
-    client only when the pair changed. A consumer run outlasts many pulls, and its container many runs: a key
-    pair read once would be used until the container is recycled, long after VOD stopped accepting it."""
+Api = TypeVar("Api", bound=VodApi)
 
-    def __init__(self, keys: Callable[[], tuple[str, str]], endpoint: str | None, sub_app_id: int | None) -> None:
+
+class CurrentKeysClient(Generic[Api]):
+    """One application's `api`, signed with the stage's current VOD key pair: each use asks `keys` (the secrets
+    provider, which re-reads the secret every SECRETS_CACHE_SECONDS) and makes a new client only when the pair
+    changed, so that its connections are kept otherwise. A warm container outlives many re-reads of the secret: a
+    client made with the pair of its first use would be used long after VOD stopped accepting that pair."""
+
+    def __init__(
+        self, api: type[Api], keys: Callable[[], tuple[str, str]], endpoint: str | None, sub_app_id: int | None
+    ) -> None:
+        self._api = api
         self._keys = keys
         self._endpoint = endpoint
         self._sub_app_id = sub_app_id
-        self._current: tuple[tuple[str, str], VodEventQueue] | None = None
+        self._current: tuple[tuple[str, str], Api] | None = None
+
+    def current(self) -> Api:
+        pair = self._keys()
+        if self._current is None or self._current[0] != pair:
+            self._current = (pair, self._api(*pair, self._endpoint, self._sub_app_id))
+        return self._current[1]
+
+
+class CurrentKeysEventQueue:
+    """The event queue with the stage's current key pair, as signing and the sweep use it: a consumer run outlasts
+    many pulls, and its container many runs."""
+
+    def __init__(self, keys: Callable[[], tuple[str, str]], endpoint: str | None, sub_app_id: int | None) -> None:
+        self._queues = CurrentKeysClient(VodEventQueue, keys, endpoint, sub_app_id)
 
     def pull(self) -> list[PulledEvent]:
         return self._queue().pull()
@@ -122,12 +142,9 @@ class CurrentKeysEventQueue:
 
     def _queue(self) -> VodEventQueue:
         try:
-            pair = self._keys()
+            return self._queues.current()
         except ServiceUnavailable as error:
             raise QueueUnavailable(f"VOD keys: {error.message}") from None
-        if self._current is None or self._current[0] != pair:
-            self._current = (pair, VodEventQueue(*pair, self._endpoint, self._sub_app_id))
-        return self._current[1]
 
 
 class VodMediaLibrary(VodApi):

@@ -142,7 +142,6 @@ def test_reset_reads_the_credentials_from_the_environment_again(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first-key-id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "first-secret")
-    aws.reset()
     assert aws.client("dynamodb", "us-east-1")._request_signer._credentials.access_key == "first-key-id"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second-key-id")
     aws.reset()
